@@ -1,0 +1,429 @@
+//! The simulator: a clock, an event queue and a single-threaded executor
+//! that runs simulated software and device processes as async Rust tasks.
+//!
+//! A task advances simulated time only by awaiting a future that says what
+//! it waits for ([`Sim::sleep`], a [`crate::Notify`], a [`crate::Mailbox`]).
+//! Wake-ups are events in the one queue, so tasks and plain callbacks
+//! ([`Sim::at`]) interleave in a single deterministic `(time, sequence)`
+//! order.
+//!
+//! Design choices and the invariants they keep:
+//! * Tasks are woken by [`TaskId`], not through `std::task::Waker`: the
+//!   primitives in this crate record `sim.current_task()` when they block.
+//!   Tasks are polled with a no-op waker, so no unsafe code is needed and a
+//!   waker can never leak to another thread. Every primitive re-checks its
+//!   condition when polled, so a spurious wake-up is harmless.
+//! * A task id carries a generation: waking a finished task whose slot was
+//!   reused does nothing.
+//! * Tasks hold clones of the `Sim`, which is a reference cycle; call
+//!   [`Sim::shutdown`] when a run is over to drop every task.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use crate::queue::EventQueue;
+use crate::time::{Duration, Time};
+
+/// Identifies a spawned task. Stale ids (the task finished) are ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskId {
+    index: u32,
+    generation: u32,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+enum Action {
+    Wake(TaskId),
+    Call(Box<dyn FnOnce()>),
+}
+
+struct Slot {
+    generation: u32,
+    /// `None` while the task is being polled or after it finished.
+    future: Option<BoxFuture>,
+    alive: bool,
+}
+
+/// One line of the optional event trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    pub time: Time,
+    pub message: String,
+}
+
+/// Most trace records kept; later ones are counted, not stored.
+const TRACE_LIMIT: usize = 1_000_000;
+
+#[derive(Default)]
+struct Trace {
+    records: Vec<TraceRecord>,
+    dropped: u64,
+}
+
+struct Inner {
+    now: Cell<Time>,
+    queue: RefCell<EventQueue<Action>>,
+    slots: RefCell<Vec<Slot>>,
+    free_slots: RefCell<Vec<u32>>,
+    current: Cell<Option<TaskId>>,
+    events: Cell<u64>,
+    live_tasks: Cell<usize>,
+    stopped: Cell<bool>,
+    trace: RefCell<Option<Trace>>,
+}
+
+/// A handle to one simulation. Cheap to clone; all clones share the clock.
+#[derive(Clone)]
+pub struct Sim(Rc<Inner>);
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        Sim(Rc::new(Inner {
+            now: Cell::new(Time::ZERO),
+            queue: RefCell::new(EventQueue::new()),
+            slots: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            current: Cell::new(None),
+            events: Cell::new(0),
+            live_tasks: Cell::new(0),
+            stopped: Cell::new(false),
+            trace: RefCell::new(None),
+        }))
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Time {
+        self.0.now.get()
+    }
+
+    /// Events processed so far (task wake-ups and callbacks).
+    pub fn events(&self) -> u64 {
+        self.0.events.get()
+    }
+
+    /// Tasks spawned and not yet finished.
+    pub fn live_tasks(&self) -> usize {
+        self.0.live_tasks.get()
+    }
+
+    /// The task being polled. Panics outside a task: blocking primitives
+    /// can only be awaited from inside one.
+    pub fn current_task(&self) -> TaskId {
+        self.0.current.get().expect("a simulation primitive was awaited outside a simulated task")
+    }
+
+    /// Start `future` as a task; it is first polled at the current time,
+    /// after the events already queued for this instant.
+    pub fn spawn(&self, future: impl Future<Output = ()> + 'static) -> TaskId {
+        let future: BoxFuture = Box::pin(future);
+        let id = {
+            let mut slots = self.0.slots.borrow_mut();
+            match self.0.free_slots.borrow_mut().pop() {
+                Some(index) => {
+                    let slot = &mut slots[index as usize];
+                    slot.generation = slot.generation.wrapping_add(1);
+                    slot.future = Some(future);
+                    slot.alive = true;
+                    TaskId { index, generation: slot.generation }
+                }
+                None => {
+                    let index = u32::try_from(slots.len()).expect("more than 4 billion live tasks");
+                    slots.push(Slot { generation: 0, future: Some(future), alive: true });
+                    TaskId { index, generation: 0 }
+                }
+            }
+        };
+        self.0.live_tasks.set(self.0.live_tasks.get() + 1);
+        self.wake_at(self.now(), id);
+        id
+    }
+
+    /// Poll task `id` at `time` (clamped to now: the past cannot be scheduled).
+    pub fn wake_at(&self, time: Time, id: TaskId) {
+        let time = time.max(self.now());
+        self.0.queue.borrow_mut().push(time, Action::Wake(id));
+    }
+
+    /// Poll task `id` at the current time, after what is already queued.
+    pub fn wake(&self, id: TaskId) {
+        self.wake_at(self.now(), id);
+    }
+
+    /// Run `f` at `time` (clamped to now).
+    pub fn at(&self, time: Time, f: impl FnOnce() + 'static) {
+        let time = time.max(self.now());
+        self.0.queue.borrow_mut().push(time, Action::Call(Box::new(f)));
+    }
+
+    /// Run `f` after `delay`.
+    pub fn after(&self, delay: Duration, f: impl FnOnce() + 'static) {
+        self.at(self.now() + delay, f);
+    }
+
+    /// A future that completes at `now + d`.
+    pub fn sleep(&self, d: Duration) -> Sleep {
+        Sleep { sim: self.clone(), deadline: self.now() + d, armed: false }
+    }
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    pub fn sleep_until(&self, deadline: Time) -> Sleep {
+        Sleep { sim: self.clone(), deadline, armed: false }
+    }
+
+    /// Let every other event queued for this instant run first.
+    pub fn yield_now(&self) -> YieldNow {
+        YieldNow { sim: self.clone(), yielded: false }
+    }
+
+    /// Ask the running loop to return after the current event.
+    pub fn stop(&self) {
+        self.0.stopped.set(true);
+    }
+
+    /// Process events until none are left or [`Sim::stop`] is called.
+    pub fn run(&self) {
+        self.run_until(Time::MAX);
+    }
+
+    /// Process every event due at or before `deadline`, then leave the clock
+    /// at `deadline` (if the loop was not stopped earlier and `deadline` is
+    /// finite), so that measurements over a window see the whole window.
+    pub fn run_until(&self, deadline: Time) {
+        self.0.stopped.set(false);
+        loop {
+            if self.0.stopped.get() {
+                return;
+            }
+            let next = {
+                let mut q = self.0.queue.borrow_mut();
+                match q.peek_time() {
+                    Some(t) if t <= deadline => q.pop(),
+                    _ => None,
+                }
+            };
+            let Some((time, action)) = next else { break };
+            self.0.now.set(time);
+            self.0.events.set(self.0.events.get() + 1);
+            match action {
+                Action::Wake(id) => self.poll_task(id),
+                Action::Call(f) => f(),
+            }
+        }
+        if deadline != Time::MAX && self.now() < deadline {
+            self.0.now.set(deadline);
+        }
+    }
+
+    /// Advance by `d`, running everything due in between.
+    pub fn run_for(&self, d: Duration) {
+        self.run_until(self.now() + d);
+    }
+
+    fn poll_task(&self, id: TaskId) {
+        let future = {
+            let mut slots = self.0.slots.borrow_mut();
+            match slots.get_mut(id.index as usize) {
+                Some(slot) if slot.generation == id.generation && slot.alive => slot.future.take(),
+                _ => None,
+            }
+        };
+        // None: stale id, or a task that woke itself and is being polled.
+        let Some(mut future) = future else { return };
+        let previous = self.0.current.replace(Some(id));
+        let mut cx = Context::from_waker(Waker::noop());
+        let done = future.as_mut().poll(&mut cx).is_ready();
+        self.0.current.set(previous);
+        let mut slots = self.0.slots.borrow_mut();
+        let slot = &mut slots[id.index as usize];
+        if done {
+            slot.alive = false;
+            self.0.free_slots.borrow_mut().push(id.index);
+            self.0.live_tasks.set(self.0.live_tasks.get() - 1);
+            drop(slots);
+            drop(future);
+        } else {
+            slot.future = Some(future);
+        }
+    }
+
+    /// Drop every task and pending event, breaking the reference cycles
+    /// between tasks and the simulator. The clock and counters stay.
+    pub fn shutdown(&self) {
+        self.0.queue.borrow_mut().clear();
+        let futures: Vec<_> = self.0.slots.borrow_mut().iter_mut().filter_map(|s| s.future.take()).collect();
+        self.0.slots.borrow_mut().clear();
+        self.0.free_slots.borrow_mut().clear();
+        self.0.live_tasks.set(0);
+        drop(futures);
+    }
+
+    /// Start recording trace lines (off by default: tracing costs time).
+    pub fn enable_trace(&self) {
+        *self.0.trace.borrow_mut() = Some(Trace::default());
+    }
+
+    pub fn trace_enabled(&self) -> bool {
+        self.0.trace.borrow().is_some()
+    }
+
+    /// Record a trace line; `message` is only evaluated when tracing is on.
+    pub fn trace(&self, message: impl FnOnce() -> String) {
+        if let Some(trace) = self.0.trace.borrow_mut().as_mut() {
+            if trace.records.len() < TRACE_LIMIT {
+                trace.records.push(TraceRecord { time: self.now(), message: message() });
+            } else {
+                trace.dropped += 1;
+            }
+        }
+    }
+
+    /// Take the recorded trace and the number of lines that did not fit.
+    pub fn take_trace(&self) -> (Vec<TraceRecord>, u64) {
+        match self.0.trace.borrow_mut().as_mut() {
+            Some(t) => (std::mem::take(&mut t.records), std::mem::take(&mut t.dropped)),
+            None => (Vec::new(), 0),
+        }
+    }
+}
+
+/// Completes at a fixed simulated time. See [`Sim::sleep`].
+pub struct Sleep {
+    sim: Sim,
+    deadline: Time,
+    armed: bool,
+}
+
+impl Sleep {
+    pub fn deadline(&self) -> Time {
+        self.deadline
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.sim.now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        if !self.armed {
+            self.armed = true;
+            let id = self.sim.current_task();
+            self.sim.wake_at(self.deadline, id);
+        }
+        Poll::Pending
+    }
+}
+
+/// See [`Sim::yield_now`].
+pub struct YieldNow {
+    sim: Sim,
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        let id = self.sim.current_task();
+        self.sim.wake(id);
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleeps_advance_time_exactly() {
+        let sim = Sim::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        for (name, step) in [("a", 3u64), ("b", 5)] {
+            let (s, log) = (sim.clone(), log.clone());
+            sim.spawn(async move {
+                for _ in 0..3 {
+                    s.sleep(Duration(step)).await;
+                    log.borrow_mut().push((s.now().0, name));
+                }
+            });
+        }
+        sim.run();
+        assert_eq!(
+            *log.borrow(),
+            vec![(3, "a"), (5, "b"), (6, "a"), (9, "a"), (10, "b"), (15, "b")]
+        );
+        assert_eq!(sim.live_tasks(), 0);
+    }
+
+    #[test]
+    fn callbacks_and_tasks_share_one_order() {
+        let sim = Sim::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        sim.at(Time(10), move || l.borrow_mut().push("call"));
+        let (s, l) = (sim.clone(), log.clone());
+        sim.spawn(async move {
+            s.sleep_until(Time(10)).await;
+            l.borrow_mut().push("task");
+        });
+        sim.run();
+        assert_eq!(*log.borrow(), vec!["call", "task"]);
+    }
+
+    #[test]
+    fn stale_wakes_are_ignored_and_slots_reused() {
+        let sim = Sim::new();
+        let id = sim.spawn(async {});
+        sim.run();
+        sim.wake(id);
+        let ran = Rc::new(Cell::new(0));
+        let r = ran.clone();
+        let s = sim.clone();
+        sim.spawn(async move {
+            s.sleep(Duration(5)).await;
+            r.set(r.get() + 1);
+        });
+        sim.run();
+        assert_eq!(ran.get(), 1);
+    }
+
+    #[test]
+    fn run_until_leaves_clock_at_deadline() {
+        let sim = Sim::new();
+        let s = sim.clone();
+        sim.spawn(async move {
+            loop {
+                s.sleep(Duration(7)).await;
+            }
+        });
+        sim.run_until(Time(100));
+        assert_eq!(sim.now(), Time(100));
+        assert_eq!(sim.events(), 1 + 100 / 7);
+        sim.shutdown();
+        assert_eq!(sim.live_tasks(), 0);
+    }
+
+    #[test]
+    fn trace_is_lazy_and_recorded() {
+        let sim = Sim::new();
+        sim.trace(|| panic!("must not be evaluated when tracing is off"));
+        sim.enable_trace();
+        sim.trace(|| "hello".into());
+        let (records, dropped) = sim.take_trace();
+        assert_eq!(records, vec![TraceRecord { time: Time(0), message: "hello".into() }]);
+        assert_eq!(dropped, 0);
+    }
+}

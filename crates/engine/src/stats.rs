@@ -1,0 +1,112 @@
+//! Statistics a run collects: named counters (drops by reason, bytes, …)
+//! and latency histograms.
+//!
+//! Counters live in a `BTreeMap` so they print and serialise in a stable
+//! order. Latencies are recorded in picoseconds in an HdrHistogram with
+//! three significant digits, which bounds quantile error to 0.1 %.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use crate::time::Duration;
+
+/// Named monotonically increasing counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    values: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    pub fn new() -> Counters {
+        Counters::default()
+    }
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        *self.values.entry(name).or_insert(0) += n;
+    }
+    pub fn inc(&mut self, name: &'static str) {
+        self.add(name, 1);
+    }
+    pub fn get(&self, name: &str) -> u64 {
+        self.values.get(name).copied().unwrap_or(0)
+    }
+    /// Sum of every counter whose name starts with `prefix`.
+    pub fn sum_prefix(&self, prefix: &str) -> u64 {
+        self.values.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.values.iter().map(|(k, v)| (*k, *v))
+    }
+    pub fn merge(&mut self, other: &Counters) {
+        for (k, v) in other.iter() {
+            self.add(k, v);
+        }
+    }
+}
+
+/// A latency distribution in picoseconds.
+#[derive(Clone, Debug)]
+pub struct LatencyHist {
+    hist: Histogram<u64>,
+}
+
+impl Default for LatencyHist {
+    fn default() -> Self {
+        LatencyHist::new()
+    }
+}
+
+impl LatencyHist {
+    pub fn new() -> LatencyHist {
+        // 3 significant figures, auto-resizing: cannot fail for these bounds.
+        let mut hist = Histogram::new(3).expect("3 significant figures is a valid HdrHistogram precision");
+        hist.auto(true);
+        LatencyHist { hist }
+    }
+    pub fn record(&mut self, d: Duration) {
+        // With auto-resize, recording only fails for u64::MAX-sized values.
+        let _ = self.hist.record(d.0.max(1));
+    }
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+    /// The `q` quantile (0–1), zero if empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.hist.is_empty() { Duration::ZERO } else { Duration(self.hist.value_at_quantile(q.clamp(0.0, 1.0))) }
+    }
+    pub fn mean(&self) -> Duration {
+        Duration(self.hist.mean().round() as u64)
+    }
+    pub fn max(&self) -> Duration {
+        Duration(self.hist.max())
+    }
+    pub fn merge(&mut self, other: &LatencyHist) {
+        let _ = self.hist.add(&other.hist);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_by_prefix() {
+        let mut c = Counters::new();
+        c.inc("drop.queue_full");
+        c.add("drop.no_buffer", 2);
+        c.add("delivered", 5);
+        assert_eq!(c.sum_prefix("drop."), 3);
+        assert_eq!(c.get("missing"), 0);
+    }
+
+    #[test]
+    fn quantiles_within_precision() {
+        let mut h = LatencyHist::new();
+        for ns in 1..=1000u64 {
+            h.record(Duration::from_ns(ns));
+        }
+        let p50 = h.quantile(0.5).as_ns_f64();
+        assert!((p50 - 500.0).abs() <= 1.0, "{p50}");
+        assert_eq!(LatencyHist::new().quantile(0.99), Duration::ZERO);
+    }
+}
