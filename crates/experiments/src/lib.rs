@@ -1,1 +1,26 @@
-//! experiments
+//! nextio's experiments: each reproduces one paper figure, table or
+//! reference model, and reports the paper's numbers beside the model's.
+//!
+//! * [`params`] turns `KEY=VALUE` strings into validated parameters;
+//! * [`experiment`] defines the [`Experiment`] trait and the result record;
+//! * [`output`] and [`report`] write `result.json`, CSVs, SVG charts and the
+//!   `index.html` report;
+//! * one module per experiment family, listed in [`all`].
+
+pub mod experiment;
+pub mod output;
+pub mod params;
+pub mod report;
+
+pub use experiment::{Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute};
+pub use params::{ParamKind, ParamSpec, Params};
+
+/// Every experiment, in the order `nextio list` shows them.
+pub fn all() -> Vec<&'static dyn Experiment> {
+    vec![]
+}
+
+/// The experiment called `name`.
+pub fn find(name: &str) -> Option<&'static dyn Experiment> {
+    all().into_iter().find(|e| e.name() == name)
+}

@@ -1,1 +1,19 @@
-//! hw
+//! nextio's hardware models. Each is a functional model (it moves real
+//! bytes) and a timing model (it says when), written as a state machine that
+//! is handed `now` and answers with times; none reads a wall clock.
+//!
+//! * [`ethernet`] — a full-duplex Ethernet link with a bounded queue;
+//! * [`packet`] — real Ethernet/IPv4/UDP frames, built and parsed;
+//! * [`pcap`] — nanosecond pcap capture of a link's wire traffic;
+//! * [`pcie`] — a PCIe link at transaction-layer granularity;
+//! * [`mem`] — physical memory holding real bytes, address spaces;
+//! * [`cache`] — a set-associative cache hierarchy with DDIO;
+//! * [`cpu`] — cores, their time ledgers and the cost interface software uses.
+
+pub mod cache;
+pub mod cpu;
+pub mod ethernet;
+pub mod mem;
+pub mod packet;
+pub mod pcap;
+pub mod pcie;

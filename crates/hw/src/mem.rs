@@ -1,0 +1,1 @@
+//! Placeholder: the mem model lands here.

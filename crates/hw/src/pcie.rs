@@ -1,0 +1,1 @@
+//! Placeholder: the pcie model lands here.
