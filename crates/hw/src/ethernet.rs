@@ -1,1 +1,231 @@
-//! Placeholder.
+//! A point-to-point Ethernet link, one direction of it: serialization at the
+//! line rate, 20 bytes of preamble, start-of-frame delimiter and
+//! inter-frame gap per frame, propagation delay, and a bounded transmit
+//! queue that drops (and counts) frames offered while it is full.
+//!
+//! [`EthTx`] is the pure timing model (handed `now`, answers with times);
+//! [`Wire`] joins it to a receiver's [`Mailbox`] and an optional pcap
+//! capture. Invariant, tested: every frame offered to a wire is either
+//! delivered to the receiver's mailbox or counted under a drop reason.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use nextio_engine::{Counters, Duration, Mailbox, Rate, Serializer, Sim, Time};
+use thiserror::Error;
+
+use crate::packet::Frame;
+use crate::pcap::Capture;
+
+/// Preamble (7) + start-of-frame delimiter (1) + minimum inter-frame gap
+/// (12) bytes that accompany every frame on the wire (IEEE 802.3 §4.4.2).
+pub const PER_FRAME_OVERHEAD_BYTES: u64 = 20;
+
+/// Configuration of one direction of a link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkConfig {
+    pub rate: Rate,
+    /// Signal propagation delay (≈ 5 ns per metre of fibre or copper).
+    pub propagation: Duration,
+    /// Frames that may wait for the line while another is sent; more are dropped.
+    pub queue_frames: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            rate: Rate::gbps(100),
+            // A 1 m direct-attach cable: ~5 ns/m propagation.
+            propagation: Duration::from_ns(5),
+            // 256 frames of transmit buffering; a MAC FIFO plus the NIC's
+            // TX ring in front of it are far deeper, so this is a choice
+            // of the experiment, not a datasheet value.
+            queue_frames: 256,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LinkError {
+    #[error("transmit queue full ({0} frames)")]
+    QueueFull(usize),
+}
+
+/// The timing of one transmitter.
+#[derive(Clone, Debug)]
+pub struct EthTx {
+    config: LinkConfig,
+    serializer: Serializer,
+    /// When the line finishes the last accepted frame.
+    busy_until: Time,
+    /// Start times of accepted frames, oldest first; those not yet started
+    /// are the queue.
+    starts: VecDeque<Time>,
+}
+
+impl EthTx {
+    pub fn new(config: LinkConfig) -> EthTx {
+        EthTx { serializer: Serializer::new(config.rate, 1, 1), config, busy_until: Time::ZERO, starts: VecDeque::new() }
+    }
+
+    pub fn config(&self) -> &LinkConfig {
+        &self.config
+    }
+
+    /// Frames accepted but not yet on the line at `now`.
+    pub fn queued(&mut self, now: Time) -> usize {
+        while self.starts.front().is_some_and(|s| *s <= now) {
+            self.starts.pop_front();
+        }
+        self.starts.len()
+    }
+
+    /// The earliest time at which a frame offered would be accepted.
+    pub fn next_accept(&mut self, now: Time) -> Time {
+        if self.queued(now) < self.config.queue_frames.max(1) {
+            now
+        } else {
+            // The queue drains one frame each time one starts.
+            self.starts[self.starts.len() - self.config.queue_frames.max(1)]
+        }
+    }
+
+    /// Accept a frame of `frame_bytes` (FCS included) at `now`; returns
+    /// `(start, arrival)`: when its first bit leaves and when its last bit
+    /// reaches the far end.
+    pub fn transmit(&mut self, now: Time, frame_bytes: u64) -> Result<(Time, Time), LinkError> {
+        if self.queued(now) >= self.config.queue_frames.max(1) {
+            return Err(LinkError::QueueFull(self.config.queue_frames));
+        }
+        if now >= self.busy_until {
+            // The line went idle: no fraction of a picosecond carries over.
+            self.serializer.reset();
+        }
+        let start = now.max(self.busy_until);
+        self.busy_until = start + self.serializer.next(frame_bytes + PER_FRAME_OVERHEAD_BYTES);
+        if start > now {
+            self.starts.push_back(start);
+        }
+        Ok((start, self.busy_until + self.config.propagation))
+    }
+
+    /// Closed-form frames per second at line rate for `frame_bytes` frames.
+    pub fn line_rate_fps(rate: Rate, frame_bytes: u64) -> f64 {
+        rate.bits_per_s() as f64 / (8.0 * (frame_bytes + PER_FRAME_OVERHEAD_BYTES) as f64)
+    }
+}
+
+/// One direction of a link inside a simulation: a transmitter feeding a
+/// receiver's mailbox, with counters and optional capture.
+pub struct Wire {
+    sim: Sim,
+    tx: RefCell<EthTx>,
+    rx: Rc<Mailbox<Frame>>,
+    counters: RefCell<Counters>,
+    capture: RefCell<Option<Capture>>,
+}
+
+impl Wire {
+    /// A wire delivering into `rx`.
+    pub fn new(sim: &Sim, config: LinkConfig, rx: Rc<Mailbox<Frame>>) -> Wire {
+        Wire {
+            sim: sim.clone(),
+            tx: RefCell::new(EthTx::new(config)),
+            rx,
+            counters: RefCell::new(Counters::new()),
+            capture: RefCell::new(None),
+        }
+    }
+
+    /// Record every accepted frame, stamped with the time its first bit left.
+    pub fn set_capture(&self, capture: Capture) {
+        *self.capture.borrow_mut() = Some(capture);
+    }
+
+    /// Take the capture back (to finish writing it).
+    pub fn take_capture(&self) -> Option<Capture> {
+        self.capture.borrow_mut().take()
+    }
+
+    /// Offer `frame` now. Accepted frames arrive in the receiver's mailbox
+    /// at their arrival time; a full queue drops and counts the frame.
+    pub fn send(&self, frame: Frame) -> Result<Time, LinkError> {
+        let now = self.sim.now();
+        let frame_bytes = frame.frame_bytes() as u64;
+        let mut c = self.counters.borrow_mut();
+        c.inc("offered");
+        match self.tx.borrow_mut().transmit(now, frame_bytes) {
+            Ok((start, arrival)) => {
+                c.inc("accepted");
+                c.add("accepted_bytes", frame_bytes);
+                if let Some(cap) = self.capture.borrow_mut().as_mut() {
+                    cap.record(start, &frame.bytes);
+                }
+                self.rx.push_at(arrival, frame);
+                Ok(arrival)
+            }
+            Err(e) => {
+                c.inc("drop.queue_full");
+                Err(e)
+            }
+        }
+    }
+
+    /// The earliest time a frame offered would be accepted.
+    pub fn next_accept(&self) -> Time {
+        self.tx.borrow_mut().next_accept(self.sim.now())
+    }
+
+    /// Wait until the queue has room.
+    pub async fn wait_for_room(&self) {
+        let t = self.next_accept();
+        self.sim.sleep_until(t).await;
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_to_back_64b_frames_take_6720ps_each() {
+        let mut tx = EthTx::new(LinkConfig { queue_frames: 10, ..LinkConfig::default() });
+        let (s0, a0) = tx.transmit(Time::ZERO, 64).unwrap();
+        let (s1, _) = tx.transmit(Time::ZERO, 64).unwrap();
+        assert_eq!(s0, Time::ZERO);
+        assert_eq!(s1, Time(6720));
+        assert_eq!(a0, Time(6720 + 5000));
+    }
+
+    #[test]
+    fn full_queue_drops() {
+        let mut tx = EthTx::new(LinkConfig { queue_frames: 2, ..LinkConfig::default() });
+        tx.transmit(Time::ZERO, 1518).unwrap(); // on the line at once
+        tx.transmit(Time::ZERO, 1518).unwrap(); // queued
+        tx.transmit(Time::ZERO, 1518).unwrap(); // queued
+        assert_eq!(tx.transmit(Time::ZERO, 1518), Err(LinkError::QueueFull(2)));
+        // Once the first frame is done the second starts and room opens up.
+        let t = tx.next_accept(Time::ZERO);
+        assert_eq!(t, Time((1538 * 80) as u64));
+        assert!(tx.transmit(t, 64).is_ok());
+    }
+
+    #[test]
+    fn idle_line_starts_immediately() {
+        let mut tx = EthTx::new(LinkConfig::default());
+        tx.transmit(Time::ZERO, 64).unwrap();
+        let (s, _) = tx.transmit(Time(1_000_000), 64).unwrap();
+        assert_eq!(s, Time(1_000_000));
+    }
+
+    #[test]
+    fn line_rate_closed_form() {
+        let fps = EthTx::line_rate_fps(Rate::gbps(100), 64);
+        assert!((fps - 148_809_523.8).abs() < 1.0);
+    }
+}
