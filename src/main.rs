@@ -1,1 +1,278 @@
-fn main() {}
+//! The `nextio` command: list experiments, run one, or reproduce them all
+//! into a report.
+//!
+//! Raw arguments become a validated configuration in one place
+//! ([`Cli`] → [`nextio_experiments::Params::resolve`]); every user error —
+//! unknown experiment, unknown key, unparsable value, unwritable folder —
+//! prints a single `error:` line and exits with status 2. Nothing panics on
+//! bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nextio_experiments::{
+    Experiment, ExperimentResult, Params, RunContext, RunError, output, report,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "nextio",
+    version,
+    about = "Functional and timing model of next-generation host I/O, reproducing the papers' evaluations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the experiments and the figure each reproduces.
+    List,
+    /// Run one experiment and write DIR/NAME/{result.json, *.csv, chart.svg}.
+    Run {
+        /// Experiment name (see `nextio list`).
+        name: String,
+        /// Fewer points and shorter runs (seconds, not minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Seed of every random stream in the run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Override a parameter: KEY=VALUE (repeatable; lists are comma-separated).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Write each link's wire traffic as nanosecond pcap files into DIR.
+        #[arg(long, value_name = "DIR")]
+        pcap: Option<PathBuf>,
+        /// Print the experiment's parameters (defaults, units, meaning) and exit.
+        #[arg(long)]
+        describe: bool,
+    },
+    /// Run every experiment and write DIR/index.html with charts and paper-vs-model tables.
+    Reproduce {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        pcap: Option<PathBuf>,
+    },
+}
+
+/// A failure to report in one line, with the exit status it deserves.
+struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            status: 2,
+        }
+    }
+}
+
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Failure {
+        Failure::usage(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: clap's own output, success.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let line = rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("error: {line} (try --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::List => {
+            for e in nextio_experiments::all() {
+                println!("{:<28} {}", e.name(), e.reproduces());
+            }
+            Ok(())
+        }
+        Command::Run {
+            name,
+            quick,
+            seed,
+            set,
+            out,
+            pcap,
+            describe,
+        } => {
+            let exp = find(&name)?;
+            if describe {
+                print!("{}", describe_text(exp));
+                return Ok(());
+            }
+            let result = run_one(exp, quick, seed, &set, pcap)?;
+            let dir = write(&out, &result)?;
+            print!("{}", output::summary_text(&result));
+            println!("wrote {}", dir.display());
+            Ok(())
+        }
+        Command::Reproduce {
+            quick,
+            seed,
+            out,
+            pcap,
+        } => {
+            let started = Instant::now();
+            let mut done = Vec::new();
+            let mut failed = Vec::new();
+            for exp in nextio_experiments::all() {
+                match run_one(exp, quick, seed, &[], pcap.clone()) {
+                    Ok(result) => {
+                        write(&out, &result)?;
+                        print!("{}", output::summary_text(&result));
+                        let svg = output::chart_svg(&result);
+                        done.push((result, svg));
+                    }
+                    Err(f) => {
+                        eprintln!("error: {}: {}", exp.name(), f.message);
+                        failed.push(exp.name());
+                    }
+                }
+            }
+            let index = out.join("index.html");
+            std::fs::write(&index, report::index_html(&done))
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", index.display())))?;
+            println!(
+                "wrote {} ({} experiments in {:.1} s)",
+                index.display(),
+                done.len(),
+                started.elapsed().as_secs_f64()
+            );
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure {
+                    message: format!(
+                        "{} experiment(s) failed: {}",
+                        failed.len(),
+                        failed.join(", ")
+                    ),
+                    status: 1,
+                })
+            }
+        }
+    }
+}
+
+fn find(name: &str) -> Result<&'static dyn Experiment, Failure> {
+    nextio_experiments::find(name).ok_or_else(|| {
+        let names: Vec<_> = nextio_experiments::all().iter().map(|e| e.name()).collect();
+        Failure::usage(format!(
+            "unknown experiment `{name}` (known: {})",
+            names.join(", ")
+        ))
+    })
+}
+
+fn run_one(
+    exp: &dyn Experiment,
+    quick: bool,
+    seed: u64,
+    set: &[String],
+    pcap: Option<PathBuf>,
+) -> Result<ExperimentResult, Failure> {
+    let params = Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
+    let bar = progress_bar(exp.name());
+    let shown = bar.clone();
+    let started = Instant::now();
+    let ctx = RunContext::new(params, seed, quick)
+        .with_pcap_dir(pcap)
+        .with_progress(move |fraction| {
+            // Only runs longer than a second get a visible bar.
+            if shown.is_hidden() && started.elapsed().as_secs_f64() > 1.0 {
+                shown.set_draw_target(ProgressDrawTarget::stderr());
+            }
+            shown.set_position((fraction * 1000.0) as u64);
+        });
+    let result = nextio_experiments::execute(exp, ctx);
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+fn progress_bar(name: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::hidden());
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>24} [{bar:40}] {percent:>3}% {elapsed}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+fn write(out: &Path, result: &ExperimentResult) -> Result<PathBuf, Failure> {
+    output::write_result(out, result)
+        .map_err(|e| Failure::usage(format!("cannot write results under {}: {e}", out.display())))
+}
+
+fn describe_text(exp: &dyn Experiment) -> String {
+    let mut s = format!(
+        "{} — {}\n\n{}\n\nParameters (--set KEY=VALUE):\n",
+        exp.name(),
+        exp.reproduces(),
+        exp.about()
+    );
+    for p in exp.params() {
+        let quick = p
+            .quick_default
+            .map(|q| format!(" (quick: {q})"))
+            .unwrap_or_default();
+        let unit = if p.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", p.unit)
+        };
+        let choices = if p.choices.is_empty() {
+            String::new()
+        } else {
+            format!(" one of: {}", p.choices.join(", "))
+        };
+        s.push_str(&format!(
+            "  {:<16} {}{unit}, default {}{quick}{choices}\n      {}\n",
+            p.name,
+            p.kind_name(),
+            p.default,
+            p.help
+        ));
+    }
+    s
+}

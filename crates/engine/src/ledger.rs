@@ -66,7 +66,11 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(start: Time) -> Ledger {
-        Ledger { start, cursor: start, ps: [0; Category::ALL.len()] }
+        Ledger {
+            start,
+            cursor: start,
+            ps: [0; Category::ALL.len()],
+        }
     }
 
     /// Time up to which the core's activity is accounted.
@@ -102,18 +106,29 @@ impl Ledger {
     /// Fraction of accounted time not idle (0 when nothing is accounted).
     pub fn busy_fraction(&self) -> f64 {
         let total = self.total().0;
-        if total == 0 { 0.0 } else { 1.0 - self.get(Category::Idle).0 as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            1.0 - self.get(Category::Idle).0 as f64 / total as f64
+        }
     }
 
     /// Fraction of accounted time in `category`.
     pub fn fraction(&self, category: Category) -> f64 {
         let total = self.total().0;
-        if total == 0 { 0.0 } else { self.get(category).0 as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            self.get(category).0 as f64 / total as f64
+        }
     }
 
     /// `(category name, picoseconds)` for every category, in a fixed order.
     pub fn breakdown(&self) -> Vec<(&'static str, u64)> {
-        Category::ALL.iter().map(|c| (c.name(), self.ps[c.index()])).collect()
+        Category::ALL
+            .iter()
+            .map(|c| (c.name(), self.ps[c.index()]))
+            .collect()
     }
 }
 

@@ -46,7 +46,10 @@ pub struct EventQueue<T> {
 
 impl<T> Default for EventQueue<T> {
     fn default() -> Self {
-        EventQueue { heap: BinaryHeap::with_capacity(1024), next_seq: 0 }
+        EventQueue {
+            heap: BinaryHeap::with_capacity(1024),
+            next_seq: 0,
+        }
     }
 }
 
@@ -66,7 +69,9 @@ impl<T> EventQueue<T> {
     }
     /// Remove and return the earliest event.
     pub fn pop(&mut self) -> Option<(Time, T)> {
-        self.heap.pop().map(|e| (Time((e.key >> 64) as u64), e.payload))
+        self.heap
+            .pop()
+            .map(|e| (Time((e.key >> 64) as u64), e.payload))
     }
     pub fn len(&self) -> usize {
         self.heap.len()

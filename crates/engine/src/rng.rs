@@ -19,7 +19,10 @@ pub struct SimRng {
 
 impl SimRng {
     pub fn new(seed: u64) -> SimRng {
-        SimRng { inner: Xoshiro256PlusPlus::seed_from_u64(seed), seed }
+        SimRng {
+            inner: Xoshiro256PlusPlus::seed_from_u64(seed),
+            seed,
+        }
     }
 
     /// An independent stream for the component called `name`: the seed is
@@ -43,7 +46,11 @@ impl SimRng {
 
     /// Uniform integer in `[0, n)`; `n == 0` gives 0.
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.inner.random_range(0..n) }
+        if n == 0 {
+            0
+        } else {
+            self.inner.random_range(0..n)
+        }
     }
 
     /// Exponentially distributed with the given mean (≤ 0 gives 0).
@@ -61,7 +68,9 @@ impl SimRng {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -119,7 +119,10 @@ impl Sim {
     /// The task being polled. Panics outside a task: blocking primitives
     /// can only be awaited from inside one.
     pub fn current_task(&self) -> TaskId {
-        self.0.current.get().expect("a simulation primitive was awaited outside a simulated task")
+        self.0
+            .current
+            .get()
+            .expect("a simulation primitive was awaited outside a simulated task")
     }
 
     /// Start `future` as a task; it is first polled at the current time,
@@ -134,12 +137,22 @@ impl Sim {
                     slot.generation = slot.generation.wrapping_add(1);
                     slot.future = Some(future);
                     slot.alive = true;
-                    TaskId { index, generation: slot.generation }
+                    TaskId {
+                        index,
+                        generation: slot.generation,
+                    }
                 }
                 None => {
                     let index = u32::try_from(slots.len()).expect("more than 4 billion live tasks");
-                    slots.push(Slot { generation: 0, future: Some(future), alive: true });
-                    TaskId { index, generation: 0 }
+                    slots.push(Slot {
+                        generation: 0,
+                        future: Some(future),
+                        alive: true,
+                    });
+                    TaskId {
+                        index,
+                        generation: 0,
+                    }
                 }
             }
         };
@@ -162,7 +175,10 @@ impl Sim {
     /// Run `f` at `time` (clamped to now).
     pub fn at(&self, time: Time, f: impl FnOnce() + 'static) {
         let time = time.max(self.now());
-        self.0.queue.borrow_mut().push(time, Action::Call(Box::new(f)));
+        self.0
+            .queue
+            .borrow_mut()
+            .push(time, Action::Call(Box::new(f)));
     }
 
     /// Run `f` after `delay`.
@@ -172,17 +188,28 @@ impl Sim {
 
     /// A future that completes at `now + d`.
     pub fn sleep(&self, d: Duration) -> Sleep {
-        Sleep { sim: self.clone(), deadline: self.now() + d, armed: false }
+        Sleep {
+            sim: self.clone(),
+            deadline: self.now() + d,
+            armed: false,
+        }
     }
 
     /// A future that completes at `deadline` (at once if it has passed).
     pub fn sleep_until(&self, deadline: Time) -> Sleep {
-        Sleep { sim: self.clone(), deadline, armed: false }
+        Sleep {
+            sim: self.clone(),
+            deadline,
+            armed: false,
+        }
     }
 
     /// Let every other event queued for this instant run first.
     pub fn yield_now(&self) -> YieldNow {
-        YieldNow { sim: self.clone(), yielded: false }
+        YieldNow {
+            sim: self.clone(),
+            yielded: false,
+        }
     }
 
     /// Ask the running loop to return after the current event.
@@ -260,7 +287,13 @@ impl Sim {
     /// between tasks and the simulator. The clock and counters stay.
     pub fn shutdown(&self) {
         self.0.queue.borrow_mut().clear();
-        let futures: Vec<_> = self.0.slots.borrow_mut().iter_mut().filter_map(|s| s.future.take()).collect();
+        let futures: Vec<_> = self
+            .0
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|s| s.future.take())
+            .collect();
         self.0.slots.borrow_mut().clear();
         self.0.free_slots.borrow_mut().clear();
         self.0.live_tasks.set(0);
@@ -280,7 +313,10 @@ impl Sim {
     pub fn trace(&self, message: impl FnOnce() -> String) {
         if let Some(trace) = self.0.trace.borrow_mut().as_mut() {
             if trace.records.len() < TRACE_LIMIT {
-                trace.records.push(TraceRecord { time: self.now(), message: message() });
+                trace.records.push(TraceRecord {
+                    time: self.now(),
+                    message: message(),
+                });
             } else {
                 trace.dropped += 1;
             }
@@ -290,7 +326,10 @@ impl Sim {
     /// Take the recorded trace and the number of lines that did not fit.
     pub fn take_trace(&self) -> (Vec<TraceRecord>, u64) {
         match self.0.trace.borrow_mut().as_mut() {
-            Some(t) => (std::mem::take(&mut t.records), std::mem::take(&mut t.dropped)),
+            Some(t) => (
+                std::mem::take(&mut t.records),
+                std::mem::take(&mut t.dropped),
+            ),
             None => (Vec::new(), 0),
         }
     }
@@ -423,7 +462,13 @@ mod tests {
         sim.enable_trace();
         sim.trace(|| "hello".into());
         let (records, dropped) = sim.take_trace();
-        assert_eq!(records, vec![TraceRecord { time: Time(0), message: "hello".into() }]);
+        assert_eq!(
+            records,
+            vec![TraceRecord {
+                time: Time(0),
+                message: "hello".into()
+            }]
+        );
         assert_eq!(dropped, 0);
     }
 }

@@ -32,7 +32,11 @@ impl Counters {
     }
     /// Sum of every counter whose name starts with `prefix`.
     pub fn sum_prefix(&self, prefix: &str) -> u64 {
-        self.values.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum()
+        self.values
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
     }
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.values.iter().map(|(k, v)| (*k, *v))
@@ -59,7 +63,8 @@ impl Default for LatencyHist {
 impl LatencyHist {
     pub fn new() -> LatencyHist {
         // 3 significant figures, auto-resizing: cannot fail for these bounds.
-        let mut hist = Histogram::new(3).expect("3 significant figures is a valid HdrHistogram precision");
+        let mut hist =
+            Histogram::new(3).expect("3 significant figures is a valid HdrHistogram precision");
         hist.auto(true);
         LatencyHist { hist }
     }
@@ -72,7 +77,11 @@ impl LatencyHist {
     }
     /// The `q` quantile (0–1), zero if empty.
     pub fn quantile(&self, q: f64) -> Duration {
-        if self.hist.is_empty() { Duration::ZERO } else { Duration(self.hist.value_at_quantile(q.clamp(0.0, 1.0))) }
+        if self.hist.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration(self.hist.value_at_quantile(q.clamp(0.0, 1.0)))
+        }
     }
     pub fn mean(&self) -> Duration {
         Duration(self.hist.mean().round() as u64)

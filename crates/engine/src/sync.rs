@@ -29,7 +29,13 @@ struct NotifyState {
 
 impl Notify {
     pub fn new(sim: &Sim) -> Notify {
-        Notify { sim: sim.clone(), state: RefCell::new(NotifyState { epoch: 0, waiters: Vec::new() }) }
+        Notify {
+            sim: sim.clone(),
+            state: RefCell::new(NotifyState {
+                epoch: 0,
+                waiters: Vec::new(),
+            }),
+        }
     }
 
     /// Wake every current waiter (at the current time).
@@ -44,7 +50,11 @@ impl Notify {
     /// A future that completes at the next [`Notify::notify`].
     pub fn notified(&self) -> Notified<'_> {
         let epoch = self.state.borrow().epoch;
-        Notified { notify: self, epoch, registered: false }
+        Notified {
+            notify: self,
+            epoch,
+            registered: false,
+        }
     }
 }
 
@@ -89,7 +99,11 @@ impl<T> Mailbox<T> {
     pub fn new(sim: &Sim) -> Mailbox<T> {
         Mailbox {
             sim: sim.clone(),
-            state: RefCell::new(MailboxState { items: VecDeque::new(), last_time: Time::ZERO, waiter: None }),
+            state: RefCell::new(MailboxState {
+                items: VecDeque::new(),
+                last_time: Time::ZERO,
+                waiter: None,
+            }),
         }
     }
 
@@ -117,7 +131,10 @@ impl<T> Mailbox<T> {
 
     /// Wait for the head to arrive and take it.
     pub fn recv(&self) -> Recv<'_, T> {
-        Recv { mailbox: self, armed_for: None }
+        Recv {
+            mailbox: self,
+            armed_for: None,
+        }
     }
 
     /// Items pushed and not yet received, arrived or not.

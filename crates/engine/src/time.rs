@@ -21,11 +21,15 @@ use serde::{Deserialize, Serialize};
 pub const PS_PER_S: u64 = 1_000_000_000_000;
 
 /// An instant of simulated time, in picoseconds since the start of the run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Time(pub u64);
 
 /// A span of simulated time, in picoseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Duration(pub u64);
 
 impl Time {
@@ -151,7 +155,9 @@ impl Freq {
     /// `mhz` megahertz; panics only on zero, for constants in code.
     pub const fn mhz(mhz: u64) -> Freq {
         assert!(mhz > 0, "a clock of 0 MHz never ticks");
-        Freq { hz: mhz * 1_000_000 }
+        Freq {
+            hz: mhz * 1_000_000,
+        }
     }
     pub const fn hz(self) -> u64 {
         self.hz
@@ -183,12 +189,18 @@ pub struct Rate {
 
 impl Rate {
     pub const fn from_bits_per_s(bits_per_s: u64) -> Option<Rate> {
-        if bits_per_s == 0 { None } else { Some(Rate { bits_per_s }) }
+        if bits_per_s == 0 {
+            None
+        } else {
+            Some(Rate { bits_per_s })
+        }
     }
     /// `gbps` gigabits per second; panics only on zero, for constants.
     pub const fn gbps(gbps: u64) -> Rate {
         assert!(gbps > 0, "a link of 0 Gb/s carries nothing");
-        Rate { bits_per_s: gbps * 1_000_000_000 }
+        Rate {
+            bits_per_s: gbps * 1_000_000_000,
+        }
     }
     pub const fn bits_per_s(self) -> u64 {
         self.bits_per_s
@@ -224,7 +236,11 @@ impl Serializer {
         let num = 8u128 * PS_PER_S as u128 * code_den.max(1) as u128;
         let den = rate.bits_per_s as u128 * code_num.max(1) as u128;
         let g = gcd(num, den);
-        Serializer { num: num / g, den: den / g, remainder: 0 }
+        Serializer {
+            num: num / g,
+            den: den / g,
+            remainder: 0,
+        }
     }
     /// Picoseconds to send `bytes` right after the previous transmission.
     pub fn next(&mut self, bytes: u64) -> Duration {
@@ -294,7 +310,6 @@ mod tests {
         let t: u64 = (0..64).map(|_| s.next(1).0).sum();
         assert_eq!(t, 4062); // 4062.5 ps, the half carried
         assert_eq!(s.next(64).0, 4063); // 8125 ps for 128 bytes in all
-
     }
 
     #[test]

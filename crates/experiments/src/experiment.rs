@@ -65,7 +65,11 @@ pub struct SimTally {
 impl SimTally {
     /// Count the work of a finished `sim` that moved `packets` packets.
     pub fn of(sim: &Sim, packets: u64) -> SimTally {
-        SimTally { events: sim.events(), simulated_ps: sim.now().ps(), packets }
+        SimTally {
+            events: sim.events(),
+            simulated_ps: sim.now().ps(),
+            packets,
+        }
     }
     pub fn add(&mut self, other: SimTally) {
         self.events += other.events;
@@ -76,7 +80,14 @@ impl SimTally {
 
 impl RunContext {
     pub fn new(params: Params, seed: u64, quick: bool) -> RunContext {
-        RunContext { params, seed, quick, pcap_dir: None, progress: Box::new(|_| {}), tally: Mutex::new(SimTally::default()) }
+        RunContext {
+            params,
+            seed,
+            quick,
+            pcap_dir: None,
+            progress: Box::new(|_| {}),
+            tally: Mutex::new(SimTally::default()),
+        }
     }
     pub fn with_progress(mut self, f: impl Fn(f64) + Sync + 'static) -> Self {
         self.progress = Box::new(f);
@@ -92,7 +103,10 @@ impl RunContext {
     }
     /// Add a finished simulation's work to the run's totals.
     pub fn record(&self, tally: SimTally) {
-        self.tally.lock().unwrap_or_else(|e| e.into_inner()).add(tally);
+        self.tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(tally);
     }
     pub fn tally(&self) -> SimTally {
         *self.tally.lock().unwrap_or_else(|e| e.into_inner())
@@ -100,11 +114,16 @@ impl RunContext {
     /// The seed for point `index` of a sweep: distinct per point, fixed by
     /// the run seed, so points can run in any order or in parallel.
     pub fn point_seed(&self, index: usize) -> u64 {
-        self.seed.wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        self.seed
+            .wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
     /// Run independent sweep points in parallel (each builds its own
     /// simulator), returning results in input order and reporting progress.
-    pub fn sweep<P: Sync, T: Send>(&self, points: &[P], f: impl Fn(usize, &P) -> Result<T, RunError> + Sync) -> Result<Vec<T>, RunError> {
+    pub fn sweep<P: Sync, T: Send>(
+        &self,
+        points: &[P],
+        f: impl Fn(usize, &P) -> Result<T, RunError> + Sync,
+    ) -> Result<Vec<T>, RunError> {
         let done = AtomicUsize::new(0);
         let n = points.len().max(1);
         points
@@ -138,8 +157,22 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn new(id: impl Into<String>, claim: impl Into<String>, paper: Option<f64>, model: f64, unit: impl Into<String>) -> Check {
-        Check { id: id.into(), claim: claim.into(), paper, model, unit: unit.into(), tolerance: None, pass: None }
+    pub fn new(
+        id: impl Into<String>,
+        claim: impl Into<String>,
+        paper: Option<f64>,
+        model: f64,
+        unit: impl Into<String>,
+    ) -> Check {
+        Check {
+            id: id.into(),
+            claim: claim.into(),
+            paper,
+            model,
+            unit: unit.into(),
+            tolerance: None,
+            pass: None,
+        }
     }
     /// Judge the model against the paper with relative tolerance `rel`.
     pub fn within(mut self, rel: f64) -> Check {
@@ -156,7 +189,11 @@ impl Check {
 /// `|model − reference| / |reference|`, or the absolute error when the
 /// reference is zero.
 pub fn relative_error(reference: f64, model: f64) -> f64 {
-    if reference == 0.0 { model.abs() } else { ((model - reference) / reference).abs() }
+    if reference == 0.0 {
+        model.abs()
+    } else {
+        ((model - reference) / reference).abs()
+    }
 }
 
 /// A set of points for one curve family: each point is a JSON object with
@@ -171,7 +208,12 @@ pub struct Series {
 
 impl Series {
     pub fn new(name: impl Into<String>, x: &str, y: &[&str]) -> Series {
-        Series { name: name.into(), x: x.into(), y: y.iter().map(|s| s.to_string()).collect(), points: Vec::new() }
+        Series {
+            name: name.into(),
+            x: x.into(),
+            y: y.iter().map(|s| s.to_string()).collect(),
+            points: Vec::new(),
+        }
     }
     /// Add a point; `point` must be a JSON object (`serde_json::json!({..})`).
     pub fn push(&mut self, point: Value) {

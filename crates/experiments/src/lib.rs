@@ -7,17 +7,20 @@
 //!   `index.html` report;
 //! * one module per experiment family, listed in [`all`].
 
+pub mod ethernet_linerate;
 pub mod experiment;
 pub mod output;
 pub mod params;
 pub mod report;
 
-pub use experiment::{Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute};
+pub use experiment::{
+    Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute,
+};
 pub use params::{ParamKind, ParamSpec, Params};
 
 /// Every experiment, in the order `nextio list` shows them.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![]
+    vec![&ethernet_linerate::EthernetLinerate]
 }
 
 /// The experiment called `name`.

@@ -20,7 +20,10 @@ pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<Pa
     let json = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
     fs::write(dir.join("result.json"), json + "\n")?;
     for series in &result.series {
-        fs::write(dir.join(format!("{}.csv", file_stem(&series.name))), series_csv(series))?;
+        fs::write(
+            dir.join(format!("{}.csv", file_stem(&series.name))),
+            series_csv(series),
+        )?;
     }
     fs::write(dir.join("chart.svg"), chart_svg(result))?;
     Ok(dir)
@@ -28,7 +31,15 @@ pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<Pa
 
 /// A name safe to use as a file name.
 pub fn file_stem(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The series as CSV; columns are every field seen, in first-seen order.
@@ -44,7 +55,10 @@ pub fn series_csv(series: &Series) -> String {
     let mut out = columns.join(",");
     out.push('\n');
     for p in &series.points {
-        let row: Vec<String> = columns.iter().map(|c| p.get(*c).map(csv_cell).unwrap_or_default()).collect();
+        let row: Vec<String> = columns
+            .iter()
+            .map(|c| p.get(*c).map(csv_cell).unwrap_or_default())
+            .collect();
         out.push_str(&row.join(","));
         out.push('\n');
     }
@@ -53,7 +67,9 @@ pub fn series_csv(series: &Series) -> String {
 
 fn csv_cell(v: &Value) -> String {
     match v {
-        Value::String(s) if s.contains([',', '"', '\n']) => format!("\"{}\"", s.replace('"', "\"\"")),
+        Value::String(s) if s.contains([',', '"', '\n']) => {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -87,7 +103,10 @@ pub fn chart_svg(result: &ExperimentResult) -> String {
         let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let (title_area, body) = root.split_vertically(40);
-        let _ = title_area.titled(&format!("{} — {}", result.experiment, result.reproduces), ("sans-serif", 16));
+        let _ = title_area.titled(
+            &format!("{} — {}", result.experiment, result.reproduces),
+            ("sans-serif", 16),
+        );
         if panels.is_empty() {
             let _ = body.titled("no plottable series", ("sans-serif", 14));
         }
@@ -100,16 +119,29 @@ pub fn chart_svg(result: &ExperimentResult) -> String {
     svg
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, result: &ExperimentResult, x: &str, y: &str) {
-    let lines: Vec<(&Series, Vec<(f64, f64)>)> =
-        result.series.iter().filter(|s| s.x == x && s.y.iter().any(|v| v == y)).map(|s| (s, s.xy(y))).collect();
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    result: &ExperimentResult,
+    x: &str,
+    y: &str,
+) {
+    let lines: Vec<(&Series, Vec<(f64, f64)>)> = result
+        .series
+        .iter()
+        .filter(|s| s.x == x && s.y.iter().any(|v| v == y))
+        .map(|s| (s, s.xy(y)))
+        .collect();
     let all: Vec<(f64, f64)> = lines.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     if all.is_empty() {
         return;
     }
     let (mut x0, mut x1) = bounds(all.iter().map(|p| p.0));
     let (_, mut y1) = bounds(all.iter().map(|p| p.1));
-    let mut y0 = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min).min(0.0);
+    let mut y0 = all
+        .iter()
+        .map(|p| p.1)
+        .fold(f64::INFINITY, f64::min)
+        .min(0.0);
     if x0 == x1 {
         x0 -= 1.0;
         x1 += 1.0;
@@ -130,16 +162,26 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>
     for (i, (series, pts)) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let label = series.name.clone();
-        if let Ok(ann) = chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))) {
-            ann.label(label).legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 15, ly)], color.stroke_width(2)));
+        if let Ok(ann) =
+            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+        {
+            ann.label(label).legend(move |(lx, ly)| {
+                PathElement::new(vec![(lx, ly), (lx + 15, ly)], color.stroke_width(2))
+            });
         }
         let _ = chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())));
     }
-    let _ = chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw();
+    let _ = chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw();
 }
 
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
 }
 
 /// Human-readable summary of a result for the terminal.
@@ -147,13 +189,20 @@ pub fn summary_text(result: &ExperimentResult) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{} ({})", result.experiment, result.reproduces);
     for c in &result.checks {
-        let paper = c.paper.map(|p| format!("{p:.4}")).unwrap_or_else(|| "—".into());
+        let paper = c
+            .paper
+            .map(|p| format!("{p:.4}"))
+            .unwrap_or_else(|| "—".into());
         let verdict = match c.pass {
             Some(true) => "ok",
             Some(false) => "MISS",
             None => "",
         };
-        let _ = writeln!(s, "  {:<40} paper {:>12} model {:>12.4} {:<8} {}", c.id, paper, c.model, c.unit, verdict);
+        let _ = writeln!(
+            s,
+            "  {:<40} paper {:>12} model {:>12.4} {:<8} {}",
+            c.id, paper, c.model, c.unit, verdict
+        );
     }
     let _ = writeln!(
         s,

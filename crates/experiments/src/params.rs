@@ -31,12 +31,12 @@ pub enum ParamKind {
 impl ParamKind {
     fn describe(self) -> &'static str {
         match self {
-            ParamKind::U64 => "integer",
-            ParamKind::U64List => "list of integers",
-            ParamKind::F64 => "number",
-            ParamKind::F64List => "list of numbers",
-            ParamKind::Str => "word",
-            ParamKind::StrList => "list of words",
+            ParamKind::U64 => "an integer",
+            ParamKind::U64List => "a list of integers",
+            ParamKind::F64 => "a number",
+            ParamKind::F64List => "a list of numbers",
+            ParamKind::Str => "a word",
+            ParamKind::StrList => "a list of words",
         }
     }
 }
@@ -57,8 +57,22 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    pub const fn new(name: &'static str, kind: ParamKind, default: &'static str, unit: &'static str, help: &'static str) -> Self {
-        ParamSpec { name, kind, default, quick_default: None, unit, help, choices: &[] }
+    pub const fn new(
+        name: &'static str,
+        kind: ParamKind,
+        default: &'static str,
+        unit: &'static str,
+        help: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            kind,
+            default,
+            quick_default: None,
+            unit,
+            help,
+            choices: &[],
+        }
     }
     pub const fn quick(mut self, quick_default: &'static str) -> Self {
         self.quick_default = Some(quick_default);
@@ -100,34 +114,57 @@ impl ParamValue {
 #[derive(Debug, Error, PartialEq)]
 pub enum ParamError {
     #[error("unknown parameter `{key}` for experiment {experiment} (known: {known})")]
-    UnknownKey { experiment: String, key: String, known: String },
-    #[error("parameter `{key}`: cannot parse `{value}` as a {expected}")]
-    BadValue { key: String, value: String, expected: &'static str },
+    UnknownKey {
+        experiment: String,
+        key: String,
+        known: String,
+    },
+    #[error("parameter `{key}`: cannot parse `{value}` as {expected}")]
+    BadValue {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("parameter `{key}`: `{value}` is not one of {choices}")]
-    BadChoice { key: String, value: String, choices: String },
+    BadChoice {
+        key: String,
+        value: String,
+        choices: String,
+    },
     #[error("`{0}` is not KEY=VALUE")]
     NotKeyValue(String),
 }
 
 /// Parse one value of `spec`'s kind.
 pub fn parse_value(spec: &ParamSpec, raw: &str) -> Result<ParamValue, ParamError> {
-    let bad = || ParamError::BadValue { key: spec.name.into(), value: raw.into(), expected: spec.kind.describe() };
+    let bad = || ParamError::BadValue {
+        key: spec.name.into(),
+        value: raw.into(),
+        expected: spec.kind.describe(),
+    };
     let items = || raw.split(',').map(str::trim).filter(|s| !s.is_empty());
     let word_ok = |w: &str| spec.choices.is_empty() || spec.choices.contains(&w);
-    let bad_choice =
-        |w: &str| ParamError::BadChoice { key: spec.name.into(), value: w.into(), choices: spec.choices.join(", ") };
+    let bad_choice = |w: &str| ParamError::BadChoice {
+        key: spec.name.into(),
+        value: w.into(),
+        choices: spec.choices.join(", "),
+    };
     let value = match spec.kind {
         ParamKind::U64 => ParamValue::U64(raw.trim().parse().map_err(|_| bad())?),
         ParamKind::F64 => ParamValue::F64(parse_f64(raw.trim()).ok_or_else(bad)?),
         ParamKind::U64List => {
-            let v: Vec<u64> = items().map(|s| s.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+            let v: Vec<u64> = items()
+                .map(|s| s.parse().map_err(|_| bad()))
+                .collect::<Result<_, _>>()?;
             if v.is_empty() {
                 return Err(bad());
             }
             ParamValue::U64List(v)
         }
         ParamKind::F64List => {
-            let v: Vec<f64> = items().map(|s| parse_f64(s).ok_or_else(bad)).collect::<Result<_, _>>()?;
+            let v: Vec<f64> = items()
+                .map(|s| parse_f64(s).ok_or_else(bad))
+                .collect::<Result<_, _>>()?;
             if v.is_empty() {
                 return Err(bad());
             }
@@ -171,27 +208,44 @@ pub struct Params {
 impl Params {
     /// Defaults from `specs` (quick defaults with `quick`), overridden by
     /// `overrides` (`KEY=VALUE` strings, later ones win).
-    pub fn resolve(experiment: &str, specs: &[ParamSpec], quick: bool, overrides: &[String]) -> Result<Params, ParamError> {
+    pub fn resolve(
+        experiment: &str,
+        specs: &[ParamSpec],
+        quick: bool,
+        overrides: &[String],
+    ) -> Result<Params, ParamError> {
         let mut values = BTreeMap::new();
         for spec in specs {
-            let raw = if quick { spec.quick_default.unwrap_or(spec.default) } else { spec.default };
+            let raw = if quick {
+                spec.quick_default.unwrap_or(spec.default)
+            } else {
+                spec.default
+            };
             values.insert(spec.name, parse_value(spec, raw)?);
         }
         for kv in overrides {
-            let (key, raw) = kv.split_once('=').ok_or_else(|| ParamError::NotKeyValue(kv.clone()))?;
+            let (key, raw) = kv
+                .split_once('=')
+                .ok_or_else(|| ParamError::NotKeyValue(kv.clone()))?;
             let key = key.trim();
-            let spec = specs.iter().find(|s| s.name == key).ok_or_else(|| ParamError::UnknownKey {
-                experiment: experiment.into(),
-                key: key.into(),
-                known: specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
-            })?;
+            let spec =
+                specs
+                    .iter()
+                    .find(|s| s.name == key)
+                    .ok_or_else(|| ParamError::UnknownKey {
+                        experiment: experiment.into(),
+                        key: key.into(),
+                        known: specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+                    })?;
             values.insert(spec.name, parse_value(spec, raw)?);
         }
         Ok(Params { values })
     }
 
     fn get(&self, name: &str) -> &ParamValue {
-        self.values.get(name).unwrap_or_else(|| panic!("experiment read undeclared parameter `{name}`"))
+        self.values
+            .get(name)
+            .unwrap_or_else(|| panic!("experiment read undeclared parameter `{name}`"))
     }
     pub fn u64(&self, name: &str) -> u64 {
         match self.get(name) {
@@ -234,7 +288,12 @@ impl Params {
         }
     }
     pub fn to_json(&self) -> Value {
-        Value::Object(self.values.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
+        Value::Object(
+            self.values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_json()))
+                .collect(),
+        )
     }
 }
 
@@ -243,7 +302,14 @@ mod tests {
     use super::*;
 
     const SPECS: &[ParamSpec] = &[
-        ParamSpec::new("sizes", ParamKind::U64List, "64,128", "bytes", "transfer sizes").quick("64"),
+        ParamSpec::new(
+            "sizes",
+            ParamKind::U64List,
+            "64,128",
+            "bytes",
+            "transfer sizes",
+        )
+        .quick("64"),
         ParamSpec::new("gen", ParamKind::U64, "3", "", "PCIe generation"),
         ParamSpec::new("mode", ParamKind::Str, "a", "", "mode").choices(&["a", "b"]),
     ];

@@ -7,11 +7,18 @@ use std::fmt::Write as _;
 use crate::experiment::ExperimentResult;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn num(v: f64) -> String {
-    if v == 0.0 || (v.abs() >= 0.01 && v.abs() < 1e6) { format!("{v:.4}") } else { format!("{v:.4e}") }
+    if v == 0.0 || (v.abs() >= 0.01 && v.abs() < 1e6) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.4e}")
+    }
 }
 
 /// The report page for `results`, with each chart's SVG given in `charts`.
@@ -26,16 +33,29 @@ pub fn index_html(results: &[(ExperimentResult, String)]) -> String {
     );
     h.push_str("<h1>nextio: paper versus model</h1>\n<ul>\n");
     for (r, _) in results {
-        let _ = writeln!(h, "<li><a href=\"#{0}\">{0}</a> — {1}</li>", esc(&r.experiment), esc(&r.reproduces));
+        let _ = writeln!(
+            h,
+            "<li><a href=\"#{0}\">{0}</a> — {1}</li>",
+            esc(&r.experiment),
+            esc(&r.reproduces)
+        );
     }
     h.push_str("</ul>\n");
     for (r, svg) in results {
-        let _ = writeln!(h, "<section id=\"{0}\"><h2>{0}</h2><p>{1}</p>", esc(&r.experiment), esc(&r.reproduces));
+        let _ = writeln!(
+            h,
+            "<section id=\"{0}\"><h2>{0}</h2><p>{1}</p>",
+            esc(&r.experiment),
+            esc(&r.reproduces)
+        );
         h.push_str(svg.trim_start_matches(|c| c != '<'));
         h.push_str("\n<table><tr><th>check</th><th>claim</th><th>paper</th><th>model</th><th>unit</th><th>error</th><th></th></tr>\n");
         for c in &r.checks {
             let paper = c.paper.map(num).unwrap_or_else(|| "—".into());
-            let err = c.error().map(|e| format!("{:.2} %", e * 100.0)).unwrap_or_default();
+            let err = c
+                .error()
+                .map(|e| format!("{:.2} %", e * 100.0))
+                .unwrap_or_default();
             let verdict = match c.pass {
                 Some(true) => "<span class=\"ok\">within tolerance</span>",
                 Some(false) => "<span class=\"miss\">miss</span>",

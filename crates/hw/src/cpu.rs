@@ -29,7 +29,12 @@ pub struct Core {
 
 impl Core {
     pub fn new(id: usize, freq: Freq, start: Time) -> Rc<Core> {
-        Rc::new(Core { id, freq, ledger: RefCell::new(Ledger::new(start)), cycle_remainder: Cell::new(0) })
+        Rc::new(Core {
+            id,
+            freq,
+            ledger: RefCell::new(Ledger::new(start)),
+            cycle_remainder: Cell::new(0),
+        })
     }
     pub fn id(&self) -> usize {
         self.id
@@ -54,9 +59,13 @@ impl Core {
     /// Charge `cycles` cycles to `category`, exactly (remainder carried).
     pub fn charge_cycles(&self, category: Category, cycles: u64) {
         let hz = self.freq.hz() as u128;
-        let total = cycles as u128 * nextio_engine::time::PS_PER_S as u128 + self.cycle_remainder.get();
+        let total =
+            cycles as u128 * nextio_engine::time::PS_PER_S as u128 + self.cycle_remainder.get();
         self.cycle_remainder.set(total % hz);
-        self.charge(category, Duration((total / hz).min(u64::MAX as u128) as u64));
+        self.charge(
+            category,
+            Duration((total / hz).min(u64::MAX as u128) as u64),
+        );
     }
     /// Charge the gap from the cursor up to `t` to `category`.
     pub fn charge_until(&self, category: Category, t: Time) {
@@ -75,7 +84,10 @@ impl CoreCtx {
     /// A thread starting on `core`; time before now counts as idle.
     pub fn new(sim: &Sim, core: Rc<Core>) -> CoreCtx {
         core.charge_until(Category::Idle, sim.now());
-        CoreCtx { sim: sim.clone(), core }
+        CoreCtx {
+            sim: sim.clone(),
+            core,
+        }
     }
     pub fn sim(&self) -> &Sim {
         &self.sim

@@ -66,7 +66,12 @@ pub struct EthTx {
 
 impl EthTx {
     pub fn new(config: LinkConfig) -> EthTx {
-        EthTx { serializer: Serializer::new(config.rate, 1, 1), config, busy_until: Time::ZERO, starts: VecDeque::new() }
+        EthTx {
+            serializer: Serializer::new(config.rate, 1, 1),
+            config,
+            busy_until: Time::ZERO,
+            starts: VecDeque::new(),
+        }
     }
 
     pub fn config(&self) -> &LinkConfig {
@@ -194,7 +199,10 @@ mod tests {
 
     #[test]
     fn back_to_back_64b_frames_take_6720ps_each() {
-        let mut tx = EthTx::new(LinkConfig { queue_frames: 10, ..LinkConfig::default() });
+        let mut tx = EthTx::new(LinkConfig {
+            queue_frames: 10,
+            ..LinkConfig::default()
+        });
         let (s0, a0) = tx.transmit(Time::ZERO, 64).unwrap();
         let (s1, _) = tx.transmit(Time::ZERO, 64).unwrap();
         assert_eq!(s0, Time::ZERO);
@@ -204,7 +212,10 @@ mod tests {
 
     #[test]
     fn full_queue_drops() {
-        let mut tx = EthTx::new(LinkConfig { queue_frames: 2, ..LinkConfig::default() });
+        let mut tx = EthTx::new(LinkConfig {
+            queue_frames: 2,
+            ..LinkConfig::default()
+        });
         tx.transmit(Time::ZERO, 1518).unwrap(); // on the line at once
         tx.transmit(Time::ZERO, 1518).unwrap(); // queued
         tx.transmit(Time::ZERO, 1518).unwrap(); // queued

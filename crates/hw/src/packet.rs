@@ -12,7 +12,7 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice, NetSlice};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use thiserror::Error;
 
 /// Bytes of the frame check sequence the MAC appends on the wire.
@@ -36,7 +36,12 @@ pub struct FlowKey {
 impl FlowKey {
     /// The flow with source and destination swapped (the reply direction).
     pub fn reversed(self) -> FlowKey {
-        FlowKey { src_ip: self.dst_ip, dst_ip: self.src_ip, src_port: self.dst_port, dst_port: self.src_port }
+        FlowKey {
+            src_ip: self.dst_ip,
+            dst_ip: self.src_ip,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+        }
     }
     /// Protocol number of the 5-tuple (always UDP here).
     pub const PROTOCOL: u8 = 17;
@@ -52,7 +57,10 @@ pub struct Macs {
 impl Default for Macs {
     fn default() -> Self {
         // Locally administered unicast addresses.
-        Macs { src: [0x02, 0, 0, 0, 0, 1], dst: [0x02, 0, 0, 0, 0, 2] }
+        Macs {
+            src: [0x02, 0, 0, 0, 0, 1],
+            dst: [0x02, 0, 0, 0, 0, 2],
+        }
     }
 }
 
@@ -69,7 +77,11 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(bytes: Vec<u8>, id: u64) -> Frame {
-        Frame { bytes, id, tx_timestamp_ps: 0 }
+        Frame {
+            bytes,
+            id,
+            tx_timestamp_ps: 0,
+        }
     }
     /// Size on the wire counting the FCS, at least the Ethernet minimum.
     pub fn frame_bytes(&self) -> usize {
@@ -100,14 +112,22 @@ pub enum PacketError {
 
 /// Build an Ethernet/IPv4/UDP frame of exactly `size_bytes` on the wire
 /// (FCS included), carrying `payload` followed by zero padding.
-pub fn build_udp(macs: Macs, flow: FlowKey, payload: &[u8], size_bytes: usize) -> Result<Vec<u8>, PacketError> {
+pub fn build_udp(
+    macs: Macs,
+    flow: FlowKey,
+    payload: &[u8],
+    size_bytes: usize,
+) -> Result<Vec<u8>, PacketError> {
     if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&size_bytes) {
         return Err(PacketError::BadFrameSize(size_bytes));
     }
     let stored = size_bytes - FCS_BYTES;
     let udp_payload_bytes = stored - UDP_HEADERS_BYTES;
     if payload.len() > udp_payload_bytes {
-        return Err(PacketError::PayloadTooLarge { payload: payload.len(), frame: size_bytes });
+        return Err(PacketError::PayloadTooLarge {
+            payload: payload.len(),
+            frame: size_bytes,
+        });
     }
     let mut body = vec![0u8; udp_payload_bytes];
     body[..payload.len()].copy_from_slice(payload);
@@ -115,7 +135,9 @@ pub fn build_udp(macs: Macs, flow: FlowKey, payload: &[u8], size_bytes: usize) -
         .ipv4(flow.src_ip.octets(), flow.dst_ip.octets(), 64)
         .udp(flow.src_port, flow.dst_port);
     let mut bytes = Vec::with_capacity(stored);
-    builder.write(&mut bytes, &body).map_err(|e| PacketError::Malformed(e.to_string()))?;
+    builder
+        .write(&mut bytes, &body)
+        .map_err(|e| PacketError::Malformed(e.to_string()))?;
     debug_assert_eq!(bytes.len(), stored);
     Ok(bytes)
 }
@@ -130,9 +152,14 @@ pub struct UdpView {
 
 /// Parse and verify an Ethernet/IPv4/UDP frame (both checksums checked).
 pub fn parse_udp(bytes: &[u8]) -> Result<UdpView, PacketError> {
-    let sliced = SlicedPacket::from_ethernet(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
-    let Some(NetSlice::Ipv4(ip)) = &sliced.net else { return Err(PacketError::NotUdp) };
-    let Some(TransportSlice::Udp(udp)) = &sliced.transport else { return Err(PacketError::NotUdp) };
+    let sliced =
+        SlicedPacket::from_ethernet(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
+    let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
+        return Err(PacketError::NotUdp);
+    };
+    let Some(TransportSlice::Udp(udp)) = &sliced.transport else {
+        return Err(PacketError::NotUdp);
+    };
     let ip_header = ip.header().to_header();
     if ip_header.calc_header_checksum() != ip_header.header_checksum {
         return Err(PacketError::BadIpChecksum);
@@ -179,7 +206,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn flow() -> FlowKey {
-        FlowKey { src_ip: Ipv4Addr::new(10, 0, 0, 1), dst_ip: Ipv4Addr::new(10, 0, 0, 2), src_port: 1234, dst_port: 5678 }
+        FlowKey {
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 1234,
+            dst_port: 5678,
+        }
     }
 
     #[test]
@@ -206,7 +238,10 @@ mod tests {
 
     #[test]
     fn sizes_out_of_range_are_errors() {
-        assert_eq!(build_udp(Macs::default(), flow(), b"", 63), Err(PacketError::BadFrameSize(63)));
+        assert_eq!(
+            build_udp(Macs::default(), flow(), b"", 63),
+            Err(PacketError::BadFrameSize(63))
+        );
         assert!(build_udp(Macs::default(), flow(), &[0; 100], 64).is_err());
     }
 
