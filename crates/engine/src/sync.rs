@@ -113,10 +113,10 @@ impl<T> Mailbox<T> {
         let time = time.max(st.last_time);
         st.last_time = time;
         st.items.push_back((time, item));
-        if st.items.len() == 1 {
-            if let Some(id) = st.waiter.take() {
-                self.sim.wake_at(time, id);
-            }
+        if st.items.len() == 1
+            && let Some(id) = st.waiter.take()
+        {
+            self.sim.wake_at(time, id);
         }
     }
 

@@ -89,7 +89,7 @@ impl Duration {
     pub fn saturating_sub(self, other: Duration) -> Duration {
         Duration(self.0.saturating_sub(other.0))
     }
-    pub fn mul(self, n: u64) -> Duration {
+    pub fn times(self, n: u64) -> Duration {
         Duration(self.0.saturating_mul(n))
     }
 }

@@ -217,7 +217,7 @@ fn run_point(
         }
     });
     // Enough simulated time for every frame at line rate, with margin.
-    let horizon = Rate::duration_for_bytes(config.rate, (frame_bytes + 20) * frames).mul(2)
+    let horizon = Rate::duration_for_bytes(config.rate, (frame_bytes + 20) * frames).times(2)
         + Duration::from_us(10);
     sim.run_until(Time::ZERO + horizon);
     if let Some(e) = build_error.borrow_mut().take() {
