@@ -10,6 +10,7 @@
 pub mod experiment;
 pub mod output;
 pub mod params;
+pub mod pcie_bandwidth;
 pub mod report;
 
 pub use experiment::{Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute};
@@ -17,7 +18,7 @@ pub use params::{ParamKind, ParamSpec, Params};
 
 /// Every experiment, in the order `nextio list` shows them.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![]
+    vec![&pcie_bandwidth::PcieBandwidth]
 }
 
 /// The experiment called `name`.
