@@ -28,8 +28,8 @@ use crate::params::{ParamKind, ParamSpec};
 pub struct PcieBandwidth;
 
 const PARAMS: &[ParamSpec] = &[
-    // pcie-bench's bandwidth figures sweep transfer sizes from 64 B to 4 KiB
-    // (SIGCOMM'18 §3, Figure 1).
+    // One cache line (64 B) to one page (4 KiB): the span of DMA sizes a NIC
+    // issues, over which pcie-bench's model changes shape.
     ParamSpec::new(
         "sizes",
         ParamKind::U64List,
@@ -38,11 +38,11 @@ const PARAMS: &[ParamSpec] = &[
         "DMA transfer sizes",
     )
     .quick("64,256,1024,4096"),
-    // Gen 3: the generation of the hosts and NICs pcie-bench measured (§5).
+    // Gen 3: the generation of the hosts and NICs pcie-bench measured.
     ParamSpec::new("gen", ParamKind::U64, "3", "", "PCIe generation (1-5)"),
     // x16: the widest link common on servers; pcie-bench's model covers x1-x32.
     ParamSpec::new("lanes", ParamKind::U64, "16", "lanes", "link width"),
-    // 256 B MPS and 512 B MRRS: the values pcie-bench's model figures use (§3).
+    // 256 B MPS and 512 B MRRS: the values pcie-bench's model discussion uses (§3).
     ParamSpec::new(
         "mps",
         ParamKind::U64,

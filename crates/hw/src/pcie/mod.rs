@@ -89,8 +89,9 @@ pub struct PcieConfig {
 impl Default for PcieConfig {
     fn default() -> Self {
         PcieConfig {
-            // Gen 3 x8, MPS 256 B, MRRS 512 B: the configuration of the
-            // NICs pcie-bench characterises (SIGCOMM'18 §3, §5).
+            // Gen 3 x8: the link of the NFP-6000 and NetFPGA-SUME boards
+            // pcie-bench measured (SIGCOMM'18); MPS 256 B and MRRS 512 B:
+            // the values its model discussion uses (§3).
             generation: 3,
             lanes: 8,
             mps_bytes: 256,
