@@ -11,6 +11,7 @@ pub mod ethernet_linerate;
 pub mod experiment;
 pub mod output;
 pub mod params;
+pub mod pcie_bandwidth;
 pub mod report;
 
 pub use experiment::{
@@ -20,7 +21,10 @@ pub use params::{ParamKind, ParamSpec, Params};
 
 /// Every experiment, in the order `nextio list` shows them.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![&ethernet_linerate::EthernetLinerate]
+    vec![
+        &ethernet_linerate::EthernetLinerate,
+        &pcie_bandwidth::PcieBandwidth,
+    ]
 }
 
 /// The experiment called `name`.

@@ -20,9 +20,18 @@ struct Outcome {
 fn overload(seed: u64) -> Outcome {
     let sim = Sim::new();
     let rx = Rc::new(Mailbox::new(&sim));
-    let config = LinkConfig { rate: Rate::gbps(10), queue_frames: 8, propagation: Duration::from_ns(50) };
+    let config = LinkConfig {
+        rate: Rate::gbps(10),
+        queue_frames: 8,
+        propagation: Duration::from_ns(50),
+    };
     let wire = Rc::new(Wire::new(&sim, config, rx.clone()));
-    let flow = FlowKey { src_ip: Ipv4Addr::new(10, 1, 0, 1), dst_ip: Ipv4Addr::new(10, 1, 0, 2), src_port: 1, dst_port: 2 };
+    let flow = FlowKey {
+        src_ip: Ipv4Addr::new(10, 1, 0, 1),
+        dst_ip: Ipv4Addr::new(10, 1, 0, 2),
+        src_port: 1,
+        dst_port: 2,
+    };
 
     let (s, w) = (sim.clone(), wire.clone());
     sim.spawn(async move {
@@ -31,7 +40,8 @@ fn overload(seed: u64) -> Outcome {
         for _ in 0..200 {
             for _ in 0..rng.below(20) {
                 let size = 64 + rng.below(1455) as usize;
-                let bytes = packet::build_udp(Macs::default(), flow, &id.to_be_bytes(), size).unwrap();
+                let bytes =
+                    packet::build_udp(Macs::default(), flow, &id.to_be_bytes(), size).unwrap();
                 let _ = w.send(Frame::new(bytes, id));
                 id += 1;
             }
@@ -44,7 +54,10 @@ fn overload(seed: u64) -> Outcome {
         loop {
             let f: Frame = r.recv().await;
             let v = packet::parse_udp(&f.bytes).expect("delivered frames are intact");
-            assert_eq!(f.bytes[v.payload_offset..v.payload_offset + 8], f.id.to_be_bytes());
+            assert_eq!(
+                f.bytes[v.payload_offset..v.payload_offset + 8],
+                f.id.to_be_bytes()
+            );
             g.borrow_mut().push(f.id);
         }
     });
@@ -52,7 +65,11 @@ fn overload(seed: u64) -> Outcome {
     sim.shutdown();
     let c = wire.counters();
     let delivered_ids = got.borrow().clone();
-    Outcome { offered: c.get("offered"), dropped: c.get("drop.queue_full"), delivered_ids }
+    Outcome {
+        offered: c.get("offered"),
+        dropped: c.get("drop.queue_full"),
+        delivered_ids,
+    }
 }
 
 #[test]
@@ -60,13 +77,19 @@ fn every_frame_is_delivered_or_dropped() {
     let o = overload(11);
     assert!(o.dropped > 0, "the test must actually overload the wire");
     assert_eq!(o.offered, o.delivered_ids.len() as u64 + o.dropped);
-    assert!(o.delivered_ids.windows(2).all(|w| w[0] < w[1]), "delivery keeps order");
+    assert!(
+        o.delivered_ids.windows(2).all(|w| w[0] < w[1]),
+        "delivery keeps order"
+    );
 }
 
 #[test]
 fn same_seed_same_outcome() {
     let (a, b) = (overload(5), overload(5));
-    assert_eq!((a.offered, a.dropped, &a.delivered_ids), (b.offered, b.dropped, &b.delivered_ids));
+    assert_eq!(
+        (a.offered, a.dropped, &a.delivered_ids),
+        (b.offered, b.dropped, &b.delivered_ids)
+    );
     let c = overload(6);
     assert_ne!(a.delivered_ids, c.delivered_ids);
 }

@@ -1,0 +1,50 @@
+//! The `pcie-bandwidth` experiment in quick mode: every simulated
+//! bandwidth is within its tolerance of pcie-bench's closed form, the sizes
+//! span 64 B to 4 KiB, and two runs with the same seed agree on everything
+//! but the wall-clock fields.
+
+use nextio_experiments::{ExperimentResult, Params, RunContext, execute, find};
+
+fn run_quick(seed: u64) -> ExperimentResult {
+    let exp = find("pcie-bandwidth").expect("pcie-bandwidth is registered");
+    let params = Params::resolve(exp.name(), exp.params(), true, &[]).expect("defaults parse");
+    execute(exp, RunContext::new(params, seed, true)).expect("the experiment runs")
+}
+
+/// The result with the fields derived from the wall clock zeroed.
+fn without_wall_clock(mut r: ExperimentResult) -> ExperimentResult {
+    r.sim.wall_s = 0.0;
+    r.sim.events_per_wall_s = 0.0;
+    r.sim.packets_per_wall_s = 0.0;
+    r
+}
+
+#[test]
+fn every_check_passes_in_quick_mode() {
+    let r = run_quick(1);
+    assert!(!r.checks.is_empty());
+    for c in &r.checks {
+        assert_eq!(
+            c.pass,
+            Some(true),
+            "{}: model {} vs paper {:?}",
+            c.id,
+            c.model,
+            c.paper
+        );
+    }
+    for id in ["write-64B", "read-64B", "write-4096B", "read-4096B"] {
+        assert!(r.checks.iter().any(|c| c.id == id), "missing check {id}");
+    }
+    let names: Vec<&str> = r.series.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["simulated", "pcie-bench model"]);
+    assert!(r.sim.packets > 0 && r.sim.simulated_ps > 0);
+}
+
+#[test]
+fn same_seed_gives_the_same_result() {
+    assert_eq!(
+        without_wall_clock(run_quick(7)),
+        without_wall_clock(run_quick(7))
+    );
+}

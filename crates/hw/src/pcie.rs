@@ -1,1 +1,0 @@
-//! Placeholder: the pcie model lands here.
