@@ -8,6 +8,7 @@
 //! * [`pcie`] — a PCIe link at transaction-layer granularity;
 //! * [`mem`] — physical memory holding real bytes, address spaces;
 //! * [`cache`] — a set-associative cache hierarchy with DDIO;
+//! * [`trafficgen`] — an EnsōGen-like generator and checker at a link's far end;
 //! * [`cpu`] — cores, their time ledgers and the cost interface software uses.
 
 pub mod cache;
@@ -17,3 +18,4 @@ pub mod mem;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;
+pub mod trafficgen;

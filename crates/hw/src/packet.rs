@@ -187,6 +187,23 @@ pub fn parse_udp(bytes: &[u8]) -> Result<UdpView, PacketError> {
     })
 }
 
+/// Recompute the UDP checksum of a frame whose payload was changed in place
+/// (the IPv4 header checksum does not cover the payload).
+pub fn refresh_udp_checksum(bytes: &mut [u8]) -> Result<(), PacketError> {
+    let (at, checksum) = {
+        let sliced = SlicedPacket::from_ethernet(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
+        let Some(NetSlice::Ipv4(ip)) = &sliced.net else { return Err(PacketError::NotUdp) };
+        let Some(TransportSlice::Udp(udp)) = &sliced.transport else { return Err(PacketError::NotUdp) };
+        let checksum = udp
+            .to_header()
+            .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
+            .map_err(|e| PacketError::Malformed(e.to_string()))?;
+        (udp.slice().as_ptr() as usize - bytes.as_ptr() as usize + 6, checksum)
+    };
+    bytes[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+    Ok(())
+}
+
 /// Turn a UDP frame into its reply in place: swap MACs, addresses and
 /// ports and recompute nothing (the checksums are symmetric under swaps).
 pub fn swap_udp_in_place(bytes: &mut [u8]) -> Result<(), PacketError> {
@@ -243,6 +260,16 @@ mod tests {
             Err(PacketError::BadFrameSize(63))
         );
         assert!(build_udp(Macs::default(), flow(), &[0; 100], 64).is_err());
+    }
+
+    #[test]
+    fn refreshed_checksum_validates_changed_payload() {
+        let mut bytes = build_udp(Macs::default(), flow(), b"abcd", 64).unwrap();
+        let o = parse_udp(&bytes).unwrap().payload_offset;
+        bytes[o] = b'z';
+        assert_eq!(parse_udp(&bytes), Err(PacketError::BadUdpChecksum));
+        refresh_udp_checksum(&mut bytes).unwrap();
+        assert!(parse_udp(&bytes).is_ok());
     }
 
     #[test]
