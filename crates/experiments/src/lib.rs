@@ -7,6 +7,7 @@
 //!   `index.html` report;
 //! * one module per experiment family, listed in [`all`].
 
+pub mod cache_layout;
 pub mod experiment;
 pub mod output;
 pub mod params;
@@ -17,7 +18,7 @@ pub use params::{ParamKind, ParamSpec, Params};
 
 /// Every experiment, in the order `nextio list` shows them.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![]
+    vec![&cache_layout::CacheLayout]
 }
 
 /// The experiment called `name`.

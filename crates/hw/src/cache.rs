@@ -420,9 +420,13 @@ pub struct CoreStats {
     pub l2: LevelStats,
     /// Demand lookups that missed L2 (this core's share of the LLC).
     pub llc: LevelStats,
+    /// Every request L1d sends to L2: demand misses plus next-line
+    /// prefetches. This is what Intel's `L2_RQSTS.REFERENCES`/`MISS`
+    /// counters see, as opposed to the demand-only `l2`.
+    pub l2_requests: LevelStats,
     /// Lines the L1d next-line prefetcher brought into L1d.
     pub l1_prefetch_fills: u64,
-    /// Lines the streamer brought into L2.
+    /// Lines either prefetcher brought into L2.
     pub l2_prefetch_fills: u64,
     /// Prefetches that had to go to DRAM.
     pub prefetch_dram_reads: u64,
@@ -438,10 +442,15 @@ impl CoreStats {
     pub fn llc_miss_ratio(&self) -> f64 {
         self.llc.miss_ratio()
     }
+    /// L2 misses over all L2 requests, L1d prefetches included.
+    pub fn l2_request_miss_ratio(&self) -> f64 {
+        self.l2_requests.miss_ratio()
+    }
     fn add(&mut self, o: &CoreStats) {
         self.l1d.add(&o.l1d);
         self.l2.add(&o.l2);
         self.llc.add(&o.llc);
+        self.l2_requests.add(&o.l2_requests);
         self.l1_prefetch_fills += o.l1_prefetch_fills;
         self.l2_prefetch_fills += o.l2_prefetch_fills;
         self.prefetch_dram_reads += o.prefetch_dram_reads;
@@ -658,6 +667,7 @@ impl Hierarchy {
         }
         let l2_hit = c.l2.touch_line(line);
         c.stats.l2.record(l2_hit);
+        c.stats.l2_requests.record(l2_hit);
         if l2_hit {
             cost.l2_hits += 1;
             cost.cycles += l2_lat;
@@ -712,8 +722,9 @@ impl Hierarchy {
         if self.config.prefetch.l2_streamer {
             self.stream(core, line);
         }
-        self.prefetch_l2(core, line);
+        let l2_miss = self.prefetch_l2(core, line);
         let c = &mut self.cores[core];
+        c.stats.l2_requests.record(!l2_miss);
         c.l1d.fill_line(line);
         c.l1d.mark_prefetched(line);
         c.stats.l1_prefetch_fills += 1;
@@ -1123,6 +1134,9 @@ mod tests {
             }
             assert_eq!(s.l2.accesses, s.l1d.misses);
             assert_eq!(s.llc.accesses, s.l2.misses);
+            let r = s.l2_requests;
+            assert_eq!(r.hits + r.misses, r.accesses);
+            assert_eq!(r.accesses, s.l1d.misses + s.l1_prefetch_fills);
         }
         h.reset_stats();
         assert_eq!(h.total_stats(), CoreStats::default());
