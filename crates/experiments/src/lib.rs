@@ -7,6 +7,7 @@
 //!   `index.html` report;
 //! * one module per experiment family, listed in [`all`].
 
+pub mod cache_layout;
 pub mod ethernet_linerate;
 pub mod experiment;
 pub mod output;
@@ -24,6 +25,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
     vec![
         &ethernet_linerate::EthernetLinerate,
         &pcie_bandwidth::PcieBandwidth,
+        &cache_layout::CacheLayout,
     ]
 }
 

@@ -191,14 +191,22 @@ pub fn parse_udp(bytes: &[u8]) -> Result<UdpView, PacketError> {
 /// (the IPv4 header checksum does not cover the payload).
 pub fn refresh_udp_checksum(bytes: &mut [u8]) -> Result<(), PacketError> {
     let (at, checksum) = {
-        let sliced = SlicedPacket::from_ethernet(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
-        let Some(NetSlice::Ipv4(ip)) = &sliced.net else { return Err(PacketError::NotUdp) };
-        let Some(TransportSlice::Udp(udp)) = &sliced.transport else { return Err(PacketError::NotUdp) };
+        let sliced = SlicedPacket::from_ethernet(bytes)
+            .map_err(|e| PacketError::Malformed(e.to_string()))?;
+        let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
+            return Err(PacketError::NotUdp);
+        };
+        let Some(TransportSlice::Udp(udp)) = &sliced.transport else {
+            return Err(PacketError::NotUdp);
+        };
         let checksum = udp
             .to_header()
             .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
             .map_err(|e| PacketError::Malformed(e.to_string()))?;
-        (udp.slice().as_ptr() as usize - bytes.as_ptr() as usize + 6, checksum)
+        (
+            udp.slice().as_ptr() as usize - bytes.as_ptr() as usize + 6,
+            checksum,
+        )
     };
     bytes[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
     Ok(())

@@ -108,7 +108,11 @@ impl TrafficStats {
         self.sent.saturating_sub(self.received)
     }
     pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 { 0.0 } else { self.lost() as f64 / self.sent as f64 }
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.lost() as f64 / self.sent as f64
+        }
     }
     /// Achieved line rate of the returning traffic, over the sending window
     /// (so a system that drops shows a lower rate, one that delays does not).
@@ -139,7 +143,9 @@ pub fn synthetic_flow(i: u32) -> FlowKey {
 }
 
 fn write_stamp(bytes: &mut [u8], seq: u64, t: Time) -> bool {
-    let Ok(v) = packet::parse_udp(bytes) else { return false };
+    let Ok(v) = packet::parse_udp(bytes) else {
+        return false;
+    };
     if v.payload_len < STAMP_BYTES {
         return false;
     }
@@ -164,7 +170,12 @@ pub fn read_stamp(bytes: &[u8]) -> Option<(u64, Time, u8)> {
 impl TrafficGen {
     /// Start sending on `out` and receiving from `inbox` (both owned by the
     /// simulation); returns at once.
-    pub fn start(sim: &Sim, config: TrafficConfig, out: Rc<Wire>, inbox: Rc<Mailbox<Frame>>) -> Result<TrafficGen, TrafficError> {
+    pub fn start(
+        sim: &Sim,
+        config: TrafficConfig,
+        out: Rc<Wire>,
+        inbox: Rc<Mailbox<Frame>>,
+    ) -> Result<TrafficGen, TrafficError> {
         if !(config.rate_gbps.is_finite() && config.rate_gbps > 0.0) {
             return Err(TrafficError::BadRate(config.rate_gbps));
         }
@@ -186,12 +197,14 @@ impl TrafficGen {
                     Some(SizeSpec::Uniform(lo, hi)) => {
                         let size = lo + rng.below((hi - lo + 1) as u64) as usize;
                         let flow = synthetic_flow((seq % templates.len() as u64) as u32);
-                        packet::build_udp(Macs::default(), flow, &[], size).unwrap_or_else(|_| templates[0].clone())
+                        packet::build_udp(Macs::default(), flow, &[], size)
+                            .unwrap_or_else(|_| templates[0].clone())
                     }
                     _ => templates[(seq % templates.len() as u64) as usize].clone(),
                 };
                 write_stamp(&mut bytes, seq, s.now());
-                let line_bytes = (packet::frame_bytes(bytes.len()) as u64 + PER_FRAME_OVERHEAD_BYTES) as f64;
+                let line_bytes =
+                    (packet::frame_bytes(bytes.len()) as u64 + PER_FRAME_OVERHEAD_BYTES) as f64;
                 let mut frame = Frame::new(bytes, seq);
                 frame.tx_timestamp_ps = s.now().ps();
                 {
@@ -210,7 +223,8 @@ impl TrafficGen {
                 };
                 // Carry fractions of a picosecond: the schedule is kept in
                 // absolute time from the start, so rounding never accumulates.
-                next = (start + Duration::from_ns_f64((seq + 1) as f64 * mean_gap_s * 1e9)).max(next);
+                next =
+                    (start + Duration::from_ns_f64((seq + 1) as f64 * mean_gap_s * 1e9)).max(next);
                 if config.arrivals == Arrivals::Poisson {
                     next = s.now() + Duration::from_ns_f64(gap_s * 1e9);
                 }
@@ -260,7 +274,16 @@ fn templates(source: &Source) -> Result<Vec<Vec<u8>>, TrafficError> {
                     *lo
                 }
             };
-            (0..*flows).map(|i| Ok(packet::build_udp(Macs::default(), synthetic_flow(i), &[], size)?)).collect()
+            (0..*flows)
+                .map(|i| {
+                    Ok(packet::build_udp(
+                        Macs::default(),
+                        synthetic_flow(i),
+                        &[],
+                        size,
+                    )?)
+                })
+                .collect()
         }
         Source::Replay(frames) if frames.is_empty() => Err(TrafficError::EmptyTrace),
         Source::Replay(frames) => Ok(frames.clone()),
@@ -298,7 +321,10 @@ mod tests {
     #[test]
     fn echoed_frames_come_back_stamped_and_counted() {
         let cfg = TrafficConfig {
-            source: Source::Synthetic { sizes: SizeSpec::Fixed(64), flows: 4 },
+            source: Source::Synthetic {
+                sizes: SizeSpec::Fixed(64),
+                flows: 4,
+            },
             arrivals: Arrivals::Constant,
             rate_gbps: 50.0,
             frames: 10_000,
@@ -310,13 +336,20 @@ mod tests {
         assert_eq!((s.corrupt, s.not_echoed, s.reordered), (0, 0, 0));
         // Two 5 ns cables and two 6.72 ns serializations.
         assert!(s.rtt.quantile(0.5) >= Duration::from_ns(23));
-        assert!((s.achieved_gbps() - 50.0).abs() < 0.1, "{}", s.achieved_gbps());
+        assert!(
+            (s.achieved_gbps() - 50.0).abs() < 0.1,
+            "{}",
+            s.achieved_gbps()
+        );
     }
 
     #[test]
     fn poisson_is_seeded_and_bad_rates_are_errors() {
         let cfg = |seed| TrafficConfig {
-            source: Source::Synthetic { sizes: SizeSpec::Uniform(64, 512), flows: 3 },
+            source: Source::Synthetic {
+                sizes: SizeSpec::Uniform(64, 512),
+                flows: 3,
+            },
             arrivals: Arrivals::Poisson,
             rate_gbps: 20.0,
             frames: 2_000,
@@ -329,7 +362,13 @@ mod tests {
         let sim = Sim::new();
         let mb = Rc::new(Mailbox::new(&sim));
         let w = Rc::new(Wire::new(&sim, LinkConfig::default(), mb.clone()));
-        let bad = TrafficConfig { rate_gbps: -1.0, ..cfg(1) };
-        assert!(matches!(TrafficGen::start(&sim, bad, w, mb).err(), Some(TrafficError::BadRate(_))));
+        let bad = TrafficConfig {
+            rate_gbps: -1.0,
+            ..cfg(1)
+        };
+        assert!(matches!(
+            TrafficGen::start(&sim, bad, w, mb).err(),
+            Some(TrafficError::BadRate(_))
+        ));
     }
 }
