@@ -8,12 +8,14 @@
 //! * [`pcie`] — a PCIe link at transaction-layer granularity;
 //! * [`mem`] — physical memory holding real bytes, address spaces;
 //! * [`cache`] — a set-associative cache hierarchy with DDIO;
+//! * [`host`] — memory + caches as one system, loads/stores from cores, DMA;
 //! * [`trafficgen`] — an EnsōGen-like generator and checker at a link's far end;
 //! * [`cpu`] — cores, their time ledgers and the cost interface software uses.
 
 pub mod cache;
 pub mod cpu;
 pub mod ethernet;
+pub mod host;
 pub mod mem;
 pub mod packet;
 pub mod pcap;
