@@ -10,6 +10,7 @@
 //! * [`cache`] — a set-associative cache hierarchy with DDIO;
 //! * [`host`] — memory + caches as one system, loads/stores from cores, DMA;
 //! * [`trafficgen`] — an EnsōGen-like generator and checker at a link's far end;
+//! * [`nic`] — the packetized and Ensō NICs;
 //! * [`cpu`] — cores, their time ledgers and the cost interface software uses.
 
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod cpu;
 pub mod ethernet;
 pub mod host;
 pub mod mem;
+pub mod nic;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;

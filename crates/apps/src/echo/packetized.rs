@@ -1,0 +1,1 @@
+//! Placeholder: the echo host on the packetized NIC lands here.

@@ -1,0 +1,1 @@
+//! Placeholder: the Ensō NIC lands here.

@@ -1,0 +1,1 @@
+//! Placeholder: the packetized (E810-like) NIC lands here.

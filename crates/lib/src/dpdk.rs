@@ -1,0 +1,1 @@
+//! Placeholder: the DPDK-style poll-mode driver lands here.

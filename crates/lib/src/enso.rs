@@ -1,0 +1,1 @@
+//! Placeholder: the Ensō library lands here.
