@@ -8,6 +8,7 @@
 //! * one module per experiment family, listed in [`all`].
 
 pub mod cache_layout;
+pub mod enso;
 pub mod ethernet_linerate;
 pub mod experiment;
 pub mod output;

@@ -42,7 +42,7 @@ impl ParamKind {
 }
 
 /// One parameter an experiment accepts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ParamSpec {
     pub name: &'static str,
     pub kind: ParamKind,

@@ -106,6 +106,41 @@ impl CacheConfig {
         }
     }
 
+    /// Skylake-X (Core i9-9960X, the Ensō paper's DUT, §3.3.1) L1d: 32 KiB,
+    /// 8-way, 5-cycle load-to-use (Intel Optimization Reference Manual,
+    /// Skylake server cache-parameter table: 4–5 cycles).
+    pub fn skylake_x_l1d() -> CacheConfig {
+        CacheConfig {
+            name: "L1d",
+            size_bytes: 32 << 10,
+            ways: 8,
+            slices: 1,
+            hit_latency_cycles: 5,
+        }
+    }
+    /// Skylake-X L2: 1 MiB, 16-way, 14 cycles (same manual and table).
+    pub fn skylake_x_l2() -> CacheConfig {
+        CacheConfig {
+            name: "L2",
+            size_bytes: 1 << 20,
+            ways: 16,
+            slices: 1,
+            hit_latency_cycles: 14,
+        }
+    }
+    /// The i9-9960X's LLC: 22 MiB (Intel ARK; Ensō §3.3.1 "22 MB of LLC"),
+    /// 16 slices of 1.375 MiB, 11-way, non-inclusive (Skylake-SP mesh
+    /// disclosures); ~50–70 cycles in published measurements, 60 taken.
+    pub fn skylake_x_llc() -> CacheConfig {
+        CacheConfig {
+            name: "LLC",
+            size_bytes: 22 << 20,
+            ways: 11,
+            slices: 16,
+            hit_latency_cycles: 60,
+        }
+    }
+
     fn validate(&self) -> Result<u64, CacheError> {
         let bad = |reason: String| CacheError::BadConfig {
             level: self.name,
@@ -376,6 +411,20 @@ impl HierarchyConfig {
             dram_latency: Duration::from_ns(80),
             core_clock: Freq::mhz(3100),
             prefetch: PrefetchConfig::default(),
+        }
+    }
+}
+
+impl HierarchyConfig {
+    /// The Ensō paper's DUT: an Intel Core i9-9960X (Skylake-X, 16 cores,
+    /// 3.1 GHz base, 22 MB LLC; Ensō §3.3.1), with DDIO's default 2 LLC
+    /// ways and the same DRAM latency as [`HierarchyConfig::ice_lake`].
+    pub fn skylake_x(cores: usize) -> HierarchyConfig {
+        HierarchyConfig {
+            l1d: CacheConfig::skylake_x_l1d(),
+            l2: CacheConfig::skylake_x_l2(),
+            llc: CacheConfig::skylake_x_llc(),
+            ..HierarchyConfig::ice_lake(cores)
         }
     }
 }

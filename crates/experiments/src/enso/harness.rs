@@ -1,0 +1,242 @@
+//! The test bench of the Ensō evaluation (Ensō paper §3.3.1): a traffic
+//! generator on one side of a 100 Gb/s link, an echo host on the other,
+//! and the RFC 2544 zero-loss throughput search on top.
+//!
+//! One [`Trial`] is one simulation: build the host with the chosen NIC
+//! interface, offer `frames` frames at a rate, let the system drain, and
+//! collect everything the experiments report — generator statistics (loss,
+//! round-trip times measured from the stamped payload bytes), PCIe bytes by
+//! purpose and direction, cache statistics of the echo cores, and the NIC's
+//! and application's counters. Trials are independent and deterministic for
+//! their seed, so sweeps run them in parallel.
+
+use std::rc::Rc;
+
+use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
+use nextio_engine::{Counters, Duration, Mailbox, Sim, Time};
+use nextio_hw::cache::{CoreStats, HierarchyConfig};
+use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
+use nextio_hw::pcie::{Direction, DirectionCounters, PcieConfig};
+use nextio_hw::trafficgen::{Arrivals, SizeSpec, Source, TrafficConfig, TrafficGen, TrafficStats};
+
+use crate::experiment::{RunError, SimTally};
+
+/// The NIC interface under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interface {
+    Packetized,
+    Enso(NotificationMode),
+}
+
+impl Interface {
+    pub fn name(self) -> &'static str {
+        match self {
+            Interface::Packetized => "packetized",
+            Interface::Enso(_) => "enso",
+        }
+    }
+    pub fn mode_name(self) -> &'static str {
+        match self {
+            Interface::Packetized => "packetized",
+            Interface::Enso(NotificationMode::PerPacket) => "per-packet",
+            Interface::Enso(NotificationMode::Reactive) => "reactive",
+            Interface::Enso(NotificationMode::Prefetch) => "prefetch",
+        }
+    }
+}
+
+/// Physical memory of the simulated host: room for the hugepages of 8
+/// cores' pipes or mempools with margin; only touched frames cost anything.
+const HOST_MEMORY_BYTES: u64 = 4 << 30;
+
+/// Time allowed after the last frame is offered for the system to drain:
+/// far above any round trip the model produces (µs), so frames still in
+/// flight are not mistaken for losses.
+const DRAIN: Duration = Duration::from_us(200);
+
+/// One simulation of the bench.
+#[derive(Clone, Debug)]
+pub struct Trial {
+    pub interface: Interface,
+    pub cores: usize,
+    pub frame_bytes: usize,
+    /// Offered line rate (frame + 20 bytes per frame).
+    pub rate_gbps: f64,
+    pub frames: u64,
+    /// Distinct flows: enough that RSS / the flow table spreads them over cores.
+    pub flows: u32,
+    pub arrivals: Arrivals,
+    pub pcie: PcieConfig,
+    pub seed: u64,
+}
+
+/// What a trial measured.
+pub struct TrialResult {
+    pub traffic: TrafficStats,
+    pub nic: Counters,
+    pub app: Counters,
+    pub upstream: DirectionCounters,
+    pub downstream: DirectionCounters,
+    /// Cache statistics summed over the echo cores (every core of the host).
+    pub caches: CoreStats,
+    pub tally: SimTally,
+}
+
+impl TrialResult {
+    pub fn zero_loss(&self) -> bool {
+        self.traffic.lost() == 0 && self.traffic.corrupt == 0 && self.traffic.not_echoed == 0
+    }
+    /// Achieved packet rate of the returning traffic, in Mpps.
+    pub fn achieved_mpps(&self, frame_bytes: usize) -> f64 {
+        self.traffic.achieved_gbps() * 1e9
+            / (8.0 * (frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64))
+            / 1e6
+    }
+}
+
+/// Fraction of a direction's TLP bytes (headers included) that are not
+/// packet data: descriptors, notifications, doorbells.
+pub fn metadata_share(c: &DirectionCounters) -> f64 {
+    let total: u64 = c.bytes_by_purpose.values().sum();
+    let data = c.bytes_by_purpose.get("packet-data").copied().unwrap_or(0);
+    if total == 0 {
+        0.0
+    } else {
+        (total - data) as f64 / total as f64
+    }
+}
+
+/// Mpps of `frame_bytes` frames at a line rate of `gbps`.
+pub fn gbps_to_mpps(gbps: f64, frame_bytes: usize) -> f64 {
+    gbps * 1e9 / (8.0 * (frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64)) / 1e6
+}
+
+pub fn run_trial(t: &Trial) -> Result<TrialResult, RunError> {
+    let cfg = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
+    let sim = Sim::new();
+    let to_dut = Rc::new(Mailbox::new(&sim));
+    let to_gen = Rc::new(Mailbox::new(&sim));
+    // The generator paces itself, so its port never needs to queue much;
+    // the host's port queues what its NIC sends.
+    let gen_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_dut.clone()));
+    let dut_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_gen.clone()));
+    let echo_config = EchoConfig {
+        cores: t.cores,
+        pcie: t.pcie.clone(),
+        caches: HierarchyConfig::skylake_x(t.cores),
+        memory_bytes: HOST_MEMORY_BYTES,
+        seed: t.seed,
+    };
+    let system: EchoSystem = match t.interface {
+        Interface::Packetized => {
+            echo::packetized::build(&sim, &echo_config, to_dut, dut_out.clone())
+        }
+        Interface::Enso(mode) => {
+            echo::enso::build(&sim, &echo_config, mode, to_dut, dut_out.clone())
+        }
+    }
+    .map_err(|e| cfg(&e))?;
+    let traffic = TrafficConfig {
+        source: Source::Synthetic {
+            sizes: SizeSpec::Fixed(t.frame_bytes),
+            flows: t.flows,
+        },
+        arrivals: t.arrivals,
+        rate_gbps: t.rate_gbps,
+        frames: t.frames,
+        seed: t.seed,
+    };
+    let generator = TrafficGen::start(&sim, traffic, gen_out, to_gen).map_err(|e| cfg(&e))?;
+    let offer_s = t.frames as f64 * 8.0 * (t.frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64)
+        / (t.rate_gbps * 1e9);
+    let end = Time::ZERO + Duration::from_ns_f64(offer_s * 1e9) + DRAIN;
+    sim.run_until(end);
+
+    let mut nic = system.nic.borrow().clone();
+    nic.merge(
+        &dut_out
+            .counters()
+            .iter()
+            .filter(|(k, _)| k.starts_with("drop."))
+            .fold(Counters::new(), |mut c, (k, v)| {
+                c.add(
+                    if k == "drop.queue_full" {
+                        "drop.tx_wire_queue_full"
+                    } else {
+                        k
+                    },
+                    v,
+                );
+                c
+            }),
+    );
+    let (upstream, downstream) = {
+        let link = system.pcie.borrow();
+        (
+            link.counters(Direction::Upstream).clone(),
+            link.counters(Direction::Downstream).clone(),
+        )
+    };
+    // Every core of the host runs an echo thread, so the total is theirs.
+    let caches = system.memory.borrow().caches.total_stats();
+    let result = TrialResult {
+        traffic: generator.stats.borrow().clone(),
+        nic,
+        app: system.app.borrow().clone(),
+        upstream,
+        downstream,
+        caches,
+        tally: SimTally::of(&sim, t.frames),
+    };
+    sim.shutdown();
+    Ok(result)
+}
+
+/// The outcome of a zero-loss search.
+pub struct Search {
+    /// Highest passing offered rate (0 if none passed).
+    pub gbps: f64,
+    /// The trial at that rate.
+    pub passing: Option<TrialResult>,
+    /// The lowest failing trial: it shows *why* the system loses beyond.
+    pub failing: Option<(f64, TrialResult)>,
+}
+
+/// RFC 2544 §26.1 throughput: the highest offered rate in `[lo, hi]` Gb/s
+/// at which `trial(rate)` loses nothing, found by bisection to within
+/// `resolution` Gb/s.
+pub fn zero_loss_search(
+    lo: f64,
+    hi: f64,
+    resolution: f64,
+    mut trial: impl FnMut(f64) -> Result<TrialResult, RunError>,
+) -> Result<Search, RunError> {
+    // Line rate first: a system that keeps up there needs no search.
+    let top = trial(hi)?;
+    if top.zero_loss() {
+        return Ok(Search {
+            gbps: hi,
+            passing: Some(top),
+            failing: None,
+        });
+    }
+    let (mut pass, mut fail) = (lo, hi);
+    let mut passing = None;
+    let mut failing = (hi, top);
+    while fail - pass > resolution {
+        let mid = (pass + fail) / 2.0;
+        let r = trial(mid)?;
+        if r.zero_loss() {
+            pass = mid;
+            passing = Some(r);
+        } else {
+            fail = mid;
+            failing = (mid, r);
+        }
+    }
+    Ok(Search {
+        gbps: if passing.is_some() { pass } else { 0.0 },
+        passing,
+        failing: Some(failing),
+    })
+}

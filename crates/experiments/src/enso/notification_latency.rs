@@ -1,0 +1,193 @@
+//! `enso-notification-latency` (Ensō Figs. 6–7): round-trip time (p50, p99)
+//! and loss against offered load for Ensō with per-packet notifications,
+//! reactive notifications, reactive plus notification prefetching, and the
+//! packetized NIC. RTTs are measured by the generator from the transmit
+//! timestamp carried in each frame's payload.
+
+use serde_json::json;
+
+use super::harness::{Interface, Trial, run_trial};
+use super::{COMMON_PARAMS, check_frame_bytes, frames_and_flows, interface, pcie_config};
+use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
+use crate::params::{ParamKind, ParamSpec};
+use nextio_hw::trafficgen::Arrivals;
+
+pub struct EnsoNotificationLatency;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "offered_gbps",
+        ParamKind::F64List,
+        "1,10,20,30,40,50,60,70,80,90,100",
+        "Gb/s",
+        "offered line rates",
+    )
+    .quick("10,40,60,100"),
+    ParamSpec::new(
+        "modes",
+        ParamKind::StrList,
+        "per-packet,reactive,prefetch,packetized",
+        "",
+        "notification modes / interfaces",
+    )
+    .choices(&["per-packet", "reactive", "prefetch", "packetized"]),
+    ParamSpec::new(
+        "frame_bytes",
+        ParamKind::U64,
+        "64",
+        "bytes",
+        "frame size, FCS included",
+    ),
+    ParamSpec::new("cores", ParamKind::U64, "1", "cores", "echo cores"),
+    COMMON_PARAMS[0],
+    COMMON_PARAMS[1],
+    COMMON_PARAMS[2],
+    COMMON_PARAMS[3],
+];
+
+/// A load counts as sustained when less than this fraction is lost.
+const SUSTAINED_LOSS: f64 = 0.001;
+/// Ensō §3.3.2: per-packet notifications sustain 50 Gb/s, reactive 100.
+const PAPER_PER_PACKET_MAX_GBPS: f64 = 50.0;
+const PAPER_REACTIVE_MAX_GBPS: f64 = 100.0;
+
+impl Experiment for EnsoNotificationLatency {
+    fn name(&self) -> &'static str {
+        "enso-notification-latency"
+    }
+    fn reproduces(&self) -> &'static str {
+        "Ensō Figs. 6–7: RTT vs load for per-packet, reactive and prefetched notifications and the E810"
+    }
+    fn about(&self) -> &'static str {
+        "The echo bench at increasing offered load; for each notification mode (and the packetized NIC) the generator reports achieved rate, loss and the median and 99th-percentile round-trip time."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
+        let frame_bytes = ctx.params.u64("frame_bytes");
+        check_frame_bytes(&[frame_bytes])?;
+        let (frames, flows) = frames_and_flows(ctx)?;
+        let pcie = pcie_config(ctx)?;
+        let loads = ctx.params.f64_list("offered_gbps");
+        if loads.iter().any(|l| !(*l > 0.0 && *l <= 100.0)) {
+            return Err(RunError::Config(
+                "offered_gbps values must be in (0, 100]".into(),
+            ));
+        }
+        let cores = ctx.params.u64("cores").clamp(1, 16) as usize;
+        let modes: Vec<(String, Interface)> = ctx
+            .params
+            .str_list("modes")
+            .into_iter()
+            .map(|m| interface(&m).map(|i| (m, i)))
+            .collect::<Result<_, _>>()?;
+        let points: Vec<(usize, f64)> = (0..modes.len())
+            .flat_map(|m| loads.iter().map(move |l| (m, *l)))
+            .collect();
+        let results = ctx.sweep(&points, |i, (m, load)| {
+            let r = run_trial(&Trial {
+                interface: modes[*m].1,
+                cores,
+                frame_bytes: frame_bytes as usize,
+                rate_gbps: *load,
+                frames,
+                flows,
+                arrivals: Arrivals::Constant,
+                pcie: pcie.clone(),
+                seed: ctx.point_seed(i),
+            })?;
+            ctx.record(r.tally);
+            let t = &r.traffic;
+            Ok((
+                t.achieved_gbps(),
+                t.rtt.quantile(0.5).as_ns_f64(),
+                t.rtt.quantile(0.99).as_ns_f64(),
+                t.loss_ratio(),
+            ))
+        })?;
+        let mut series = Vec::new();
+        let mut checks = Vec::new();
+        for (m, (name, _)) in modes.iter().enumerate() {
+            let mut s = Series::new(
+                name.clone(),
+                "offered_gbps",
+                &["rtt_p50_ns", "rtt_p99_ns", "achieved_gbps"],
+            );
+            let mut sustained: f64 = 0.0;
+            for ((pm, load), (achieved, p50, p99, loss)) in points.iter().zip(&results) {
+                if *pm == m {
+                    s.push(json!({"mode": name, "offered_gbps": load, "achieved_gbps": achieved, "rtt_p50_ns": p50,
+                        "rtt_p99_ns": p99, "loss_ratio": loss}));
+                    if *loss < SUSTAINED_LOSS {
+                        sustained = sustained.max(*load);
+                    }
+                }
+            }
+            series.push(s);
+            match name.as_str() {
+                "per-packet" => checks.push(
+                    Check::new(
+                        "per-packet-max-load",
+                        "per-packet notifications sustain about 50 Gb/s",
+                        Some(PAPER_PER_PACKET_MAX_GBPS),
+                        sustained,
+                        "Gb/s",
+                    )
+                    .within(0.2),
+                ),
+                "reactive" => checks.push(
+                    Check::new(
+                        "reactive-max-load",
+                        "reactive notifications sustain 100 Gb/s",
+                        Some(PAPER_REACTIVE_MAX_GBPS),
+                        sustained,
+                        "Gb/s",
+                    )
+                    .within(0.05),
+                ),
+                _ => {}
+            }
+        }
+        // Prefetching brings latency close to the E810's (Fig. 7): compare
+        // median RTTs at the highest load both sustain.
+        let p50_at = |mode: &str, load: f64| {
+            let m = modes.iter().position(|(n, _)| n == mode)?;
+            points
+                .iter()
+                .zip(&results)
+                .find(|((pm, l), _)| *pm == m && *l == load)
+                .map(|(_, r)| (r.1, r.3))
+        };
+        let sustained_by_both = |l: &f64| {
+            matches!((p50_at("prefetch", *l), p50_at("packetized", *l)),
+                (Some((_, a)), Some((_, b))) if a < SUSTAINED_LOSS && b < SUSTAINED_LOSS)
+        };
+        let compared = loads
+            .iter()
+            .copied()
+            .filter(sustained_by_both)
+            .reduce(f64::max);
+        if let Some(load) = compared
+            && let (Some((pre, _)), Some((pkt, _))) =
+                (p50_at("prefetch", load), p50_at("packetized", load))
+        {
+            checks.push(Check::new(
+                "prefetch-vs-packetized-p50",
+                format!("prefetching brings median RTT close to the E810's (ratio at {load} Gb/s; paper: comparable, about 1)"),
+                Some(1.0),
+                pre / pkt,
+                "ratio",
+            ));
+        }
+        Ok(Outcome {
+            series,
+            checks,
+            notes: vec![format!(
+                "{cores} echo core(s), {frame_bytes} B frames, constant-rate arrivals, {frames} frames per point. A load is 'sustained' when under {} % of frames are lost.",
+                SUSTAINED_LOSS * 100.0
+            )],
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! `enso-packet-rate` (Ensō Fig. 5): zero-loss packet rate of the echo
+//! server against the number of cores, for the Ensō NIC (reactive
+//! notifications, RX/TX pipes) and the packetized NIC with a DPDK-style
+//! driver. Each point is an RFC 2544 search to 0.1 Gb/s over full
+//! simulations.
+
+use serde_json::json;
+
+use super::harness::{Interface, Trial, gbps_to_mpps, run_trial, zero_loss_search};
+use super::{COMMON_PARAMS, check_frame_bytes, frames_and_flows, interface, pcie_config};
+use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
+use crate::params::{ParamKind, ParamSpec};
+use nextio_hw::trafficgen::Arrivals;
+
+pub struct EnsoPacketRate;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "cores",
+        ParamKind::U64List,
+        "1,2,4,8",
+        "cores",
+        "echo cores (one queue or pipe each)",
+    ),
+    ParamSpec::new(
+        "frame_bytes",
+        ParamKind::U64,
+        "64",
+        "bytes",
+        "frame size, FCS included",
+    ),
+    ParamSpec::new(
+        "interfaces",
+        ParamKind::StrList,
+        "enso,packetized",
+        "",
+        "NIC interfaces to compare",
+    )
+    .choices(&["enso", "packetized"]),
+    ParamSpec::new(
+        "resolution_gbps",
+        ParamKind::F64,
+        "0.1",
+        "Gb/s",
+        "RFC 2544 search resolution (Ensō §3.3.1: 0.1 Gb/s)",
+    ),
+    COMMON_PARAMS[0],
+    COMMON_PARAMS[1],
+    COMMON_PARAMS[2],
+    COMMON_PARAMS[3],
+];
+
+/// Ensō Fig. 5 / §3.3.2.
+const PAPER_ENSO_1CORE_MPPS: f64 = 148.8;
+const PAPER_PACKETIZED_1CORE_MPPS: f64 = 59.0;
+const PAPER_PACKETIZED_PEAK_MPPS: f64 = 88.0;
+const PAPER_PACKETIZED_PEAK_CORES: f64 = 2.0;
+
+impl Experiment for EnsoPacketRate {
+    fn name(&self) -> &'static str {
+        "enso-packet-rate"
+    }
+    fn reproduces(&self) -> &'static str {
+        "Ensō Fig. 5: echo-server zero-loss packet rate vs cores, Ensō vs E810/DPDK"
+    }
+    fn about(&self) -> &'static str {
+        "An echo server (receive, increment a payload byte, send back) on N cores behind a 100 GbE link and PCIe 3.0 x16; zero-loss throughput found by RFC 2544 bisection, for the Ensō NIC and for the packetized NIC with a DPDK-style driver."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+
+    fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
+        let frame_bytes = ctx.params.u64("frame_bytes");
+        check_frame_bytes(&[frame_bytes])?;
+        let (frames, flows) = frames_and_flows(ctx)?;
+        let pcie = pcie_config(ctx)?;
+        let resolution = ctx.params.f64("resolution_gbps");
+        if resolution.is_nan() || resolution <= 0.0 {
+            return Err(RunError::Config("resolution_gbps must be positive".into()));
+        }
+        let cores = ctx.params.u64_list("cores");
+        if cores.iter().any(|c| *c == 0 || *c > 16) {
+            return Err(RunError::Config(
+                "cores must be 1..=16 (the DUT has 16)".into(),
+            ));
+        }
+        let interfaces: Vec<Interface> = ctx
+            .params
+            .str_list("interfaces")
+            .iter()
+            .map(|s| interface(s))
+            .collect::<Result<_, _>>()?;
+        let points: Vec<(Interface, u64)> = interfaces
+            .iter()
+            .flat_map(|i| cores.iter().map(move |c| (*i, *c)))
+            .collect();
+        let results = ctx.sweep(&points, |i, (iface, n)| {
+            let seed = ctx.point_seed(i);
+            let search = zero_loss_search(0.0, 100.0, resolution, |rate| {
+                let r = run_trial(&Trial {
+                    interface: *iface,
+                    cores: *n as usize,
+                    frame_bytes: frame_bytes as usize,
+                    rate_gbps: rate,
+                    frames,
+                    flows,
+                    arrivals: Arrivals::Constant,
+                    pcie: pcie.clone(),
+                    seed,
+                })?;
+                ctx.record(r.tally);
+                Ok(r)
+            })?;
+            let why = search
+                .failing
+                .map(|(rate, t)| (rate, t.traffic.lost(), t.nic));
+            Ok((search.gbps, why))
+        })?;
+
+        let mut series: Vec<Series> = Vec::new();
+        let rate = |iface: Interface, n: u64| {
+            points
+                .iter()
+                .zip(&results)
+                .find(|((i, c), _)| *i == iface && *c == n)
+                .map(|(_, (g, _))| gbps_to_mpps(*g, frame_bytes as usize))
+        };
+        for iface in &interfaces {
+            let mut s = Series::new(iface.name(), "cores", &["mpps"]);
+            for ((i, n), (gbps, _)) in points.iter().zip(&results) {
+                if i == iface {
+                    s.push(
+                        json!({"interface": iface.name(), "cores": n, "frame_bytes": frame_bytes,
+                        "mpps": gbps_to_mpps(*gbps, frame_bytes as usize), "gbps": gbps}),
+                    );
+                }
+            }
+            series.push(s);
+        }
+        let mut checks = Vec::new();
+        if frame_bytes == 64 {
+            if let Some(m) = rate(
+                Interface::Enso(nextio_apps::echo::NotificationMode::Reactive),
+                1,
+            ) {
+                checks.push(
+                    Check::new(
+                        "enso-1core-mpps",
+                        "Ensō, 1 core: Ethernet-bound at 148.8 Mpps",
+                        Some(PAPER_ENSO_1CORE_MPPS),
+                        m,
+                        "Mpps",
+                    )
+                    .within(0.05),
+                );
+            }
+            if let Some(m) = rate(Interface::Packetized, 1) {
+                checks.push(
+                    Check::new(
+                        "packetized-1core-mpps",
+                        "E810/DPDK, 1 core: 59 Mpps (the one fitted point)",
+                        Some(PAPER_PACKETIZED_1CORE_MPPS),
+                        m,
+                        "Mpps",
+                    )
+                    .within(0.05),
+                );
+            }
+            if let Some(m) = rate(Interface::Packetized, 2) {
+                checks.push(
+                    Check::new(
+                        "packetized-2core-mpps",
+                        "E810/DPDK, 2 cores: peak of 88 Mpps",
+                        Some(PAPER_PACKETIZED_PEAK_MPPS),
+                        m,
+                        "Mpps",
+                    )
+                    .within(0.1),
+                );
+            }
+            let packetized: Vec<(u64, f64)> = cores
+                .iter()
+                .filter_map(|c| rate(Interface::Packetized, *c).map(|m| (*c, m)))
+                .collect();
+            if let Some((peak_cores, _)) =
+                packetized
+                    .iter()
+                    .copied()
+                    .fold(None, |best: Option<(u64, f64)>, p| match best {
+                        Some(b) if b.1 >= p.1 => Some(b),
+                        _ => Some(p),
+                    })
+            {
+                checks.push(Check::new(
+                    "packetized-peak-cores",
+                    "E810/DPDK stops scaling at 2 cores (PCIe-bound beyond)",
+                    Some(PAPER_PACKETIZED_PEAK_CORES),
+                    peak_cores as f64,
+                    "cores",
+                ));
+            }
+        }
+        let mut notes = vec![
+            "Zero-loss throughput per RFC 2544: bisection on the offered line rate to the given resolution; a trial passes if every frame comes back intact and echoed. One run per point (the paper reports medians of ten).".to_string(),
+        ];
+        for ((iface, n), (_, why)) in points.iter().zip(&results) {
+            if let Some((rate, lost, nic)) = why {
+                let reasons: Vec<String> = nic
+                    .iter()
+                    .filter(|(k, v)| k.starts_with("drop.") && *v > 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                notes.push(format!(
+                    "{} with {n} core(s) first loses at {rate:.1} Gb/s offered: {lost} frames lost; NIC drop counters: {}",
+                    iface.name(),
+                    if reasons.is_empty() { "none (frames were still queued when the trial ended)".to_string() } else { reasons.join(", ") }
+                ));
+            }
+        }
+        Ok(Outcome {
+            series,
+            checks,
+            notes,
+        })
+    }
+}
