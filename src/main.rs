@@ -51,6 +51,9 @@ enum Command {
         /// Write each link's wire traffic as nanosecond pcap files into DIR.
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+        /// Write every simulation's event trace (time in ps, event) into DIR.
+        #[arg(long, value_name = "DIR")]
+        trace: Option<PathBuf>,
         /// Print the experiment's parameters (defaults, units, meaning) and exit.
         #[arg(long)]
         describe: bool,
@@ -132,6 +135,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             set,
             out,
             pcap,
+            trace,
             describe,
         } => {
             let exp = find(&name)?;
@@ -139,7 +143,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 print!("{}", describe_text(exp));
                 return Ok(());
             }
-            let result = run_one(exp, quick, seed, &set, pcap)?;
+            let result = run_one(exp, quick, seed, &set, pcap, trace)?;
             let dir = write(&out, &result)?;
             print!("{}", output::summary_text(&result));
             println!("wrote {}", dir.display());
@@ -155,7 +159,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             let mut done = Vec::new();
             let mut failed = Vec::new();
             for exp in nextio_experiments::all() {
-                match run_one(exp, quick, seed, &[], pcap.clone()) {
+                match run_one(exp, quick, seed, &[], pcap.clone(), None) {
                     Ok(result) => {
                         write(&out, &result)?;
                         print!("{}", output::summary_text(&result));
@@ -209,6 +213,7 @@ fn run_one(
     seed: u64,
     set: &[String],
     pcap: Option<PathBuf>,
+    trace: Option<PathBuf>,
 ) -> Result<ExperimentResult, Failure> {
     let params = Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
     let bar = progress_bar(exp.name());
@@ -216,6 +221,7 @@ fn run_one(
     let started = Instant::now();
     let ctx = RunContext::new(params, seed, quick)
         .with_pcap_dir(pcap)
+        .with_trace_dir(trace)
         .with_progress(move |fraction| {
             // Only runs longer than a second get a visible bar.
             if shown.is_hidden() && started.elapsed().as_secs_f64() > 1.0 {

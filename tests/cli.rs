@@ -159,3 +159,41 @@ fn count_pcap_records(path: &Path) -> usize {
     assert_eq!(off, raw.len());
     n
 }
+
+#[test]
+fn trace_writes_time_ordered_events() {
+    let (out_dir, trace_dir) = (temp_dir("tout"), temp_dir("trace"));
+    let out = nextio(&[
+        "run",
+        "ethernet-linerate",
+        "--quick",
+        "--set",
+        "frame_bytes=64",
+        "--set",
+        "frames=50",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--trace",
+        trace_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(trace_dir.join("ethernet-linerate-64B.trace"))
+        .expect("trace written");
+    let times: Vec<u64> = text
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        times.len() >= 100,
+        "two tasks, fifty frames: {} events",
+        times.len()
+    );
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "events are in time order"
+    );
+}

@@ -241,6 +241,13 @@ impl Sim {
             let Some((time, action)) = next else { break };
             self.0.now.set(time);
             self.0.events.set(self.0.events.get() + 1);
+            if self.trace_enabled() {
+                let what = match &action {
+                    Action::Wake(id) => format!("wake task {}.{}", id.index, id.generation),
+                    Action::Call(_) => "callback".to_string(),
+                };
+                self.trace(|| what);
+            }
             match action {
                 Action::Wake(id) => self.poll_task(id),
                 Action::Call(f) => f(),
@@ -453,6 +460,25 @@ mod tests {
         assert_eq!(sim.events(), 1 + 100 / 7);
         sim.shutdown();
         assert_eq!(sim.live_tasks(), 0);
+    }
+
+    #[test]
+    fn trace_records_every_dispatch() {
+        let sim = Sim::new();
+        sim.enable_trace();
+        let s = sim.clone();
+        sim.spawn(async move { s.sleep(Duration(5)).await });
+        sim.at(Time(3), || {});
+        sim.run();
+        let (records, _) = sim.take_trace();
+        let lines: Vec<_> = records
+            .iter()
+            .map(|r| (r.time.0, r.message.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![(0, "wake task 0.0"), (3, "callback"), (5, "wake task 0.0")]
+        );
     }
 
     #[test]

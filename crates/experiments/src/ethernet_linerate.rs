@@ -7,13 +7,13 @@ use std::cell::{Cell, RefCell};
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
-use nextio_engine::{Duration, Mailbox, Rate, Sim, Time};
+use nextio_engine::{Duration, Mailbox, Rate, Time};
 use nextio_hw::ethernet::{EthTx, LinkConfig, Wire};
 use nextio_hw::packet::{self, FlowKey, Frame, Macs};
 use nextio_hw::pcap::Capture;
 use serde_json::json;
 
-use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
+use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
 
 pub struct EthernetLinerate;
@@ -51,7 +51,6 @@ struct PointResult {
     dropped: u64,
     offered: u64,
     fps: f64,
-    tally: SimTally,
     intact: bool,
 }
 
@@ -97,7 +96,6 @@ impl Experiment for EthernetLinerate {
         let mut reference = Series::new("closed form", "frame_bytes", &["mpps", "gbps"]);
         let mut checks = Vec::new();
         for r in &results {
-            ctx.record(r.tally);
             let mpps = r.fps / 1e6;
             let gbps = r.fps * r.frame_bytes as f64 * 8.0 / 1e9;
             let expected = EthTx::line_rate_fps(rate, r.frame_bytes);
@@ -145,7 +143,7 @@ fn run_point(
     frame_bytes: u64,
     frames: u64,
 ) -> Result<PointResult, RunError> {
-    let sim = Sim::new();
+    let sim = ctx.new_sim();
     let rx = Rc::new(Mailbox::new(&sim));
     let wire = Rc::new(Wire::new(&sim, config, rx.clone()));
     if ctx.pcap_dir.is_some() {
@@ -236,7 +234,7 @@ fn run_point(
     } else {
         0.0
     };
-    let tally = SimTally::of(&sim, n);
+    ctx.finish_sim(&format!("ethernet-linerate-{frame_bytes}B"), &sim, n)?;
     sim.shutdown();
     Ok(PointResult {
         frame_bytes,
@@ -244,7 +242,6 @@ fn run_point(
         dropped: counters.sum_prefix("drop."),
         offered: counters.get("offered"),
         fps,
-        tally,
         intact: intact.get(),
     })
 }

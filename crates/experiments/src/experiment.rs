@@ -49,6 +49,9 @@ pub struct RunContext {
     pub quick: bool,
     /// Where links should write their wire traffic as pcap, if asked.
     pub pcap_dir: Option<PathBuf>,
+    /// Where simulations made by [`RunContext::new_sim`] write their event
+    /// traces, if asked.
+    pub trace_dir: Option<PathBuf>,
     progress: Box<dyn Fn(f64) + Sync>,
     tally: Mutex<SimTally>,
 }
@@ -85,6 +88,7 @@ impl RunContext {
             seed,
             quick,
             pcap_dir: None,
+            trace_dir: None,
             progress: Box::new(|_| {}),
             tally: Mutex::new(SimTally::default()),
         }
@@ -96,6 +100,40 @@ impl RunContext {
     pub fn with_pcap_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.pcap_dir = dir;
         self
+    }
+    pub fn with_trace_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.trace_dir = dir;
+        self
+    }
+    /// A fresh simulator, tracing every event if the run asked for traces.
+    pub fn new_sim(&self) -> Sim {
+        let sim = Sim::new();
+        if self.trace_dir.is_some() {
+            sim.enable_trace();
+        }
+        sim
+    }
+    /// Account a finished simulation that moved `packets` packets, and write
+    /// its trace to `TRACE_DIR/<label>.trace` if traces were asked for.
+    pub fn finish_sim(&self, label: &str, sim: &Sim, packets: u64) -> Result<(), RunError> {
+        self.record(SimTally::of(sim, packets));
+        let Some(dir) = &self.trace_dir else {
+            return Ok(());
+        };
+        let (records, dropped) = sim.take_trace();
+        std::fs::create_dir_all(dir)?;
+        let mut text = String::with_capacity(records.len() * 32);
+        for r in &records {
+            text.push_str(&format!("{} {}\n", r.time.ps(), r.message));
+        }
+        if dropped > 0 {
+            text.push_str(&format!("# {dropped} later records not kept\n"));
+        }
+        std::fs::write(
+            dir.join(format!("{}.trace", crate::output::file_stem(label))),
+            text,
+        )?;
+        Ok(())
     }
     /// Report progress as a fraction 0–1.
     pub fn progress(&self, fraction: f64) {

@@ -22,7 +22,7 @@ use nextio_engine::{Sim, Time};
 use nextio_hw::pcie::{Direction, PcieConfig, PcieError, PcieLink, model};
 use serde_json::json;
 
-use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
+use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
 
 pub struct PcieBandwidth;
@@ -151,8 +151,9 @@ impl Experiment for PcieBandwidth {
             .flat_map(|&s| [(s, Op::Write), (s, Op::Read)])
             .collect();
         let results = ctx.sweep(&points, |_, &(size, op)| {
-            let (sim, r) = simulate(&cfg, op, size, transfers).map_err(config_error)?;
-            ctx.record(SimTally::of(&sim, r.tlps));
+            let (sim, r) =
+                simulate(ctx.new_sim(), &cfg, op, size, transfers).map_err(config_error)?;
+            ctx.finish_sim(&format!("pcie-bandwidth-{op:?}-{size}B"), &sim, r.tlps)?;
             Ok(r.gbps)
         })?;
 
@@ -292,12 +293,12 @@ fn config(
 /// Run `transfers` back-to-back transfers of `size_bytes` and return the
 /// finished simulator with the measured effective throughput.
 fn simulate(
+    sim: Sim,
     cfg: &PcieConfig,
     op: Op,
     size_bytes: u64,
     transfers: u64,
 ) -> Result<(Sim, PointResult), PcieError> {
-    let sim = Sim::new();
     let link = Rc::new(RefCell::new(PcieLink::new(cfg.clone())?));
     let done: Rc<RefCell<Vec<Time>>> = Rc::new(RefCell::new(Vec::new()));
     let failure: Rc<RefCell<Option<PcieError>>> = Rc::new(RefCell::new(None));

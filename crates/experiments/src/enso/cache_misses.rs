@@ -76,18 +76,20 @@ impl Experiment for EnsoCacheMisses {
             .map(|s| interface(s))
             .collect::<Result<_, _>>()?;
         let results = ctx.sweep(&interfaces, |i, iface| {
-            let r = run_trial(&Trial {
-                interface: *iface,
-                cores: 1,
-                frame_bytes: frame_bytes as usize,
-                rate_gbps: offered,
-                frames,
-                flows,
-                arrivals: Arrivals::Constant,
-                pcie: pcie.clone(),
-                seed: ctx.point_seed(i),
-            })?;
-            ctx.record(r.tally);
+            let r = run_trial(
+                ctx,
+                &Trial {
+                    interface: *iface,
+                    cores: 1,
+                    frame_bytes: frame_bytes as usize,
+                    rate_gbps: offered,
+                    frames,
+                    flows,
+                    arrivals: Arrivals::Constant,
+                    pcie: pcie.clone(),
+                    seed: ctx.point_seed(i),
+                },
+            )?;
             Ok((
                 r.caches.l1d_miss_ratio(),
                 r.caches.l2_request_miss_ratio(),

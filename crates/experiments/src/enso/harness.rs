@@ -13,13 +13,13 @@
 use std::rc::Rc;
 
 use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
-use nextio_engine::{Counters, Duration, Mailbox, Sim, Time};
+use nextio_engine::{Counters, Duration, Mailbox, Time};
 use nextio_hw::cache::{CoreStats, HierarchyConfig};
 use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
 use nextio_hw::pcie::{Direction, DirectionCounters, PcieConfig};
 use nextio_hw::trafficgen::{Arrivals, SizeSpec, Source, TrafficConfig, TrafficGen, TrafficStats};
 
-use crate::experiment::{RunError, SimTally};
+use crate::experiment::{RunContext, RunError};
 
 /// The NIC interface under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,6 @@ pub struct TrialResult {
     pub downstream: DirectionCounters,
     /// Cache statistics summed over the echo cores (every core of the host).
     pub caches: CoreStats,
-    pub tally: SimTally,
 }
 
 impl TrialResult {
@@ -111,9 +110,11 @@ pub fn gbps_to_mpps(gbps: f64, frame_bytes: usize) -> f64 {
     gbps * 1e9 / (8.0 * (frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64)) / 1e6
 }
 
-pub fn run_trial(t: &Trial) -> Result<TrialResult, RunError> {
+/// Run one trial on a fresh simulator; its work is added to `ctx`'s tally
+/// (and its event trace written, if the run asked for traces).
+pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
     let cfg = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
-    let sim = Sim::new();
+    let sim = ctx.new_sim();
     let to_dut = Rc::new(Mailbox::new(&sim));
     let to_gen = Rc::new(Mailbox::new(&sim));
     // The generator paces itself, so its port never needs to queue much;
@@ -186,8 +187,15 @@ pub fn run_trial(t: &Trial) -> Result<TrialResult, RunError> {
         upstream,
         downstream,
         caches,
-        tally: SimTally::of(&sim, t.frames),
     };
+    let label = format!(
+        "{}-{}core-{}B-{:.1}gbps",
+        t.interface.mode_name(),
+        t.cores,
+        t.frame_bytes,
+        t.rate_gbps
+    );
+    ctx.finish_sim(&label, &sim, t.frames)?;
     sim.shutdown();
     Ok(result)
 }

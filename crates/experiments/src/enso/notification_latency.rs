@@ -87,18 +87,20 @@ impl Experiment for EnsoNotificationLatency {
             .flat_map(|m| loads.iter().map(move |l| (m, *l)))
             .collect();
         let results = ctx.sweep(&points, |i, (m, load)| {
-            let r = run_trial(&Trial {
-                interface: modes[*m].1,
-                cores,
-                frame_bytes: frame_bytes as usize,
-                rate_gbps: *load,
-                frames,
-                flows,
-                arrivals: Arrivals::Constant,
-                pcie: pcie.clone(),
-                seed: ctx.point_seed(i),
-            })?;
-            ctx.record(r.tally);
+            let r = run_trial(
+                ctx,
+                &Trial {
+                    interface: modes[*m].1,
+                    cores,
+                    frame_bytes: frame_bytes as usize,
+                    rate_gbps: *load,
+                    frames,
+                    flows,
+                    arrivals: Arrivals::Constant,
+                    pcie: pcie.clone(),
+                    seed: ctx.point_seed(i),
+                },
+            )?;
             let t = &r.traffic;
             Ok((
                 t.achieved_gbps(),

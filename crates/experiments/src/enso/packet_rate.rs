@@ -98,18 +98,20 @@ impl Experiment for EnsoPacketRate {
         let results = ctx.sweep(&points, |i, (iface, n)| {
             let seed = ctx.point_seed(i);
             let search = zero_loss_search(0.0, 100.0, resolution, |rate| {
-                let r = run_trial(&Trial {
-                    interface: *iface,
-                    cores: *n as usize,
-                    frame_bytes: frame_bytes as usize,
-                    rate_gbps: rate,
-                    frames,
-                    flows,
-                    arrivals: Arrivals::Constant,
-                    pcie: pcie.clone(),
-                    seed,
-                })?;
-                ctx.record(r.tally);
+                let r = run_trial(
+                    ctx,
+                    &Trial {
+                        interface: *iface,
+                        cores: *n as usize,
+                        frame_bytes: frame_bytes as usize,
+                        rate_gbps: rate,
+                        frames,
+                        flows,
+                        arrivals: Arrivals::Constant,
+                        pcie: pcie.clone(),
+                        seed,
+                    },
+                )?;
                 Ok(r)
             })?;
             let why = search

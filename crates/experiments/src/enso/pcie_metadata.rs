@@ -89,18 +89,20 @@ impl Experiment for EnsoPcieMetadata {
             .flat_map(|i| sizes.iter().map(move |s| (*i, *s)))
             .collect();
         let results = ctx.sweep(&points, |i, (iface, size)| {
-            let r = run_trial(&Trial {
-                interface: *iface,
-                cores,
-                frame_bytes: *size as usize,
-                rate_gbps: offered,
-                frames,
-                flows,
-                arrivals: Arrivals::Constant,
-                pcie: pcie.clone(),
-                seed: ctx.point_seed(i),
-            })?;
-            ctx.record(r.tally);
+            let r = run_trial(
+                ctx,
+                &Trial {
+                    interface: *iface,
+                    cores,
+                    frame_bytes: *size as usize,
+                    rate_gbps: offered,
+                    frames,
+                    flows,
+                    arrivals: Arrivals::Constant,
+                    pcie: pcie.clone(),
+                    seed: ctx.point_seed(i),
+                },
+            )?;
             Ok((
                 metadata_share(&r.downstream),
                 metadata_share(&r.upstream),
