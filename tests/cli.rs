@@ -188,8 +188,8 @@ fn trace_writes_time_ordered_events() {
         .map(|l| l.split(' ').next().unwrap().parse().unwrap())
         .collect();
     assert!(
-        times.len() >= 100,
-        "two tasks, fifty frames: {} events",
+        times.len() >= 50,
+        "at least one wake-up per delivered frame: {} events",
         times.len()
     );
     assert!(
