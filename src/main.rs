@@ -175,6 +175,10 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             let index = out.join("index.html");
             std::fs::write(&index, report::index_html(&done))
                 .map_err(|e| Failure::usage(format!("cannot write {}: {e}", index.display())))?;
+            let summary = out.join("summary.md");
+            let results: Vec<ExperimentResult> = done.iter().map(|(r, _)| r.clone()).collect();
+            std::fs::write(&summary, report::summary_markdown(&results))
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", summary.display())))?;
             println!(
                 "wrote {} ({} experiments in {:.1} s)",
                 index.display(),

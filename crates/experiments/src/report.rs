@@ -1,6 +1,7 @@
 //! `index.html`: every experiment's chart and its paper-versus-model table
 //! on one self-contained page (charts are inlined, so the folder can be
-//! moved or mailed as is).
+//! moved or mailed as is); and `summary.md`, the same checks as one
+//! Markdown table (what the README's results table is taken from).
 
 use std::fmt::Write as _;
 
@@ -91,4 +92,32 @@ pub fn index_html(results: &[(ExperimentResult, String)]) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// Every check of every result as one Markdown table.
+pub fn summary_markdown(results: &[ExperimentResult]) -> String {
+    let mut m = String::from(
+        "| experiment | check | paper | model | unit | verdict |\n|---|---|---|---|---|---|\n",
+    );
+    for r in results {
+        for c in &r.checks {
+            let paper = c.paper.map(num).unwrap_or_else(|| "—".into());
+            let verdict = match c.pass {
+                Some(true) => "within tolerance",
+                Some(false) => "miss",
+                None => "",
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} |",
+                r.experiment,
+                c.claim.replace('|', "/"),
+                paper,
+                num(c.model),
+                c.unit,
+                verdict
+            );
+        }
+    }
+    m
 }
