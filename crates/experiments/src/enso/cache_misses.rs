@@ -6,11 +6,10 @@
 
 use serde_json::json;
 
-use super::harness::{Interface, Trial, run_trial};
-use super::{COMMON_PARAMS, check_frame_bytes, frames_and_flows, interface, pcie_config};
+use super::harness::run_trial;
+use super::{Bench, COMMON_PARAMS, check_frame_bytes, check_offered, interfaces};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
-use nextio_hw::trafficgen::Arrivals;
 
 pub struct EnsoCacheMisses;
 
@@ -63,32 +62,13 @@ impl Experiment for EnsoCacheMisses {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let frame_bytes = ctx.params.u64("frame_bytes");
         check_frame_bytes(&[frame_bytes])?;
-        let (frames, flows) = frames_and_flows(ctx)?;
-        let pcie = pcie_config(ctx)?;
-        let offered = ctx.params.f64("offered_gbps");
-        if !(offered > 0.0 && offered <= 100.0) {
-            return Err(RunError::Config("offered_gbps must be in (0, 100]".into()));
-        }
-        let interfaces: Vec<Interface> = ctx
-            .params
-            .str_list("interfaces")
-            .iter()
-            .map(|s| interface(s))
-            .collect::<Result<_, _>>()?;
+        let bench = Bench::from_ctx(ctx)?;
+        let offered = check_offered(ctx.params.f64("offered_gbps"))?;
+        let interfaces = interfaces(ctx, "interfaces")?;
         let results = ctx.sweep(&interfaces, |i, iface| {
             let r = run_trial(
                 ctx,
-                &Trial {
-                    interface: *iface,
-                    cores: 1,
-                    frame_bytes: frame_bytes as usize,
-                    rate_gbps: offered,
-                    frames,
-                    flows,
-                    arrivals: Arrivals::Constant,
-                    pcie: pcie.clone(),
-                    seed: ctx.point_seed(i),
-                },
+                &bench.trial(*iface, 1, frame_bytes, offered, ctx.point_seed(i)),
             )?;
             Ok((
                 r.caches.l1d_miss_ratio(),

@@ -11,10 +11,11 @@ pub mod pcie_metadata;
 
 use nextio_apps::echo::NotificationMode;
 use nextio_hw::pcie::PcieConfig;
+use nextio_hw::trafficgen::Arrivals;
 
 use crate::experiment::{RunContext, RunError};
 use crate::params::{ParamKind, ParamSpec};
-use harness::Interface;
+use harness::{Interface, Trial};
 
 /// Parameters every Ensō experiment shares.
 pub const COMMON_PARAMS: [ParamSpec; 4] = [
@@ -43,35 +44,95 @@ pub const COMMON_PARAMS: [ParamSpec; 4] = [
     ParamSpec::new("pcie_lanes", ParamKind::U64, "16", "lanes", "PCIe lanes"),
 ];
 
-/// The PCIe link both NICs sit behind, from the common parameters.
-pub fn pcie_config(ctx: &RunContext) -> Result<PcieConfig, RunError> {
-    let generation = u8::try_from(ctx.params.u64("pcie_gen"))
-        .map_err(|_| RunError::Config("pcie_gen must be 1-5".into()))?;
-    let lanes = u8::try_from(ctx.params.u64("pcie_lanes"))
-        .map_err(|_| RunError::Config("bad pcie_lanes".into()))?;
-    let cfg = PcieConfig {
-        generation,
-        lanes,
-        ..PcieConfig::default()
-    };
-    cfg.validate()
-        .map_err(|e| RunError::Config(e.to_string()))?;
-    Ok(cfg)
+/// What every trial of an Ensō experiment shares, from the common
+/// parameters: frames per trial, flows, and the PCIe link.
+pub struct Bench {
+    pub frames: u64,
+    pub flows: u32,
+    pub pcie: PcieConfig,
 }
 
-/// `frames` and `flows` from the common parameters, validated.
-pub fn frames_and_flows(ctx: &RunContext) -> Result<(u64, u32), RunError> {
-    let frames = ctx.params.u64("frames");
-    if frames < 100 {
-        return Err(RunError::Config("frames must be at least 100".into()));
+impl Bench {
+    pub fn from_ctx(ctx: &RunContext) -> Result<Bench, RunError> {
+        let bad = |m: &str| RunError::Config(m.to_string());
+        let frames = ctx.params.u64("frames");
+        if frames < 100 {
+            return Err(bad("frames must be at least 100"));
+        }
+        let flows = u32::try_from(ctx.params.u64("flows"))
+            .ok()
+            .filter(|f| *f > 0)
+            .ok_or_else(|| bad("flows must be 1..2^32"))?;
+        let generation =
+            u8::try_from(ctx.params.u64("pcie_gen")).map_err(|_| bad("pcie_gen must be 1-5"))?;
+        let lanes =
+            u8::try_from(ctx.params.u64("pcie_lanes")).map_err(|_| bad("bad pcie_lanes"))?;
+        let pcie = PcieConfig {
+            generation,
+            lanes,
+            ..PcieConfig::default()
+        };
+        pcie.validate()
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        Ok(Bench {
+            frames,
+            flows,
+            pcie,
+        })
     }
-    let flows = u32::try_from(ctx.params.u64("flows"))
-        .ok()
-        .filter(|f| *f > 0);
-    Ok((
-        frames,
-        flows.ok_or_else(|| RunError::Config("flows must be 1..2^32".into()))?,
-    ))
+
+    /// A constant-rate trial of this bench.
+    pub fn trial(
+        &self,
+        interface: Interface,
+        cores: usize,
+        frame_bytes: u64,
+        rate_gbps: f64,
+        seed: u64,
+    ) -> Trial {
+        Trial {
+            interface,
+            cores,
+            frame_bytes: frame_bytes as usize,
+            rate_gbps,
+            frames: self.frames,
+            flows: self.flows,
+            arrivals: Arrivals::Constant,
+            pcie: self.pcie.clone(),
+            seed,
+        }
+    }
+}
+
+/// The interfaces (or notification modes) named by parameter `key`.
+pub fn interfaces(ctx: &RunContext, key: &str) -> Result<Vec<Interface>, RunError> {
+    ctx.params
+        .str_list(key)
+        .iter()
+        .map(|s| interface(s))
+        .collect()
+}
+
+/// An offered load in Gb/s, which must be in (0, 100].
+pub fn check_offered(gbps: f64) -> Result<f64, RunError> {
+    if gbps > 0.0 && gbps <= 100.0 {
+        Ok(gbps)
+    } else {
+        Err(RunError::Config(format!(
+            "offered load {gbps} Gb/s is outside (0, 100]"
+        )))
+    }
+}
+
+/// The number of echo cores, which must be 1..=16 (the DUT has 16).
+pub fn check_cores(cores: u64) -> Result<usize, RunError> {
+    if (1..=16).contains(&cores) {
+        Ok(cores as usize)
+    } else {
+        Err(RunError::Config(format!(
+            "cores {cores} is outside 1..=16 (the DUT has 16)"
+        )))
+    }
 }
 
 /// Parse an interface/mode name.

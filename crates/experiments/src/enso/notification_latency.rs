@@ -6,11 +6,10 @@
 
 use serde_json::json;
 
-use super::harness::{Interface, Trial, run_trial};
-use super::{COMMON_PARAMS, check_frame_bytes, frames_and_flows, interface, pcie_config};
+use super::harness::{Interface, run_trial};
+use super::{Bench, COMMON_PARAMS, check_cores, check_frame_bytes, check_offered, interface};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
-use nextio_hw::trafficgen::Arrivals;
 
 pub struct EnsoNotificationLatency;
 
@@ -68,15 +67,12 @@ impl Experiment for EnsoNotificationLatency {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let frame_bytes = ctx.params.u64("frame_bytes");
         check_frame_bytes(&[frame_bytes])?;
-        let (frames, flows) = frames_and_flows(ctx)?;
-        let pcie = pcie_config(ctx)?;
+        let bench = Bench::from_ctx(ctx)?;
         let loads = ctx.params.f64_list("offered_gbps");
-        if loads.iter().any(|l| !(*l > 0.0 && *l <= 100.0)) {
-            return Err(RunError::Config(
-                "offered_gbps values must be in (0, 100]".into(),
-            ));
+        for l in &loads {
+            check_offered(*l)?;
         }
-        let cores = ctx.params.u64("cores").clamp(1, 16) as usize;
+        let cores = check_cores(ctx.params.u64("cores"))?;
         let modes: Vec<(String, Interface)> = ctx
             .params
             .str_list("modes")
@@ -89,17 +85,7 @@ impl Experiment for EnsoNotificationLatency {
         let results = ctx.sweep(&points, |i, (m, load)| {
             let r = run_trial(
                 ctx,
-                &Trial {
-                    interface: modes[*m].1,
-                    cores,
-                    frame_bytes: frame_bytes as usize,
-                    rate_gbps: *load,
-                    frames,
-                    flows,
-                    arrivals: Arrivals::Constant,
-                    pcie: pcie.clone(),
-                    seed: ctx.point_seed(i),
-                },
+                &bench.trial(modes[*m].1, cores, frame_bytes, *load, ctx.point_seed(i)),
             )?;
             let t = &r.traffic;
             Ok((
@@ -187,7 +173,8 @@ impl Experiment for EnsoNotificationLatency {
             series,
             checks,
             notes: vec![format!(
-                "{cores} echo core(s), {frame_bytes} B frames, constant-rate arrivals, {frames} frames per point. A load is 'sustained' when under {} % of frames are lost.",
+                "{cores} echo core(s), {frame_bytes} B frames, constant-rate arrivals, {} frames per point. A load is 'sustained' when under {} % of frames are lost.",
+                bench.frames,
                 SUSTAINED_LOSS * 100.0
             )],
         })

@@ -6,11 +6,10 @@
 
 use serde_json::json;
 
-use super::harness::{Interface, Trial, gbps_to_mpps, run_trial, zero_loss_search};
-use super::{COMMON_PARAMS, check_frame_bytes, frames_and_flows, interface, pcie_config};
+use super::harness::{Interface, gbps_to_mpps, run_trial, zero_loss_search};
+use super::{Bench, COMMON_PARAMS, check_cores, check_frame_bytes, interfaces};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
-use nextio_hw::trafficgen::Arrivals;
 
 pub struct EnsoPacketRate;
 
@@ -73,24 +72,16 @@ impl Experiment for EnsoPacketRate {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let frame_bytes = ctx.params.u64("frame_bytes");
         check_frame_bytes(&[frame_bytes])?;
-        let (frames, flows) = frames_and_flows(ctx)?;
-        let pcie = pcie_config(ctx)?;
+        let bench = Bench::from_ctx(ctx)?;
         let resolution = ctx.params.f64("resolution_gbps");
         if resolution.is_nan() || resolution <= 0.0 {
             return Err(RunError::Config("resolution_gbps must be positive".into()));
         }
         let cores = ctx.params.u64_list("cores");
-        if cores.iter().any(|c| *c == 0 || *c > 16) {
-            return Err(RunError::Config(
-                "cores must be 1..=16 (the DUT has 16)".into(),
-            ));
+        for c in &cores {
+            check_cores(*c)?;
         }
-        let interfaces: Vec<Interface> = ctx
-            .params
-            .str_list("interfaces")
-            .iter()
-            .map(|s| interface(s))
-            .collect::<Result<_, _>>()?;
+        let interfaces = interfaces(ctx, "interfaces")?;
         let points: Vec<(Interface, u64)> = interfaces
             .iter()
             .flat_map(|i| cores.iter().map(move |c| (*i, *c)))
@@ -98,21 +89,10 @@ impl Experiment for EnsoPacketRate {
         let results = ctx.sweep(&points, |i, (iface, n)| {
             let seed = ctx.point_seed(i);
             let search = zero_loss_search(0.0, 100.0, resolution, |rate| {
-                let r = run_trial(
+                run_trial(
                     ctx,
-                    &Trial {
-                        interface: *iface,
-                        cores: *n as usize,
-                        frame_bytes: frame_bytes as usize,
-                        rate_gbps: rate,
-                        frames,
-                        flows,
-                        arrivals: Arrivals::Constant,
-                        pcie: pcie.clone(),
-                        seed,
-                    },
-                )?;
-                Ok(r)
+                    &bench.trial(*iface, *n as usize, frame_bytes, rate, seed),
+                )
             })?;
             let why = search
                 .failing

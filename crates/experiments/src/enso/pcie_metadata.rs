@@ -10,11 +10,10 @@
 
 use serde_json::json;
 
-use super::harness::{Interface, Trial, metadata_share, run_trial};
-use super::{COMMON_PARAMS, check_frame_bytes, frames_and_flows, interface, pcie_config};
+use super::harness::{Interface, metadata_share, run_trial};
+use super::{Bench, COMMON_PARAMS, check_cores, check_frame_bytes, check_offered, interfaces};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
-use nextio_hw::trafficgen::Arrivals;
 
 pub struct EnsoPcieMetadata;
 
@@ -71,19 +70,10 @@ impl Experiment for EnsoPcieMetadata {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let sizes = ctx.params.u64_list("frame_bytes");
         check_frame_bytes(&sizes)?;
-        let (frames, flows) = frames_and_flows(ctx)?;
-        let pcie = pcie_config(ctx)?;
-        let offered = ctx.params.f64("offered_gbps");
-        if !(offered > 0.0 && offered <= 100.0) {
-            return Err(RunError::Config("offered_gbps must be in (0, 100]".into()));
-        }
-        let cores = ctx.params.u64("cores").clamp(1, 16) as usize;
-        let interfaces: Vec<Interface> = ctx
-            .params
-            .str_list("interfaces")
-            .iter()
-            .map(|s| interface(s))
-            .collect::<Result<_, _>>()?;
+        let bench = Bench::from_ctx(ctx)?;
+        let offered = check_offered(ctx.params.f64("offered_gbps"))?;
+        let cores = check_cores(ctx.params.u64("cores"))?;
+        let interfaces = interfaces(ctx, "interfaces")?;
         let points: Vec<(Interface, u64)> = interfaces
             .iter()
             .flat_map(|i| sizes.iter().map(move |s| (*i, *s)))
@@ -91,17 +81,7 @@ impl Experiment for EnsoPcieMetadata {
         let results = ctx.sweep(&points, |i, (iface, size)| {
             let r = run_trial(
                 ctx,
-                &Trial {
-                    interface: *iface,
-                    cores,
-                    frame_bytes: *size as usize,
-                    rate_gbps: offered,
-                    frames,
-                    flows,
-                    arrivals: Arrivals::Constant,
-                    pcie: pcie.clone(),
-                    seed: ctx.point_seed(i),
-                },
+                &bench.trial(*iface, cores, *size, offered, ctx.point_seed(i)),
             )?;
             Ok((
                 metadata_share(&r.downstream),
