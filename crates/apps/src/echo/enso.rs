@@ -61,7 +61,12 @@ pub fn udp_checksum_adjust(checksum: u16, old: u16, new: u16) -> u16 {
 }
 
 /// Echo one packet in place: bump the counter byte, patch the checksum.
-fn echo_packet(dev: &Device, p: RxPipe, pkt: &Packet, app: &RefCell<Counters>) -> Result<(), EnsoError> {
+fn echo_packet(
+    dev: &Device,
+    p: RxPipe,
+    pkt: &Packet,
+    app: &RefCell<Counters>,
+) -> Result<(), EnsoError> {
     let mut h = [0u8; 14 + 20];
     dev.read(p, pkt.start, &mut h, Category::Application)?;
     let ihl = (h[14] & 0x0f) as u64 * 4;
@@ -86,14 +91,24 @@ fn echo_packet(dev: &Device, p: RxPipe, pkt: &Packet, app: &RefCell<Counters>) -
     let shift = if rel % 2 == 0 { 8 } else { 0 };
     let checksum = u16::from_be_bytes([udp[6], udp[7]]);
     let patched = udp_checksum_adjust(checksum, (b[0] as u16) << shift, (new as u16) << shift);
-    dev.ctx().cycles(Category::Application, ECHO_APP_CYCLES_PER_PACKET);
+    dev.ctx()
+        .cycles(Category::Application, ECHO_APP_CYCLES_PER_PACKET);
     dev.write(p, pkt.start + l4 + rel, &[new], Category::Application)?;
-    dev.write(p, pkt.start + l4 + 6, &patched.to_be_bytes(), Category::Application)?;
+    dev.write(
+        p,
+        pkt.start + l4 + 6,
+        &patched.to_be_bytes(),
+        Category::Application,
+    )?;
     app.borrow_mut().inc("echoed");
     Ok(())
 }
 
-async fn echo_thread(mut dev: Device, mode: NotificationMode, app: Rc<RefCell<Counters>>) -> Result<(), EnsoError> {
+async fn echo_thread(
+    mut dev: Device,
+    mode: NotificationMode,
+    app: Rc<RefCell<Counters>>,
+) -> Result<(), EnsoError> {
     loop {
         dev.process_completions().await?;
         let Some(p) = dev.next_rx_pipe_to_recv().await? else {
@@ -141,22 +156,41 @@ pub fn build(
     let memory = MemorySystem::new(config.memory_bytes, config.caches.clone())
         .map_err(|e| bad(e.to_string()))?
         .shared();
-    let pcie = Rc::new(RefCell::new(PcieLink::new(config.pcie.clone()).map_err(|e| bad(e.to_string()))?));
+    let pcie = Rc::new(RefCell::new(
+        PcieLink::new(config.pcie.clone()).map_err(|e| bad(e.to_string()))?,
+    ));
     let policy = match mode {
         NotificationMode::PerPacket => NotificationPolicy::PerPacket,
         NotificationMode::Reactive | NotificationMode::Prefetch => NotificationPolicy::Reactive,
     };
-    let nic_cfg = EnsoNicConfig { policy, fallback: FallbackPolicy::Hash, ..EnsoNicConfig::default() };
-    let nic = EnsoNic::new(sim, nic_cfg, memory.clone(), pcie.clone(), from_wire, to_wire)
-        .map_err(|e| bad(e.to_string()))?;
+    let nic_cfg = EnsoNicConfig {
+        policy,
+        fallback: FallbackPolicy::Hash,
+        ..EnsoNicConfig::default()
+    };
+    let nic = EnsoNic::new(
+        sim,
+        nic_cfg,
+        memory.clone(),
+        pcie.clone(),
+        from_wire,
+        to_wire,
+    )
+    .map_err(|e| bad(e.to_string()))?;
     let app = Rc::new(RefCell::new(Counters::new()));
     let mut cores = Vec::new();
     for id in 0..config.cores {
         let core = Core::new(id, Freq::mhz(CORE_MHZ), Time::ZERO);
         let ctx = CoreCtx::new(sim, core.clone());
-        let mut dev = Device::open(ctx, memory.clone(), nic.clone(), DEFAULT_NOTIFICATION_ENTRIES)
+        let mut dev = Device::open(
+            ctx,
+            memory.clone(),
+            nic.clone(),
+            DEFAULT_NOTIFICATION_ENTRIES,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        dev.alloc_rx_pipe(None, true)
             .map_err(|e| bad(e.to_string()))?;
-        dev.alloc_rx_pipe(None, true).map_err(|e| bad(e.to_string()))?;
         let app = app.clone();
         sim.spawn(async move {
             if echo_thread(dev, mode, app.clone()).await.is_err() {
@@ -165,5 +199,11 @@ pub fn build(
         });
         cores.push(core);
     }
-    Ok(EchoSystem { memory, pcie, cores, nic: nic.counters(), app })
+    Ok(EchoSystem {
+        memory,
+        pcie,
+        cores,
+        nic: nic.counters(),
+        app,
+    })
 }
