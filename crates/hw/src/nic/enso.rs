@@ -300,8 +300,10 @@ fn flow_of(b: &[u8]) -> Option<FlowKey> {
     })
 }
 
-/// A fixed, seedless hash of a 5-tuple (FNV-1a over its bytes), so the
-/// same flow always lands in the same fallback pipe on every run.
+/// A fixed, seedless hash of a 5-tuple (FNV-1a over its bytes, then the
+/// SplitMix64 finaliser so every output bit depends on every input bit —
+/// plain FNV's low bit is a parity of the bytes' low bits), so the same flow
+/// always lands in the same fallback pipe on every run.
 fn flow_hash(f: &FlowKey) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = f
@@ -316,7 +318,9 @@ fn flow_hash(f: &FlowKey) -> u64 {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 impl EnsoNic {
@@ -873,5 +877,374 @@ impl EnsoNic {
             let _ = mem.borrow_mut().dma_write(pa, &entry);
             notify.notify();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::HierarchyConfig;
+    use crate::ethernet::LinkConfig;
+    use crate::host::MemorySystem;
+    use crate::packet::{Macs, build_udp};
+    use crate::pcie::PcieConfig;
+    use crate::trafficgen::synthetic_flow;
+
+    struct Rig {
+        sim: Sim,
+        nic: Rc<EnsoNic>,
+        mem: SharedMemory,
+        inbox: Rc<Mailbox<Frame>>,
+        outbox: Rc<Mailbox<Frame>>,
+        rx_ring: PhysAddr,
+        tx_ring: PhysAddr,
+    }
+
+    const ENTRIES: u32 = 64;
+
+    fn rig(
+        policy: NotificationPolicy,
+        fallback: FallbackPolicy,
+        pipes: usize,
+    ) -> (Rig, Vec<PipeInfo>) {
+        rig_with(
+            EnsoNicConfig {
+                policy,
+                fallback,
+                ..EnsoNicConfig::default()
+            },
+            PcieConfig::default(),
+            pipes,
+        )
+    }
+
+    fn rig_with(cfg: EnsoNicConfig, pcie: PcieConfig, pipes: usize) -> (Rig, Vec<PipeInfo>) {
+        let sim = Sim::new();
+        let mem = MemorySystem::new(64 << 20, HierarchyConfig::ice_lake(1))
+            .unwrap()
+            .shared();
+        let pcie = Rc::new(RefCell::new(PcieLink::new(pcie).unwrap()));
+        let inbox = Rc::new(Mailbox::new(&sim));
+        let outbox = Rc::new(Mailbox::new(&sim));
+        let wire = Rc::new(Wire::new(&sim, LinkConfig::default(), outbox.clone()));
+        let nic = EnsoNic::new(&sim, cfg, mem.clone(), pcie, inbox.clone(), wire).unwrap();
+        let nb_mem = mem.borrow_mut().phys.alloc_huge(1).unwrap();
+        let rx = Region {
+            base: nb_mem.base,
+            len: ENTRIES as u64 * 64,
+        };
+        let tx = Region {
+            base: nb_mem.base.offset(1 << 20),
+            len: ENTRIES as u64 * 64,
+        };
+        let (nb, _) = nic
+            .register_notification_buffer(rx, ENTRIES, tx, ENTRIES)
+            .unwrap();
+        let infos = (0..pipes)
+            .map(|_| {
+                let ring = mem.borrow_mut().phys.alloc_huge(PIPE_BYTES).unwrap();
+                nic.register_pipe(ring, nb).unwrap()
+            })
+            .collect();
+        (
+            Rig {
+                sim,
+                nic,
+                mem,
+                inbox,
+                outbox,
+                rx_ring: rx.base,
+                tx_ring: tx.base,
+            },
+            infos,
+        )
+    }
+
+    fn frame(flow: u32, size: usize, fill: u8) -> Vec<u8> {
+        let payload = vec![fill; size - 64 + 18];
+        build_udp(Macs::default(), synthetic_flow(flow), &payload, size).unwrap()
+    }
+
+    impl Rig {
+        fn deliver(&self, frames: &[Vec<u8>], gap: Duration) {
+            let mut t = self.sim.now();
+            for (i, f) in frames.iter().enumerate() {
+                t += gap;
+                self.inbox.push_at(t, Frame::new(f.clone(), i as u64));
+            }
+            self.sim.run_until(t);
+            self.settle();
+        }
+        fn settle(&self) {
+            self.sim.run_until(self.sim.now() + Duration::from_us(200));
+        }
+        /// Valid notifications in the RX ring, as (slot, pipe, tail).
+        fn notifications(&self) -> Vec<(u32, u64, u64)> {
+            let m = self.mem.borrow();
+            (0..ENTRIES)
+                .filter_map(|i| {
+                    let pa = self.rx_ring.offset(i as u64 * 64);
+                    let sig = m.phys.read_u64(pa).unwrap();
+                    (sig != 0).then(|| {
+                        (
+                            i,
+                            m.phys.read_u64(pa.offset(8)).unwrap(),
+                            m.phys.read_u64(pa.offset(16)).unwrap(),
+                        )
+                    })
+                })
+                .collect()
+        }
+        fn clear_notifications(&self) {
+            let mut m = self.mem.borrow_mut();
+            for i in 0..ENTRIES {
+                m.phys
+                    .write_u64(self.rx_ring.offset(i as u64 * 64), 0)
+                    .unwrap();
+            }
+        }
+        fn counters(&self) -> Counters {
+            self.nic.counters().borrow().clone()
+        }
+        fn pipe_bytes(&self, p: &PipeInfo, at: u64, len: usize) -> Vec<u8> {
+            let mut out = vec![0u8; len];
+            let m = self.mem.borrow();
+            for (i, b) in out.iter_mut().enumerate() {
+                let mut one = [0u8; 1];
+                m.phys
+                    .read(p.ring.offset((at + i as u64) % PIPE_BYTES), &mut one)
+                    .unwrap();
+                *b = one[0];
+            }
+            out
+        }
+    }
+
+    fn conserved(c: &Counters) {
+        assert_eq!(
+            c.get("rx_frames"),
+            c.get("appended") + c.sum_prefix("drop."),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_arrive_intact_in_order_and_wrap_the_ring() {
+        let (r, pipes) = rig(NotificationPolicy::Reactive, FallbackPolicy::Hash, 1);
+        r.nic.add_fallback_pipe(0).unwrap();
+        let p = &pipes[0];
+        // 1518-byte frames pad to 1536: 1365 of them fill a ring; send
+        // 3000 in rounds, freeing behind the NIC like software would.
+        let mut offset = 0u64;
+        for round in 0..10u8 {
+            let frames: Vec<Vec<u8>> = (0..300)
+                .map(|i| frame(i, 1518, round.wrapping_add(i as u8)))
+                .collect();
+            r.deliver(&frames, Duration::from_ns(200));
+            for f in &frames {
+                assert_eq!(r.pipe_bytes(p, offset, f.len()), *f, "round {round}");
+                assert!(
+                    r.pipe_bytes(p, offset + f.len() as u64, 1536 - f.len())
+                        .iter()
+                        .all(|b| *b == 0)
+                );
+                offset = (offset + 1536) % PIPE_BYTES;
+            }
+            r.nic.register_written(Register::PipeHead(0), offset);
+        }
+        let c = r.counters();
+        assert_eq!(c.get("appended"), 3000);
+        assert_eq!(c.sum_prefix("drop."), 0);
+        conserved(&c);
+    }
+
+    #[test]
+    fn reactive_keeps_one_outstanding_and_head_update_rearms() {
+        let (r, _) = rig(NotificationPolicy::Reactive, FallbackPolicy::Hash, 1);
+        r.nic.add_fallback_pipe(0).unwrap();
+        r.deliver(
+            &(0..10).map(|i| frame(i, 64, 1)).collect::<Vec<_>>(),
+            Duration::from_ns(10),
+        );
+        assert_eq!(
+            r.notifications(),
+            vec![(0, 0, 64)],
+            "one notification, for the first frame"
+        );
+        // Software consumed it and freed what it named: more data arrived
+        // since, so the NIC notifies again at once with the full tail.
+        r.clear_notifications();
+        r.nic.register_written(Register::RxNotificationHead(0), 1);
+        r.nic.register_written(Register::PipeHead(0), 64);
+        r.settle();
+        assert_eq!(r.notifications(), vec![(1, 0, 640)]);
+        // Freeing everything with no new data: no notification.
+        r.clear_notifications();
+        r.nic.register_written(Register::PipeHead(0), 640);
+        r.settle();
+        assert!(r.notifications().is_empty());
+        // The pipe is re-armed: the next frame is notified immediately.
+        r.deliver(&[frame(0, 64, 2)], Duration::from_ns(10));
+        assert_eq!(r.notifications(), vec![(2, 0, 704)]);
+        assert_eq!(r.counters().get("notifications.rx"), 3);
+    }
+
+    #[test]
+    fn per_packet_mode_notifies_every_frame() {
+        let (r, _) = rig(NotificationPolicy::PerPacket, FallbackPolicy::Hash, 1);
+        r.nic.add_fallback_pipe(0).unwrap();
+        r.deliver(
+            &(0..10).map(|i| frame(i, 128, 1)).collect::<Vec<_>>(),
+            Duration::from_ns(10),
+        );
+        let n = r.notifications();
+        assert_eq!(n.len(), 10);
+        for (i, (slot, pipe, tail)) in n.into_iter().enumerate() {
+            assert_eq!((slot, pipe, tail), (i as u32, 0, 128 * (i as u64 + 1)));
+        }
+    }
+
+    #[test]
+    fn prefetch_notifies_pending_data_only() {
+        let (r, _) = rig(NotificationPolicy::Reactive, FallbackPolicy::Hash, 2);
+        r.nic.bind_flow(synthetic_flow(1), 1).unwrap();
+        // Pipe 0 is empty: a prefetch is ignored.
+        r.nic.register_written(Register::PipePrefetch(0), 0);
+        r.settle();
+        assert!(r.notifications().is_empty());
+        assert_eq!(r.counters().get("prefetch_empty"), 1);
+        // Pipe 1 has data (already notified once): a prefetch is answered
+        // even though a notification is outstanding.
+        r.deliver(&[frame(1, 64, 1), frame(1, 64, 2)], Duration::from_ns(10));
+        assert_eq!(r.notifications(), vec![(0, 1, 64)]);
+        r.nic.register_written(Register::PipePrefetch(1), 0);
+        r.settle();
+        assert_eq!(r.notifications(), vec![(0, 1, 64), (1, 1, 128)]);
+        // Once software has freed everything, a prefetch finds nothing.
+        r.nic.register_written(Register::PipeHead(1), 128);
+        r.nic.register_written(Register::PipePrefetch(1), 0);
+        r.settle();
+        assert_eq!(r.notifications().len(), 2);
+        assert_eq!(r.counters().get("prefetch_empty"), 2);
+    }
+
+    #[test]
+    fn flow_table_steers_and_fallback_spreads() {
+        let (r, _) = rig(NotificationPolicy::PerPacket, FallbackPolicy::Hash, 3);
+        // No pipe for unmatched flows yet: dropped and counted.
+        r.deliver(&[frame(5, 64, 0)], Duration::from_ns(10));
+        assert_eq!(r.counters().get("drop.no_pipe"), 1);
+        r.nic.bind_flow(synthetic_flow(5), 2).unwrap();
+        r.nic.add_fallback_pipe(0).unwrap();
+        r.nic.add_fallback_pipe(1).unwrap();
+        r.clear_notifications();
+        let frames: Vec<Vec<u8>> = (0..40).map(|i| frame(i % 8, 64, 0)).collect();
+        r.deliver(&frames, Duration::from_ns(10));
+        let n = r.notifications();
+        let by_flow = |f: usize| -> Vec<u64> {
+            n.iter()
+                .enumerate()
+                .filter(|(i, _)| i % 8 == f)
+                .map(|(_, x)| x.1)
+                .collect()
+        };
+        assert!(
+            by_flow(5).iter().all(|p| *p == 2),
+            "bound flow goes to its pipe"
+        );
+        for f in [0, 1, 2, 3, 4, 6, 7] {
+            let ps = by_flow(f);
+            assert!(
+                ps.iter().all(|p| *p == ps[0] && *p < 2),
+                "hash keeps flow {f} in one fallback pipe"
+            );
+        }
+        let used: std::collections::BTreeSet<u64> = n.iter().map(|x| x.1).collect();
+        assert_eq!(used.len(), 3, "8 flows spread over both fallback pipes");
+        conserved(&r.counters());
+
+        let (r, _) = rig(NotificationPolicy::PerPacket, FallbackPolicy::RoundRobin, 2);
+        r.nic.add_fallback_pipe(0).unwrap();
+        r.nic.add_fallback_pipe(1).unwrap();
+        r.deliver(
+            &(0..6).map(|_| frame(3, 64, 0)).collect::<Vec<_>>(),
+            Duration::from_ns(10),
+        );
+        let pipes: Vec<u64> = r.notifications().iter().map(|x| x.1).collect();
+        assert_eq!(pipes, vec![1, 0, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn pipe_fills_when_software_stops_freeing() {
+        let (r, _) = rig(NotificationPolicy::Reactive, FallbackPolicy::Hash, 1);
+        r.nic.add_fallback_pipe(0).unwrap();
+        let frames: Vec<Vec<u8>> = (0..1500).map(|i| frame(i, 1518, 0)).collect();
+        r.deliver(&frames, Duration::from_ns(300));
+        let c = r.counters();
+        // A ring holds (2 MiB - 64) / 1536 = 1365 such frames.
+        assert_eq!(c.get("appended"), 1365);
+        assert_eq!(c.get("drop.pipe_full"), 135);
+        conserved(&c);
+    }
+
+    #[test]
+    fn rx_fifo_overflows_behind_a_slow_link() {
+        let slow = PcieConfig {
+            generation: 1,
+            lanes: 1,
+            ..PcieConfig::default()
+        };
+        let cfg = EnsoNicConfig {
+            rx_fifo_bytes: 16 << 10,
+            ..EnsoNicConfig::default()
+        };
+        let (r, _) = rig_with(cfg, slow, 1);
+        r.nic.add_fallback_pipe(0).unwrap();
+        let frames: Vec<Vec<u8>> = (0..200).map(|i| frame(i, 1024, 0)).collect();
+        r.deliver(&frames, Duration::from_ns(85));
+        let c = r.counters();
+        assert!(c.get("drop.rx_fifo_full") > 0, "{c:?}");
+        conserved(&c);
+    }
+
+    #[test]
+    fn tx_reads_notification_and_data_sends_frames_and_completes() {
+        let (r, pipes) = rig(NotificationPolicy::Reactive, FallbackPolicy::Hash, 1);
+        // Three frames laid out in a pipe as the NIC would, 64-B aligned.
+        let frames = [frame(1, 64, 1), frame(2, 200, 2), frame(3, 1518, 3)];
+        let mut at = 0;
+        {
+            let mut m = r.mem.borrow_mut();
+            for f in &frames {
+                m.phys.write(pipes[0].ring.offset(at), f).unwrap();
+                at += padded_len(f.len() as u64);
+            }
+            // Two TX notifications; the second frame is cut between them.
+            let cut = 64 + 100;
+            for (slot, (addr, len)) in [(0u64, cut), (cut, at - cut)].into_iter().enumerate() {
+                let pa = r.tx_ring.offset(slot as u64 * 64);
+                m.phys.write_u64(pa, 1).unwrap();
+                m.phys
+                    .write_u64(pa.offset(8), pipes[0].ring.offset(addr).0)
+                    .unwrap();
+                m.phys.write_u64(pa.offset(16), len).unwrap();
+            }
+        }
+        r.nic.register_written(Register::TxNotificationTail(0), 2);
+        r.settle();
+        let mut sent = Vec::new();
+        while let Some(f) = r.outbox.try_recv() {
+            sent.push(f.bytes);
+        }
+        assert_eq!(sent, frames.to_vec());
+        let m = r.mem.borrow();
+        for slot in 0..2u64 {
+            assert_eq!(
+                m.phys.read_u64(r.tx_ring.offset(slot * 64)).unwrap(),
+                0,
+                "completed"
+            );
+        }
+        assert_eq!(r.counters().get("tx_frames"), 3);
     }
 }
