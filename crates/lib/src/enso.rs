@@ -332,6 +332,15 @@ impl Device {
                 return Ok(Some(RxPipe(i)));
             }
         }
+        // A pipe may still hold notified bytes a bounded receive left
+        // behind: serve those in round-robin order.
+        for k in 0..self.rx.len() {
+            let i = (self.next_hint + k) % self.rx.len();
+            if self.rx[i].tail != self.rx[i].read {
+                self.next_hint = (i + 1) % self.rx.len();
+                return Ok(Some(RxPipe(i)));
+            }
+        }
         Ok(None)
     }
 
