@@ -93,7 +93,7 @@ fn echo_packet(
     let new = b[0].wrapping_add(1);
     // The byte's place in its 16-bit word, counted from the UDP header (the
     // other byte of the word cancels out of the difference).
-    let shift = if rel % 2 == 0 { 8 } else { 0 };
+    let shift = if rel.is_multiple_of(2) { 8 } else { 0 };
     let checksum = u16::from_be_bytes([udp[6], udp[7]]);
     let patched = udp_checksum_adjust(checksum, (b[0] as u16) << shift, (new as u16) << shift);
     dev.ctx()
@@ -211,4 +211,32 @@ pub fn build(
         nic: nic.counters(),
         app,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nextio_hw::packet::{Macs, build_udp, parse_udp, refresh_udp_checksum};
+    use nextio_hw::trafficgen::synthetic_flow;
+
+    #[test]
+    fn incremental_checksum_matches_a_full_recompute() {
+        for (size, fill) in [(64, 0u8), (65, 0xff), (200, 0x7f), (1518, 0xfe)] {
+            let payload = vec![fill; 18];
+            let mut bytes = build_udp(Macs::default(), synthetic_flow(3), &payload, size).unwrap();
+            let o = parse_udp(&bytes).unwrap().payload_offset;
+            let at = o + ECHO_BYTE_OFFSET;
+            let old = bytes[at];
+            let csum = u16::from_be_bytes([bytes[40], bytes[41]]);
+            bytes[at] = old.wrapping_add(1);
+            let patched = udp_checksum_adjust(csum, (old as u16) << 8, (bytes[at] as u16) << 8);
+            refresh_udp_checksum(&mut bytes).unwrap();
+            assert_eq!(
+                patched,
+                u16::from_be_bytes([bytes[40], bytes[41]]),
+                "size {size}"
+            );
+        }
+        assert_eq!(udp_checksum_adjust(0, 1, 2), 0, "no checksum stays none");
+    }
 }

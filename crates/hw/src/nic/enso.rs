@@ -345,7 +345,7 @@ impl EnsoNic {
                 "needs at least one pipe and one notification buffer".into(),
             ));
         }
-        if cfg.mmio_base % REGISTER_PAGE_BYTES != 0 {
+        if !cfg.mmio_base.is_multiple_of(REGISTER_PAGE_BYTES) {
             return Err(EnsoNicError::Config(
                 "MMIO base must be page aligned".into(),
             ));
@@ -413,7 +413,8 @@ impl EnsoNic {
                     why: "a ring needs at least two entries",
                 });
             }
-            if r.len < n as u64 * NOTIFICATION_BYTES || r.base.0 % NOTIFICATION_BYTES != 0 {
+            if r.len < n as u64 * NOTIFICATION_BYTES || !r.base.0.is_multiple_of(NOTIFICATION_BYTES)
+            {
                 return Err(EnsoNicError::BadRegion {
                     base: r.base.0,
                     len: r.len,
@@ -443,7 +444,7 @@ impl EnsoNic {
     /// Register a pipe whose ring is `ring` (one 2 MiB, line-aligned
     /// region), notifying through notification buffer `nb`.
     pub fn register_pipe(&self, ring: Region, nb: usize) -> Result<PipeInfo, EnsoNicError> {
-        if ring.len < PIPE_BYTES || ring.base.0 % LINE_BYTES != 0 {
+        if ring.len < PIPE_BYTES || !ring.base.0.is_multiple_of(LINE_BYTES) {
             return Err(EnsoNicError::BadRegion {
                 base: ring.base.0,
                 len: ring.len,
@@ -540,7 +541,7 @@ impl EnsoNic {
                 let head = value % PIPE_BYTES;
                 // Software may only free what the NIC has written.
                 let freed = (head + PIPE_BYTES - pipe.head) % PIPE_BYTES;
-                if freed > pipe.used_bytes() || head % LINE_BYTES != 0 {
+                if freed > pipe.used_bytes() || !head.is_multiple_of(LINE_BYTES) {
                     self.counters.borrow_mut().inc("bad_register_writes");
                     return;
                 }
