@@ -27,6 +27,10 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &ethernet_linerate::EthernetLinerate,
         &pcie_bandwidth::PcieBandwidth,
         &cache_layout::CacheLayout,
+        &enso::packet_rate::EnsoPacketRate,
+        &enso::pcie_metadata::EnsoPcieMetadata,
+        &enso::cache_misses::EnsoCacheMisses,
+        &enso::notification_latency::EnsoNotificationLatency,
     ]
 }
 

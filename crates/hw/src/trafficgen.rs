@@ -191,6 +191,10 @@ impl TrafficGen {
         sim.spawn(async move {
             let start = s.now();
             let mut next = start;
+            // The schedule is kept in absolute time from the start (real
+            // nanoseconds, summed frame by frame), so rounding never
+            // accumulates and mixed sizes keep the offered rate.
+            let mut scheduled_ns = 0.0f64;
             for seq in 0..config.frames {
                 s.sleep_until(next).await;
                 let mut bytes = match sizes {
@@ -221,13 +225,8 @@ impl TrafficGen {
                     Arrivals::Constant => mean_gap_s,
                     Arrivals::Poisson => rng.exp(mean_gap_s),
                 };
-                // Carry fractions of a picosecond: the schedule is kept in
-                // absolute time from the start, so rounding never accumulates.
-                next =
-                    (start + Duration::from_ns_f64((seq + 1) as f64 * mean_gap_s * 1e9)).max(next);
-                if config.arrivals == Arrivals::Poisson {
-                    next = s.now() + Duration::from_ns_f64(gap_s * 1e9);
-                }
+                scheduled_ns += gap_s * 1e9;
+                next = (start + Duration::from_ns_f64(scheduled_ns)).max(next);
             }
         });
 

@@ -117,9 +117,14 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
     let sim = ctx.new_sim();
     let to_dut = Rc::new(Mailbox::new(&sim));
     let to_gen = Rc::new(Mailbox::new(&sim));
-    // The generator paces itself, so its port never needs to queue much;
-    // the host's port queues what its NIC sends.
-    let gen_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_dut.clone()));
+    // The generator paces itself but Poisson departures bunch up; like a
+    // hardware generator's deep transmit buffer, its port never drops, so
+    // every loss the bench reports is the host's.
+    let gen_port = LinkConfig {
+        queue_frames: 1 << 16,
+        ..LinkConfig::default()
+    };
+    let gen_out = Rc::new(Wire::new(&sim, gen_port, to_dut.clone()));
     let dut_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_gen.clone()));
     let echo_config = EchoConfig {
         cores: t.cores,
