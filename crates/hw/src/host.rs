@@ -45,7 +45,10 @@ pub type SharedMemory = Rc<RefCell<MemorySystem>>;
 
 impl MemorySystem {
     pub fn new(phys_bytes: u64, caches: HierarchyConfig) -> Result<MemorySystem, HostError> {
-        Ok(MemorySystem { phys: PhysMem::new(phys_bytes)?, caches: Hierarchy::new(caches)? })
+        Ok(MemorySystem {
+            phys: PhysMem::new(phys_bytes)?,
+            caches: Hierarchy::new(caches)?,
+        })
     }
 
     pub fn shared(self) -> SharedMemory {
@@ -65,7 +68,13 @@ impl MemorySystem {
     }
 
     /// Stall cycles of a core access: beyond an L1d hit per line.
-    fn cpu_access(&mut self, core: usize, pa: PhysAddr, len: u64, kind: AccessKind) -> Result<u64, HostError> {
+    fn cpu_access(
+        &mut self,
+        core: usize,
+        pa: PhysAddr,
+        len: u64,
+        kind: AccessKind,
+    ) -> Result<u64, HostError> {
         let cost = self.caches.access(core, pa, len, kind)?;
         let l1_hit = self.caches.config().l1d.hit_latency_cycles as u64;
         Ok(cost.cycles.saturating_sub(cost.lines as u64 * l1_hit))
@@ -75,7 +84,13 @@ impl MemorySystem {
 impl CoreCtx {
     /// Load `buf.len()` bytes at `pa` into `buf`, accruing the stall in
     /// `category` (no event: synchronise before acting on shared state).
-    pub fn load(&self, mem: &SharedMemory, pa: PhysAddr, buf: &mut [u8], category: Category) -> Result<(), HostError> {
+    pub fn load(
+        &self,
+        mem: &SharedMemory,
+        pa: PhysAddr,
+        buf: &mut [u8],
+        category: Category,
+    ) -> Result<(), HostError> {
         let stall = {
             let mut m = mem.borrow_mut();
             m.phys.read(pa, buf)?;
@@ -86,7 +101,13 @@ impl CoreCtx {
     }
 
     /// Store `data` at `pa`, accruing the stall in `category`.
-    pub fn store(&self, mem: &SharedMemory, pa: PhysAddr, data: &[u8], category: Category) -> Result<(), HostError> {
+    pub fn store(
+        &self,
+        mem: &SharedMemory,
+        pa: PhysAddr,
+        data: &[u8],
+        category: Category,
+    ) -> Result<(), HostError> {
         let stall = {
             let mut m = mem.borrow_mut();
             m.phys.write(pa, data)?;
@@ -97,14 +118,25 @@ impl CoreCtx {
     }
 
     /// Load a little-endian `u64`.
-    pub fn load_u64(&self, mem: &SharedMemory, pa: PhysAddr, category: Category) -> Result<u64, HostError> {
+    pub fn load_u64(
+        &self,
+        mem: &SharedMemory,
+        pa: PhysAddr,
+        category: Category,
+    ) -> Result<u64, HostError> {
         let mut b = [0u8; 8];
         self.load(mem, pa, &mut b, category)?;
         Ok(u64::from_le_bytes(b))
     }
 
     /// Store a little-endian `u64`.
-    pub fn store_u64(&self, mem: &SharedMemory, pa: PhysAddr, v: u64, category: Category) -> Result<(), HostError> {
+    pub fn store_u64(
+        &self,
+        mem: &SharedMemory,
+        pa: PhysAddr,
+        v: u64,
+        category: Category,
+    ) -> Result<(), HostError> {
         self.store(mem, pa, &v.to_le_bytes(), category)
     }
 }
@@ -118,21 +150,37 @@ mod tests {
     #[test]
     fn dma_then_load_sees_bytes_and_misses_private_caches() {
         let sim = Sim::new();
-        let mem = MemorySystem::new(64 << 20, HierarchyConfig::ice_lake(1)).unwrap().shared();
+        let mem = MemorySystem::new(64 << 20, HierarchyConfig::ice_lake(1))
+            .unwrap()
+            .shared();
         let region = mem.borrow_mut().phys.alloc_huge(2 << 20).unwrap();
         let ctx = CoreCtx::new(&sim, Core::new(0, Freq::mhz(3100), Time::ZERO));
         // Warm the line into the core's L1d, then let a device overwrite it.
-        ctx.store(&mem, region.base, &[1; 64], Category::Application).unwrap();
+        ctx.store(&mem, region.base, &[1; 64], Category::Application)
+            .unwrap();
         let before = ctx.core().cursor();
         let mut buf = [0u8; 64];
-        ctx.load(&mem, region.base, &mut buf, Category::Application).unwrap();
+        ctx.load(&mem, region.base, &mut buf, Category::Application)
+            .unwrap();
         assert_eq!(ctx.core().cursor(), before, "an L1d hit adds no stall");
         mem.borrow_mut().dma_write(region.base, &[7; 64]).unwrap();
-        ctx.load(&mem, region.base, &mut buf, Category::Application).unwrap();
+        ctx.load(&mem, region.base, &mut buf, Category::Application)
+            .unwrap();
         assert_eq!(buf, [7; 64]);
-        assert!(ctx.core().cursor() > before, "the device write invalidated the L1d copy");
+        assert!(
+            ctx.core().cursor() > before,
+            "the device write invalidated the L1d copy"
+        );
         let stats = mem.borrow().caches.stats(0).unwrap().clone();
         assert_eq!(stats.l1d.misses, 2);
-        assert!(ctx.load(&mem, PhysAddr(u64::MAX - 4), &mut buf, Category::Application).is_err());
+        assert!(
+            ctx.load(
+                &mem,
+                PhysAddr(u64::MAX - 4),
+                &mut buf,
+                Category::Application
+            )
+            .is_err()
+        );
     }
 }
