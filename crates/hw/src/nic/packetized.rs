@@ -268,6 +268,8 @@ struct RxQueue {
     /// Fetched descriptors: (index, buffer address, usable from).
     cache: VecDeque<(u32, PhysAddr, Time)>,
     pending: Vec<PendingRx>,
+    /// Frames waiting for their descriptor fetch to complete.
+    waiting: VecDeque<(Time, PendingRx)>,
     /// Bumped at each write-back, so a stale flush timer does nothing.
     wb_generation: u64,
 }
@@ -549,29 +551,62 @@ impl PacketizedNic {
             self.counters.borrow_mut().inc("drop.rx_bad_descriptor");
             return;
         }
-        let ready = now.max(usable);
+        let p = PendingRx {
+            index,
+            buffer,
+            frame,
+            hash: hash.unwrap_or(0),
+        };
+        // The frame now holds buffer space until its DMA has left.
+        st.buffer_bytes += len;
+        if usable > now || !rxq.waiting.is_empty() {
+            // Its descriptor is still crossing PCIe: wait in the packet
+            // buffer (in order behind this queue's earlier frames) rather
+            // than reserve the link ahead of traffic submitted meanwhile.
+            if rxq.waiting.back().is_none_or(|(t, _)| *t != usable) {
+                let nic = self.clone();
+                self.sim.at(usable, move || nic.rx_issue_waiting(q));
+            }
+            rxq.waiting.push_back((usable, p));
+            return;
+        }
+        self.rx_dma(q, st, p, now);
+    }
+
+    /// Frames of queue `q` whose descriptors have arrived go to memory.
+    fn rx_issue_waiting(self: &Rc<Self>, q: usize) {
+        let now = self.sim.now();
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        while st.rx[q].waiting.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, p)) = st.rx[q].waiting.pop_front() {
+                self.rx_dma(q, st, p, now);
+            }
+        }
+    }
+
+    /// DMA-write one frame into its buffer at `now` and queue its
+    /// descriptor for write-back.
+    fn rx_dma(self: &Rc<Self>, q: usize, st: &mut State, p: PendingRx, now: Time) {
+        let len = p.frame.bytes.len() as u64;
         let Ok(done) = self
             .pcie
             .borrow_mut()
-            .dma_write(ready, buffer.0, len, "packet-data")
+            .dma_write(now, p.buffer.0, len, "packet-data")
         else {
+            st.buffer_bytes -= len;
             self.counters.borrow_mut().inc("drop.rx_bad_descriptor");
             return;
         };
         self.counters.borrow_mut().inc("rx_delivered");
         self.counters.borrow_mut().add("rx_bytes", len);
         let flight = Duration::from_ps(self.pcie.borrow().config().one_way_latency_ps);
-        let left = Time(done.ps().saturating_sub(flight.ps())).max(ready);
+        let left = Time(done.ps().saturating_sub(flight.ps())).max(now);
         st.buffer.push_back((left, len));
-        st.buffer_bytes += len;
-        rxq.pending.push(PendingRx {
-            index,
-            buffer,
-            frame,
-            hash: hash.unwrap_or(0),
-        });
+        let rxq = &mut st.rx[q];
+        rxq.pending.push(p);
         if rxq.pending.len() as u32 >= self.cfg.rx_wb_batch {
-            self.rx_write_back(q, rxq, ready);
+            self.rx_write_back(q, rxq, now);
         } else if rxq.pending.len() == 1 {
             // Write back as soon as this packet has reached host memory,
             // with whatever else has joined the batch by then.
