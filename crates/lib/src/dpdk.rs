@@ -63,9 +63,9 @@ pub const MBUF_F_TX_IPV4: u64 = 1 << 55;
 /// mbuf allocation and initialisation, refill; TX: descriptor build; free:
 /// mempool put). Memory stalls are not in these numbers: they are charged
 /// by the cache model as they happen. See the echo host for the fit.
-pub const RX_PER_PACKET_CYCLES: u64 = 10;
-pub const TX_PER_PACKET_CYCLES: u64 = 6;
-pub const TX_FREE_PER_MBUF_CYCLES: u64 = 2;
+pub const RX_PER_PACKET_CYCLES: u64 = 14;
+pub const TX_PER_PACKET_CYCLES: u64 = 8;
+pub const TX_FREE_PER_MBUF_CYCLES: u64 = 3;
 /// Per-call overhead of a burst (function call, ring state, loop set-up).
 /// Model choice, not fitted: a few dozen instructions.
 pub const RX_BURST_CYCLES: u64 = 30;
@@ -330,12 +330,12 @@ impl Pmd {
         category: Category,
     ) -> Result<(), PmdError> {
         let line = pa.0 / LINE_BYTES;
-        if let Some(k) = self.prefetches.iter().position(|(l, _)| *l == line) {
-            if let Some((_, ready)) = self.prefetches.remove(k) {
-                let now = self.ctx.local_now();
-                if ready > now {
-                    self.ctx.spend(category, ready - now);
-                }
+        if let Some(k) = self.prefetches.iter().position(|(l, _)| *l == line)
+            && let Some((_, ready)) = self.prefetches.remove(k)
+        {
+            let now = self.ctx.local_now();
+            if ready > now {
+                self.ctx.spend(category, ready - now);
             }
         }
         self.ctx.load(&self.mem, pa, buf, category)?;

@@ -40,7 +40,7 @@ use super::{EchoConfig, EchoError, EchoSystem};
 pub const RX_BURST_MAX: usize = 64;
 /// The application's own instructions per packet (header parse, the
 /// increment, offload flags, queueing for TX). Fitted; see the module doc.
-pub const ECHO_PER_PACKET_CYCLES: u64 = 4;
+pub const ECHO_PER_PACKET_CYCLES: u64 = 6;
 
 fn config_error(e: impl std::fmt::Display) -> EchoError {
     EchoError::Config(e.to_string())
@@ -248,7 +248,7 @@ mod tests {
         )
         .expect("valid traffic");
         let line_ps = (size as f64 + 20.0) * 8.0 * 1e3 / rate_gbps;
-        let end = sim.now() + Duration((frames as f64 * line_ps) as u64) + Duration::from_us(50);
+        let end = sim.now() + Duration((frames as f64 * line_ps) as u64) + Duration::from_us(400);
         sim.run_until(end);
         let stats = tg.stats.borrow().clone();
         sim.shutdown();
@@ -347,7 +347,10 @@ mod tests {
     #[test]
     #[ignore]
     fn sweep() {
-        let frames = 100_000;
+        let frames: u64 = std::env::var("SWEEP_FRAMES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
         let cores_list: Vec<usize> = std::env::var("SWEEP_CORES")
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
