@@ -25,6 +25,21 @@ use nextio_hw::pcie::{PcieConfig, PcieLink};
 pub mod enso;
 pub mod packetized;
 
+/// The echo application's own instructions per packet, the same on both
+/// interfaces: parse the header, increment the payload byte, queue the
+/// packet for transmission. Fitted, together with the DPDK driver's
+/// per-packet costs, on the one calibration point of the Ensō evaluation:
+/// the packetized NIC's one-core 64-byte echo rate, 59 Mpps (Ensō §3.3.2,
+/// Fig. 5). Memory accesses are cache-costed separately.
+pub const ECHO_APP_CYCLES_PER_PACKET: u64 = 6;
+
+/// Patching the UDP checksum in software after the increment (RFC 1624
+/// incremental update: about 8 one's-complement adds, folds and a store at
+/// ~2 instructions per cycle). Only the Ensō echo pays it: the E810
+/// computes TX checksums in hardware, the Ensō NIC has no such offload.
+/// Model choice, not fitted.
+pub const CHECKSUM_PATCH_CYCLES: u64 = 4;
+
 /// How the Ensō NIC notifies software (Ensō paper §3.2, Figs. 6–7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotificationMode {

@@ -50,6 +50,7 @@ fn run(
             arrivals: Arrivals::Constant,
             rate_gbps,
             frames,
+            warmup_frames: 0,
             seed: 7,
         },
         out,

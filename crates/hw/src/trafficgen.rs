@@ -64,8 +64,12 @@ pub struct TrafficConfig {
     pub arrivals: Arrivals,
     /// Offered line rate in Gb/s (frame bytes + 20 per frame).
     pub rate_gbps: f64,
-    /// Frames to send.
+    /// Frames to send and measure.
     pub frames: u64,
+    /// Frames sent first, at the same rate, and left out of every statistic
+    /// (RFC 2544 §23's trial preparation): they bring the system under test
+    /// to steady state (buffer pools cycled once, caches warm).
+    pub warmup_frames: u64,
     pub seed: u64,
 }
 
@@ -81,9 +85,12 @@ pub enum TrafficError {
     NoFlows,
 }
 
-/// What the generator saw.
+/// What the generator saw, over the measured frames (warm-up excluded).
 #[derive(Clone, Debug, Default)]
 pub struct TrafficStats {
+    /// Warm-up frames sent and received (not in any other statistic).
+    pub warmup_sent: u64,
+    pub warmup_received: u64,
     pub sent: u64,
     pub sent_bytes: u64,
     pub received: u64,
@@ -195,7 +202,8 @@ impl TrafficGen {
             // nanoseconds, summed frame by frame), so rounding never
             // accumulates and mixed sizes keep the offered rate.
             let mut scheduled_ns = 0.0f64;
-            for seq in 0..config.frames {
+            let warmup = config.warmup_frames;
+            for seq in 0..warmup + config.frames {
                 s.sleep_until(next).await;
                 let mut bytes = match sizes {
                     Some(SizeSpec::Uniform(lo, hi)) => {
@@ -213,10 +221,14 @@ impl TrafficGen {
                 frame.tx_timestamp_ps = s.now().ps();
                 {
                     let mut st = st.borrow_mut();
-                    st.sent += 1;
-                    st.sent_bytes += frame.frame_bytes() as u64;
-                    st.first_tx.get_or_insert(s.now());
-                    st.last_tx = Some(s.now());
+                    if seq < warmup {
+                        st.warmup_sent += 1;
+                    } else {
+                        st.sent += 1;
+                        st.sent_bytes += frame.frame_bytes() as u64;
+                        st.first_tx.get_or_insert(s.now());
+                        st.last_tx = Some(s.now());
+                    }
                 }
                 // The generator's own port never queues: it paces itself.
                 let _ = out.send(frame);
@@ -231,11 +243,18 @@ impl TrafficGen {
         });
 
         let (s, st) = (sim.clone(), stats.clone());
+        let warmup = config.warmup_frames;
         sim.spawn(async move {
             loop {
                 let frame: Frame = inbox.recv().await;
                 let now = s.now();
                 let mut st = st.borrow_mut();
+                // Warm-up frames are recognised by the sequence number in
+                // their bytes; a frame too mangled to read is measured.
+                if read_stamp(&frame.bytes).is_some_and(|(seq, _, _)| seq < warmup) {
+                    st.warmup_received += 1;
+                    continue;
+                }
                 st.received += 1;
                 st.received_line_bytes += frame.frame_bytes() as u64 + PER_FRAME_OVERHEAD_BYTES;
                 st.first_rx.get_or_insert(now);
@@ -327,11 +346,13 @@ mod tests {
             arrivals: Arrivals::Constant,
             rate_gbps: 50.0,
             frames: 10_000,
+            warmup_frames: 500,
             seed: 1,
         };
         let s = looped(cfg);
         assert_eq!(s.sent, 10_000);
         assert_eq!(s.received, 10_000);
+        assert_eq!((s.warmup_sent, s.warmup_received), (500, 500));
         assert_eq!((s.corrupt, s.not_echoed, s.reordered), (0, 0, 0));
         // Two 5 ns cables and two 6.72 ns serializations.
         assert!(s.rtt.quantile(0.5) >= Duration::from_ns(23));
@@ -352,6 +373,7 @@ mod tests {
             arrivals: Arrivals::Poisson,
             rate_gbps: 20.0,
             frames: 2_000,
+            warmup_frames: 0,
             seed,
         };
         let (a, b) = (looped(cfg(3)), looped(cfg(3)));

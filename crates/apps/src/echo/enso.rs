@@ -27,19 +27,14 @@ use nextio_hw::pcie::PcieLink;
 use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::enso::{Device, EnsoError, Packet, RxBatch, RxPipe};
 
-use super::{EchoConfig, EchoError, EchoSystem, NotificationMode};
+use super::{
+    CHECKSUM_PATCH_CYCLES, ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem,
+    NotificationMode,
+};
 
 /// Core clock of the paper's DUT: Intel Core i9-9960X at 3.1 GHz base
 /// (Ensō paper §3.3.1).
 pub const CORE_MHZ: u64 = 3100;
-
-/// The echo's own work per packet, the same work as in the DPDK echo:
-/// increment one payload byte and patch the UDP checksum incrementally
-/// (≈ 20 instructions: locate the byte, add, three one's-complement adds
-/// and folds, two stores). Model choice, not fitted; the memory accesses
-/// are cache-costed separately. To be reconciled with the DPDK echo's
-/// constant of the same name.
-pub const ECHO_APP_CYCLES_PER_PACKET: u64 = 10;
 
 /// Most bytes the echo takes from a pipe per batch: 16 KiB, 256 minimum-size
 /// packets. Model choice, not fitted. Bounding the batch lets the NIC send
@@ -96,8 +91,10 @@ fn echo_packet(
     let shift = if rel.is_multiple_of(2) { 8 } else { 0 };
     let checksum = u16::from_be_bytes([udp[6], udp[7]]);
     let patched = udp_checksum_adjust(checksum, (b[0] as u16) << shift, (new as u16) << shift);
-    dev.ctx()
-        .cycles(Category::Application, ECHO_APP_CYCLES_PER_PACKET);
+    dev.ctx().cycles(
+        Category::Application,
+        ECHO_APP_CYCLES_PER_PACKET + CHECKSUM_PATCH_CYCLES,
+    );
     dev.write(p, pkt.start + l4 + rel, &[new], Category::Application)?;
     dev.write(
         p,

@@ -15,7 +15,7 @@
 //! the application is echoed or counted under an app `drop.*` reason.
 //!
 //! Calibration (Ensō paper §3.3.2, Fig. 5): the per-packet instruction
-//! costs — [`ECHO_PER_PACKET_CYCLES`] here and the driver's
+//! costs — [`ECHO_APP_CYCLES_PER_PACKET`] (shared with the Ensō echo) and the driver's
 //! `RX_PER_PACKET_CYCLES`, `TX_PER_PACKET_CYCLES` and
 //! `TX_FREE_PER_MBUF_CYCLES` — were fitted together on one point, the
 //! one-core 64-byte echo rate of 59 Mpps; every other point is validation.
@@ -33,14 +33,11 @@ use nextio_hw::pcie::PcieLink;
 use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig};
 
-use super::{EchoConfig, EchoError, EchoSystem};
+use super::{ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem};
 
 /// Packets asked for per `rx_burst`: DPDK's customary `MAX_PKT_BURST`
 /// of 32 is what l2fwd uses; the issue specifies 64.
 pub const RX_BURST_MAX: usize = 64;
-/// The application's own instructions per packet (header parse, the
-/// increment, offload flags, queueing for TX). Fitted; see the module doc.
-pub const ECHO_PER_PACKET_CYCLES: u64 = 6;
 
 fn config_error(e: impl std::fmt::Display) -> EchoError {
     EchoError::Config(e.to_string())
@@ -178,7 +175,7 @@ fn echo_one(pmd: &mut Pmd, m: Mbuf) -> Result<bool, nextio_lib::dpdk::PmdError> 
     pmd.load_prefetched(pa, &mut hdr[..head], Category::Application)?;
     let ctx = pmd.ctx();
     let mem = pmd.mem();
-    ctx.cycles(Category::Application, ECHO_PER_PACKET_CYCLES);
+    ctx.cycles(Category::Application, ECHO_APP_CYCLES_PER_PACKET);
     let Some(at) = echo_byte_at(&hdr[..head], len) else {
         return Ok(false);
     };
@@ -241,6 +238,7 @@ mod tests {
                 arrivals: Arrivals::Constant,
                 rate_gbps,
                 frames,
+                warmup_frames: 0,
                 seed: 7,
             },
             gen_out,
@@ -340,67 +338,5 @@ mod tests {
         let mut cfg = echo_config(1);
         cfg.memory_bytes = 1 << 20;
         assert!(build(&sim, &cfg, mb, wire).is_err());
-    }
-
-    /// Throwaway calibration sweep: `cargo test -p nextio-apps --release
-    /// -- --ignored --nocapture sweep`.
-    #[test]
-    #[ignore]
-    fn sweep() {
-        let frames: u64 = std::env::var("SWEEP_FRAMES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100_000);
-        let cores_list: Vec<usize> = std::env::var("SWEEP_CORES")
-            .ok()
-            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-            .unwrap_or(vec![1, 2, 4, 8]);
-        let rates: Vec<f64> = std::env::var("SWEEP_RATES")
-            .ok()
-            .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-            .unwrap_or(vec![30.0, 35.0, 40.0, 45.0, 50.0, 60.0, 70.0, 80.0, 100.0]);
-        for &cores in &cores_list {
-            for &rate in &rates {
-                let wall = std::time::Instant::now();
-                let r = run(cores, rate, frames, 64, 64);
-                let s = &r.stats;
-                let mpps = s.achieved_gbps() * 1e3 / (84.0 * 8.0);
-                let up = r.sys.pcie.borrow().counters(Direction::Upstream).clone();
-                let down = r.sys.pcie.borrow().counters(Direction::Downstream).clone();
-                let meta = |c: &nextio_hw::pcie::DirectionCounters| {
-                    let total: u64 = c.bytes_by_purpose.values().sum();
-                    (total - c.bytes_by_purpose.get("packet-data").copied().unwrap_or(0)) as f64
-                        / total.max(1) as f64
-                };
-                let st = r.sys.memory.borrow().caches.total_stats();
-                let nic = r.sys.nic.borrow();
-                let l = r.sys.cores[0].ledger_at(r.sim.now());
-                let echoed0 = r.sys.app.borrow().get("echoed").max(1) as f64 / cores as f64;
-                let cyc = |c: Category| l.get(c).as_ns_f64() * 3.1 / echoed0;
-                println!(
-                    "  core0 cycles/pkt: driver {:.1} app {:.1} polling {:.1} app {:?}",
-                    cyc(Category::Driver),
-                    cyc(Category::Application),
-                    cyc(Category::Polling),
-                    r.sys.app.borrow()
-                );
-                println!(
-                    "cores {cores} offered {rate:5.1} Gb/s: echoed {mpps:6.2} Mpps loss {:.4} \
-                     meta rd {:.3} wr {:.3} l1d {:.3} l2 {:.3} l2req {:.3} p50 {:.2} us \
-                     drops nodesc {} fifo {} events {} wall {:.2}s",
-                    s.loss_ratio(),
-                    meta(&down),
-                    meta(&up),
-                    st.l1d_miss_ratio(),
-                    st.l2_miss_ratio(),
-                    st.l2_request_miss_ratio(),
-                    s.rtt.quantile(0.5).as_us_f64(),
-                    nic.get("drop.rx_no_descriptor"),
-                    nic.get("drop.rx_fifo_full"),
-                    r.sim.events(),
-                    wall.elapsed().as_secs_f64()
-                );
-            }
-        }
     }
 }

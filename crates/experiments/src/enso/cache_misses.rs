@@ -40,6 +40,7 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[1],
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
+    COMMON_PARAMS[4],
 ];
 
 /// Ensō §3.1.2 / Fig. 3a (packetized) and §3.1.2's closing comparison (Ensō).

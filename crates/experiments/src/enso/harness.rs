@@ -62,7 +62,10 @@ pub struct Trial {
     pub frame_bytes: usize,
     /// Offered line rate (frame + 20 bytes per frame).
     pub rate_gbps: f64,
+    /// Measured frames.
     pub frames: u64,
+    /// Frames offered first at the same rate and not measured.
+    pub warmup_frames: u64,
     /// Distinct flows: enough that RSS / the flow table spreads them over cores.
     pub flows: u32,
     pub arrivals: Arrivals,
@@ -150,10 +153,13 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         arrivals: t.arrivals,
         rate_gbps: t.rate_gbps,
         frames: t.frames,
+        warmup_frames: t.warmup_frames,
         seed: t.seed,
     };
     let generator = TrafficGen::start(&sim, traffic, gen_out, to_gen).map_err(|e| cfg(&e))?;
-    let offer_s = t.frames as f64 * 8.0 * (t.frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64)
+    let offer_s = (t.warmup_frames + t.frames) as f64
+        * 8.0
+        * (t.frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64)
         / (t.rate_gbps * 1e9);
     let end = Time::ZERO + Duration::from_ns_f64(offer_s * 1e9) + DRAIN;
     sim.run_until(end);
@@ -200,7 +206,7 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         t.frame_bytes,
         t.rate_gbps
     );
-    ctx.finish_sim(&label, &sim, t.frames)?;
+    ctx.finish_sim(&label, &sim, t.warmup_frames + t.frames)?;
     sim.shutdown();
     Ok(result)
 }

@@ -18,15 +18,22 @@ use crate::params::{ParamKind, ParamSpec};
 use harness::{Interface, Trial};
 
 /// Parameters every Ensō experiment shares.
-pub const COMMON_PARAMS: [ParamSpec; 4] = [
+pub const COMMON_PARAMS: [ParamSpec; 5] = [
     ParamSpec::new(
         "frames",
         ParamKind::U64,
         "40000",
         "frames",
-        "frames offered per trial",
+        "frames measured per trial",
     )
     .quick("6000"),
+    ParamSpec::new(
+        "warmup_frames_per_core",
+        ParamKind::U64,
+        "5000",
+        "frames",
+        "frames offered before measuring, per echo core (RFC 2544 trial preparation): more than one lap of a core's 4096-mbuf pool",
+    ),
     ParamSpec::new(
         "flows",
         ParamKind::U64,
@@ -48,6 +55,7 @@ pub const COMMON_PARAMS: [ParamSpec; 4] = [
 /// parameters: frames per trial, flows, and the PCIe link.
 pub struct Bench {
     pub frames: u64,
+    pub warmup_frames_per_core: u64,
     pub flows: u32,
     pub pcie: PcieConfig,
 }
@@ -76,6 +84,7 @@ impl Bench {
             .map_err(|e| RunError::Config(e.to_string()))?;
         Ok(Bench {
             frames,
+            warmup_frames_per_core: ctx.params.u64("warmup_frames_per_core"),
             flows,
             pcie,
         })
@@ -96,6 +105,7 @@ impl Bench {
             frame_bytes: frame_bytes as usize,
             rate_gbps,
             frames: self.frames,
+            warmup_frames: self.warmup_frames_per_core * cores as u64,
             flows: self.flows,
             arrivals: Arrivals::Constant,
             pcie: self.pcie.clone(),

@@ -42,6 +42,7 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[1],
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
+    COMMON_PARAMS[4],
 ];
 
 /// A load counts as sustained when less than this fraction is lost.

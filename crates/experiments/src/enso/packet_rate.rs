@@ -47,6 +47,7 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[1],
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
+    COMMON_PARAMS[4],
 ];
 
 /// Ensō Fig. 5 / §3.3.2.

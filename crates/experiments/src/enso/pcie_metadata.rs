@@ -46,6 +46,7 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[1],
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
+    COMMON_PARAMS[4],
 ];
 
 /// Ensō §2.2 / §3.1.2 and Fig. 3b: up to 39 % of read bandwidth is metadata
