@@ -8,11 +8,14 @@
 //! * [`pcie`] — a PCIe link at transaction-layer granularity;
 //! * [`mem`] — physical memory holding real bytes, address spaces;
 //! * [`cache`] — a set-associative cache hierarchy with DDIO;
-//! * [`cpu`] — cores, their time ledgers and the cost interface software uses.
+//! * [`cpu`] — cores, their time ledgers and the cost interface software uses;
+//! * [`interrupt`] — local APIC, UIPI and xUI user interrupts, delivery
+//!   strategies, the KB_Timer and a DSA-like accelerator.
 
 pub mod cache;
 pub mod cpu;
 pub mod ethernet;
+pub mod interrupt;
 pub mod mem;
 pub mod packet;
 pub mod pcap;
