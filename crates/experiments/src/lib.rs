@@ -12,6 +12,10 @@ pub mod experiment;
 pub mod output;
 pub mod params;
 pub mod report;
+mod xui_common;
+pub mod xui_receiver_overhead;
+pub mod xui_safepoints;
+pub mod xui_timer_core;
 
 pub use experiment::{
     Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute,
@@ -20,7 +24,12 @@ pub use params::{ParamKind, ParamSpec, Params};
 
 /// Every experiment, in the order `nextio list` shows them.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![&ethernet_linerate::EthernetLinerate]
+    vec![
+        &ethernet_linerate::EthernetLinerate,
+        &xui_receiver_overhead::XuiReceiverOverhead,
+        &xui_safepoints::XuiSafepoints,
+        &xui_timer_core::XuiTimerCore,
+    ]
 }
 
 /// The experiment called `name`.
