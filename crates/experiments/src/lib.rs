@@ -13,7 +13,9 @@ pub mod output;
 pub mod params;
 pub mod report;
 mod xui_common;
+pub mod xui_dsa;
 pub mod xui_receiver_overhead;
+pub mod xui_rocksdb;
 pub mod xui_safepoints;
 pub mod xui_timer_core;
 
@@ -29,6 +31,8 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &xui_receiver_overhead::XuiReceiverOverhead,
         &xui_safepoints::XuiSafepoints,
         &xui_timer_core::XuiTimerCore,
+        &xui_rocksdb::XuiRocksdb,
+        &xui_dsa::XuiDsa,
     ]
 }
 
