@@ -14,6 +14,7 @@ pub mod params;
 pub mod report;
 mod xui_common;
 pub mod xui_dsa;
+pub mod xui_l3fwd;
 pub mod xui_receiver_overhead;
 pub mod xui_rocksdb;
 pub mod xui_safepoints;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &xui_safepoints::XuiSafepoints,
         &xui_timer_core::XuiTimerCore,
         &xui_rocksdb::XuiRocksdb,
+        &xui_l3fwd::XuiL3fwd,
         &xui_dsa::XuiDsa,
     ]
 }
