@@ -12,7 +12,6 @@
 //! counted drops, never panics.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 
 use nextio_engine::SimRng;
 use nextio_hw::packet::{self, PacketError};
@@ -105,7 +104,7 @@ impl Lpm {
 /// MACs for the output port. Returns the port.
 pub fn forward(table: &Lpm, frame: &mut [u8]) -> Result<u16, PacketError> {
     let view = packet::parse_udp(frame)?;
-    let dst: u32 = Ipv4Addr::from(view.flow.dst_ip).into();
+    let dst: u32 = view.flow.dst_ip.into();
     let port = table.lookup(dst).0.unwrap_or(0);
     // Destination MAC of the next hop, source MAC of the output port.
     frame[0..6].copy_from_slice(&[0x02, 0, 0, 0, 1, port as u8]);
@@ -117,6 +116,7 @@ pub fn forward(table: &Lpm, frame: &mut [u8]) -> Result<u16, PacketError> {
 mod tests {
     use super::*;
     use nextio_hw::packet::{FlowKey, Macs};
+    use std::net::Ipv4Addr;
 
     #[test]
     fn lookup_is_the_longest_match() {

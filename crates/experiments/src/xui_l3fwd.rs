@@ -278,7 +278,6 @@ fn run_point(
     let forwarded = st.2;
     let left: u64 = st.0.q.iter().map(|q| q.len() as u64).sum::<u64>() + st.3;
     let tally = SimTally::of(&sim, forwarded);
-    let busy_until = ledger.total().as_secs_f64().max(1e-12);
     let p = Point {
         mpps: forwarded as f64 / duration.as_secs_f64() / 1e6,
         p95_ns: st.1.quantile(0.95).as_ns_f64(),
@@ -292,7 +291,6 @@ fn run_point(
         left,
         tally,
     };
-    let _ = busy_until;
     drop(st);
     if misrouted.get() > 0 {
         return Err(RunError::Config(format!(

@@ -173,7 +173,10 @@ impl Experiment for XuiRocksdb {
         let loads = ctx.params.u64_list("offered_krps");
         let quantum = ctx.params.u64("quantum_us");
         let dur = ctx.params.u64("duration_ms");
-        if loads.iter().any(|l| *l == 0 || *l > 2000) || quantum == 0 || dur < 10 || dur > 60_000 {
+        if loads.iter().any(|l| *l == 0 || *l > 2000)
+            || quantum == 0
+            || !(10..=60_000).contains(&dur)
+        {
             return Err(RunError::Config(
                 "offered_krps in 1..=2000, quantum_us > 0, duration_ms in 10..=60000".into(),
             ));

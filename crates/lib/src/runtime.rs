@@ -338,7 +338,6 @@ impl Runtime {
         let ctx = CoreCtx::new(&self.sim, self.worker.clone());
         let (granule, stretch_num, stretch_den) = self.cfg.loop_shape();
         let (ev_cat, ev_cycles) = self.cfg.event_cost();
-        let freq = self.worker.freq();
         loop {
             let next = self.queue.borrow_mut().pop_front();
             let Some(mut cur) = next else {
@@ -400,7 +399,6 @@ impl Runtime {
                 self.queue.borrow_mut().push_back(cur);
                 break;
             }
-            let _ = freq;
         }
     }
 }
