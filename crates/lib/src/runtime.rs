@@ -34,13 +34,18 @@ use std::rc::Rc;
 
 use nextio_engine::{Category, Duration, Notify, Sim, Time};
 use nextio_hw::cpu::{Core, CoreCtx};
-use nextio_hw::interrupt::apic::{KbTimer, TimerMode};
+use nextio_hw::interrupt::apic::TimerMode;
 use nextio_hw::interrupt::line::{IrqLine, compute_interruptible};
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, PipelineError, Route, Strategy, UcodeCosts, delivery_cost,
 };
-use nextio_os::OsCosts;
+use nextio_os::{Kernel, OsCosts, OsError, Tid};
 use thiserror::Error;
+
+/// User vector the runtime uses for preemption.
+const PREEMPT_UV: u8 = 1;
+/// Address of the runtime's user-interrupt handler (any non-zero value).
+const HANDLER: u64 = 0x40_1000;
 
 /// How the runtime is told to preempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +99,8 @@ pub enum RuntimeError {
     EmptyLoop,
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error("OS set-up failed: {0}")]
+    Os(#[from] OsError),
 }
 
 impl RuntimeConfig {
@@ -191,6 +198,12 @@ pub struct Runtime {
     events: Cell<u64>,
     switches: Cell<u64>,
     stop: Cell<bool>,
+    /// The OS the runtime's kernel threads live in: the worker thread on
+    /// core 0 owns the handler, the timer thread on core 1 the UITT entry.
+    kernel: RefCell<Kernel>,
+    worker_tid: Tid,
+    timer_tid: Tid,
+    uitt_index: usize,
 }
 
 impl Runtime {
@@ -203,6 +216,32 @@ impl Runtime {
         timer_core: Option<Rc<Core>>,
     ) -> Result<Rc<Runtime>, RuntimeError> {
         cfg.validate()?;
+        // Kernel threads, pinned; the user-interrupt route is set up with
+        // the real system calls so the sources drive the real state.
+        let mut k = Kernel::new(2, cfg.os);
+        let pid = k.create_process();
+        let worker_tid = k.create_thread(pid, 0)?;
+        let timer_tid = k.create_thread(pid, 1)?;
+        k.schedule(0, 0)?;
+        k.schedule(1, 0)?;
+        k.sys_register_handler(worker_tid, HANDLER)?;
+        let fd = k.sys_uintr_create_fd(worker_tid, PREEMPT_UV)?;
+        let uitt_index = k.sys_register_sender(timer_tid, fd)?;
+        let now_cycles = worker.freq().duration_to_cycles(sim.now() - Time::ZERO);
+        let period_cycles = worker.freq().duration_to_cycles(cfg.interval).max(1);
+        match cfg.preemption {
+            Preemption::KbTimer | Preemption::Safepoint { .. } => {
+                k.sys_enable_kb_timer(worker_tid, PREEMPT_UV)?;
+                k.set_timer(worker_tid, now_cycles, period_cycles, TimerMode::Periodic)?;
+                if matches!(cfg.preemption, Preemption::Safepoint { .. }) {
+                    k.sys_set_safepoint_mode(worker_tid, true)?;
+                }
+            }
+            Preemption::Signal => {
+                k.sys_setitimer(worker_tid, Some(cfg.interval.0))?;
+            }
+            _ => {}
+        }
         let rt = Rc::new(Runtime {
             sim: sim.clone(),
             cfg,
@@ -214,6 +253,10 @@ impl Runtime {
             events: Cell::new(0),
             switches: Cell::new(0),
             stop: Cell::new(false),
+            kernel: RefCell::new(k),
+            worker_tid,
+            timer_tid,
+            uitt_index,
         });
         let r = rt.clone();
         sim.spawn(async move { r.worker_loop().await });
@@ -251,6 +294,14 @@ impl Runtime {
     pub fn worker(&self) -> &Rc<Core> {
         &self.worker
     }
+    /// User interrupts the OS model delivered to the worker thread.
+    pub fn kernel_deliveries(&self) -> usize {
+        self.kernel.borrow().deliveries().len()
+    }
+    /// Signals delivered to the worker thread.
+    pub fn kernel(&self) -> std::cell::Ref<'_, Kernel> {
+        self.kernel.borrow()
+    }
 
     fn start_source(self: &Rc<Self>, timer_core: Option<Rc<Core>>) {
         let cfg = self.cfg;
@@ -258,25 +309,28 @@ impl Runtime {
         match cfg.preemption {
             Preemption::None => {}
             Preemption::KbTimer | Preemption::Safepoint { .. } => {
-                // The worker's own KB_Timer, periodic, read back for each
-                // deadline.
+                // The worker core's KB_Timer, programmed by the worker
+                // thread at start-up: fire at each deadline it reports.
                 let rt = self.clone();
                 self.sim.spawn(async move {
                     let freq = rt.worker.freq();
-                    let mut kb = KbTimer::default();
-                    kb.configure(true, 1);
-                    let now_c = freq.duration_to_cycles(rt.sim.now() - Time::ZERO);
-                    kb.set_timer(
-                        now_c,
-                        freq.duration_to_cycles(interval),
-                        TimerMode::Periodic,
-                    );
                     while !rt.stop.get() {
-                        let Some(d) = kb.deadline() else { break };
+                        let Some(d) = rt.kernel.borrow().kb_deadline(0) else {
+                            break;
+                        };
                         rt.sim
                             .sleep_until(Time::ZERO + freq.cycles_to_duration(d))
                             .await;
-                        if kb.expire(d).is_some() {
+                        let mut k = rt.kernel.borrow_mut();
+                        // Delivered at once, or (safepoint mode) left
+                        // pending in UIRR for the next safepoint.
+                        let delivered = k.kb_timer_tick(0, d, false).map(|v| !v.is_empty());
+                        let pending = k
+                            .ui_state(rt.worker_tid)
+                            .map(|u| u.uirr != 0)
+                            .unwrap_or(false);
+                        drop(k);
+                        if delivered.unwrap_or(false) || pending {
                             rt.line.raise(rt.sim.now());
                         }
                     }
@@ -287,7 +341,11 @@ impl Runtime {
                 self.sim.spawn(async move {
                     while !rt.stop.get() {
                         rt.sim.sleep(interval).await;
-                        rt.line.raise(rt.sim.now());
+                        // ITIMER_REAL expires: SIGALRM becomes pending and
+                        // the kernel interrupts the worker to deliver it.
+                        if rt.kernel.borrow_mut().itimer_expire(rt.worker_tid).is_ok() {
+                            rt.line.raise(rt.sim.now());
+                        }
                     }
                 });
             }
@@ -324,13 +382,49 @@ impl Runtime {
                         } else {
                             Duration::ZERO
                         };
-                        let r2 = rt.clone();
-                        rt.sim.at(rt.sim.now() + transit, move || {
-                            r2.line.raise(r2.sim.now());
-                        });
+                        if !uipi {
+                            // Polling: a plain store to the flag line.
+                            let r2 = rt.clone();
+                            rt.sim.at(rt.sim.now(), move || r2.line.raise(r2.sim.now()));
+                            continue;
+                        }
+                        // senduipi: UITT lookup, post in the UPID, IPI.
+                        let sent = rt.kernel.borrow_mut().senduipi(rt.timer_tid, rt.uitt_index);
+                        if let Ok(nextio_hw::interrupt::uipi::SendOutcome::Ipi { ndst, nv }) = sent
+                        {
+                            let r2 = rt.clone();
+                            rt.sim.at(rt.sim.now() + transit, move || {
+                                // Notification processing on the worker.
+                                let d = r2
+                                    .kernel
+                                    .borrow_mut()
+                                    .interrupt(ndst as usize, nv, false)
+                                    .map(|v| !v.is_empty())
+                                    .unwrap_or(false);
+                                if d {
+                                    r2.line.raise(r2.sim.now());
+                                }
+                            });
+                        }
                     }
                 });
             }
+        }
+    }
+
+    /// The functional side of taking a notification on the worker: signals
+    /// are delivered on the return to user mode; in safepoint mode the
+    /// pending user interrupt is delivered at the safepoint reached.
+    fn take_notification(&self) {
+        let mut k = self.kernel.borrow_mut();
+        match self.cfg.preemption {
+            Preemption::Signal => {
+                let _ = k.deliver_signals(self.worker_tid);
+            }
+            Preemption::Safepoint { .. } => {
+                let _ = k.safepoint(self.worker_tid);
+            }
+            _ => {}
         }
     }
 
@@ -344,6 +438,7 @@ impl Runtime {
                 // Idle: a pending notification is taken (and paid) by the
                 // idle loop, then the worker sleeps until work arrives.
                 if self.line.take().is_some() {
+                    self.take_notification();
                     self.events.set(self.events.get() + 1);
                     ctx.cycles(ev_cat, ev_cycles);
                     continue;
@@ -381,6 +476,7 @@ impl Runtime {
                 if self.line.take().is_none() {
                     continue;
                 }
+                self.take_notification();
                 self.events.set(self.events.get() + 1);
                 ctx.compute(ev_cat, ev_cycles).await;
                 let used = self.sim.now().since(slice_start);
@@ -409,7 +505,7 @@ mod tests {
     use nextio_engine::Freq;
     use nextio_hw::interrupt::pipeline::programs;
 
-    fn run(p: Preemption, jobs: &[u64]) -> (Vec<Completion>, u64) {
+    fn run(p: Preemption, jobs: &[u64]) -> (Vec<Completion>, u64, usize, u64) {
         let sim = Sim::new();
         let w = Core::new(0, Freq::mhz(2000), Time::ZERO);
         let t = Core::new(1, Freq::mhz(2000), Time::ZERO);
@@ -435,8 +531,10 @@ mod tests {
         sim.run_until(Time(Duration::from_ms(50).ps()));
         let c = rt.completions().clone();
         let sw = rt.switches();
+        let kd = rt.kernel_deliveries();
+        let ev = rt.events();
         sim.shutdown();
-        (c, sw)
+        (c, sw, kd, ev)
     }
 
     #[test]
@@ -458,7 +556,20 @@ mod tests {
             },
             Preemption::Safepoint { body_uops: 24 },
         ] {
-            let (c, switches) = run(p, &jobs);
+            let (c, switches, delivered, events) = run(p, &jobs);
+            match p {
+                // Each notification is a user interrupt the OS model
+                // delivered (fast path, or at a safepoint).
+                Preemption::TimerCore { .. }
+                | Preemption::KbTimer
+                | Preemption::Safepoint { .. } => {
+                    assert!(
+                        delivered as u64 >= events && events > 0,
+                        "{p:?}: {delivered} vs {events}"
+                    )
+                }
+                _ => assert_eq!(delivered, 0, "{p:?}"),
+            }
             let mut ids: Vec<u64> = c.iter().map(|c| c.job.id).collect();
             ids.sort();
             assert_eq!(ids, vec![0, 1, 2, 3, 4], "{p:?}");
