@@ -8,7 +8,8 @@
 use nextio_engine::{Category, Duration, Sim, Time};
 use nextio_hw::cpu::{Core, CoreCtx};
 use nextio_hw::interrupt::pipeline::UcodeCosts;
-use nextio_os::OsCosts;
+use nextio_hw::interrupt::uipi::SendOutcome;
+use nextio_os::{Kernel, OsCosts, OsError, Tid};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
@@ -86,10 +87,47 @@ impl Timer {
 struct Point {
     util: f64,
     late_ticks: u64,
+    /// UIPIs that reached a worker's handler through the OS model.
+    delivered: u64,
     tally: SimTally,
 }
 
-fn run_point(timer: Timer, workers: u64, interval: Duration, ticks: u64) -> Point {
+/// The OS side of the set-up: a timer thread on core 0 holding a UITT
+/// entry for each worker thread (cores 1..=workers), each of which has
+/// registered a handler and handed out its user-interrupt fd.
+fn setup(
+    workers: u64,
+    timer: Timer,
+    interval: Duration,
+) -> Result<(Kernel, Tid, Vec<usize>), OsError> {
+    let mut k = Kernel::new(workers as usize + 1, OsCosts::default());
+    let pid = k.create_process();
+    let t = k.create_thread(pid, 0)?;
+    k.schedule(0, 0)?;
+    let mut idx = Vec::new();
+    for c in 1..=workers as usize {
+        let w = k.create_thread(pid, c)?;
+        k.schedule(c, 0)?;
+        k.sys_register_handler(w, 0x1000)?;
+        let fd = k.sys_uintr_create_fd(w, 1)?;
+        idx.push(k.sys_register_sender(t, fd)?);
+    }
+    if let Timer::Setitimer = timer {
+        k.sys_setitimer(t, Some(interval.0))?;
+    }
+    Ok((k, t, idx))
+}
+
+fn run_point(
+    timer: Timer,
+    workers: u64,
+    interval: Duration,
+    ticks: u64,
+) -> Result<Point, RunError> {
+    let (kernel, ttid, idx) =
+        setup(workers, timer, interval).map_err(|e| RunError::Config(e.to_string()))?;
+    let kernel = std::rc::Rc::new(std::cell::RefCell::new(kernel));
+    let kk = kernel.clone();
     let sim = Sim::new();
     let core = Core::new(0, FREQ, Time::ZERO);
     let ctx = CoreCtx::new(&sim, core.clone());
@@ -104,8 +142,32 @@ fn run_point(timer: Timer, workers: u64, interval: Duration, ticks: u64) -> Poin
             match timer {
                 Timer::Spin => ctx.spin_until_time(next).await,
                 _ => {
+                    if let Timer::Nanosleep = timer {
+                        let _ = kk.borrow_mut().sys_nanosleep(0, 0);
+                    }
                     s.sleep_until(next).await;
+                    let mut k = kk.borrow_mut();
+                    match timer {
+                        Timer::Setitimer => {
+                            let _ = k.itimer_expire(ttid);
+                            let _ = k.deliver_signals(ttid);
+                        }
+                        _ => {
+                            let _ = k.wake(ttid);
+                            let _ = k.schedule(0, 0);
+                        }
+                    }
                     ctx.cycles(Category::Kernel, timer.os_cycles(&os));
+                }
+            }
+            {
+                // senduipi to each worker; each IPI's notification
+                // processing on the worker clears ON before the next tick.
+                let mut k = kk.borrow_mut();
+                for i in &idx {
+                    if let Ok(SendOutcome::Ipi { ndst, nv }) = k.senduipi(ttid, *i) {
+                        let _ = k.interrupt(ndst as usize, nv, false);
+                    }
                 }
             }
             ctx.compute(Category::Application, workers * (send + LOOP_CYCLES))
@@ -126,11 +188,13 @@ fn run_point(timer: Timer, workers: u64, interval: Duration, ticks: u64) -> Poin
         Timer::Spin => 1.0,
         _ => ledger.busy_fraction(),
     };
-    Point {
+    let delivered = kernel.borrow().deliveries().len() as u64;
+    Ok(Point {
         util,
         late_ticks: late.get(),
+        delivered,
         tally: SimTally::of(&sim, ticks * workers),
-    }
+    })
 }
 
 impl Experiment for XuiTimerCore {
@@ -164,14 +228,16 @@ impl Experiment for XuiTimerCore {
             }
         }
         let res = ctx.sweep(&points, |_, &(t, w, i)| {
-            Ok(run_point(t, w, Duration::from_us(i), ticks))
+            run_point(t, w, Duration::from_us(i), ticks)
         })?;
         let mut series: Vec<Series> = ["setitimer", "nanosleep", "spin"]
             .iter()
             .map(|n| Series::new(*n, "workers", &["timer_core_util"]))
             .collect();
+        let mut all_delivered = true;
         for ((t, w, i), r) in points.iter().zip(&res) {
             ctx.record(r.tally);
+            all_delivered &= r.delivered == w * ticks;
             let k = *t as usize;
             series[k].push(json!({
                 "timer": t.name(), "workers": w, "interval_us": i,
@@ -182,12 +248,7 @@ impl Experiment for XuiTimerCore {
         // count with no late tick, found by simulation.
         let cap_ws: Vec<u64> = (1..=64).collect();
         let caps = ctx.sweep(&cap_ws, |_, &w| {
-            Ok(run_point(
-                Timer::Spin,
-                w,
-                Duration::from_us(5),
-                ticks.min(200),
-            ))
+            run_point(Timer::Spin, w, Duration::from_us(5), ticks.min(200))
         })?;
         let mut capacity = 0;
         for (w, r) in cap_ws.iter().zip(&caps) {
@@ -198,13 +259,23 @@ impl Experiment for XuiTimerCore {
                 break;
             }
         }
-        let checks = vec![Check::new(
-            "spin-capacity-5us",
-            "workers one spinning timer core can preempt every 5 µs",
-            Some(22.0),
-            capacity as f64,
-            "workers",
-        )];
+        let checks = vec![
+            Check::new(
+                "spin-capacity-5us",
+                "workers one spinning timer core can preempt every 5 µs",
+                Some(22.0),
+                capacity as f64,
+                "workers",
+            ),
+            Check::new(
+                "every-uipi-delivered",
+                "every senduipi reached its worker's handler (all points)",
+                Some(1.0),
+                if all_delivered { 1.0 } else { 0.0 },
+                "bool",
+            )
+            .within(0.0),
+        ];
         Ok(Outcome {
             series,
             checks,
