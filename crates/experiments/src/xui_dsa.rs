@@ -16,7 +16,7 @@ use nextio_hw::interrupt::dsa::{Dsa, LatencyDist};
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, Route, Strategy, UcodeCosts, delivery_cost,
 };
-use nextio_os::OsCosts;
+use nextio_os::{DeliveryPath, Kernel, OsCosts, OsError, Tid};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
@@ -68,6 +68,9 @@ const CLIENT_MIX: InstrMix = InstrMix {
     sp_chain_cycles: 0,
 };
 
+/// The accelerator's completion interrupt vector.
+const DSA_VECTOR: u8 = 48;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mech {
     Spin,
@@ -103,6 +106,25 @@ fn run_point(
         Strategy::Tracked,
         Route::Direct,
     );
+    // The client thread registers a handler and asks for the accelerator's
+    // completion vector to be forwarded to it (xUI), or sets an interval
+    // timer (periodic polling).
+    let mut k = Kernel::new(1, os);
+    let setup = (|| -> Result<Tid, OsError> {
+        let pid = k.create_process();
+        let tid = k.create_thread(pid, 0)?;
+        k.schedule(0, 0)?;
+        k.sys_register_handler(tid, 0x1000)?;
+        k.sys_register_forward(tid, DSA_VECTOR, 2)?;
+        if mech == Mech::Periodic {
+            k.sys_setitimer(tid, Some(mean.0))?;
+        }
+        Ok(tid)
+    })();
+    let tid = setup.map_err(|e| RunError::Config(e.to_string()))?;
+    let kernel = Rc::new(RefCell::new(k));
+    let misrouted = Rc::new(std::cell::Cell::new(0u64));
+    let (kk, mis) = (kernel.clone(), misrouted.clone());
     let (s, d, w, l) = (sim.clone(), dsa.clone(), written.clone(), lat.clone());
     sim.spawn(async move {
         for _ in 0..requests {
@@ -125,6 +147,11 @@ fn run_point(
                         let now = ctx.local_now();
                         let k = (now - Time::ZERO).0 / period.0 + 1;
                         s.sleep_until(Time(k * period.0)).await;
+                        {
+                            let mut k = kk.borrow_mut();
+                            let _ = k.itimer_expire(tid);
+                            let _ = k.deliver_signals(tid);
+                        }
                         ctx.cycles(Category::Kernel, os.itimer_tick_cycles());
                         ctx.sync().await;
                         if s.now() >= done_at {
@@ -137,6 +164,15 @@ fn run_point(
                     // The core is free (halted or running other work) until
                     // the forwarded interrupt is delivered, tracked, no UPID.
                     ctx.block_until(&w, || s.now() >= done_at).await;
+                    // MSI from the device → APIC → forwarded to the thread.
+                    let fast = kk
+                        .borrow_mut()
+                        .interrupt(0, DSA_VECTOR, false)
+                        .map(|v| v.iter().any(|d| d.path == DeliveryPath::Fast))
+                        .unwrap_or(false);
+                    if !fast {
+                        mis.set(mis.get() + 1);
+                    }
                     ctx.spend(Category::Idle, FREQ.cycles_to_duration(xui.latency_cycles));
                     ctx.compute(Category::Interrupt, xui.overhead_cycles).await;
                 }
@@ -153,6 +189,12 @@ fn run_point(
     let lat = lat.borrow();
     let mean_lat = lat.iter().map(|d| d.as_us_f64()).sum::<f64>() / lat.len().max(1) as f64;
     let ok = dsa.borrow().completed() == requests && lat.len() as u64 == requests;
+    if misrouted.get() > 0 {
+        return Err(RunError::Config(format!(
+            "{} completion interrupts missed the fast path",
+            misrouted.get()
+        )));
+    }
     if !ok {
         return Err(RunError::Config(
             "offloads lost: completion accounting broke".into(),
