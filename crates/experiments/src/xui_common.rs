@@ -75,3 +75,34 @@ pub fn mean(xs: &[f64]) -> f64 {
         xs.iter().sum::<f64>() / xs.len() as f64
     }
 }
+
+/// Split each series into one curve per value of `field` (in first-seen
+/// order), named `series-value`, so a chart draws one line per curve.
+pub fn split_by(
+    series: Vec<crate::experiment::Series>,
+    field: &str,
+) -> Vec<crate::experiment::Series> {
+    let mut out = Vec::new();
+    for mut s in series {
+        let points = std::mem::take(&mut s.points);
+        let mut groups: Vec<(String, crate::experiment::Series)> = Vec::new();
+        for p in points {
+            // Words name the curve directly; numbers carry the field name.
+            let key = match p.get(field) {
+                Some(serde_json::Value::String(v)) => v.clone(),
+                Some(v) => format!("{field}{v}"),
+                None => String::new(),
+            };
+            let pos = groups.iter().position(|(k, _)| *k == key);
+            let i = pos.unwrap_or_else(|| {
+                let mut n = s.clone_shape();
+                n.name = format!("{}-{}", s.name, key);
+                groups.push((key.clone(), n));
+                groups.len() - 1
+            });
+            groups[i].1.points.push(p);
+        }
+        out.extend(groups.into_iter().map(|(_, g)| g));
+    }
+    out
+}

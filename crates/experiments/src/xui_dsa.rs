@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::FREQ;
+use crate::xui_common::{FREQ, split_by};
 
 pub struct XuiDsa;
 
@@ -317,7 +317,7 @@ impl Experiment for XuiDsa {
             ));
         }
         Ok(Outcome {
-            series,
+            series: split_by(series, "mean_us"),
             checks,
             notes: vec![
                 "Periodic polling uses setitimer with period = the mean latency; each tick costs the kernel timer path plus a §2 signal (≈2.8 µs in all). At a 2 µs period that exceeds the period, so the model's periodic polling saturates the core at 2 µs — the paper's gem5 OS timer is evidently far cheaper than the 2.4 µs signal the paper itself measured on silicon.".into(),

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::FREQ;
+use crate::xui_common::{FREQ, split_by};
 
 pub struct XuiL3fwd;
 
@@ -474,7 +474,7 @@ impl Experiment for XuiL3fwd {
             .within(0.0),
         );
         Ok(Outcome {
-            series,
+            series: split_by(series, "queues"),
             checks,
             notes: vec![
                 "NIC stand-in: RX queues with exponential arrivals and descriptor-ready times, and (for xUI) a forwarded device interrupt masked until the handler drains every queue. It will be replaced by the project's packetized NIC model; TX is a cost, not a second wire.".into(),

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::{FREQ, mean, run_single_job};
+use crate::xui_common::{FREQ, mean, run_single_job, split_by};
 
 pub struct XuiReceiverOverhead;
 
@@ -197,7 +197,7 @@ impl Experiment for XuiReceiverOverhead {
             "×",
         ));
         Ok(Outcome {
-            series,
+            series: split_by(series, "program"),
             checks,
             notes: vec![
                 "Calibrated inputs are only Table 2 and the Fig. 2 timeline (flush window 424, notification+delivery 262 with delivery 105, uiret 10, receiver 720). Per-event costs come out of the delivery mechanism: flush = squash (ROB occupancy / squash width) + microcode entry + front-end refill twice + exposed microcode and handler + re-issued in-flight misses; tracking = serialising microcode only (UPID processing if routed through a UPID, then delivery) + fetch slots of the handler and uiret.".into(),

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::{FREQ, run_single_job};
+use crate::xui_common::{FREQ, run_single_job, split_by};
 
 pub struct XuiSafepoints;
 
@@ -158,7 +158,7 @@ impl Experiment for XuiSafepoints {
             ));
         }
         Ok(Outcome {
-            series,
+            series: split_by(series, "program"),
             checks,
             notes: vec![
                 "Polling's cost is check µops / loop-body µops on every iteration (here 2/24 for matmul and 2/18 for base64; the loop shapes are assumptions) plus ≈100 cycles per seen notification (§2); it barely depends on the quantum, as in the paper.".into(),

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::FREQ;
+use crate::xui_common::{FREQ, split_by};
 
 pub struct XuiTimerCore;
 
@@ -277,7 +277,7 @@ impl Experiment for XuiTimerCore {
             .within(0.0),
         ];
         Ok(Outcome {
-            series,
+            series: split_by(series, "interval_us"),
             checks,
             notes: vec![
                 "Timer-core work per tick: OS path (setitimer: IRQ, hrtimer, wake, two switches, §2's 2.4 µs signal, sigsuspend; nanosleep: IRQ, hrtimer, wake, two switches, syscall) + workers × (senduipi 383 cycles from Table 2 + 25 cycles of loop/rdtsc, an assumption). Kernel path costs other than the signal are stated assumptions in nextio_os::costs.".into(),
