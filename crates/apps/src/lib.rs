@@ -3,6 +3,12 @@
 //!
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
 //!   payload byte, send back) on either NIC interface, behind one
-//!   [`echo::EchoSystem`] shape so experiments can compare them.
+//!   [`echo::EchoSystem`] shape so experiments can compare them;
+//! * [`kv`] — a key-value store serving GET and SCAN over real stored
+//!   values (the RocksDB stand-in of the xUI paper's Fig. 7);
+//! * [`lpm`] — an IPv4 longest-prefix-match routing table and the l3fwd
+//!   forwarding step over real Ethernet/IPv4/UDP frames (Fig. 8).
 
 pub mod echo;
+pub mod kv;
+pub mod lpm;

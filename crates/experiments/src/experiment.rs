@@ -253,6 +253,14 @@ impl Series {
             points: Vec::new(),
         }
     }
+    /// An empty series with the same name and axes.
+    pub fn clone_shape(&self) -> Series {
+        Series::new(
+            self.name.clone(),
+            &self.x,
+            &self.y.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    }
     /// Add a point; `point` must be a JSON object (`serde_json::json!({..})`).
     pub fn push(&mut self, point: Value) {
         if let Value::Object(map) = point {

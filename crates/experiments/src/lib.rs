@@ -15,6 +15,13 @@ pub mod output;
 pub mod params;
 pub mod pcie_bandwidth;
 pub mod report;
+mod xui_common;
+pub mod xui_dsa;
+pub mod xui_l3fwd;
+pub mod xui_receiver_overhead;
+pub mod xui_rocksdb;
+pub mod xui_safepoints;
+pub mod xui_timer_core;
 
 pub use experiment::{
     Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute,
@@ -31,6 +38,12 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &enso::pcie_metadata::EnsoPcieMetadata,
         &enso::cache_misses::EnsoCacheMisses,
         &enso::notification_latency::EnsoNotificationLatency,
+        &xui_receiver_overhead::XuiReceiverOverhead,
+        &xui_safepoints::XuiSafepoints,
+        &xui_timer_core::XuiTimerCore,
+        &xui_rocksdb::XuiRocksdb,
+        &xui_l3fwd::XuiL3fwd,
+        &xui_dsa::XuiDsa,
     ]
 }
 

@@ -11,12 +11,15 @@
 //! * [`host`] — memory + caches as one system, loads/stores from cores, DMA;
 //! * [`trafficgen`] — an EnsōGen-like generator and checker at a link's far end;
 //! * [`nic`] — the packetized and Ensō NICs;
-//! * [`cpu`] — cores, their time ledgers and the cost interface software uses.
+//! * [`cpu`] — cores, their time ledgers and the cost interface software uses;
+//! * [`interrupt`] — local APIC, UIPI and xUI user interrupts, delivery
+//!   strategies, the KB_Timer and a DSA-like accelerator.
 
 pub mod cache;
 pub mod cpu;
 pub mod ethernet;
 pub mod host;
+pub mod interrupt;
 pub mod mem;
 pub mod nic;
 pub mod packet;

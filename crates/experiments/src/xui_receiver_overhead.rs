@@ -1,0 +1,211 @@
+//! `xui-receiver-overhead` — Fig. 4 of the xUI paper: what periodic user
+//! interrupts cost a compute-bound program, per event and as slowdown, for
+//! UIPI sent by a software timer core (flush), tracked xUI interrupts sent
+//! by a timer core (UPID processing kept), and xUI tracked KB_Timer
+//! interrupts (no UPID). The per-event costs emerge from the pipeline
+//! mechanism in `nextio_hw::interrupt::pipeline`; nothing here sets them.
+
+use nextio_engine::Duration;
+use nextio_hw::interrupt::pipeline::{
+    CoreParams, Route, Strategy, UcodeCosts, delivery_cost, programs,
+};
+use nextio_lib::Preemption;
+use serde_json::json;
+
+use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
+use crate::params::{ParamKind, ParamSpec};
+use crate::xui_common::{FREQ, mean, run_single_job, split_by};
+
+pub struct XuiReceiverOverhead;
+
+/// A DRAM miss at 2 GHz (≈65 ns; assumption).
+const DRAM_MISS_CYCLES: u64 = 130;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "interval_us",
+        ParamKind::U64List,
+        "1,2,5,10,20,50,100",
+        "µs",
+        "interrupt period",
+    )
+    .quick("1,5,20,100"),
+    ParamSpec::new(
+        "program_ms",
+        ParamKind::U64,
+        "10",
+        "ms",
+        "length of the compute program without interrupts",
+    )
+    .quick("2"),
+];
+
+const MECHANISMS: [(&str, Preemption); 3] = [
+    (
+        "uipi-sw-timer",
+        Preemption::TimerCore {
+            strategy: Strategy::Flush,
+        },
+    ),
+    (
+        "xui-sw-timer",
+        Preemption::TimerCore {
+            strategy: Strategy::Tracked,
+        },
+    ),
+    ("xui-kb-timer", Preemption::KbTimer),
+];
+
+impl Experiment for XuiReceiverOverhead {
+    fn name(&self) -> &'static str {
+        "xui-receiver-overhead"
+    }
+    fn reproduces(&self) -> &'static str {
+        "xUI (ASPLOS '25) Fig. 4: receiver overhead of UIPI vs tracked interrupts vs KB_Timer"
+    }
+    fn about(&self) -> &'static str {
+        "A fib-, linpack- or memops-like program runs on one core while interrupts arrive every interval: UIPIs from a timer core delivered by pipeline flush, the same delivered by tracking, or the core's own KB_Timer tracked without UPID processing. Reports cycles lost per event and the slowdown."
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
+        let intervals = ctx.params.u64_list("interval_us");
+        if intervals.contains(&0) {
+            return Err(RunError::Config("interval_us must be positive".into()));
+        }
+        let program_ms = ctx.params.u64("program_ms");
+        if program_ms == 0 || program_ms > 1000 {
+            return Err(RunError::Config("program_ms must be in 1..=1000".into()));
+        }
+        let cycles = FREQ.duration_to_cycles(Duration::from_ms(program_ms));
+        let mixes = [programs::FIB, programs::LINPACK, programs::MEMOPS];
+        let mut points = Vec::new();
+        for (m, p) in MECHANISMS {
+            for mix in mixes {
+                for &i in &intervals {
+                    points.push((m, p, mix, i));
+                }
+            }
+        }
+        let base = cycles as f64;
+        let results = ctx.sweep(&points, |_, &(_, p, mix, i)| {
+            run_single_job(p, Duration::from_us(i), mix, cycles, false)
+        })?;
+        let mut series: Vec<Series> = MECHANISMS
+            .iter()
+            .map(|(m, _)| Series::new(*m, "interval_us", &["cycles_per_event", "slowdown_pct"]))
+            .collect();
+        let mut per_event: [Vec<f64>; 3] = Default::default();
+        let mut at5: [Vec<f64>; 3] = Default::default();
+        for ((m, _, mix, i), r) in points.iter().zip(&results) {
+            ctx.record(r.tally);
+            let k = MECHANISMS.iter().position(|(n, _)| n == m).unwrap_or(0);
+            let elapsed_cycles = FREQ.cycles_f64(r.elapsed);
+            let extra = elapsed_cycles - base;
+            let cpe = if r.events > 0 {
+                extra / r.events as f64
+            } else {
+                0.0
+            };
+            let slow = 100.0 * extra / base;
+            per_event[k].push(cpe);
+            if *i == 5 {
+                at5[k].push(slow);
+            }
+            series[k].push(json!({
+                "mechanism": m, "program": mix.name, "interval_us": i,
+                "cycles_per_event": cpe, "slowdown_pct": slow, "events": r.events,
+            }));
+        }
+        let pe: Vec<f64> = per_event.iter().map(|v| mean(v)).collect();
+        let mut checks = vec![
+            Check::new(
+                "per-event-uipi",
+                "UIPI (SW timer, flush): mean cycles per event",
+                Some(645.0),
+                pe[0],
+                "cycles",
+            ),
+            Check::new(
+                "per-event-xui-sw",
+                "xUI tracking, SW timer: mean cycles per event",
+                Some(231.0),
+                pe[1],
+                "cycles",
+            ),
+            Check::new(
+                "per-event-xui-kb",
+                "xUI tracking, KB_Timer: mean cycles per event",
+                Some(105.0),
+                pe[2],
+                "cycles",
+            ),
+            Check::new(
+                "reduction-uipi-vs-kb",
+                "per-event cost, UIPI ÷ KB_Timer",
+                Some(645.0 / 105.0),
+                pe[0] / pe[2].max(1e-9),
+                "×",
+            ),
+        ];
+        if !at5[0].is_empty() {
+            checks.push(Check::new(
+                "slowdown-5us-uipi",
+                "slowdown at a 5 µs interval, UIPI",
+                Some(6.86),
+                mean(&at5[0]),
+                "%",
+            ));
+            checks.push(Check::new(
+                "slowdown-5us-kb",
+                "slowdown at a 5 µs interval, KB_Timer + tracking",
+                Some(1.06),
+                mean(&at5[2]),
+                "%",
+            ));
+        }
+        // Latencies of single deliveries, from the same mechanism.
+        let core = CoreParams::default();
+        let u = UcodeCosts::default();
+        let flush = delivery_cost(&core, &u, &programs::FIB, Strategy::Flush, Route::Posted);
+        checks.push(Check::new(
+            "end-to-end-uipi",
+            "Table 2: senduipi start → handler, UIPI (IPI transit + flush + notification + delivery)",
+            Some(1360.0),
+            (u.ipi_transit_cycles + flush.latency_cycles) as f64,
+            "cycles",
+        ));
+        // §6.1 pathological case: the stack pointer depends on a chain of
+        // 50 dependent DRAM misses (≈130 cycles each at 2 GHz, assumption).
+        let mut chained = programs::MEMOPS;
+        chained.sp_chain_cycles = 50 * DRAM_MISS_CYCLES;
+        let worst = delivery_cost(&core, &u, &chained, Strategy::Tracked, Route::Direct);
+        checks.push(Check::new(
+            "tracked-worst-case-latency",
+            "§6.1: tracked delivery latency when SP depends on 50 long-latency loads",
+            Some(7000.0),
+            worst.latency_cycles as f64,
+            "cycles",
+        ));
+        let flush_chain = delivery_cost(&core, &u, &chained, Strategy::Flush, Route::Direct);
+        checks.push(Check::new(
+            "flush-vs-tracked-worst-case",
+            "§6.1: flush's worst-case latency is an order of magnitude below tracking's (ratio)",
+            Some(10.0),
+            worst.latency_cycles as f64 / flush_chain.latency_cycles.max(1) as f64,
+            "×",
+        ));
+        Ok(Outcome {
+            series: split_by(series, "program"),
+            checks,
+            notes: vec![
+                "Calibrated inputs are only Table 2 and the Fig. 2 timeline (flush window 424, notification+delivery 262 with delivery 105, uiret 10, receiver 720). Per-event costs come out of the delivery mechanism: flush = squash (ROB occupancy / squash width) + microcode entry + front-end refill twice + exposed microcode and handler + re-issued in-flight misses; tracking = serialising microcode only (UPID processing if routed through a UPID, then delivery) + fetch slots of the handler and uiret.".into(),
+                "UIPI comes out above the paper's 645: the model's flush cannot be cheaper than the 720-cycle silicon receiver cost of Table 2 that it is calibrated to, plus the refill and lost misses that depend on the program; the paper's gem5 figure is below its own silicon receiver cost, which the model has no mechanism to reproduce.".into(),
+                "xUI with a SW timer comes out above 231 because notification processing is taken as Fig. 2's 262 − 105 = 157 cycles (a lower bound on silicon, including the remote UPID miss); the paper's gem5 model evidently has a cheaper UPID access.".into(),
+                "End-to-end UIPI latency comes out below Table 2's 1360 cycles: the model stops at the first handler instruction, while the paper's measurement ends at an event the sender observes (a further cross-core cache-line transfer and the handler's own work).".into(),
+                "Program mixes (IPC, ROB occupancy, in-flight misses) are stated assumptions in nextio_hw::interrupt::pipeline::programs; the paper does not give them.".into(),
+            ],
+        })
+    }
+}

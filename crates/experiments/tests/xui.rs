@@ -1,0 +1,79 @@
+//! The six xUI experiments: each runs on small parameters, reports the
+//! paper's numbers beside the model's, is deterministic for a seed, and
+//! turns bad parameters into errors instead of panics.
+
+use nextio_experiments::{Params, RunContext, execute, find};
+
+const SMALL: &[(&str, &[&str])] = &[
+    (
+        "xui-receiver-overhead",
+        &["interval_us=5,50", "program_ms=1"],
+    ),
+    ("xui-safepoints", &["quantum_us=5,50", "program_ms=1"]),
+    (
+        "xui-timer-core",
+        &["workers=1,8", "interval_us=5", "ticks=50"],
+    ),
+    ("xui-rocksdb", &["offered_krps=50,150", "duration_ms=20"]),
+    (
+        "xui-l3fwd",
+        &["queues=1,4", "load=0,0.4", "duration_us=200", "routes=2000"],
+    ),
+    ("xui-dsa", &["mean_us=2", "noise_frac=0,1", "requests=200"]),
+];
+
+fn run(name: &str, sets: &[&str], seed: u64) -> serde_json::Value {
+    let exp = find(name).unwrap_or_else(|| panic!("{name} is not registered"));
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let params = Params::resolve(name, exp.params(), true, &sets).expect("parameters");
+    let r = execute(exp, RunContext::new(params, seed, true)).expect("run");
+    assert!(!r.checks.is_empty(), "{name}: no checks");
+    assert!(
+        r.checks.iter().any(|c| c.paper.is_some()),
+        "{name}: no paper value"
+    );
+    for c in &r.checks {
+        assert!(c.model.is_finite(), "{name}/{}: {}", c.id, c.model);
+    }
+    serde_json::json!({"series": r.series, "checks": r.checks})
+}
+
+#[test]
+fn every_xui_experiment_runs_and_is_deterministic() {
+    for (name, sets) in SMALL {
+        let a = run(name, sets, 7);
+        let b = run(name, sets, 7);
+        assert_eq!(a, b, "{name}: same seed, different result");
+    }
+}
+
+#[test]
+fn conservation_checks_hold() {
+    for (name, sets) in SMALL {
+        let v = run(name, sets, 3);
+        for c in v["checks"].as_array().into_iter().flatten() {
+            if c["id"] == "conservation" {
+                assert_eq!(c["model"], 1.0, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_parameters_are_errors() {
+    for (name, bad) in [
+        ("xui-receiver-overhead", "interval_us=0"),
+        ("xui-safepoints", "program_ms=0"),
+        ("xui-timer-core", "ticks=0"),
+        ("xui-rocksdb", "offered_krps=0"),
+        ("xui-l3fwd", "queues=0"),
+        ("xui-dsa", "noise_frac=2"),
+    ] {
+        let exp = find(name).unwrap();
+        let params = Params::resolve(name, exp.params(), true, &[bad.to_string()]).unwrap();
+        assert!(
+            execute(exp, RunContext::new(params, 1, true)).is_err(),
+            "{name} accepted {bad}"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! nextio's operating-system model.
+//!
+//! * [`costs`] — the primitive costs of kernel paths (system call, context
+//!   switch, signal delivery, timer interrupts), each with its source;
+//! * [`kernel`] — processes with address spaces, threads, per-core run
+//!   queues and the scheduler, signals, interval timers, `nanosleep`,
+//!   futexes, and the system calls that set up user interrupts (UIPI and
+//!   xUI) with their permission checks and the context-switch work that
+//!   keeps user-interrupt state per thread (SN, NDST, KB_Timer save and
+//!   restore, forwarded vectors, reposting on resume).
+//!
+//! The kernel is a functional state machine: it says *what* happens and
+//! *what it costs* in cycles; the layers above decide *when*, on simulated
+//! cores.
+
+pub mod costs;
+pub mod kernel;
+
+pub use costs::OsCosts;
+pub use kernel::{Delivery, DeliveryPath, Kernel, OsError, Pid, ThreadState, Tid};
