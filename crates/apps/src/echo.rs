@@ -31,7 +31,7 @@ pub mod packetized;
 /// per-packet costs, on the one calibration point of the Ensō evaluation:
 /// the packetized NIC's one-core 64-byte echo rate, 59 Mpps (Ensō §3.3.2,
 /// Fig. 5). Memory accesses are cache-costed separately.
-pub const ECHO_APP_CYCLES_PER_PACKET: u64 = 6;
+pub const ECHO_APP_CYCLES_PER_PACKET: u64 = 5;
 
 /// Patching the UDP checksum in software after the increment (RFC 1624
 /// incremental update: about 8 one's-complement adds, folds and a store at

@@ -248,6 +248,12 @@ impl Serializer {
         self.remainder = total % self.den;
         Duration((total / self.den).min(u64::MAX as u128) as u64)
     }
+    /// Picoseconds to send `bytes` on their own (rounded up), leaving the
+    /// carried fraction of the stream untouched.
+    pub fn one_off(&self, bytes: u64) -> Duration {
+        let total = bytes as u128 * self.num;
+        Duration(total.div_ceil(self.den).min(u64::MAX as u128) as u64)
+    }
     /// Forget the carried fraction: the line went idle.
     pub fn reset(&mut self) {
         self.remainder = 0;

@@ -58,19 +58,17 @@ pub const MBUF_F_TX_IPV4: u64 = 1 << 55;
 
 /// Instruction costs of the driver, in core cycles. Fitted together on
 /// one point — the packetized NIC's one-core 64-byte echo rate (Ensō
-/// paper §3.3.2, Fig. 5: 59 Mpps) — as one scale over a split that is a
-/// model choice (RX does the most work per packet: descriptor parse,
-/// mbuf allocation and initialisation, refill; TX: descriptor build; free:
-/// mempool put). Memory stalls are not in these numbers: they are charged
-/// by the cache model as they happen. Fit: a first split of 10/6/2 (+4 in
-/// the echo app) saturated one core at ~70 Mpps (44 cycles per packet, of
-/// which ~22 memory stalls and burst/doorbell overheads); scaling the
-/// per-packet instructions to 14/8/3 (+6) gives ~60 Mpps saturation and
-/// ~59.8 Mpps echoed at a 62.5 Mpps offer — the paper's 59 Mpps. Nothing
-/// was tuned on any other point.
-pub const RX_PER_PACKET_CYCLES: u64 = 14;
-pub const TX_PER_PACKET_CYCLES: u64 = 8;
-pub const TX_FREE_PER_MBUF_CYCLES: u64 = 3;
+/// paper §3.3.2, Fig. 5: 59 Mpps zero-loss) — as one scale over a split
+/// that is a model choice (RX does the most work per packet: descriptor
+/// parse, mbuf allocation and initialisation, refill; TX: descriptor build;
+/// free: mempool put). Memory stalls are not in these numbers: they are
+/// charged by the cache model as they happen. Fit: with 14/8/3 (+6 in the
+/// echo app) one core's RFC 2544 zero-loss rate (`enso-packet-rate`, 20k
+/// warm-up frames) was 51.0 Mpps; scaling to 10/6/2 (+5) gives 59.4 Mpps.
+/// Nothing was tuned on any other point.
+pub const RX_PER_PACKET_CYCLES: u64 = 10;
+pub const TX_PER_PACKET_CYCLES: u64 = 6;
+pub const TX_FREE_PER_MBUF_CYCLES: u64 = 2;
 /// Per-call overhead of a burst (function call, ring state, loop set-up).
 /// Model choice, not fitted: a few dozen instructions.
 pub const RX_BURST_CYCLES: u64 = 30;

@@ -128,7 +128,15 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         ..LinkConfig::default()
     };
     let gen_out = Rc::new(Wire::new(&sim, gen_port, to_dut.clone()));
-    let dut_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_gen.clone()));
+    // The host NIC's transmit side: a NIC holds frames in its TX packet
+    // buffer until the MAC takes them rather than dropping them, so the port
+    // queue is deep (4096 frames: model choice; E810-class NICs buffer
+    // hundreds of KiB per port).
+    let dut_port = LinkConfig {
+        queue_frames: 4096,
+        ..LinkConfig::default()
+    };
+    let dut_out = Rc::new(Wire::new(&sim, dut_port, to_gen.clone()));
     let echo_config = EchoConfig {
         cores: t.cores,
         pcie: t.pcie.clone(),

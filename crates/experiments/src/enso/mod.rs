@@ -30,9 +30,9 @@ pub const COMMON_PARAMS: [ParamSpec; 5] = [
     ParamSpec::new(
         "warmup_frames_per_core",
         ParamKind::U64,
-        "5000",
+        "20000",
         "frames",
-        "frames offered before measuring, per echo core (RFC 2544 trial preparation): more than one lap of a core's 4096-mbuf pool",
+        "frames offered before measuring, per echo core (RFC 2544 trial preparation): several laps of a core's 4096-mbuf pool, after which the packetized echo's loss stops changing",
     ),
     ParamSpec::new(
         "flows",

@@ -195,7 +195,7 @@ impl Experiment for EnsoPacketRate {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 notes.push(format!(
-                    "{} with {n} core(s) first loses at {rate:.1} Gb/s offered: {lost} frames lost; NIC drop counters: {}",
+                    "{} with {n} core(s) first loses at {rate:.1} Gb/s offered: {lost} frames lost; drop counters (NIC and application, warm-up included): {}",
                     iface.name(),
                     if reasons.is_empty() { "none (frames were still queued when the trial ended)".to_string() } else { reasons.join(", ") }
                 ));

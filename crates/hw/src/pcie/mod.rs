@@ -22,9 +22,9 @@
 //! simulated times; nothing reads a wall clock.
 //!
 //! Invariants:
-//! * each direction is a FIFO timeline: a TLP never starts before the one
-//!   submitted before it in that direction has been sent, and never before
-//!   it is ready;
+//! * a TLP never starts before it is ready, and no two TLPs of a direction
+//!   overlap on the line: each goes into the first idle gap it fits or
+//!   after everything booked so far;
 //! * a DLLP or SKIP is only ever inserted between TLPs, never inside one;
 //! * per direction, the bytes attributed to purposes sum to exactly the
 //!   header plus payload bytes of the TLPs sent ([`DirectionCounters`]);
@@ -35,9 +35,12 @@
 //!   addresses, which never cross a 4 KiB boundary because every such size
 //!   divides 4096; for the aligned transfers pcie-bench assumes this gives
 //!   exactly its TLP counts;
-//! * a TLP reserved for a future instant (a completion waiting out the host
-//!   latency) holds back traffic submitted later in that direction even if
-//!   that traffic could have used the gap before it.
+//! * a TLP booked for a future instant (a completion waiting out the host
+//!   latency) leaves an idle gap before it; traffic submitted later but
+//!   ready sooner (a doorbell, a write) is sent in that gap if it fits,
+//!   otherwise after everything booked. DLLPs and SKIPs are only inserted
+//!   at the end of the booked stream, though gap traffic counts towards
+//!   their intervals.
 
 pub mod model;
 
@@ -235,6 +238,13 @@ struct Lane {
     since_ack_bytes: u64,
     since_fc_bytes: u64,
     since_skip_bytes: u64,
+    /// Idle intervals `[start, end)` left before `free_at` when a TLP was
+    /// booked for a later instant (a completion waiting out the host's
+    /// latency). A TLP ready earlier goes into the first one it fits, as
+    /// a real transmitter would send whatever is ready while the line
+    /// waits; without this, a doorbell would queue behind completions
+    /// that are not even ready yet.
+    gaps: Vec<(Time, Time)>,
     counters: DirectionCounters,
 }
 
@@ -254,6 +264,7 @@ impl Lane {
             since_ack_bytes: 0,
             since_fc_bytes: 0,
             since_skip_bytes: 0,
+            gaps: Vec::new(),
             counters: DirectionCounters::default(),
         }
     }
@@ -291,34 +302,68 @@ impl Lane {
         }
     }
 
-    /// Send one TLP that may start at `ready`; returns when its last byte
-    /// leaves the transmitter.
+    /// Send one TLP, submitted at `now`, that may start at `ready`;
+    /// returns when its last byte leaves the transmitter.
     fn send_tlp(
         &mut self,
+        now: Time,
         ready: Time,
         header_bytes: u64,
         payload_bytes: u64,
         purpose: Purpose,
     ) -> Time {
+        let bytes = header_bytes + payload_bytes;
+        self.count(bytes, header_bytes, payload_bytes, purpose);
+        // Gaps wholly in the past can never be used again.
+        self.gaps.retain(|(_, end)| *end > now);
+        if ready < self.free_at
+            && let Some(done) = self.fill_gap(ready, bytes)
+        {
+            return done;
+        }
         // Overhead owed goes out first, from the moment the line last went
         // quiet: into the idle gap if there is one, else ahead of the TLP.
         let mut t = self.send_owed(self.free_at);
         if ready > t {
-            // The line idles; a fraction of a picosecond carried across an
-            // idle gap means nothing.
+            // The line idles until the TLP is ready: remember the gap for
+            // traffic that becomes ready sooner. A fraction of a picosecond
+            // carried across an idle gap means nothing.
+            self.gaps.push((t.max(now), ready));
             self.serializer.reset();
             t = ready;
         }
-        let bytes = header_bytes + payload_bytes;
         t += self.serializer.next(bytes);
+        self.free_at = t;
+        t
+    }
+
+    /// Place `bytes` in the earliest idle gap it fits from `ready` on;
+    /// returns when it finishes, or `None` if no gap is wide enough. The
+    /// DLLP and SKIP intervals still count its bytes.
+    fn fill_gap(&mut self, ready: Time, bytes: u64) -> Option<Time> {
+        let duration = self.serializer.one_off(bytes);
+        let (i, start) = self.gaps.iter().enumerate().find_map(|(i, (a, b))| {
+            let start = ready.max(*a);
+            (start + duration <= *b).then_some((i, start))
+        })?;
+        let (a, b) = self.gaps.remove(i);
+        let end = start + duration;
+        if end < b {
+            self.gaps.insert(i, (end, b));
+        }
+        if start > a {
+            self.gaps.insert(i, (a, start));
+        }
+        Some(end)
+    }
+
+    fn count(&mut self, bytes: u64, header_bytes: u64, payload_bytes: u64, purpose: Purpose) {
         self.advance(bytes);
         let c = &mut self.counters;
         c.tlps += 1;
         c.header_bytes += header_bytes;
         c.payload_bytes += payload_bytes;
         *c.bytes_by_purpose.entry(purpose).or_insert(0) += bytes;
-        self.free_at = t;
-        t
     }
 }
 
@@ -436,9 +481,10 @@ impl PcieLink {
         let flight = Duration::from_ps(self.cfg.one_way_latency_ps);
         let mut sent = now;
         for (_, bytes) in aligned_pieces(addr, len, self.cfg.mps_bytes as u64) {
-            sent = self
+            let done = self
                 .upstream
-                .send_tlp(now, self.mem_overhead_bytes, bytes, purpose);
+                .send_tlp(now, now, self.mem_overhead_bytes, bytes, purpose);
+            sent = sent.max(done);
         }
         Ok(sent + flight)
     }
@@ -472,17 +518,22 @@ impl PcieLink {
             {
                 ready = ready.max(t);
             }
-            let request_sent = self
-                .upstream
-                .send_tlp(ready, self.mem_overhead_bytes, 0, purpose);
+            let request_sent =
+                self.upstream
+                    .send_tlp(now, ready, self.mem_overhead_bytes, 0, purpose);
             let host_ready = request_sent + latency;
             let mut arrived = host_ready;
             for (_, bytes) in aligned_pieces(req_addr, req_bytes, chunk) {
                 // The flight is inside the round-trip latency, so a
                 // completion is at the device when its last byte is sent.
-                arrived =
-                    self.downstream
-                        .send_tlp(host_ready, self.cpl_overhead_bytes, bytes, purpose);
+                let done = self.downstream.send_tlp(
+                    now,
+                    host_ready,
+                    self.cpl_overhead_bytes,
+                    bytes,
+                    purpose,
+                );
+                arrived = arrived.max(done);
             }
             self.tag_release.push(Reverse(arrived));
             done = done.max(arrived);
@@ -513,7 +564,7 @@ impl PcieLink {
         let payload = self.mmio_payload_bytes(len)?;
         let sent = self
             .downstream
-            .send_tlp(now, self.mem_overhead_bytes, payload, purpose);
+            .send_tlp(now, now, self.mem_overhead_bytes, payload, purpose);
         Ok(sent + Duration::from_ps(self.cfg.one_way_latency_ps))
     }
 
@@ -532,12 +583,12 @@ impl PcieLink {
         let flight = Duration::from_ps(self.cfg.one_way_latency_ps);
         let request_sent = self
             .downstream
-            .send_tlp(now, self.mem_overhead_bytes, 0, purpose);
+            .send_tlp(now, now, self.mem_overhead_bytes, 0, purpose);
         let device_ready =
             request_sent + flight + Duration::from_ps(self.cfg.mmio_read_turnaround_ps);
         let completion_sent =
             self.upstream
-                .send_tlp(device_ready, self.cpl_overhead_bytes, payload, purpose);
+                .send_tlp(now, device_ready, self.cpl_overhead_bytes, payload, purpose);
         Ok(completion_sent + flight)
     }
 }
@@ -548,6 +599,30 @@ mod tests {
 
     fn link(cfg: PcieConfig) -> PcieLink {
         PcieLink::new(cfg).expect("valid configuration")
+    }
+
+    #[test]
+    fn a_doorbell_uses_the_gap_before_pending_completions() {
+        let mut l = link(PcieConfig::default());
+        // The read's completions are booked ~500 ns ahead, leaving the
+        // downstream line idle until then.
+        let read_done = l.dma_read(Time::ZERO, 0x1000, 256, "descriptor").unwrap();
+        let doorbell = l.mmio_write(Time(1_000), 0x10, 4, "doorbell").unwrap();
+        assert!(
+            doorbell < Time(PcieConfig::default().dma_read_latency_ps),
+            "{doorbell:?}"
+        );
+        // The completions were not moved by the doorbell.
+        let mut again = link(PcieConfig::default());
+        assert_eq!(
+            again
+                .dma_read(Time::ZERO, 0x1000, 256, "descriptor")
+                .unwrap(),
+            read_done
+        );
+        // A doorbell too large for any gap still goes after the bookings.
+        let c = l.counters(Direction::Downstream);
+        assert_eq!(c.tlps, 2);
     }
 
     #[test]
