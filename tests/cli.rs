@@ -197,3 +197,93 @@ fn trace_writes_time_ordered_events() {
         "events are in time order"
     );
 }
+
+#[test]
+fn enso_bench_captures_and_replays_pcap() {
+    let (out_dir, pcap_dir) = (temp_dir("eout"), temp_dir("epcap"));
+    let common = [
+        "--set",
+        "interfaces=enso",
+        "--set",
+        "frames=300",
+        "--set",
+        "warmup_frames_per_core=100",
+    ];
+    let mut args = vec![
+        "run",
+        "enso-cache-misses",
+        "--quick",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend(common);
+    args.extend(["--pcap", pcap_dir.to_str().unwrap()]);
+    let out = nextio(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let captured: Vec<_> = std::fs::read_dir(&pcap_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(captured.len(), 2, "{captured:?}");
+    let to_host = captured
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("to-host.pcap"))
+        .expect("generator side");
+    assert_eq!(
+        count_pcap_records_any(to_host),
+        400,
+        "warm-up and measured frames on the wire"
+    );
+
+    // The capture replays as a traffic source.
+    let replay = format!("traffic_pcap={}", to_host.display());
+    let mut args = vec![
+        "run",
+        "enso-cache-misses",
+        "--quick",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--set",
+        &replay,
+    ];
+    args.extend(common);
+    let out = nextio(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A file that is not a pcap is one clear error.
+    let bogus = out_dir.join("enso-cache-misses/result.json");
+    let bad = format!("traffic_pcap={}", bogus.display());
+    let out = nextio(&[
+        "run",
+        "enso-cache-misses",
+        "--quick",
+        "--set",
+        &bad,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable pcap"));
+}
+
+/// Count the records of a big-endian nanosecond pcap of any frame size.
+fn count_pcap_records_any(path: &Path) -> usize {
+    let raw = std::fs::read(path).expect("pcap written");
+    let mut off = 24;
+    let mut n = 0;
+    while off + 16 <= raw.len() {
+        let incl = u32::from_be_bytes(raw[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16 + incl;
+        n += 1;
+    }
+    assert_eq!(off, raw.len());
+    n
+}

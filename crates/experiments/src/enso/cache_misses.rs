@@ -41,6 +41,8 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
     COMMON_PARAMS[4],
+    COMMON_PARAMS[5],
+    COMMON_PARAMS[6],
 ];
 
 /// Ensō §3.1.2 / Fig. 3a (packetized) and §3.1.2's closing comparison (Ensō).

@@ -11,11 +11,13 @@
 //! their seed, so sweeps run them in parallel.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
 use nextio_engine::{Counters, Duration, Mailbox, Time};
 use nextio_hw::cache::{CoreStats, HierarchyConfig};
 use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
+use nextio_hw::pcap::Capture;
 use nextio_hw::pcie::{Direction, DirectionCounters, PcieConfig};
 use nextio_hw::trafficgen::{Arrivals, SizeSpec, Source, TrafficConfig, TrafficGen, TrafficStats};
 
@@ -69,6 +71,9 @@ pub struct Trial {
     /// Distinct flows: enough that RSS / the flow table spreads them over cores.
     pub flows: u32,
     pub arrivals: Arrivals,
+    /// Frames to replay instead of synthetic ones (then `frame_bytes` and
+    /// `flows` only name the trial).
+    pub replay: Option<Arc<Vec<Vec<u8>>>>,
     pub pcie: PcieConfig,
     pub seed: u64,
 }
@@ -164,7 +169,12 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         warmup_frames: t.warmup_frames,
         seed: t.seed,
     };
-    let generator = TrafficGen::start(&sim, traffic, gen_out, to_gen).map_err(|e| cfg(&e))?;
+    if ctx.pcap_dir.is_some() {
+        gen_out.set_capture(Capture::new());
+        dut_out.set_capture(Capture::new());
+    }
+    let generator =
+        TrafficGen::start(&sim, traffic, gen_out.clone(), to_gen).map_err(|e| cfg(&e))?;
     let offer_s = (t.warmup_frames + t.frames) as f64
         * 8.0
         * (t.frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64)
@@ -214,6 +224,15 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         t.frame_bytes,
         t.rate_gbps
     );
+    if let Some(dir) = &ctx.pcap_dir {
+        std::fs::create_dir_all(dir)?;
+        for (wire, side) in [(&gen_out, "to-host"), (&dut_out, "from-host")] {
+            if let Some(capture) = wire.take_capture() {
+                let path = dir.join(format!("{}-{side}.pcap", crate::output::file_stem(&label)));
+                capture.write(&path).map_err(|e| cfg(&e))?;
+            }
+        }
+    }
     ctx.finish_sim(&label, &sim, t.warmup_frames + t.frames)?;
     sim.shutdown();
     Ok(result)

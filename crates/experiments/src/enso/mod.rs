@@ -11,14 +11,18 @@ pub mod pcie_metadata;
 
 use nextio_apps::echo::NotificationMode;
 use nextio_hw::pcie::PcieConfig;
-use nextio_hw::trafficgen::Arrivals;
+use std::path::Path;
+use std::sync::Arc;
+
+use nextio_hw::trafficgen::{Arrivals, STAMP_BYTES};
+use nextio_hw::{packet, pcap};
 
 use crate::experiment::{RunContext, RunError};
 use crate::params::{ParamKind, ParamSpec};
 use harness::{Interface, Trial};
 
 /// Parameters every Ensō experiment shares.
-pub const COMMON_PARAMS: [ParamSpec; 5] = [
+pub const COMMON_PARAMS: [ParamSpec; 7] = [
     ParamSpec::new(
         "frames",
         ParamKind::U64,
@@ -33,6 +37,21 @@ pub const COMMON_PARAMS: [ParamSpec; 5] = [
         "20000",
         "frames",
         "frames offered before measuring, per echo core (RFC 2544 trial preparation): several laps of a core's 4096-mbuf pool, after which the packetized echo's loss stops changing",
+    ),
+    ParamSpec::new(
+        "arrivals",
+        ParamKind::Str,
+        "constant",
+        "",
+        "frame departures from the generator: constant rate (EnsōGen's) or Poisson",
+    )
+    .choices(&["constant", "poisson"]),
+    ParamSpec::new(
+        "traffic_pcap",
+        ParamKind::Str,
+        "none",
+        "path",
+        "replay the IPv4/UDP frames of this pcap (looped) instead of synthetic frames; `none` for synthetic",
     ),
     ParamSpec::new(
         "flows",
@@ -54,6 +73,9 @@ pub const COMMON_PARAMS: [ParamSpec; 5] = [
 /// What every trial of an Ensō experiment shares, from the common
 /// parameters: frames per trial, flows, and the PCIe link.
 pub struct Bench {
+    pub arrivals: Arrivals,
+    /// Frames read from `traffic_pcap`, if one was given.
+    pub replay: Option<Arc<Vec<Vec<u8>>>>,
     pub frames: u64,
     pub warmup_frames_per_core: u64,
     pub flows: u32,
@@ -82,7 +104,17 @@ impl Bench {
         };
         pcie.validate()
             .map_err(|e| RunError::Config(e.to_string()))?;
+        let arrivals = match ctx.params.str("arrivals") {
+            "poisson" => Arrivals::Poisson,
+            _ => Arrivals::Constant,
+        };
+        let replay = match ctx.params.str("traffic_pcap") {
+            "none" => None,
+            path => Some(Arc::new(replay_frames(Path::new(path))?)),
+        };
         Ok(Bench {
+            arrivals,
+            replay,
             frames,
             warmup_frames_per_core: ctx.params.u64("warmup_frames_per_core"),
             flows,
@@ -107,11 +139,35 @@ impl Bench {
             frames: self.frames,
             warmup_frames: self.warmup_frames_per_core * cores as u64,
             flows: self.flows,
-            arrivals: Arrivals::Constant,
+            arrivals: self.arrivals,
+            replay: self.replay.clone(),
             pcie: self.pcie.clone(),
             seed,
         }
     }
+}
+
+/// The frames of a pcap the generator can replay: IPv4/UDP frames with room
+/// for its stamp, at most a full-size Ethernet frame. Anything else in the
+/// file is skipped; a file with none left is an error.
+fn replay_frames(path: &Path) -> Result<Vec<Vec<u8>>, RunError> {
+    let frames = pcap::read(path).map_err(|e| RunError::Config(e.to_string()))?;
+    let total = frames.len();
+    let usable: Vec<Vec<u8>> = frames
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .filter(|b| {
+            packet::frame_bytes(b.len()) <= packet::MAX_FRAME_BYTES
+                && packet::parse_udp(b).is_ok_and(|v| v.payload_len >= STAMP_BYTES)
+        })
+        .collect();
+    if usable.is_empty() {
+        return Err(RunError::Config(format!(
+            "{}: none of its {total} frames is an IPv4/UDP frame with at least {STAMP_BYTES} payload bytes",
+            path.display()
+        )));
+    }
+    Ok(usable)
 }
 
 /// The interfaces (or notification modes) named by parameter `key`.

@@ -43,6 +43,8 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
     COMMON_PARAMS[4],
+    COMMON_PARAMS[5],
+    COMMON_PARAMS[6],
 ];
 
 /// A load counts as sustained when less than this fraction is lost.

@@ -48,6 +48,8 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
     COMMON_PARAMS[4],
+    COMMON_PARAMS[5],
+    COMMON_PARAMS[6],
 ];
 
 /// Ensō Fig. 5 / §3.3.2.

@@ -47,6 +47,8 @@ const PARAMS: &[ParamSpec] = &[
     COMMON_PARAMS[2],
     COMMON_PARAMS[3],
     COMMON_PARAMS[4],
+    COMMON_PARAMS[5],
+    COMMON_PARAMS[6],
 ];
 
 /// Ensō §2.2 / §3.1.2 and Fig. 3b: up to 39 % of read bandwidth is metadata
