@@ -171,7 +171,7 @@ mod tests {
             ctx.core().cursor() > before,
             "the device write invalidated the L1d copy"
         );
-        let stats = mem.borrow().caches.stats(0).unwrap().clone();
+        let stats = *mem.borrow().caches.stats(0).unwrap();
         assert_eq!(stats.l1d.misses, 2);
         assert!(
             ctx.load(

@@ -332,8 +332,7 @@ mod tests {
         });
         sim.run_until(Time(Duration::from_ms(2).ps()));
         sim.shutdown();
-        let stats = tg.stats.borrow().clone();
-        stats
+        tg.stats.borrow().clone()
     }
 
     #[test]

@@ -1247,9 +1247,11 @@ mod tests {
         assert_eq!(dtype(30), TXD_DTYPE_DATA);
     }
 
-    /// A bench whose queue 0 has vector 40; returns the (time, queue,
-    /// vector) log of messages delivered.
-    fn irq_bench() -> (Bench, Rc<RefCell<Vec<(Time, usize, u8)>>>) {
+    /// (time, queue, vector) of each MSI-X message delivered.
+    type IrqLog = Rc<RefCell<Vec<(Time, usize, u8)>>>;
+
+    /// A bench whose queue 0 has vector 40, and its message log.
+    fn irq_bench() -> (Bench, IrqLog) {
         let b = bench(1);
         rx_ring(&b, 0, 256);
         b.nic
