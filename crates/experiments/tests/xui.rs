@@ -67,6 +67,7 @@ fn bad_parameters_are_errors() {
         ("xui-timer-core", "ticks=0"),
         ("xui-rocksdb", "offered_krps=0"),
         ("xui-l3fwd", "queues=0"),
+        ("xui-l3fwd", "load=2"),
         ("xui-dsa", "noise_frac=2"),
     ] {
         let exp = find(name).unwrap();
@@ -76,4 +77,39 @@ fn bad_parameters_are_errors() {
             "{name} accepted {bad}"
         );
     }
+}
+
+#[test]
+fn l3fwd_on_the_nic_forwards_the_offer_and_xui_frees_cycles() {
+    let v = run(
+        "xui-l3fwd",
+        &["queues=1,4", "load=0,0.4", "duration_us=300", "routes=2000"],
+        5,
+    );
+    let mut seen = 0;
+    for s in v["series"].as_array().into_iter().flatten() {
+        for p in s["points"].as_array().into_iter().flatten() {
+            seen += 1;
+            let (mech, load) = (
+                p["mechanism"].as_str().unwrap(),
+                p["load"].as_f64().unwrap(),
+            );
+            let free = p["free_cycles"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&free), "{p}");
+            if load == 0.0 {
+                assert_eq!(p["throughput_mpps"], 0.0, "{p}");
+                // Idle polling still burns the core; xUI sleeps.
+                assert_eq!(free, if mech == "xui" { 1.0 } else { 0.0 }, "{p}");
+            } else {
+                assert!(p["throughput_mpps"].as_f64().unwrap() > 0.0, "{p}");
+                assert!(p["p95_latency_ns"].as_f64().unwrap() > 0.0, "{p}");
+                if mech == "xui" {
+                    assert!(free > 0.05, "{p}");
+                } else {
+                    assert_eq!(free, 0.0, "{p}");
+                }
+            }
+        }
+    }
+    assert_eq!(seen, 8, "2 mechanisms × 2 queue counts × 2 loads");
 }

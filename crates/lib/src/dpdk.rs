@@ -442,6 +442,42 @@ impl Pmd {
             .await;
     }
 
+    /// Whether the next RX descriptor has been written back (DD set): the
+    /// check a poll loop makes, read without charge (charge the poll
+    /// separately, or wait with [`CoreCtx::spin_until`]).
+    pub fn rx_ready(&self) -> bool {
+        self.rx_written_back(1) > 0
+    }
+
+    /// RX descriptors written back and not yet received, counted from the
+    /// next one up to `max` (uncharged; for checks and conservation).
+    pub fn rx_written_back(&self, max: u32) -> u32 {
+        let entries = self.cfg.rx_ring_entries;
+        let m = self.mem.borrow();
+        let mut n = 0;
+        while n < max.min(entries) {
+            let i = (self.rx_next + n) % entries;
+            let status = self
+                .rx_ring
+                .offset(i as u64 * RX_DESC_BYTES + pkt::RX_WB_STATUS_OFFSET as u64);
+            if m.phys
+                .read_u16(status)
+                .map_or(true, |s| s & pkt::RX_STATUS_DD == 0)
+            {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// `rte_eth_dev_rx_intr_enable`: arm this queue's RX interrupt by
+    /// writing `GLINT_DYN_CTL` with `INTENA` (a doorbell-priced MMIO write).
+    pub async fn rx_intr_enable(&self) -> Result<(), PmdError> {
+        self.doorbell(pkt::irq_dyn_ctl_register(self.queue), pkt::DYN_CTL_INTENA)
+            .await
+    }
+
     /// Ask the NIC to compute `m`'s UDP checksum on transmit (E810 L4
     /// checksum offload), by setting the mbuf's offload flags.
     pub fn request_udp_checksum(&self, m: Mbuf) -> Result<(), PmdError> {

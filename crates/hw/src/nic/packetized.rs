@@ -19,8 +19,21 @@
 //! the frame on the wire. A descriptor with the RS bit set is written back
 //! with DTYPE = DESC_DONE once its packet has been read.
 //!
+//! Interrupts. Each queue can have an MSI-X-like vector. Software arms it
+//! by writing `GLINT_DYN_CTL(q)` with `INTENA` set (an MMIO write over
+//! PCIe, like a doorbell). The next RX write-back on an armed queue sends
+//! the vector's MSI-X message — a 4-byte posted write upstream, ordered
+//! behind the write-back it announces, so the descriptors are in memory
+//! before the interrupt arrives — and masks the vector until software arms
+//! it again. A write-back while masked sets the vector's pending bit (the
+//! MSI-X Pending Bit Array); arming a pending vector sends its message at
+//! once, so no write-back is ever lost to a race between a handler's last
+//! look at the ring and its re-arm. Queues without a vector, or never
+//! armed, behave exactly as before (polling).
+//!
 //! Every PCIe transfer names its purpose: `"packet-data"`, `"descriptor"`
-//! (fetches and write-backs) or `"doorbell"` (MMIO tail writes).
+//! (fetches and write-backs), `"doorbell"` (MMIO register writes) or
+//! `"interrupt"` (MSI-X messages).
 //!
 //! Invariants (tested):
 //! * `rx_frames == rx_delivered + Σ drop.rx_*` at every instant;
@@ -88,6 +101,25 @@ pub fn rx_tail_register(q: usize) -> u64 {
 pub fn tx_tail_register(q: usize) -> u64 {
     0x002C_0000 + 4 * q as u64
 }
+
+/// MMIO register of interrupt `q`'s dynamic control: `GLINT_DYN_CTL(q) =
+/// 0x00160000 + 4q` (ice_hw_autogen.h). The model maps interrupt `q` to
+/// RX queue `q` (one vector per queue, as DPDK's ice PMD sets up RX
+/// interrupts).
+pub fn irq_dyn_ctl_register(q: usize) -> u64 {
+    0x0016_0000 + 4 * q as u64
+}
+/// `GLINT_DYN_CTL_INTENA_M`: bit 0 enables (arms) the interrupt.
+pub const DYN_CTL_INTENA: u32 = 1 << 0;
+/// Where MSI-X messages go: the x86 interrupt address range `0xFEExxxxx`
+/// (Intel SDM Vol. 3, §11.11.1, message address register); the message
+/// data is 4 bytes (PCIe Base Spec, MSI-X table entry).
+pub const MSIX_ADDRESS: u64 = 0xFEE0_0000;
+pub const MSIX_DATA_BYTES: u64 = 4;
+
+/// Receives a queue's MSI-X message when it reaches the host: `(queue,
+/// vector)`. Wired by whoever models the host's interrupt controller.
+pub type InterruptSink = Rc<dyn Fn(usize, u8)>;
 
 /// The standard 40-byte RSS key from Microsoft's "Verifying the RSS Hash
 /// Calculation" (the key every NIC's RSS test vectors use).
@@ -274,6 +306,16 @@ struct RxQueue {
     wb_generation: u64,
 }
 
+/// One queue's MSI-X-like interrupt state.
+#[derive(Clone, Copy, Debug, Default)]
+struct QueueIrq {
+    vector: Option<u8>,
+    /// Armed (unmasked): the next write-back sends the message.
+    armed: bool,
+    /// A write-back happened while masked (the Pending Bit Array).
+    pending: bool,
+}
+
 #[derive(Default)]
 struct TxQueue {
     ring: Ring,
@@ -282,6 +324,7 @@ struct TxQueue {
 struct State {
     rx: Vec<RxQueue>,
     tx: Vec<TxQueue>,
+    irq: Vec<QueueIrq>,
     lut: Vec<u16>,
     /// Frames in the on-NIC buffer: (time their DMA has left, bytes).
     buffer: VecDeque<(Time, u64)>,
@@ -297,8 +340,13 @@ pub struct PacketizedNic {
     pcie: Rc<RefCell<PcieLink>>,
     counters: Rc<RefCell<Counters>>,
     notify: Vec<Notify>,
+    /// Fired on every RX write-back, whatever the queue.
+    any_notify: Notify,
     state: RefCell<State>,
     wire: RefCell<Option<Rc<Wire>>>,
+    irq_sink: RefCell<Option<InterruptSink>>,
+    /// Some queue has a vector: only then do write-backs consult it.
+    irq_configured: std::cell::Cell<bool>,
 }
 
 impl PacketizedNic {
@@ -316,9 +364,11 @@ impl PacketizedNic {
         Ok(Rc::new(PacketizedNic {
             sim: sim.clone(),
             notify: (0..cfg.queues).map(|_| Notify::new(sim)).collect(),
+            any_notify: Notify::new(sim),
             state: RefCell::new(State {
                 rx: (0..cfg.queues).map(|_| RxQueue::default()).collect(),
                 tx: (0..cfg.queues).map(|_| TxQueue::default()).collect(),
+                irq: vec![QueueIrq::default(); cfg.queues],
                 lut,
                 buffer: VecDeque::new(),
                 buffer_bytes: 0,
@@ -329,6 +379,8 @@ impl PacketizedNic {
             pcie,
             counters,
             wire: RefCell::new(None),
+            irq_sink: RefCell::new(None),
+            irq_configured: std::cell::Cell::new(false),
         }))
     }
 
@@ -394,6 +446,29 @@ impl PacketizedNic {
         Ok(())
     }
 
+    /// Fired whenever RX descriptors of any queue are written back (for a
+    /// driver that polls several queues in one loop).
+    pub fn rx_any_notify(&self) -> &Notify {
+        &self.any_notify
+    }
+
+    /// Program queue `q`'s MSI-X table entry with `vector` (start-up, like
+    /// the ring contexts; untimed). The vector starts masked.
+    pub fn configure_interrupt(&self, q: usize, vector: u8) -> Result<(), NicError> {
+        self.check_queue(q)?;
+        self.state.borrow_mut().irq[q] = QueueIrq {
+            vector: Some(vector),
+            ..QueueIrq::default()
+        };
+        self.irq_configured.set(true);
+        Ok(())
+    }
+
+    /// Where MSI-X messages are delivered (the host's interrupt fabric).
+    pub fn set_interrupt_sink(&self, sink: InterruptSink) {
+        *self.irq_sink.borrow_mut() = Some(sink);
+    }
+
     /// Fired whenever RX descriptors of queue `q` are written back.
     pub fn rx_notify(&self, q: usize) -> Option<&Notify> {
         self.notify.get(q)
@@ -437,8 +512,15 @@ impl PacketizedNic {
             .mmio_write(now, register, 4, "doorbell")?;
         let q_rx = register.wrapping_sub(rx_tail_register(0)) / 4;
         let q_tx = register.wrapping_sub(tx_tail_register(0)) / 4;
+        let q_irq = register.wrapping_sub(irq_dyn_ctl_register(0)) / 4;
         let nic = self.clone();
-        if register >= rx_tail_register(0) && (q_rx as usize) < self.cfg.queues {
+        if register >= irq_dyn_ctl_register(0)
+            && register < rx_tail_register(0)
+            && (q_irq as usize) < self.cfg.queues
+        {
+            self.sim
+                .at(arrive, move || nic.dyn_ctl_written(q_irq as usize, value));
+        } else if register >= rx_tail_register(0) && (q_rx as usize) < self.cfg.queues {
             self.sim
                 .at(arrive, move || nic.rx_tail_written(q_rx as usize, value));
         } else if register >= tx_tail_register(0) && (q_tx as usize) < self.cfg.queues {
@@ -448,6 +530,76 @@ impl PacketizedNic {
             self.counters.borrow_mut().inc("mmio_unknown_register");
         }
         Ok(arrive)
+    }
+
+    /// `GLINT_DYN_CTL(q)` reached the NIC: `INTENA` arms the vector (and
+    /// sends it at once if a write-back is pending), clear masks it.
+    fn dyn_ctl_written(self: &Rc<Self>, q: usize, value: u32) {
+        let now = self.sim.now();
+        let fire = {
+            let mut st = self.state.borrow_mut();
+            let irq = &mut st.irq[q];
+            if irq.vector.is_none() {
+                self.counters.borrow_mut().inc("irq_not_configured");
+                return;
+            }
+            irq.armed = value & DYN_CTL_INTENA != 0;
+            irq.armed && irq.pending
+        };
+        if fire {
+            self.send_msix(q, now, now);
+        }
+    }
+
+    /// An RX write-back to queue `q` was issued at `now` and lands at
+    /// `landed`: send the vector if armed, else mark it pending.
+    fn rx_written_back(self: &Rc<Self>, q: usize, now: Time, landed: Time) {
+        let fire = {
+            let mut st = self.state.borrow_mut();
+            let irq = &mut st.irq[q];
+            if irq.vector.is_none() {
+                return;
+            }
+            if !irq.armed {
+                irq.pending = true;
+            }
+            irq.armed
+        };
+        if fire {
+            self.send_msix(q, now, landed);
+        }
+    }
+
+    /// Send queue `q`'s MSI-X message (a posted write, issued at `now`,
+    /// delivered no earlier than `after`) and mask the vector.
+    fn send_msix(self: &Rc<Self>, q: usize, now: Time, after: Time) {
+        let vector = {
+            let mut st = self.state.borrow_mut();
+            let irq = &mut st.irq[q];
+            irq.armed = false;
+            irq.pending = false;
+            irq.vector
+        };
+        let Some(vector) = vector else {
+            return;
+        };
+        let done =
+            self.pcie
+                .borrow_mut()
+                .dma_write(now, MSIX_ADDRESS, MSIX_DATA_BYTES, "interrupt");
+        let Ok(done) = done else {
+            self.counters.borrow_mut().inc("irq_send_error");
+            return;
+        };
+        self.counters.borrow_mut().inc("irq_messages");
+        let nic = self.clone();
+        self.sim.at(done.max(after), move || {
+            let sink = nic.irq_sink.borrow().clone();
+            match sink {
+                Some(s) => s(q, vector),
+                None => nic.counters.borrow_mut().inc("irq_no_sink"),
+            }
+        });
     }
 
     fn rx_tail_written(&self, q: usize, value: u32) {
@@ -653,6 +805,12 @@ impl PacketizedNic {
         let nic = self.clone();
         self.sim
             .at(done, move || nic.rx_land(q, ring.base, pending));
+        // The MSI-X message follows the write-back on the same ordered
+        // posted-write path.
+        if self.irq_configured.get() {
+            let nic = self.clone();
+            self.sim.at(now, move || nic.rx_written_back(q, now, done));
+        }
     }
 
     /// Packet bytes and their write-backs reach host memory.
@@ -681,6 +839,7 @@ impl PacketizedNic {
             }
         }
         self.notify[q].notify();
+        self.any_notify.notify();
     }
 
     fn tx_tail_written(self: &Rc<Self>, q: usize, value: u32) {
@@ -1086,6 +1245,102 @@ mod tests {
         let dtype = |i: u64| m.phys.read_u64(ring.offset(i * TX_DESC_BYTES + 8)).unwrap() & 0xf;
         assert_eq!(dtype(31), TXD_DTYPE_DESC_DONE);
         assert_eq!(dtype(30), TXD_DTYPE_DATA);
+    }
+
+    /// (time, queue, vector) of each MSI-X message delivered.
+    type IrqLog = Rc<RefCell<Vec<(Time, usize, u8)>>>;
+
+    /// A bench whose queue 0 has vector 40, and its message log.
+    fn irq_bench() -> (Bench, IrqLog) {
+        let b = bench(1);
+        rx_ring(&b, 0, 256);
+        b.nic
+            .mmio_write32(Time::ZERO, rx_tail_register(0), 255)
+            .unwrap();
+        b.nic.configure_interrupt(0, 40).unwrap();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let (l, s) = (log.clone(), b.sim.clone());
+        b.nic
+            .set_interrupt_sink(Rc::new(move |q, v| l.borrow_mut().push((s.now(), q, v))));
+        (b, log)
+    }
+
+    fn at_us(us: u64) -> Time {
+        Time(Duration::from_us(us).ps())
+    }
+
+    #[test]
+    fn an_armed_vector_fires_once_then_stays_masked() {
+        let (b, log) = irq_bench();
+        b.nic
+            .mmio_write32(at_us(1), irq_dyn_ctl_register(0), DYN_CTL_INTENA)
+            .unwrap();
+        // Ten frames in a row: one message, after the first write-back.
+        for (i, f) in frames(10).into_iter().enumerate() {
+            b.inbox.push_at(Time(at_us(2).ps() + i as u64 * 10_000), f);
+        }
+        b.sim.run_until(at_us(10));
+        assert_eq!(log.borrow().len(), 1, "{:?}", log.borrow());
+        let (t, q, v) = log.borrow()[0];
+        assert_eq!((q, v), (0, 40));
+        assert!(t > at_us(2));
+        // The message is a posted write of its own purpose.
+        let up = b
+            .nic
+            .pcie
+            .borrow()
+            .counters(crate::pcie::Direction::Upstream)
+            .clone();
+        assert!(up.bytes_by_purpose["interrupt"] > 0);
+        assert_eq!(b.counters.borrow().get("irq_messages"), 1);
+        // The descriptor it announces was already in memory.
+        assert_eq!(b.counters.borrow().get("rx_delivered"), 10);
+    }
+
+    #[test]
+    fn nothing_fires_while_masked_and_masked_write_backs_are_not_lost() {
+        let (b, log) = irq_bench();
+        // Never armed: frames arrive, no message.
+        for f in frames(3) {
+            b.inbox.push_at(at_us(2), f);
+        }
+        b.sim.run_until(at_us(10));
+        assert!(log.borrow().is_empty());
+        assert_eq!(b.counters.borrow().get("rx_delivered"), 3);
+        // Arming with a write-back pending sends the message at once.
+        let arrive = b
+            .nic
+            .mmio_write32(at_us(10), irq_dyn_ctl_register(0), DYN_CTL_INTENA)
+            .unwrap();
+        b.sim.run_until(at_us(20));
+        assert_eq!(log.borrow().len(), 1);
+        assert!(log.borrow()[0].0 >= arrive);
+        // Re-armed and then masked again (INTENA clear): silent.
+        b.nic
+            .mmio_write32(at_us(20), irq_dyn_ctl_register(0), DYN_CTL_INTENA)
+            .unwrap();
+        b.nic
+            .mmio_write32(at_us(21), irq_dyn_ctl_register(0), 0)
+            .unwrap();
+        for f in frames(2) {
+            b.inbox.push_at(at_us(25), f);
+        }
+        b.sim.run_until(at_us(40));
+        assert_eq!(log.borrow().len(), 1);
+        // One re-arm, one message for everything that came meanwhile.
+        b.nic
+            .mmio_write32(at_us(40), irq_dyn_ctl_register(0), DYN_CTL_INTENA)
+            .unwrap();
+        b.sim.run_until(at_us(50));
+        assert_eq!(log.borrow().len(), 2);
+        // A queue without a vector ignores the register.
+        let b2 = bench(1);
+        b2.nic
+            .mmio_write32(Time::ZERO, irq_dyn_ctl_register(0), DYN_CTL_INTENA)
+            .unwrap();
+        b2.sim.run_until(at_us(1));
+        assert_eq!(b2.counters.borrow().get("irq_not_configured"), 1);
+        assert!(b2.nic.configure_interrupt(3, 1).is_err());
     }
 
     #[test]
