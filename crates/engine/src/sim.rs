@@ -73,6 +73,8 @@ struct Inner {
     events: Cell<u64>,
     live_tasks: Cell<usize>,
     stopped: Cell<bool>,
+    /// Mirrors `trace.is_some()` so the hot loop tests a plain flag.
+    trace_on: Cell<bool>,
     trace: RefCell<Option<Trace>>,
 }
 
@@ -97,6 +99,7 @@ impl Sim {
             events: Cell::new(0),
             live_tasks: Cell::new(0),
             stopped: Cell::new(false),
+            trace_on: Cell::new(false),
             trace: RefCell::new(None),
         }))
     }
@@ -310,14 +313,18 @@ impl Sim {
     /// Start recording trace lines (off by default: tracing costs time).
     pub fn enable_trace(&self) {
         *self.0.trace.borrow_mut() = Some(Trace::default());
+        self.0.trace_on.set(true);
     }
 
     pub fn trace_enabled(&self) -> bool {
-        self.0.trace.borrow().is_some()
+        self.0.trace_on.get()
     }
 
     /// Record a trace line; `message` is only evaluated when tracing is on.
     pub fn trace(&self, message: impl FnOnce() -> String) {
+        if !self.trace_enabled() {
+            return;
+        }
         if let Some(trace) = self.0.trace.borrow_mut().as_mut() {
             if trace.records.len() < TRACE_LIMIT {
                 trace.records.push(TraceRecord {
