@@ -117,6 +117,11 @@ impl RunContext {
     /// its trace to `TRACE_DIR/<label>.trace` if traces were asked for.
     pub fn finish_sim(&self, label: &str, sim: &Sim, packets: u64) -> Result<(), RunError> {
         self.record(SimTally::of(sim, packets));
+        self.write_trace(label, sim)
+    }
+    /// Write `sim`'s trace to `TRACE_DIR/<label>.trace`, if traces were
+    /// asked for (labels must be unique within a run).
+    pub fn write_trace(&self, label: &str, sim: &Sim) -> Result<(), RunError> {
         let Some(dir) = &self.trace_dir else {
             return Ok(());
         };

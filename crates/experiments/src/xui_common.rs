@@ -3,12 +3,12 @@
 //! runtime on one long compute thread, measured against the same thread
 //! run without notifications.
 
-use nextio_engine::{Duration, Freq, Sim, Time};
+use nextio_engine::{Duration, Freq, Time};
 use nextio_hw::cpu::Core;
 use nextio_hw::interrupt::pipeline::InstrMix;
 use nextio_lib::{Job, Preemption, Runtime, RuntimeConfig};
 
-use crate::experiment::{RunError, SimTally};
+use crate::experiment::{RunContext, RunError, SimTally};
 
 /// The Table 3 clock.
 pub const FREQ: Freq = Freq::mhz(2000);
@@ -22,13 +22,14 @@ pub struct SingleRun {
 
 /// Run a `cycles`-long thread of `mix` under `preemption` every `interval`.
 pub fn run_single_job(
+    run: &RunContext,
     preemption: Preemption,
     interval: Duration,
     mix: InstrMix,
     cycles: u64,
     switch_threads: bool,
 ) -> Result<SingleRun, RunError> {
-    let sim = Sim::new();
+    let sim = run.new_sim();
     let worker = Core::new(0, FREQ, Time::ZERO);
     let timer = Core::new(1, FREQ, Time::ZERO);
     let mut cfg = RuntimeConfig::new(preemption, interval, mix);
@@ -56,6 +57,10 @@ pub fn run_single_job(
     let done = rt.completions().first().copied();
     let events = rt.events();
     let tally = SimTally::of(&sim, events);
+    run.write_trace(
+        &format!("{preemption:?}-{}us-{cycles}cycles", interval.as_us_f64()),
+        &sim,
+    )?;
     sim.shutdown();
     let done = done.ok_or_else(|| {
         RunError::Config("the compute thread did not finish within 20× its length".into())

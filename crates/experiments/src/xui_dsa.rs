@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nextio_engine::{Category, Duration, Notify, Sim, SimRng, Time};
+use nextio_engine::{Category, Duration, Notify, SimRng, Time};
 use nextio_hw::cpu::{Core, CoreCtx};
 use nextio_hw::interrupt::dsa::{Dsa, LatencyDist};
 use nextio_hw::interrupt::pipeline::{
@@ -71,7 +71,7 @@ const CLIENT_MIX: InstrMix = InstrMix {
 /// The accelerator's completion interrupt vector.
 const DSA_VECTOR: u8 = 48;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Mech {
     Spin,
     Periodic,
@@ -85,13 +85,14 @@ struct Point {
 }
 
 fn run_point(
+    run: &RunContext,
     mech: Mech,
     mean: Duration,
     noise: Duration,
     requests: u64,
     seed: u64,
 ) -> Result<Point, RunError> {
-    let sim = Sim::new();
+    let sim = run.new_sim();
     let core = Core::new(0, FREQ, Time::ZERO);
     let ctx = CoreCtx::new(&sim, core.clone());
     let dist = LatencyDist::new(mean, noise).map_err(|e| RunError::Config(e.to_string()))?;
@@ -200,6 +201,16 @@ fn run_point(
             "offloads lost: completion accounting broke".into(),
         ));
     }
+    run.write_trace(
+        &format!(
+            "xui-dsa-{mech:?}-{}us-{}us",
+            mean.as_us_f64(),
+            noise.as_us_f64()
+        ),
+        &sim,
+    )?;
+    // Tasks hold the simulator: drop them (the clock and counters stay).
+    sim.shutdown();
     Ok(Point {
         latency_us: mean_lat,
         free,
@@ -247,6 +258,7 @@ impl Experiment for XuiDsa {
             let mean = Duration::from_us(mu);
             let noise = Duration((mean.0 as f64 * n) as u64);
             run_point(
+                ctx,
                 m,
                 mean,
                 noise,

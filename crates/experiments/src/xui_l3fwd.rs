@@ -139,7 +139,7 @@ const SATURATION_PPS: f64 = 60e6;
 /// Host memory: room for 8 queues' rings and mempools in hugepages.
 const HOST_MEMORY_BYTES: u64 = 1 << 30;
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Mech {
     Polling,
     Xui,
@@ -341,6 +341,7 @@ async fn xui_router(
 }
 
 fn run_point(
+    run: &RunContext,
     mech: Mech,
     queues: usize,
     rate_pps: f64,
@@ -349,7 +350,7 @@ fn run_point(
     seed: u64,
 ) -> Result<Point, RunError> {
     let cfg_err = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
-    let sim = Sim::new();
+    let sim = run.new_sim();
     let table = Rc::new(table.clone());
     // Wires: the generator's port never drops (a hardware generator's deep
     // transmit buffer); the router NIC's TX port buffers 4096 frames
@@ -574,6 +575,10 @@ fn run_point(
     if a.get("error") > 0 {
         return Err(RunError::Config("the router's driver failed".into()));
     }
+    run.write_trace(
+        &format!("xui-l3fwd-{mech:?}-{queues}q-{rate_pps:.0}pps"),
+        &sim,
+    )?;
     sim.shutdown();
     Ok(Point {
         mpps: forwarded_window as f64 / duration.as_secs_f64() / 1e6,
@@ -627,6 +632,7 @@ impl Experiment for XuiL3fwd {
         // The polling maximum, per queue count: saturate the polling router.
         let max = ctx.sweep(&qs, |i, &q| {
             run_point(
+                ctx,
                 Mech::Polling,
                 q as usize,
                 SATURATION_PPS,
@@ -646,6 +652,7 @@ impl Experiment for XuiL3fwd {
         let res = ctx.sweep(&points, |i, &(_, m, qi, q, l)| {
             let rate = l * max[qi].mpps * 1e6;
             run_point(
+                ctx,
                 m,
                 q as usize,
                 rate,

@@ -90,7 +90,7 @@ impl Experiment for XuiReceiverOverhead {
         }
         let base = cycles as f64;
         let results = ctx.sweep(&points, |_, &(_, p, mix, i)| {
-            run_single_job(p, Duration::from_us(i), mix, cycles, false)
+            run_single_job(ctx, p, Duration::from_us(i), mix, cycles, false)
         })?;
         let mut series: Vec<Series> = MECHANISMS
             .iter()

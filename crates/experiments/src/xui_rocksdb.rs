@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_apps::kv::{Bimodal, KvStore, Op, ROCKSDB_MIX};
-use nextio_engine::{Duration, LatencyHist, Sim, SimRng, Time};
+use nextio_engine::{Duration, LatencyHist, SimRng, Time};
 use nextio_hw::cpu::Core;
 use nextio_hw::interrupt::pipeline::Strategy;
 use nextio_lib::{Job, Preemption, Runtime, RuntimeConfig};
@@ -66,13 +66,14 @@ struct Point {
 }
 
 fn run_point(
+    run: &RunContext,
     mech: &str,
     krps: u64,
     quantum: Duration,
     duration: Duration,
     seed: u64,
 ) -> Result<Point, RunError> {
-    let sim = Sim::new();
+    let sim = run.new_sim();
     let worker = Core::new(0, FREQ, Time::ZERO);
     let timer = Core::new(1, FREQ, Time::ZERO);
     let pre = match mech {
@@ -143,6 +144,7 @@ fn run_point(
     let measured = duration.as_secs_f64() * 0.9;
     let completed_after_warm = done.iter().filter(|c| c.finished >= warm).count();
     let tally = SimTally::of(&sim, done.len() as u64);
+    run.write_trace(&format!("xui-rocksdb-{mech}-{krps}krps"), &sim)?;
     sim.shutdown();
     Ok(Point {
         achieved_krps: completed_after_warm as f64 / measured / 1e3,
@@ -189,6 +191,7 @@ impl Experiment for XuiRocksdb {
         }
         let res = ctx.sweep(&points, |i, &(m, l)| {
             run_point(
+                ctx,
                 m,
                 l,
                 Duration::from_us(quantum),

@@ -91,7 +91,7 @@ impl Experiment for XuiSafepoints {
                     strategy: Strategy::Flush,
                 },
             };
-            run_single_job(p, Duration::from_us(q), mix, cycles, true)
+            run_single_job(ctx, p, Duration::from_us(q), mix, cycles, true)
         })?;
         let mut series: Vec<Series> = mechs
             .iter()

@@ -5,7 +5,7 @@
 //! can serve at a 5 µs interval (a tick whose sends overrun the next tick
 //! is late).
 
-use nextio_engine::{Category, Duration, Sim, Time};
+use nextio_engine::{Category, Duration, Time};
 use nextio_hw::cpu::{Core, CoreCtx};
 use nextio_hw::interrupt::pipeline::UcodeCosts;
 use nextio_hw::interrupt::uipi::SendOutcome;
@@ -49,7 +49,7 @@ const PARAMS: &[ParamSpec] = &[
 /// the next worker's UITT index (assumption: rdtsc-bound, 25 cycles).
 const LOOP_CYCLES: u64 = 25;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Timer {
     Setitimer,
     Nanosleep,
@@ -119,6 +119,7 @@ fn setup(
 }
 
 fn run_point(
+    run: &RunContext,
     timer: Timer,
     workers: u64,
     interval: Duration,
@@ -128,7 +129,7 @@ fn run_point(
         setup(workers, timer, interval).map_err(|e| RunError::Config(e.to_string()))?;
     let kernel = std::rc::Rc::new(std::cell::RefCell::new(kernel));
     let kk = kernel.clone();
-    let sim = Sim::new();
+    let sim = run.new_sim();
     let core = Core::new(0, FREQ, Time::ZERO);
     let ctx = CoreCtx::new(&sim, core.clone());
     let os = OsCosts::default();
@@ -189,6 +190,15 @@ fn run_point(
         _ => ledger.busy_fraction(),
     };
     let delivered = kernel.borrow().deliveries().len() as u64;
+    run.write_trace(
+        &format!(
+            "xui-timer-core-{timer:?}-{workers}w-{}us",
+            interval.as_us_f64()
+        ),
+        &sim,
+    )?;
+    // Tasks hold the simulator: drop them (the clock and counters stay).
+    sim.shutdown();
     Ok(Point {
         util,
         late_ticks: late.get(),
@@ -228,7 +238,7 @@ impl Experiment for XuiTimerCore {
             }
         }
         let res = ctx.sweep(&points, |_, &(t, w, i)| {
-            run_point(t, w, Duration::from_us(i), ticks)
+            run_point(ctx, t, w, Duration::from_us(i), ticks)
         })?;
         let mut series: Vec<Series> = ["setitimer", "nanosleep", "spin"]
             .iter()
@@ -248,7 +258,7 @@ impl Experiment for XuiTimerCore {
         // count with no late tick, found by simulation.
         let cap_ws: Vec<u64> = (1..=64).collect();
         let caps = ctx.sweep(&cap_ws, |_, &w| {
-            run_point(Timer::Spin, w, Duration::from_us(5), ticks.min(200))
+            run_point(ctx, Timer::Spin, w, Duration::from_us(5), ticks.min(200))
         })?;
         let mut capacity = 0;
         for (w, r) in cap_ws.iter().zip(&caps) {
