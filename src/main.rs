@@ -274,7 +274,7 @@ fn describe_text(exp: &dyn Experiment) -> String {
         let choices = if p.choices.is_empty() {
             String::new()
         } else {
-            format!(" one of: {}", p.choices.join(", "))
+            format!("; one of: {}", p.choices.join(", "))
         };
         s.push_str(&format!(
             "  {:<16} {}{unit}, default {}{quick}{choices}\n      {}\n",

@@ -223,6 +223,14 @@ impl Check {
         self.pass = self.paper.map(|p| relative_error(p, self.model) <= rel);
         self
     }
+    /// The judgement in words: "within tolerance", "miss", or "" (not judged).
+    pub fn verdict(&self) -> &'static str {
+        match self.pass {
+            Some(true) => "within tolerance",
+            Some(false) => "miss",
+            None => "",
+        }
+    }
     /// Relative error of the model against the paper, if there is a paper value.
     pub fn error(&self) -> Option<f64> {
         self.paper.map(|p| relative_error(p, self.model))

@@ -193,11 +193,7 @@ pub fn summary_text(result: &ExperimentResult) -> String {
             .paper
             .map(|p| format!("{p:.4}"))
             .unwrap_or_else(|| "—".into());
-        let verdict = match c.pass {
-            Some(true) => "ok",
-            Some(false) => "MISS",
-            None => "",
-        };
+        let verdict = c.verdict();
         let _ = writeln!(
             s,
             "  {:<40} paper {:>12} model {:>12.4} {:<8} {}",

@@ -58,9 +58,9 @@ pub fn index_html(results: &[(ExperimentResult, String)]) -> String {
                 .map(|e| format!("{:.2} %", e * 100.0))
                 .unwrap_or_default();
             let verdict = match c.pass {
-                Some(true) => "<span class=\"ok\">within tolerance</span>",
-                Some(false) => "<span class=\"miss\">miss</span>",
-                None => "",
+                Some(true) => format!("<span class=\"ok\">{}</span>", c.verdict()),
+                Some(false) => format!("<span class=\"miss\">{}</span>", c.verdict()),
+                None => String::new(),
             };
             let _ = writeln!(
                 h,
@@ -102,11 +102,7 @@ pub fn summary_markdown(results: &[ExperimentResult]) -> String {
     for r in results {
         for c in &r.checks {
             let paper = c.paper.map(num).unwrap_or_else(|| "—".into());
-            let verdict = match c.pass {
-                Some(true) => "within tolerance",
-                Some(false) => "miss",
-                None => "",
-            };
+            let verdict = c.verdict();
             let _ = writeln!(
                 m,
                 "| {} | {} | {} | {} | {} | {} |",

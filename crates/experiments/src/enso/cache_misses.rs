@@ -7,13 +7,13 @@
 use serde_json::json;
 
 use super::harness::run_trial;
-use super::{Bench, COMMON_PARAMS, check_frame_bytes, check_offered, interfaces};
+use super::{Bench, check_frame_bytes, check_offered, interfaces, with_common_params};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
 
 pub struct EnsoCacheMisses;
 
-const PARAMS: &[ParamSpec] = &[
+const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "frame_bytes",
         ParamKind::U64,
@@ -36,13 +36,6 @@ const PARAMS: &[ParamSpec] = &[
         "NIC interfaces",
     )
     .choices(&["enso", "packetized"]),
-    COMMON_PARAMS[0],
-    COMMON_PARAMS[1],
-    COMMON_PARAMS[2],
-    COMMON_PARAMS[3],
-    COMMON_PARAMS[4],
-    COMMON_PARAMS[5],
-    COMMON_PARAMS[6],
 ];
 
 /// Ensō §3.1.2 / Fig. 3a (packetized) and §3.1.2's closing comparison (Ensō).

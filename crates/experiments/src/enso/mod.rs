@@ -21,6 +21,24 @@ use crate::experiment::{RunContext, RunError};
 use crate::params::{ParamKind, ParamSpec};
 use harness::{Interface, Trial};
 
+/// An experiment's parameter list: its own specs followed by the
+/// [`COMMON_PARAMS`].
+macro_rules! with_common_params {
+    ($($spec:expr),* $(,)?) => {
+        &[
+            $($spec,)*
+            $crate::enso::COMMON_PARAMS[0],
+            $crate::enso::COMMON_PARAMS[1],
+            $crate::enso::COMMON_PARAMS[2],
+            $crate::enso::COMMON_PARAMS[3],
+            $crate::enso::COMMON_PARAMS[4],
+            $crate::enso::COMMON_PARAMS[5],
+            $crate::enso::COMMON_PARAMS[6],
+        ]
+    };
+}
+pub(crate) use with_common_params;
+
 /// Parameters every Ensō experiment shares.
 pub const COMMON_PARAMS: [ParamSpec; 7] = [
     ParamSpec::new(

@@ -7,13 +7,13 @@
 use serde_json::json;
 
 use super::harness::{Interface, run_trial};
-use super::{Bench, COMMON_PARAMS, check_cores, check_frame_bytes, check_offered, interface};
+use super::{Bench, check_cores, check_frame_bytes, check_offered, interface, with_common_params};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
 
 pub struct EnsoNotificationLatency;
 
-const PARAMS: &[ParamSpec] = &[
+const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "offered_gbps",
         ParamKind::F64List,
@@ -38,13 +38,6 @@ const PARAMS: &[ParamSpec] = &[
         "frame size, FCS included",
     ),
     ParamSpec::new("cores", ParamKind::U64, "1", "cores", "echo cores"),
-    COMMON_PARAMS[0],
-    COMMON_PARAMS[1],
-    COMMON_PARAMS[2],
-    COMMON_PARAMS[3],
-    COMMON_PARAMS[4],
-    COMMON_PARAMS[5],
-    COMMON_PARAMS[6],
 ];
 
 /// A load counts as sustained when less than this fraction is lost.

@@ -7,13 +7,13 @@
 use serde_json::json;
 
 use super::harness::{Interface, gbps_to_mpps, run_trial, zero_loss_search};
-use super::{Bench, COMMON_PARAMS, check_cores, check_frame_bytes, interfaces};
+use super::{Bench, check_cores, check_frame_bytes, interfaces, with_common_params};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
 
 pub struct EnsoPacketRate;
 
-const PARAMS: &[ParamSpec] = &[
+const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "cores",
         ParamKind::U64List,
@@ -43,13 +43,6 @@ const PARAMS: &[ParamSpec] = &[
         "Gb/s",
         "RFC 2544 search resolution (Ensō §3.3.1: 0.1 Gb/s)",
     ),
-    COMMON_PARAMS[0],
-    COMMON_PARAMS[1],
-    COMMON_PARAMS[2],
-    COMMON_PARAMS[3],
-    COMMON_PARAMS[4],
-    COMMON_PARAMS[5],
-    COMMON_PARAMS[6],
 ];
 
 /// Ensō Fig. 5 / §3.3.2.

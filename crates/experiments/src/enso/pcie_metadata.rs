@@ -11,13 +11,13 @@
 use serde_json::json;
 
 use super::harness::{Interface, metadata_share, run_trial};
-use super::{Bench, COMMON_PARAMS, check_cores, check_frame_bytes, check_offered, interfaces};
+use super::{Bench, check_cores, check_frame_bytes, check_offered, interfaces, with_common_params};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
 
 pub struct EnsoPcieMetadata;
 
-const PARAMS: &[ParamSpec] = &[
+const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "frame_bytes",
         ParamKind::U64List,
@@ -42,13 +42,6 @@ const PARAMS: &[ParamSpec] = &[
         "NIC interfaces",
     )
     .choices(&["enso", "packetized"]),
-    COMMON_PARAMS[0],
-    COMMON_PARAMS[1],
-    COMMON_PARAMS[2],
-    COMMON_PARAMS[3],
-    COMMON_PARAMS[4],
-    COMMON_PARAMS[5],
-    COMMON_PARAMS[6],
 ];
 
 /// Ensō §2.2 / §3.1.2 and Fig. 3b: up to 39 % of read bandwidth is metadata
