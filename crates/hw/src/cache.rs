@@ -149,6 +149,9 @@ impl CacheConfig {
         if self.ways == 0 || self.slices == 0 {
             return Err(bad("ways and slices must be non-zero".into()));
         }
+        if self.ways > 256 {
+            return Err(bad(format!("{} ways: at most 256 are modelled", self.ways)));
+        }
         let per_set_bytes = LINE_BYTES * self.ways as u64 * self.slices as u64;
         if self.size_bytes == 0 || !self.size_bytes.is_multiple_of(per_set_bytes) {
             return Err(bad(format!(
@@ -183,6 +186,10 @@ pub struct Cache {
     /// Set on a prefetch fill, cleared by the first demand hit: the tag
     /// bit of a tagged next-line prefetcher.
     prefetched: Vec<bool>,
+    /// Most recently used way of each set: looked at first, because
+    /// consecutive accesses mostly touch the same line (a lookup hint; it
+    /// changes no hit or miss).
+    mru_way: Vec<u8>,
     clock: u64,
 }
 
@@ -206,6 +213,7 @@ impl Cache {
             tags: vec![INVALID; lines],
             stamps: vec![0; lines],
             prefetched: vec![false; lines],
+            mru_way: vec![0; lines / config.ways as usize],
             clock: 0,
             config,
         })
@@ -237,11 +245,22 @@ impl Cache {
     }
 
     fn find(&self, line: u64) -> Option<usize> {
-        let base = self.set_of_line(line) * self.ways;
+        let set = self.set_of_line(line);
+        let base = set * self.ways;
+        let hint = base + self.mru_way[set] as usize;
+        if self.tags[hint] == line {
+            return Some(hint);
+        }
         self.tags[base..base + self.ways]
             .iter()
             .position(|t| *t == line)
             .map(|w| base + w)
+    }
+
+    fn note_use(&mut self, slot: usize) {
+        self.clock += 1;
+        self.stamps[slot] = self.clock;
+        self.mru_way[slot / self.ways] = (slot % self.ways) as u8;
     }
 
     /// Whether the line holding `pa` is cached (no LRU update).
@@ -256,8 +275,7 @@ impl Cache {
     /// Look `line` up and make it most recently used; its slot on a hit.
     fn lookup(&mut self, line: u64) -> Option<usize> {
         let i = self.find(line)?;
-        self.clock += 1;
-        self.stamps[i] = self.clock;
+        self.note_use(i);
         Some(i)
     }
 
@@ -297,8 +315,7 @@ impl Cache {
         }
         let old = std::mem::replace(&mut self.tags[victim], line);
         self.prefetched[victim] = false;
-        self.clock += 1;
-        self.stamps[victim] = self.clock;
+        self.note_use(victim);
         (old != INVALID).then_some(old)
     }
 
