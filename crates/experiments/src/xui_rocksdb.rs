@@ -283,7 +283,7 @@ impl Experiment for XuiRocksdb {
                 .to_string()
         } else {
             format!(
-                "{workers} worker cores, a FIFO run queue each, requests placed on the shortest queue, idle cores steal (Caladan-like), preempted threads go to the tail of their core's queue; one timer core sends a UIPI to each worker every quantum; the paper measured one worker core"
+                "{workers} worker cores, a FIFO run queue each, requests placed on the shortest queue, idle cores steal (Caladan-like), preempted threads go to the tail of their core's queue; with UIPI one timer core sends a UIPI to each worker every quantum, with xUI each worker has its own KB_Timer; the paper measured one worker core"
             )
         };
         Ok(Outcome {
