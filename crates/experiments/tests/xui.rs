@@ -16,6 +16,10 @@ const SMALL: &[(&str, &[&str])] = &[
     ),
     ("xui-rocksdb", &["offered_krps=50,150", "duration_ms=20"]),
     (
+        "xui-rocksdb",
+        &["offered_krps=50,150", "duration_ms=20", "workers=3"],
+    ),
+    (
         "xui-l3fwd",
         &["queues=1,4", "load=0,0.4", "duration_us=200", "routes=2000"],
     ),
@@ -66,6 +70,8 @@ fn bad_parameters_are_errors() {
         ("xui-safepoints", "program_ms=0"),
         ("xui-timer-core", "ticks=0"),
         ("xui-rocksdb", "offered_krps=0"),
+        ("xui-rocksdb", "workers=0"),
+        ("xui-rocksdb", "workers=65"),
         ("xui-l3fwd", "queues=0"),
         ("xui-l3fwd", "load=2"),
         ("xui-dsa", "noise_frac=2"),

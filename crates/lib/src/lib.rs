@@ -6,8 +6,9 @@
 //! * [`dpdk`] — a DPDK-style poll-mode driver for the packetized NIC;
 //! * [`enso`] — the Ensō library (pipes, notifications) for the Ensō NIC;
 //! * [`runtime`] — an Aspen/Caladan-like user-level thread runtime: user
-//!   threads on a kernel thread pinned to a core, a FIFO run queue, and
-//!   preemption by a chosen source (none, interval-timer signals, UIPIs from
+//!   threads on kernel threads pinned to one or more worker cores, a FIFO
+//!   run queue per core with optional work stealing, and preemption by a
+//!   chosen source (none, interval-timer signals, UIPIs from
 //!   a dedicated timer core with flush or tracked delivery, the xUI
 //!   KB_Timer, compiler-inserted polling, or hardware safepoints).
 

@@ -1,32 +1,48 @@
-//! A user-level thread runtime (Aspen/Caladan-like) on one worker core.
+//! A user-level thread runtime (Aspen/Caladan-like) on one or more worker
+//! cores.
 //!
 //! A user thread is a [`Job`]: an amount of compute (cycles of a program
-//! whose pipeline behaviour is the runtime's [`InstrMix`]). The worker runs
-//! the head of a FIFO run queue through interruptible compute. A preemption
-//! source raises the worker's interrupt line; the worker then pays the cost
-//! of *how* it was told (signal, UIPI with flush, tracked UIPI, KB_Timer,
-//! a polled flag) and, if the thread has used its quantum, yields: the
-//! thread goes to the tail of the run queue (or, alone, is resumed after a
-//! trip through the scheduler).
+//! whose pipeline behaviour is the runtime's [`InstrMix`]). Each worker
+//! core has one kernel thread pinned to it and its own FIFO run queue; it
+//! runs the head of that queue through interruptible compute. A new job is
+//! placed on the least-loaded worker (queued jobs plus the one running;
+//! ties go to the lowest worker), or on a chosen worker with
+//! [`Runtime::submit_to`]. With work stealing on (Caladan's policy), a
+//! worker whose queue is empty takes the oldest job of the longest other
+//! queue (ties to the lowest worker) and pays a steal cost.
+//!
+//! A preemption source raises a worker's interrupt line; the worker then
+//! pays the cost of *how* it was told (signal, UIPI with flush, tracked
+//! UIPI, KB_Timer, a polled flag) and, if the thread has used its quantum,
+//! yields: the thread goes to the tail of that worker's run queue (or,
+//! alone, is resumed after a trip through the scheduler).
 //!
 //! Sources and their mechanisms:
-//! * `Signal` — `setitimer` on the worker: each tick is a kernel timer
-//!   interrupt plus a SIGALRM delivered through the kernel;
-//! * `TimerCore` — a dedicated core spins on the TSC and executes
-//!   `senduipi` per worker; the IPI crosses the interconnect; the worker
-//!   takes it with flush (UIPI) or tracking (xUI) and processes the UPID;
-//! * `KbTimer` — the worker's own KB_Timer in periodic mode, tracked, no
+//! * `Signal` — `setitimer` on each worker thread: each tick is a kernel
+//!   timer interrupt plus a SIGALRM delivered through the kernel;
+//! * `TimerCore` — ONE dedicated core spins on the TSC and executes
+//!   `senduipi` once per worker every interval, so its busy time grows
+//!   with the number of workers (xUI Fig. 6); each IPI crosses the
+//!   interconnect; the worker takes it with flush (UIPI) or tracking (xUI)
+//!   and processes the UPID;
+//! * `KbTimer` — each worker's own KB_Timer in periodic mode, tracked, no
 //!   UPID;
-//! * `Polling` — Concord-like: a timer core writes a flag, every loop
-//!   back-edge checks it (a cost paid on every iteration), and it is seen
-//!   at the next back-edge;
-//! * `Safepoint` — KB_Timer with tracking in hardware safepoint mode: the
-//!   interrupt is taken at the next safepoint (loop back-edge), free
-//!   otherwise.
+//! * `Polling` — Concord-like: the timer core writes each worker's flag,
+//!   every loop back-edge checks it (a cost paid on every iteration), and
+//!   it is seen at the next back-edge;
+//! * `Safepoint` — each worker's KB_Timer with tracking in hardware
+//!   safepoint mode: the interrupt is taken at the next safepoint (loop
+//!   back-edge), free otherwise.
 //!
-//! Invariants: every submitted job completes exactly once (conservation);
-//! work is never lost across preemption; costs are charged to the worker's
-//! ledger by category (application, interrupt, kernel, context switch).
+//! The kernel threads live in one shared OS model ([`Kernel`]): worker `i`
+//! runs on kernel core `i`, the timer thread on kernel core `N`; every
+//! handler, UITT entry, KB_Timer and interval timer is set up with the
+//! real system calls, so the sources drive the real state.
+//!
+//! Invariants: every submitted job completes exactly once, on exactly one
+//! worker (conservation); work is never lost across preemption or
+//! stealing; costs are charged to each core's ledger by category
+//! (application, interrupt, kernel, context switch, polling for steals).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -89,6 +105,14 @@ pub struct RuntimeConfig {
     /// Per-send overhead on the timer core beyond `senduipi` itself: read
     /// the TSC and the worker list (assumption: 25 cycles, rdtsc-bound).
     pub timer_loop_cycles: u64,
+    /// An idle worker steals from another worker's run queue (Caladan's
+    /// policy; no effect with one worker).
+    pub work_stealing: bool,
+    /// One steal attempt: lock the victim's queue and take a job, two
+    /// cache lines last written by the victim core (model choice: 200
+    /// cycles, twice §2's "roughly 100 cycles" for a remotely written
+    /// line). Charged to the thief as polling.
+    pub steal_cycles: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Error)]
@@ -97,6 +121,14 @@ pub enum RuntimeError {
     ZeroInterval,
     #[error("loop body must have at least one µop")]
     EmptyLoop,
+    #[error("the runtime needs at least one worker core")]
+    NoWorkers,
+    #[error("core {0} is given as a worker more than once")]
+    DuplicateWorker(usize),
+    #[error("the timer core (core {0}) is also a worker core")]
+    TimerIsWorker(usize),
+    #[error("no worker {0}")]
+    NoSuchWorker(usize),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error("OS set-up failed: {0}")]
@@ -116,6 +148,8 @@ impl RuntimeConfig {
             mix,
             poll_hit_cycles: 100,
             timer_loop_cycles: 25,
+            work_stealing: true,
+            steal_cycles: 200,
         }
     }
     pub fn validate(&self) -> Result<(), RuntimeError> {
@@ -178,98 +212,173 @@ pub struct Completion {
     pub job: Job,
     pub finished: Time,
     pub preemptions: u32,
+    /// Index of the worker that finished it (into [`Runtime::workers`]).
+    pub worker: usize,
+    /// Index of the worker it was placed on at submission.
+    pub placed: usize,
 }
 
 struct Running {
     job: Job,
     remaining: u64,
     preemptions: u32,
+    placed: usize,
 }
 
-/// One worker core's runtime.
-pub struct Runtime {
-    sim: Sim,
-    cfg: RuntimeConfig,
-    worker: Rc<Core>,
+/// One worker core: its kernel thread, interrupt line and run queue.
+struct Worker {
+    core: Rc<Core>,
     line: Rc<IrqLine>,
     queue: RefCell<VecDeque<Running>>,
-    work: Notify,
-    done: RefCell<Vec<Completion>>,
+    /// A user thread is on the core (for placement).
+    busy: Cell<bool>,
     events: Cell<u64>,
-    switches: Cell<u64>,
-    stop: Cell<bool>,
-    /// The OS the runtime's kernel threads live in: the worker thread on
-    /// core 0 owns the handler, the timer thread on core 1 the UITT entry.
-    kernel: RefCell<Kernel>,
-    worker_tid: Tid,
-    timer_tid: Tid,
+    steals: Cell<u64>,
+    /// The kernel thread pinned to this worker's kernel core.
+    tid: Tid,
+    /// The timer thread's `senduipi` index for this worker.
     uitt_index: usize,
 }
 
+/// The runtime: N worker cores and, for some sources, one timer core.
+pub struct Runtime {
+    sim: Sim,
+    cfg: RuntimeConfig,
+    workers: Vec<Worker>,
+    /// Fired when a job becomes runnable anywhere.
+    work: Notify,
+    done: RefCell<Vec<Completion>>,
+    switches: Cell<u64>,
+    stop: Cell<bool>,
+    /// The OS the runtime's kernel threads live in: worker `i`'s thread on
+    /// kernel core `i` owns its handler, the timer thread on core `N` the
+    /// UITT entries.
+    kernel: RefCell<Kernel>,
+    timer_tid: Tid,
+}
+
 impl Runtime {
-    /// A runtime on `worker`; `timer_core` is needed by the sources that
-    /// use one (timer-core UIPIs, polling's flag writer).
+    /// A runtime on one `worker`; `timer_core` is needed by the sources
+    /// that use one (timer-core UIPIs, polling's flag writer).
     pub fn start(
         sim: &Sim,
         cfg: RuntimeConfig,
         worker: Rc<Core>,
         timer_core: Option<Rc<Core>>,
     ) -> Result<Rc<Runtime>, RuntimeError> {
+        Runtime::start_multi(sim, cfg, vec![worker], timer_core)
+    }
+
+    /// A runtime on `workers` (one kernel thread pinned to each, one run
+    /// queue each); `timer_core`, if given, must not be one of them.
+    pub fn start_multi(
+        sim: &Sim,
+        cfg: RuntimeConfig,
+        workers: Vec<Rc<Core>>,
+        timer_core: Option<Rc<Core>>,
+    ) -> Result<Rc<Runtime>, RuntimeError> {
         cfg.validate()?;
-        // Kernel threads, pinned; the user-interrupt route is set up with
+        if workers.is_empty() {
+            return Err(RuntimeError::NoWorkers);
+        }
+        for (i, w) in workers.iter().enumerate() {
+            if workers[..i].iter().any(|o| o.id() == w.id()) {
+                return Err(RuntimeError::DuplicateWorker(w.id()));
+            }
+        }
+        if let Some(t) = &timer_core
+            && workers.iter().any(|w| w.id() == t.id())
+        {
+            return Err(RuntimeError::TimerIsWorker(t.id()));
+        }
+        let n = workers.len();
+        // Kernel threads, pinned; the user-interrupt routes are set up with
         // the real system calls so the sources drive the real state.
-        let mut k = Kernel::new(2, cfg.os);
+        let mut k = Kernel::new(n + 1, cfg.os);
         let pid = k.create_process();
-        let worker_tid = k.create_thread(pid, 0)?;
-        let timer_tid = k.create_thread(pid, 1)?;
-        k.schedule(0, 0)?;
-        k.schedule(1, 0)?;
-        k.sys_register_handler(worker_tid, HANDLER)?;
-        let fd = k.sys_uintr_create_fd(worker_tid, PREEMPT_UV)?;
-        let uitt_index = k.sys_register_sender(timer_tid, fd)?;
-        let now_cycles = worker.freq().duration_to_cycles(sim.now() - Time::ZERO);
-        let period_cycles = worker.freq().duration_to_cycles(cfg.interval).max(1);
-        match cfg.preemption {
-            Preemption::KbTimer | Preemption::Safepoint { .. } => {
-                k.sys_enable_kb_timer(worker_tid, PREEMPT_UV)?;
-                k.set_timer(worker_tid, now_cycles, period_cycles, TimerMode::Periodic)?;
-                if matches!(cfg.preemption, Preemption::Safepoint { .. }) {
-                    k.sys_set_safepoint_mode(worker_tid, true)?;
+        let tids = (0..n)
+            .map(|c| k.create_thread(pid, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timer_tid = k.create_thread(pid, n)?;
+        for c in 0..=n {
+            k.schedule(c, 0)?;
+        }
+        let mut ws = Vec::with_capacity(n);
+        for (core, tid) in workers.into_iter().zip(tids) {
+            k.sys_register_handler(tid, HANDLER)?;
+            let fd = k.sys_uintr_create_fd(tid, PREEMPT_UV)?;
+            let uitt_index = k.sys_register_sender(timer_tid, fd)?;
+            let now_cycles = core.freq().duration_to_cycles(sim.now() - Time::ZERO);
+            let period_cycles = core.freq().duration_to_cycles(cfg.interval).max(1);
+            match cfg.preemption {
+                Preemption::KbTimer | Preemption::Safepoint { .. } => {
+                    k.sys_enable_kb_timer(tid, PREEMPT_UV)?;
+                    k.set_timer(tid, now_cycles, period_cycles, TimerMode::Periodic)?;
+                    if matches!(cfg.preemption, Preemption::Safepoint { .. }) {
+                        k.sys_set_safepoint_mode(tid, true)?;
+                    }
                 }
+                Preemption::Signal => {
+                    k.sys_setitimer(tid, Some(cfg.interval.0))?;
+                }
+                _ => {}
             }
-            Preemption::Signal => {
-                k.sys_setitimer(worker_tid, Some(cfg.interval.0))?;
-            }
-            _ => {}
+            ws.push(Worker {
+                core,
+                line: Rc::new(IrqLine::new(sim)),
+                queue: RefCell::new(VecDeque::new()),
+                busy: Cell::new(false),
+                events: Cell::new(0),
+                steals: Cell::new(0),
+                tid,
+                uitt_index,
+            });
         }
         let rt = Rc::new(Runtime {
             sim: sim.clone(),
             cfg,
-            worker: worker.clone(),
-            line: Rc::new(IrqLine::new(sim)),
-            queue: RefCell::new(VecDeque::new()),
+            workers: ws,
             work: Notify::new(sim),
             done: RefCell::new(Vec::new()),
-            events: Cell::new(0),
             switches: Cell::new(0),
             stop: Cell::new(false),
             kernel: RefCell::new(k),
-            worker_tid,
             timer_tid,
-            uitt_index,
         });
-        let r = rt.clone();
-        sim.spawn(async move { r.worker_loop().await });
+        for i in 0..n {
+            let r = rt.clone();
+            sim.spawn(async move { r.worker_loop(i).await });
+        }
         rt.start_source(timer_core);
         Ok(rt)
     }
 
-    /// A new user thread becomes runnable now.
+    /// A new user thread becomes runnable now, on the least-loaded worker
+    /// (queued plus running; ties to the lowest worker).
     pub fn submit(&self, job: Job) {
-        self.queue.borrow_mut().push_back(Running {
+        let load = |w: &Worker| w.queue.borrow().len() + w.busy.get() as usize;
+        let mut best = 0;
+        for (i, w) in self.workers.iter().enumerate().skip(1) {
+            if load(w) < load(&self.workers[best]) {
+                best = i;
+            }
+        }
+        self.enqueue(best, job);
+    }
+    /// A new user thread becomes runnable now on worker `worker`.
+    pub fn submit_to(&self, worker: usize, job: Job) -> Result<(), RuntimeError> {
+        if worker >= self.workers.len() {
+            return Err(RuntimeError::NoSuchWorker(worker));
+        }
+        self.enqueue(worker, job);
+        Ok(())
+    }
+    fn enqueue(&self, worker: usize, job: Job) {
+        self.workers[worker].queue.borrow_mut().push_back(Running {
             job,
             remaining: job.cycles,
             preemptions: 0,
+            placed: worker,
         });
         self.work.notify();
     }
@@ -280,25 +389,43 @@ impl Runtime {
     pub fn completions(&self) -> std::cell::Ref<'_, Vec<Completion>> {
         self.done.borrow()
     }
-    /// Notifications the worker received.
+    /// Notifications the workers received, in total.
     pub fn events(&self) -> u64 {
-        self.events.get()
+        self.workers.iter().map(|w| w.events.get()).sum()
+    }
+    /// Notifications worker `i` received.
+    pub fn events_on(&self, i: usize) -> u64 {
+        self.workers.get(i).map_or(0, |w| w.events.get())
     }
     /// Preemptions that switched to another user thread.
     pub fn switches(&self) -> u64 {
         self.switches.get()
     }
+    /// Jobs worker `i` took from another worker's queue.
+    pub fn steals_by(&self, i: usize) -> u64 {
+        self.workers.get(i).map_or(0, |w| w.steals.get())
+    }
+    /// Jobs moved between workers by stealing, in total.
+    pub fn steals(&self) -> u64 {
+        self.workers.iter().map(|w| w.steals.get()).sum()
+    }
+    /// Jobs waiting in all run queues.
     pub fn queued(&self) -> usize {
-        self.queue.borrow().len()
+        self.workers.iter().map(|w| w.queue.borrow().len()).sum()
     }
+    /// The first worker core.
     pub fn worker(&self) -> &Rc<Core> {
-        &self.worker
+        &self.workers[0].core
     }
-    /// User interrupts the OS model delivered to the worker thread.
+    /// Every worker core, in worker order.
+    pub fn workers(&self) -> Vec<Rc<Core>> {
+        self.workers.iter().map(|w| w.core.clone()).collect()
+    }
+    /// User interrupts the OS model delivered to the worker threads.
     pub fn kernel_deliveries(&self) -> usize {
         self.kernel.borrow().deliveries().len()
     }
-    /// Signals delivered to the worker thread.
+    /// The OS model the kernel threads live in.
     pub fn kernel(&self) -> std::cell::Ref<'_, Kernel> {
         self.kernel.borrow()
     }
@@ -309,45 +436,26 @@ impl Runtime {
         match cfg.preemption {
             Preemption::None => {}
             Preemption::KbTimer | Preemption::Safepoint { .. } => {
-                // The worker core's KB_Timer, programmed by the worker
-                // thread at start-up: fire at each deadline it reports.
-                let rt = self.clone();
-                self.sim.spawn(async move {
-                    let freq = rt.worker.freq();
-                    while !rt.stop.get() {
-                        let Some(d) = rt.kernel.borrow().kb_deadline(0) else {
-                            break;
-                        };
-                        rt.sim
-                            .sleep_until(Time::ZERO + freq.cycles_to_duration(d))
-                            .await;
-                        let mut k = rt.kernel.borrow_mut();
-                        // Delivered at once, or (safepoint mode) left
-                        // pending in UIRR for the next safepoint.
-                        let delivered = k.kb_timer_tick(0, d, false).map(|v| !v.is_empty());
-                        let pending = k
-                            .ui_state(rt.worker_tid)
-                            .map(|u| u.uirr != 0)
-                            .unwrap_or(false);
-                        drop(k);
-                        if delivered.unwrap_or(false) || pending {
-                            rt.line.raise(rt.sim.now());
-                        }
-                    }
-                });
+                for i in 0..self.workers.len() {
+                    self.spawn_kb_timer(i);
+                }
             }
             Preemption::Signal => {
-                let rt = self.clone();
-                self.sim.spawn(async move {
-                    while !rt.stop.get() {
-                        rt.sim.sleep(interval).await;
-                        // ITIMER_REAL expires: SIGALRM becomes pending and
-                        // the kernel interrupts the worker to deliver it.
-                        if rt.kernel.borrow_mut().itimer_expire(rt.worker_tid).is_ok() {
-                            rt.line.raise(rt.sim.now());
+                for i in 0..self.workers.len() {
+                    let rt = self.clone();
+                    self.sim.spawn(async move {
+                        let w = &rt.workers[i];
+                        while !rt.stop.get() {
+                            rt.sim.sleep(interval).await;
+                            // ITIMER_REAL expires: SIGALRM becomes pending
+                            // and the kernel interrupts the worker to
+                            // deliver it.
+                            if rt.kernel.borrow_mut().itimer_expire(w.tid).is_ok() {
+                                w.line.raise(rt.sim.now());
+                            }
                         }
-                    }
-                });
+                    });
+                }
             }
             Preemption::TimerCore { .. } | Preemption::Polling { .. } => {
                 let rt = self.clone();
@@ -356,97 +464,181 @@ impl Runtime {
                     self.sim.spawn(async move {
                         while !rt.stop.get() {
                             rt.sim.sleep(interval).await;
-                            rt.line.raise(rt.sim.now());
+                            for w in &rt.workers {
+                                w.line.raise(rt.sim.now());
+                            }
                         }
                     });
                     return;
                 };
                 let ctx = CoreCtx::new(&self.sim, tc);
-                self.sim.spawn(async move {
-                    let mut next = rt.sim.now() + interval;
-                    while !rt.stop.get() {
-                        ctx.spin_until_time(next).await;
-                        next += interval;
-                        let uipi = matches!(rt.cfg.preemption, Preemption::TimerCore { .. });
-                        let send = if uipi {
-                            rt.cfg.ucode.senduipi_cycles
-                        } else {
-                            1
-                        };
-                        ctx.compute(Category::Application, rt.cfg.timer_loop_cycles + send)
-                            .await;
-                        let transit = if uipi {
-                            rt.worker
-                                .freq()
-                                .cycles_to_duration(rt.cfg.ucode.ipi_transit_cycles)
-                        } else {
-                            Duration::ZERO
-                        };
-                        if !uipi {
-                            // Polling: a plain store to the flag line.
-                            let r2 = rt.clone();
-                            rt.sim.at(rt.sim.now(), move || r2.line.raise(r2.sim.now()));
-                            continue;
-                        }
-                        // senduipi: UITT lookup, post in the UPID, IPI.
-                        let sent = rt.kernel.borrow_mut().senduipi(rt.timer_tid, rt.uitt_index);
-                        if let Ok(nextio_hw::interrupt::uipi::SendOutcome::Ipi { ndst, nv }) = sent
-                        {
-                            let r2 = rt.clone();
-                            rt.sim.at(rt.sim.now() + transit, move || {
-                                // Notification processing on the worker.
-                                let d = r2
-                                    .kernel
-                                    .borrow_mut()
-                                    .interrupt(ndst as usize, nv, false)
-                                    .map(|v| !v.is_empty())
-                                    .unwrap_or(false);
-                                if d {
-                                    r2.line.raise(r2.sim.now());
-                                }
-                            });
-                        }
-                    }
-                });
+                self.sim.spawn(async move { rt.timer_core_loop(ctx).await });
             }
         }
     }
 
-    /// The functional side of taking a notification on the worker: signals
+    /// Worker `i`'s KB_Timer, programmed by its thread at start-up: fire
+    /// at each deadline it reports.
+    fn spawn_kb_timer(self: &Rc<Self>, i: usize) {
+        let rt = self.clone();
+        self.sim.spawn(async move {
+            let w = &rt.workers[i];
+            let freq = w.core.freq();
+            while !rt.stop.get() {
+                let Some(d) = rt.kernel.borrow().kb_deadline(i) else {
+                    break;
+                };
+                rt.sim
+                    .sleep_until(Time::ZERO + freq.cycles_to_duration(d))
+                    .await;
+                let mut k = rt.kernel.borrow_mut();
+                // Delivered at once, or (safepoint mode) left pending in
+                // UIRR for the next safepoint.
+                let delivered = k.kb_timer_tick(i, d, false).map(|v| !v.is_empty());
+                let pending = k.ui_state(w.tid).map(|u| u.uirr != 0).unwrap_or(false);
+                drop(k);
+                if delivered.unwrap_or(false) || pending {
+                    w.line.raise(rt.sim.now());
+                }
+            }
+        });
+    }
+
+    /// The dedicated timer core: spin on the TSC to each deadline, then
+    /// notify every worker in turn — a `senduipi` each (timer-core UIPIs)
+    /// or a store to each worker's flag (polling).
+    async fn timer_core_loop(self: Rc<Self>, ctx: CoreCtx) {
+        let uipi = matches!(self.cfg.preemption, Preemption::TimerCore { .. });
+        let send = if uipi {
+            self.cfg.ucode.senduipi_cycles
+        } else {
+            1
+        };
+        let mut next = self.sim.now() + self.cfg.interval;
+        while !self.stop.get() {
+            ctx.spin_until_time(next).await;
+            next += self.cfg.interval;
+            for i in 0..self.workers.len() {
+                ctx.compute(Category::Application, self.cfg.timer_loop_cycles + send)
+                    .await;
+                let w = &self.workers[i];
+                if !uipi {
+                    // Polling: a plain store to the flag line.
+                    let r2 = self.clone();
+                    self.sim.at(self.sim.now(), move || {
+                        r2.workers[i].line.raise(r2.sim.now())
+                    });
+                    continue;
+                }
+                let transit = w
+                    .core
+                    .freq()
+                    .cycles_to_duration(self.cfg.ucode.ipi_transit_cycles);
+                // senduipi: UITT lookup, post in the UPID, IPI.
+                let sent = self
+                    .kernel
+                    .borrow_mut()
+                    .senduipi(self.timer_tid, w.uitt_index);
+                if let Ok(nextio_hw::interrupt::uipi::SendOutcome::Ipi { ndst, nv }) = sent {
+                    let r2 = self.clone();
+                    self.sim.at(self.sim.now() + transit, move || {
+                        // Notification processing on the worker; kernel
+                        // core `ndst` is worker `ndst`.
+                        let core = ndst as usize;
+                        let d = r2
+                            .kernel
+                            .borrow_mut()
+                            .interrupt(core, nv, false)
+                            .map(|v| !v.is_empty())
+                            .unwrap_or(false);
+                        if d && let Some(w) = r2.workers.get(core) {
+                            w.line.raise(r2.sim.now());
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// The functional side of taking a notification on worker `i`: signals
     /// are delivered on the return to user mode; in safepoint mode the
     /// pending user interrupt is delivered at the safepoint reached.
-    fn take_notification(&self) {
+    fn take_notification(&self, i: usize) {
+        let tid = self.workers[i].tid;
         let mut k = self.kernel.borrow_mut();
         match self.cfg.preemption {
             Preemption::Signal => {
-                let _ = k.deliver_signals(self.worker_tid);
+                let _ = k.deliver_signals(tid);
             }
             Preemption::Safepoint { .. } => {
-                let _ = k.safepoint(self.worker_tid);
+                let _ = k.safepoint(tid);
             }
             _ => {}
         }
     }
 
-    async fn worker_loop(self: Rc<Self>) {
-        let ctx = CoreCtx::new(&self.sim, self.worker.clone());
+    fn stealing(&self) -> bool {
+        self.cfg.work_stealing && self.workers.len() > 1
+    }
+    /// Worker `i` could steal: another worker has a job waiting.
+    fn stealable(&self, i: usize) -> bool {
+        self.stealing()
+            && self
+                .workers
+                .iter()
+                .enumerate()
+                .any(|(j, w)| j != i && !w.queue.borrow().is_empty())
+    }
+    /// Take the oldest job of the longest other queue (ties to the lowest
+    /// worker), if any.
+    fn steal(&self, i: usize) -> Option<Running> {
+        let mut victim: Option<(usize, usize)> = None;
+        for (j, w) in self.workers.iter().enumerate() {
+            let len = w.queue.borrow().len();
+            if j != i && len > 0 && victim.is_none_or(|(_, l)| len > l) {
+                victim = Some((j, len));
+            }
+        }
+        let (j, _) = victim?;
+        self.workers[j].queue.borrow_mut().pop_front()
+    }
+
+    async fn worker_loop(self: Rc<Self>, i: usize) {
+        let w = &self.workers[i];
+        let ctx = CoreCtx::new(&self.sim, w.core.clone());
         let (granule, stretch_num, stretch_den) = self.cfg.loop_shape();
         let (ev_cat, ev_cycles) = self.cfg.event_cost();
         loop {
-            let next = self.queue.borrow_mut().pop_front();
+            let next = w.queue.borrow_mut().pop_front();
+            let next = match next {
+                Some(r) => Some(r),
+                None if self.stealable(i) => {
+                    // Look at the other queues and take a job.
+                    ctx.cycles(Category::Polling, self.cfg.steal_cycles);
+                    let got = self.steal(i);
+                    if got.is_some() {
+                        w.steals.set(w.steals.get() + 1);
+                    }
+                    got
+                }
+                None => None,
+            };
             let Some(mut cur) = next else {
                 // Idle: a pending notification is taken (and paid) by the
-                // idle loop, then the worker sleeps until work arrives.
-                if self.line.take().is_some() {
-                    self.take_notification();
-                    self.events.set(self.events.get() + 1);
+                // idle loop, then the worker sleeps until work arrives
+                // (its own, or, stealing, anyone's).
+                if w.line.take().is_some() {
+                    self.take_notification(i);
+                    w.events.set(w.events.get() + 1);
                     ctx.cycles(ev_cat, ev_cycles);
                     continue;
                 }
-                let q = &self.queue;
-                ctx.block_until(&self.work, || !q.borrow().is_empty()).await;
+                let q = &w.queue;
+                ctx.block_until(&self.work, || !q.borrow().is_empty() || self.stealable(i))
+                    .await;
                 continue;
             };
+            w.busy.set(true);
             ctx.sync().await;
             let mut slice_start = self.sim.now();
             loop {
@@ -454,8 +646,7 @@ impl Runtime {
                 let eff = (cur.remaining as u128 * stretch_num as u128)
                     .div_ceil(stretch_den as u128) as u64;
                 let ran =
-                    compute_interruptible(&ctx, &self.line, Category::Application, eff, granule)
-                        .await;
+                    compute_interruptible(&ctx, &w.line, Category::Application, eff, granule).await;
                 let progressed = (ran.executed_cycles as u128 * stretch_den as u128
                     / stretch_num as u128) as u64;
                 cur.remaining = if ran.remaining_cycles == 0 {
@@ -468,16 +659,18 @@ impl Runtime {
                         job: cur.job,
                         finished: self.sim.now(),
                         preemptions: cur.preemptions,
+                        worker: i,
+                        placed: cur.placed,
                     });
                     // A notification that arrived exactly at the end is
                     // handled by the next loop iteration.
                     break;
                 }
-                if self.line.take().is_none() {
+                if w.line.take().is_none() {
                     continue;
                 }
-                self.take_notification();
-                self.events.set(self.events.get() + 1);
+                self.take_notification(i);
+                w.events.set(w.events.get() + 1);
                 ctx.compute(ev_cat, ev_cycles).await;
                 let used = self.sim.now().since(slice_start);
                 if !self.cfg.switch_threads || used < self.cfg.quantum {
@@ -486,15 +679,20 @@ impl Runtime {
                 // Quantum expired: yield to the scheduler.
                 ctx.compute(Category::ContextSwitch, self.cfg.os.uthread_switch_cycles)
                     .await;
-                if self.queue.borrow().is_empty() {
+                if w.queue.borrow().is_empty() {
                     slice_start = self.sim.now();
                     continue;
                 }
                 cur.preemptions += 1;
                 self.switches.set(self.switches.get() + 1);
-                self.queue.borrow_mut().push_back(cur);
+                w.queue.borrow_mut().push_back(cur);
+                if self.stealing() {
+                    // The yielded thread may be taken by an idle worker.
+                    self.work.notify();
+                }
                 break;
             }
+            w.busy.set(false);
         }
     }
 }
@@ -582,6 +780,223 @@ mod tests {
                 assert_eq!(c[0].job.id, 1, "{p:?}");
             }
         }
+    }
+
+    const ALL_SOURCES: [Preemption; 7] = [
+        Preemption::None,
+        Preemption::Signal,
+        Preemption::TimerCore {
+            strategy: Strategy::Flush,
+        },
+        Preemption::TimerCore {
+            strategy: Strategy::Tracked,
+        },
+        Preemption::KbTimer,
+        Preemption::Polling {
+            check_uops: 2,
+            body_uops: 24,
+        },
+        Preemption::Safepoint { body_uops: 24 },
+    ];
+
+    struct MultiRun {
+        done: Vec<Completion>,
+        steals: u64,
+        events: Vec<u64>,
+        deliveries: usize,
+        delivered_to: Vec<usize>,
+        timer_app: Duration,
+    }
+
+    /// `jobs` of (cycles, worker to place it on, or the runtime's choice)
+    /// arriving every `gap` on `n` workers plus a timer core.
+    fn run_multi(
+        p: Preemption,
+        n: usize,
+        stealing: bool,
+        jobs: &[(u64, Option<usize>)],
+        gap: Duration,
+    ) -> MultiRun {
+        let sim = Sim::new();
+        let ws: Vec<_> = (0..n)
+            .map(|i| Core::new(i, Freq::mhz(2000), Time::ZERO))
+            .collect();
+        let t = Core::new(n, Freq::mhz(2000), Time::ZERO);
+        let mut cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::FIB);
+        cfg.work_stealing = stealing;
+        let rt = Runtime::start_multi(&sim, cfg, ws, Some(t.clone())).unwrap();
+        let jobs = jobs.to_vec();
+        let total = jobs.len();
+        let (r, s) = (rt.clone(), sim.clone());
+        sim.spawn(async move {
+            for (i, (cycles, at)) in jobs.into_iter().enumerate() {
+                let job = Job {
+                    id: i as u64,
+                    class: 0,
+                    cycles,
+                    arrival: s.now(),
+                };
+                match at {
+                    Some(w) => r.submit_to(w, job).unwrap(),
+                    None => r.submit(job),
+                }
+                s.sleep(gap).await;
+            }
+            while r.completions().len() < total {
+                s.sleep(Duration::from_us(1)).await;
+            }
+            r.stop();
+        });
+        sim.run_until(Time(Duration::from_ms(50).ps()));
+        let out = MultiRun {
+            done: rt.completions().clone(),
+            steals: rt.steals(),
+            events: (0..n).map(|i| rt.events_on(i)).collect(),
+            deliveries: rt.kernel_deliveries(),
+            delivered_to: rt.kernel().deliveries().iter().map(|d| d.tid.0).collect(),
+            timer_app: t.ledger_at(sim.now()).get(Category::Application),
+        };
+        sim.shutdown();
+        out
+    }
+
+    fn mixed_jobs() -> Vec<(u64, Option<usize>)> {
+        (0..24)
+            .map(|i| (if i % 6 == 0 { 400_000 } else { 3_000 }, None))
+            .collect()
+    }
+
+    #[test]
+    fn four_workers_complete_every_job_once_under_every_source() {
+        let jobs = mixed_jobs();
+        for (p, stealing) in ALL_SOURCES.iter().flat_map(|p| [(*p, true), (*p, false)]) {
+            let r = run_multi(p, 4, stealing, &jobs, Duration::from_ns(500));
+            let mut ids: Vec<u64> = r.done.iter().map(|c| c.job.id).collect();
+            ids.sort();
+            assert_eq!(ids, (0..jobs.len() as u64).collect::<Vec<_>>(), "{p:?}");
+            if p != Preemption::None {
+                // Every worker is told, through its own kernel thread.
+                assert!(r.events.iter().all(|e| *e > 0), "{p:?}: {:?}", r.events);
+            }
+            if matches!(
+                p,
+                Preemption::TimerCore { .. } | Preemption::KbTimer | Preemption::Safepoint { .. }
+            ) {
+                let ev: u64 = r.events.iter().sum();
+                assert!(r.deliveries as u64 >= ev, "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn jobs_are_placed_on_per_core_queues() {
+        let r = run_multi(Preemption::None, 4, false, &mixed_jobs(), Duration::ZERO);
+        let mut cores: Vec<usize> = r.done.iter().map(|c| c.worker).collect();
+        cores.sort();
+        cores.dedup();
+        assert_eq!(cores, vec![0, 1, 2, 3]);
+        // Without stealing a job finishes where it was placed.
+        assert!(r.done.iter().all(|c| c.worker == c.placed));
+        // Shortest queue first, ties to the lowest worker.
+        let placed: Vec<usize> = {
+            let mut d = r.done.clone();
+            d.sort_by_key(|c| c.job.id);
+            d.iter().take(5).map(|c| c.placed).collect()
+        };
+        assert_eq!(placed, vec![0, 1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn work_stealing_moves_jobs_to_an_idle_core() {
+        // Everything is placed on worker 0; worker 1 has nothing of its own.
+        let jobs: Vec<_> = [200_000, 3_000, 3_000, 3_000]
+            .iter()
+            .map(|c| (*c, Some(0)))
+            .collect();
+        let on = run_multi(Preemption::None, 2, true, &jobs, Duration::ZERO);
+        assert!(on.steals > 0);
+        assert!(
+            on.done.iter().any(|c| c.placed == 0 && c.worker == 1),
+            "a job placed on worker 0 ran on worker 1"
+        );
+        let off = run_multi(Preemption::None, 2, false, &jobs, Duration::ZERO);
+        assert_eq!(off.steals, 0);
+        assert!(off.done.iter().all(|c| c.worker == 0));
+        assert_eq!(off.done.len(), jobs.len());
+    }
+
+    #[test]
+    fn timer_core_pays_a_senduipi_per_worker() {
+        let p = Preemption::TimerCore {
+            strategy: Strategy::Flush,
+        };
+        let jobs = [(100_000, None)];
+        // The timer core spins (polling) between deadlines; its sends are
+        // its application work.
+        let one = run_multi(p, 1, true, &jobs, Duration::ZERO);
+        let four = run_multi(p, 4, true, &jobs, Duration::ZERO);
+        assert!(
+            four.timer_app > one.timer_app,
+            "{:?} vs {:?}",
+            four.timer_app,
+            one.timer_app
+        );
+        // Idle workers' threads are sent user interrupts too.
+        let mut tids = four.delivered_to.clone();
+        tids.sort();
+        tids.dedup();
+        assert_eq!(tids.len(), 4, "{tids:?}");
+    }
+
+    #[test]
+    fn same_seed_same_completions() {
+        // Job sizes and placements drawn from a seeded stream.
+        let jobs = |seed: u64| -> Vec<(u64, Option<usize>)> {
+            let mut rng = nextio_engine::SimRng::new(seed).fork("jobs");
+            (0..24)
+                .map(|_| {
+                    let cycles = 1_000 + rng.below(300_000);
+                    let at = rng.below(5);
+                    (cycles, (at < 4).then_some(at as usize))
+                })
+                .collect()
+        };
+        for p in ALL_SOURCES {
+            let a = run_multi(p, 4, true, &jobs(11), Duration::from_ns(700));
+            let b = run_multi(p, 4, true, &jobs(11), Duration::from_ns(700));
+            assert_eq!(a.done, b.done, "{p:?}");
+            assert_eq!(a.done.len(), 24, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn bad_worker_sets_are_errors() {
+        let sim = Sim::new();
+        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::FIB);
+        let w0 = Core::new(0, Freq::mhz(2000), Time::ZERO);
+        let w1 = Core::new(1, Freq::mhz(2000), Time::ZERO);
+        assert_eq!(
+            Runtime::start_multi(&sim, cfg, vec![], None).err(),
+            Some(RuntimeError::NoWorkers)
+        );
+        assert_eq!(
+            Runtime::start_multi(&sim, cfg, vec![w0.clone(), w1.clone()], Some(w1.clone())).err(),
+            Some(RuntimeError::TimerIsWorker(1))
+        );
+        assert_eq!(
+            Runtime::start_multi(&sim, cfg, vec![w0.clone(), w0.clone()], None).err(),
+            Some(RuntimeError::DuplicateWorker(0))
+        );
+        let rt = Runtime::start_multi(&sim, cfg, vec![w0, w1], None).unwrap();
+        let job = Job {
+            id: 0,
+            class: 0,
+            cycles: 1,
+            arrival: Time::ZERO,
+        };
+        assert_eq!(rt.submit_to(2, job), Err(RuntimeError::NoSuchWorker(2)));
+        rt.stop();
+        sim.shutdown();
     }
 
     #[test]
