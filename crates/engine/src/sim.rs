@@ -36,9 +36,34 @@ pub struct TaskId {
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-enum Action {
-    Wake(TaskId),
-    Call(Box<dyn FnOnce()>),
+/// What an event does, packed in eight bytes so heap entries stay small
+/// (sifting the heap is bound by memory traffic): either wake a task
+/// (`generation << 32 | index`, top bit clear) or run the callback parked
+/// in slot `n` of the callback table (`1 << 63 | n`).
+#[derive(Clone, Copy)]
+struct Action(u64);
+
+const CALL_BIT: u64 = 1 << 63;
+/// Generations wrap below the call bit.
+const GENERATION_MASK: u32 = 0x7fff_ffff;
+
+impl Action {
+    fn wake(id: TaskId) -> Action {
+        Action((id.generation as u64) << 32 | id.index as u64)
+    }
+    fn call(slot: u32) -> Action {
+        Action(CALL_BIT | slot as u64)
+    }
+    fn decode(self) -> Result<TaskId, u32> {
+        if self.0 & CALL_BIT == 0 {
+            Ok(TaskId {
+                index: self.0 as u32,
+                generation: (self.0 >> 32) as u32,
+            })
+        } else {
+            Err(self.0 as u32)
+        }
+    }
 }
 
 struct Slot {
@@ -67,6 +92,9 @@ struct Trace {
 struct Inner {
     now: Cell<Time>,
     queue: RefCell<EventQueue<Action>>,
+    /// Callbacks waiting for their event, and the free slots among them.
+    calls: RefCell<Vec<Option<Box<dyn FnOnce()>>>>,
+    free_calls: RefCell<Vec<u32>>,
     slots: RefCell<Vec<Slot>>,
     free_slots: RefCell<Vec<u32>>,
     current: Cell<Option<TaskId>>,
@@ -93,6 +121,8 @@ impl Sim {
         Sim(Rc::new(Inner {
             now: Cell::new(Time::ZERO),
             queue: RefCell::new(EventQueue::new()),
+            calls: RefCell::new(Vec::new()),
+            free_calls: RefCell::new(Vec::new()),
             slots: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             current: Cell::new(None),
@@ -137,7 +167,7 @@ impl Sim {
             match self.0.free_slots.borrow_mut().pop() {
                 Some(index) => {
                     let slot = &mut slots[index as usize];
-                    slot.generation = slot.generation.wrapping_add(1);
+                    slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
                     slot.future = Some(future);
                     slot.alive = true;
                     TaskId {
@@ -167,7 +197,7 @@ impl Sim {
     /// Poll task `id` at `time` (clamped to now: the past cannot be scheduled).
     pub fn wake_at(&self, time: Time, id: TaskId) {
         let time = time.max(self.now());
-        self.0.queue.borrow_mut().push(time, Action::Wake(id));
+        self.0.queue.borrow_mut().push(time, Action::wake(id));
     }
 
     /// Poll task `id` at the current time, after what is already queued.
@@ -178,10 +208,21 @@ impl Sim {
     /// Run `f` at `time` (clamped to now).
     pub fn at(&self, time: Time, f: impl FnOnce() + 'static) {
         let time = time.max(self.now());
-        self.0
-            .queue
-            .borrow_mut()
-            .push(time, Action::Call(Box::new(f)));
+        let f: Box<dyn FnOnce()> = Box::new(f);
+        let slot = {
+            let mut calls = self.0.calls.borrow_mut();
+            match self.0.free_calls.borrow_mut().pop() {
+                Some(slot) => {
+                    calls[slot as usize] = Some(f);
+                    slot
+                }
+                None => {
+                    calls.push(Some(f));
+                    u32::try_from(calls.len() - 1).expect("fewer than 2^32 pending callbacks")
+                }
+            }
+        };
+        self.0.queue.borrow_mut().push(time, Action::call(slot));
     }
 
     /// Run `f` after `delay`.
@@ -245,15 +286,21 @@ impl Sim {
             self.0.now.set(time);
             self.0.events.set(self.0.events.get() + 1);
             if self.trace_enabled() {
-                let what = match &action {
-                    Action::Wake(id) => format!("wake task {}.{}", id.index, id.generation),
-                    Action::Call(_) => "callback".to_string(),
+                let what = match action.decode() {
+                    Ok(id) => format!("wake task {}.{}", id.index, id.generation),
+                    Err(_) => "callback".to_string(),
                 };
                 self.trace(|| what);
             }
-            match action {
-                Action::Wake(id) => self.poll_task(id),
-                Action::Call(f) => f(),
+            match action.decode() {
+                Ok(id) => self.poll_task(id),
+                Err(slot) => {
+                    let f = self.0.calls.borrow_mut()[slot as usize].take();
+                    self.0.free_calls.borrow_mut().push(slot);
+                    if let Some(f) = f {
+                        f();
+                    }
+                }
             }
         }
         if deadline != Time::MAX && self.now() < deadline {
@@ -297,6 +344,9 @@ impl Sim {
     /// between tasks and the simulator. The clock and counters stay.
     pub fn shutdown(&self) {
         self.0.queue.borrow_mut().clear();
+        let calls = std::mem::take(&mut *self.0.calls.borrow_mut());
+        self.0.free_calls.borrow_mut().clear();
+        drop(calls);
         let futures: Vec<_> = self
             .0
             .slots
