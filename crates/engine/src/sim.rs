@@ -35,6 +35,7 @@ pub struct TaskId {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
+type Callback = Box<dyn FnOnce()>;
 
 /// What an event does, packed in eight bytes so heap entries stay small
 /// (sifting the heap is bound by memory traffic): either wake a task
@@ -93,7 +94,7 @@ struct Inner {
     now: Cell<Time>,
     queue: RefCell<EventQueue<Action>>,
     /// Callbacks waiting for their event, and the free slots among them.
-    calls: RefCell<Vec<Option<Box<dyn FnOnce()>>>>,
+    calls: RefCell<Vec<Option<Callback>>>,
     free_calls: RefCell<Vec<u32>>,
     slots: RefCell<Vec<Slot>>,
     free_slots: RefCell<Vec<u32>>,
@@ -208,7 +209,7 @@ impl Sim {
     /// Run `f` at `time` (clamped to now).
     pub fn at(&self, time: Time, f: impl FnOnce() + 'static) {
         let time = time.max(self.now());
-        let f: Box<dyn FnOnce()> = Box::new(f);
+        let f: Callback = Box::new(f);
         let slot = {
             let mut calls = self.0.calls.borrow_mut();
             match self.0.free_calls.borrow_mut().pop() {
