@@ -224,9 +224,9 @@ impl Experiment for XuiTimerCore {
         let workers = ctx.params.u64_list("workers");
         let intervals = ctx.params.u64_list("interval_us");
         let ticks = ctx.params.u64("ticks");
-        if intervals.contains(&0) || ticks == 0 || workers.iter().any(|w| *w > 4096) {
+        if intervals.contains(&0) || ticks == 0 || workers.iter().any(|w| *w == 0 || *w > 4096) {
             return Err(RunError::Config(
-                "interval_us and ticks must be positive, workers at most 4096".into(),
+                "interval_us and ticks must be positive, workers in 1..=4096".into(),
             ));
         }
         let mut points = Vec::new();

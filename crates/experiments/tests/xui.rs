@@ -71,6 +71,7 @@ fn bad_parameters_are_errors() {
         ("xui-timer-core", "ticks=0"),
         ("xui-rocksdb", "offered_krps=0"),
         ("xui-rocksdb", "workers=0"),
+        ("xui-timer-core", "workers=0"),
         ("xui-rocksdb", "workers=65"),
         ("xui-l3fwd", "queues=0"),
         ("xui-l3fwd", "load=2"),
