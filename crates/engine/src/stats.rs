@@ -1,11 +1,11 @@
 //! Statistics a run collects: named counters (drops by reason, bytes, …)
 //! and latency histograms.
 //!
-//! Counters live in a `BTreeMap` so they print and serialise in a stable
-//! order. Latencies are recorded in picoseconds in an HdrHistogram with
+//! Counters are kept sorted by name so they print and serialise in a
+//! stable order; a counter is found by the address of its `&'static str`
+//! name first (counting is on the hot path of every model, and names are
+//! literals), by comparing names only when that misses. Latencies are recorded in picoseconds in an HdrHistogram with
 //! three significant digits, which bounds quantile error to 0.1 %.
-
-use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
@@ -14,7 +14,8 @@ use crate::time::Duration;
 /// Named monotonically increasing counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    values: BTreeMap<&'static str, u64>,
+    /// Sorted by name; names are unique.
+    values: Vec<(&'static str, u64)>,
 }
 
 impl Counters {
@@ -22,13 +23,23 @@ impl Counters {
         Counters::default()
     }
     pub fn add(&mut self, name: &'static str, n: u64) {
-        *self.values.entry(name).or_insert(0) += n;
+        if let Some(entry) = self.values.iter_mut().find(|(k, _)| std::ptr::eq(*k, name)) {
+            entry.1 += n;
+            return;
+        }
+        match self.values.binary_search_by(|(k, _)| (*k).cmp(name)) {
+            Ok(i) => self.values[i].1 += n,
+            Err(i) => self.values.insert(i, (name, n)),
+        }
     }
     pub fn inc(&mut self, name: &'static str) {
         self.add(name, 1);
     }
     pub fn get(&self, name: &str) -> u64 {
-        self.values.get(name).copied().unwrap_or(0)
+        match self.values.binary_search_by(|(k, _)| (*k).cmp(name)) {
+            Ok(i) => self.values[i].1,
+            Err(_) => 0,
+        }
     }
     /// Sum of every counter whose name starts with `prefix`.
     pub fn sum_prefix(&self, prefix: &str) -> u64 {
@@ -106,6 +117,24 @@ mod tests {
         c.add("delivered", 5);
         assert_eq!(c.sum_prefix("drop."), 3);
         assert_eq!(c.get("missing"), 0);
+    }
+
+    #[test]
+    fn order_of_counting_does_not_matter() {
+        let mut a = Counters::new();
+        let mut b = Counters::new();
+        for name in ["tx", "rx", "drop.b", "drop.a", "rx"] {
+            a.inc(name);
+        }
+        for name in ["drop.a", "rx", "rx", "tx", "drop.b"] {
+            b.inc(name);
+        }
+        assert_eq!(a, b);
+        let names: Vec<_> = a.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["drop.a", "drop.b", "rx", "tx"]);
+        // A name that is not the same literal still finds its counter.
+        let owned = String::from("rx");
+        assert_eq!(a.get(&owned), 2);
     }
 
     #[test]
