@@ -738,22 +738,7 @@ mod tests {
     #[test]
     fn every_job_completes_once_under_every_source() {
         let jobs = [200_000, 2_400, 2_400, 1_160_000, 2_400];
-        for p in [
-            Preemption::None,
-            Preemption::Signal,
-            Preemption::TimerCore {
-                strategy: Strategy::Flush,
-            },
-            Preemption::TimerCore {
-                strategy: Strategy::Tracked,
-            },
-            Preemption::KbTimer,
-            Preemption::Polling {
-                check_uops: 2,
-                body_uops: 24,
-            },
-            Preemption::Safepoint { body_uops: 24 },
-        ] {
+        for p in ALL_SOURCES {
             let (c, switches, delivered, events) = run(p, &jobs);
             match p {
                 // Each notification is a user interrupt the OS model
