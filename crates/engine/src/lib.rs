@@ -22,7 +22,7 @@ pub mod time;
 
 pub use ledger::{Category, Ledger};
 pub use rng::SimRng;
-pub use sim::{Sim, TaskId, TraceRecord};
+pub use sim::{PastError, Sim, TaskId, TraceRecord};
 pub use stats::{Counters, LatencyHist};
 pub use sync::{Mailbox, Notify};
 pub use time::{Duration, Freq, Rate, Serializer, Time};

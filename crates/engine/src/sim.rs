@@ -16,7 +16,12 @@
 //! * A task id carries a generation: waking a finished task whose slot was
 //!   reused does nothing.
 //! * Tasks hold clones of the `Sim`, which is a reference cycle; call
-//!   [`Sim::shutdown`] when a run is over to drop every task.
+//!   [`Sim::shutdown`] when a run is over to drop every task. Shutting down
+//!   from inside a task is safe: the running task is dropped when its poll
+//!   returns.
+//! * The past cannot be scheduled: [`Sim::at`] and [`Sim::wake_at`] refuse a
+//!   time before now with a [`PastError`] rather than silently moving it, so
+//!   a model that computes a wrong time is told instead of mistimed.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -26,6 +31,27 @@ use std::task::{Context, Poll, Waker};
 
 use crate::queue::EventQueue;
 use crate::time::{Duration, Time};
+
+/// A request to schedule something before the current time: always a bug in
+/// the model that computed the time, so it is reported, never clamped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PastError {
+    pub requested: Time,
+    pub now: Time,
+}
+
+impl std::fmt::Display for PastError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an event was scheduled at {} ps, before the current time {} ps",
+            self.requested.ps(),
+            self.now.ps()
+        )
+    }
+}
+
+impl std::error::Error for PastError {}
 
 /// Identifies a spawned task. Stale ids (the task finished) are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -191,25 +217,46 @@ impl Sim {
             }
         };
         self.0.live_tasks.set(self.0.live_tasks.get() + 1);
-        self.wake_at(self.now(), id);
+        self.wake(id);
         id
     }
 
-    /// Poll task `id` at `time` (clamped to now: the past cannot be scheduled).
-    pub fn wake_at(&self, time: Time, id: TaskId) {
-        let time = time.max(self.now());
+    fn check_future(&self, time: Time) -> Result<(), PastError> {
+        if time < self.now() {
+            Err(PastError {
+                requested: time,
+                now: self.now(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Poll task `id` at `time`, which must not be in the past.
+    pub fn wake_at(&self, time: Time, id: TaskId) -> Result<(), PastError> {
+        self.check_future(time)?;
         self.0.queue.borrow_mut().push(time, Action::wake(id));
+        Ok(())
     }
 
     /// Poll task `id` at the current time, after what is already queued.
     pub fn wake(&self, id: TaskId) {
-        self.wake_at(self.now(), id);
+        self.0.queue.borrow_mut().push(self.now(), Action::wake(id));
     }
 
-    /// Run `f` at `time` (clamped to now).
-    pub fn at(&self, time: Time, f: impl FnOnce() + 'static) {
-        let time = time.max(self.now());
-        let f: Callback = Box::new(f);
+    /// Run `f` at `time`, which must not be in the past.
+    pub fn at(&self, time: Time, f: impl FnOnce() + 'static) -> Result<(), PastError> {
+        self.check_future(time)?;
+        self.push_call(time, Box::new(f));
+        Ok(())
+    }
+
+    /// Run `f` after `delay` (never in the past).
+    pub fn after(&self, delay: Duration, f: impl FnOnce() + 'static) {
+        self.push_call(self.now() + delay, Box::new(f));
+    }
+
+    fn push_call(&self, time: Time, f: Callback) {
         let slot = {
             let mut calls = self.0.calls.borrow_mut();
             match self.0.free_calls.borrow_mut().pop() {
@@ -224,11 +271,6 @@ impl Sim {
             }
         };
         self.0.queue.borrow_mut().push(time, Action::call(slot));
-    }
-
-    /// Run `f` after `delay`.
-    pub fn after(&self, delay: Duration, f: impl FnOnce() + 'static) {
-        self.at(self.now() + delay, f);
     }
 
     /// A future that completes at `now + d`.
@@ -329,7 +371,16 @@ impl Sim {
         let done = future.as_mut().poll(&mut cx).is_ready();
         self.0.current.set(previous);
         let mut slots = self.0.slots.borrow_mut();
-        let slot = &mut slots[id.index as usize];
+        let slot = match slots.get_mut(id.index as usize) {
+            Some(slot) if slot.generation == id.generation && slot.alive => slot,
+            // The task shut the simulator down while it ran: its slot is
+            // gone, so the future is dropped here, outside every borrow.
+            _ => {
+                drop(slots);
+                drop(future);
+                return;
+            }
+        };
         if done {
             slot.alive = false;
             self.0.free_slots.borrow_mut().push(id.index);
@@ -422,7 +473,8 @@ impl Future for Sleep {
         if !self.armed {
             self.armed = true;
             let id = self.sim.current_task();
-            self.sim.wake_at(self.deadline, id);
+            // The deadline is later than now (checked above).
+            let _ = self.sim.wake_at(self.deadline, id);
         }
         Poll::Pending
     }
@@ -477,7 +529,8 @@ mod tests {
         let sim = Sim::new();
         let log = Rc::new(RefCell::new(Vec::new()));
         let l = log.clone();
-        sim.at(Time(10), move || l.borrow_mut().push("call"));
+        sim.at(Time(10), move || l.borrow_mut().push("call"))
+            .unwrap();
         let (s, l) = (sim.clone(), log.clone());
         sim.spawn(async move {
             s.sleep_until(Time(10)).await;
@@ -521,12 +574,72 @@ mod tests {
     }
 
     #[test]
+    fn the_past_cannot_be_scheduled() {
+        let sim = Sim::new();
+        sim.at(Time(10), || {}).unwrap();
+        sim.run();
+        assert_eq!(
+            sim.at(Time(5), || {}),
+            Err(PastError {
+                requested: Time(5),
+                now: Time(10)
+            })
+        );
+        let id = sim.spawn(async {});
+        assert!(sim.wake_at(Time(9), id).is_err());
+        assert!(sim.wake_at(Time(10), id).is_ok());
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        sim.after(Duration(0), move || r.set(true));
+        sim.run();
+        assert!(ran.get());
+    }
+
+    #[test]
+    fn a_task_may_shut_the_simulator_down() {
+        let sim = Sim::new();
+        let s = sim.clone();
+        let dropped = Rc::new(Cell::new(0));
+        struct Guard(Rc<Cell<u32>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        for _ in 0..3 {
+            let (s, g) = (sim.clone(), Guard(dropped.clone()));
+            sim.spawn(async move {
+                let _g = g;
+                s.sleep(Duration(100)).await;
+            });
+        }
+        let g = Guard(dropped.clone());
+        sim.spawn(async move {
+            let _g = g;
+            s.sleep(Duration(10)).await;
+            s.shutdown();
+            // Still running after the shutdown: the future outlives its slot.
+            s.stop();
+        });
+        sim.run();
+        assert_eq!(dropped.get(), 4, "every task was dropped");
+        assert_eq!(sim.live_tasks(), 0);
+        assert_eq!(sim.now(), Time(10));
+        // The simulator stays usable.
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        sim.spawn(async move { r.set(true) });
+        sim.run();
+        assert!(ran.get());
+    }
+
+    #[test]
     fn trace_records_every_dispatch() {
         let sim = Sim::new();
         sim.enable_trace();
         let s = sim.clone();
         sim.spawn(async move { s.sleep(Duration(5)).await });
-        sim.at(Time(3), || {});
+        sim.at(Time(3), || {}).unwrap();
         sim.run();
         let (records, _) = sim.take_trace();
         let lines: Vec<_> = records

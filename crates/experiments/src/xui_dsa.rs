@@ -134,7 +134,8 @@ fn run_point(
             let (_, done_at) = d.borrow_mut().submit(submitted);
             // The device writes the completion record at done_at.
             let w2 = w.clone();
-            s.at(done_at, move || w2.notify());
+            s.at(done_at, move || w2.notify())
+                .expect("a device event is never scheduled in the past");
             match mech {
                 Mech::Spin => {
                     ctx.spin_until(&w, || s.now() >= done_at).await;

@@ -525,9 +525,11 @@ impl Runtime {
                 if !uipi {
                     // Polling: a plain store to the flag line.
                     let r2 = self.clone();
-                    self.sim.at(self.sim.now(), move || {
-                        r2.workers[i].line.raise(r2.sim.now())
-                    });
+                    self.sim
+                        .at(self.sim.now(), move || {
+                            r2.workers[i].line.raise(r2.sim.now())
+                        })
+                        .expect("a device event is never scheduled in the past");
                     continue;
                 }
                 let transit = w
@@ -541,20 +543,22 @@ impl Runtime {
                     .senduipi(self.timer_tid, w.uitt_index);
                 if let Ok(nextio_hw::interrupt::uipi::SendOutcome::Ipi { ndst, nv }) = sent {
                     let r2 = self.clone();
-                    self.sim.at(self.sim.now() + transit, move || {
-                        // Notification processing on the worker; kernel
-                        // core `ndst` is worker `ndst`.
-                        let core = ndst as usize;
-                        let d = r2
-                            .kernel
-                            .borrow_mut()
-                            .interrupt(core, nv, false)
-                            .map(|v| !v.is_empty())
-                            .unwrap_or(false);
-                        if d && let Some(w) = r2.workers.get(core) {
-                            w.line.raise(r2.sim.now());
-                        }
-                    });
+                    self.sim
+                        .at(self.sim.now() + transit, move || {
+                            // Notification processing on the worker; kernel
+                            // core `ndst` is worker `ndst`.
+                            let core = ndst as usize;
+                            let d = r2
+                                .kernel
+                                .borrow_mut()
+                                .interrupt(core, nv, false)
+                                .map(|v| !v.is_empty())
+                                .unwrap_or(false);
+                            if d && let Some(w) = r2.workers.get(core) {
+                                w.line.raise(r2.sim.now());
+                            }
+                        })
+                        .expect("a device event is never scheduled in the past");
                 }
             }
         }

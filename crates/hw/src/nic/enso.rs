@@ -523,7 +523,8 @@ impl EnsoNic {
             .map_err(|e| EnsoNicError::Config(e.to_string()))?;
         let nic = self.clone();
         self.sim
-            .at(arrival, move || nic.register_written(reg, value));
+            .at(arrival, move || nic.register_written(reg, value))
+            .expect("a device event is never scheduled in the past");
         Ok(arrival)
     }
 
@@ -631,54 +632,56 @@ impl EnsoNic {
         let tx_data = self.tx_data.clone();
         let ring = self.state.borrow().nbs[nb].tx_ring;
         let sim = self.sim.clone();
-        self.sim.at(at, move || {
-            let now = sim.now();
-            let mut buf = vec![0u8; (count as u64 * NOTIFICATION_BYTES) as usize];
-            let pa = ring.offset(first as u64 * NOTIFICATION_BYTES);
-            if mem.borrow_mut().dma_read(pa, &mut buf).is_err() {
-                counters
-                    .borrow_mut()
-                    .add("drop.tx_bad_notification", count as u64);
-                return;
-            }
-            for i in 0..count {
-                let e =
-                    &buf[(i as u64 * NOTIFICATION_BYTES) as usize..][..NOTIFICATION_BYTES as usize];
-                let (signal, addr, len) = (
-                    u64_at(e, NOTIF_SIGNAL_OFFSET),
-                    u64_at(e, TX_NOTIF_ADDR_OFFSET),
-                    u64_at(e, TX_NOTIF_LEN_OFFSET),
-                );
-                let slot = first + i;
-                let mut data = vec![0u8; len.min(PIPE_BYTES) as usize];
-                let ok = signal != 0
-                    && len > 0
-                    && len <= PIPE_BYTES
-                    && mem.borrow_mut().dma_read(PhysAddr(addr), &mut data).is_ok();
-                let arrival = if ok {
-                    pcie.borrow_mut()
-                        .dma_read(now, addr, len, "packet-data")
-                        .ok()
-                } else {
-                    None
-                };
-                match arrival {
-                    Some(t) => tx_data.push_at(t, TxChunk { nb, slot, data }),
-                    None => {
-                        counters.borrow_mut().inc("tx_bad_notifications");
-                        // Complete it anyway so software does not wait forever.
-                        tx_data.push_at(
-                            now,
-                            TxChunk {
-                                nb,
-                                slot,
-                                data: Vec::new(),
-                            },
-                        );
+        self.sim
+            .at(at, move || {
+                let now = sim.now();
+                let mut buf = vec![0u8; (count as u64 * NOTIFICATION_BYTES) as usize];
+                let pa = ring.offset(first as u64 * NOTIFICATION_BYTES);
+                if mem.borrow_mut().dma_read(pa, &mut buf).is_err() {
+                    counters
+                        .borrow_mut()
+                        .add("drop.tx_bad_notification", count as u64);
+                    return;
+                }
+                for i in 0..count {
+                    let e = &buf[(i as u64 * NOTIFICATION_BYTES) as usize..]
+                        [..NOTIFICATION_BYTES as usize];
+                    let (signal, addr, len) = (
+                        u64_at(e, NOTIF_SIGNAL_OFFSET),
+                        u64_at(e, TX_NOTIF_ADDR_OFFSET),
+                        u64_at(e, TX_NOTIF_LEN_OFFSET),
+                    );
+                    let slot = first + i;
+                    let mut data = vec![0u8; len.min(PIPE_BYTES) as usize];
+                    let ok = signal != 0
+                        && len > 0
+                        && len <= PIPE_BYTES
+                        && mem.borrow_mut().dma_read(PhysAddr(addr), &mut data).is_ok();
+                    let arrival = if ok {
+                        pcie.borrow_mut()
+                            .dma_read(now, addr, len, "packet-data")
+                            .ok()
+                    } else {
+                        None
+                    };
+                    match arrival {
+                        Some(t) => tx_data.push_at(t, TxChunk { nb, slot, data }),
+                        None => {
+                            counters.borrow_mut().inc("tx_bad_notifications");
+                            // Complete it anyway so software does not wait forever.
+                            tx_data.push_at(
+                                now,
+                                TxChunk {
+                                    nb,
+                                    slot,
+                                    data: Vec::new(),
+                                },
+                            );
+                        }
                     }
                 }
-            }
-        });
+            })
+            .expect("a device event is never scheduled in the past");
     }
 
     /// Send the frames of one TX transfer, then complete its notification.
@@ -741,16 +744,18 @@ impl EnsoNic {
             .borrow_mut()
             .inc("notifications.tx_completion");
         let mem = self.mem.clone();
-        self.sim.at(t, move || {
-            let mut m = mem.borrow_mut();
-            let mut entry = [0u8; NOTIFICATION_BYTES as usize];
-            if m.phys.read(pa, &mut entry).is_ok() {
-                entry[..8].copy_from_slice(&0u64.to_le_bytes());
-                let _ = m.dma_write(pa, &entry);
-            }
-            drop(m);
-            notify.notify();
-        });
+        self.sim
+            .at(t, move || {
+                let mut m = mem.borrow_mut();
+                let mut entry = [0u8; NOTIFICATION_BYTES as usize];
+                if m.phys.read(pa, &mut entry).is_ok() {
+                    entry[..8].copy_from_slice(&0u64.to_le_bytes());
+                    let _ = m.dma_write(pa, &entry);
+                }
+                drop(m);
+                notify.notify();
+            })
+            .expect("a device event is never scheduled in the past");
     }
 
     /// One frame from the wire, now.
@@ -877,7 +882,8 @@ impl EnsoNic {
             entry[16..24].copy_from_slice(&tail.to_le_bytes());
             let _ = mem.borrow_mut().dma_write(pa, &entry);
             notify.notify();
-        });
+        })
+        .expect("a device event is never scheduled in the past");
     }
 }
 

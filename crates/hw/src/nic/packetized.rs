@@ -519,13 +519,16 @@ impl PacketizedNic {
             && (q_irq as usize) < self.cfg.queues
         {
             self.sim
-                .at(arrive, move || nic.dyn_ctl_written(q_irq as usize, value));
+                .at(arrive, move || nic.dyn_ctl_written(q_irq as usize, value))
+                .expect("a device event is never scheduled in the past");
         } else if register >= rx_tail_register(0) && (q_rx as usize) < self.cfg.queues {
             self.sim
-                .at(arrive, move || nic.rx_tail_written(q_rx as usize, value));
+                .at(arrive, move || nic.rx_tail_written(q_rx as usize, value))
+                .expect("a device event is never scheduled in the past");
         } else if register >= tx_tail_register(0) && (q_tx as usize) < self.cfg.queues {
             self.sim
-                .at(arrive, move || nic.tx_tail_written(q_tx as usize, value));
+                .at(arrive, move || nic.tx_tail_written(q_tx as usize, value))
+                .expect("a device event is never scheduled in the past");
         } else {
             self.counters.borrow_mut().inc("mmio_unknown_register");
         }
@@ -593,13 +596,15 @@ impl PacketizedNic {
         };
         self.counters.borrow_mut().inc("irq_messages");
         let nic = self.clone();
-        self.sim.at(done.max(after), move || {
-            let sink = nic.irq_sink.borrow().clone();
-            match sink {
-                Some(s) => s(q, vector),
-                None => nic.counters.borrow_mut().inc("irq_no_sink"),
-            }
-        });
+        self.sim
+            .at(done.max(after), move || {
+                let sink = nic.irq_sink.borrow().clone();
+                match sink {
+                    Some(s) => s(q, vector),
+                    None => nic.counters.borrow_mut().inc("irq_no_sink"),
+                }
+            })
+            .expect("a device event is never scheduled in the past");
     }
 
     fn rx_tail_written(&self, q: usize, value: u32) {
@@ -717,7 +722,9 @@ impl PacketizedNic {
             // than reserve the link ahead of traffic submitted meanwhile.
             if rxq.waiting.back().is_none_or(|(t, _)| *t != usable) {
                 let nic = self.clone();
-                self.sim.at(usable, move || nic.rx_issue_waiting(q));
+                self.sim
+                    .at(usable, move || nic.rx_issue_waiting(q))
+                    .expect("a device event is never scheduled in the past");
             }
             rxq.waiting.push_back((usable, p));
             return;
@@ -764,14 +771,16 @@ impl PacketizedNic {
             // with whatever else has joined the batch by then.
             let generation = rxq.wb_generation;
             let nic = self.clone();
-            self.sim.at(done, move || {
-                let now = nic.sim.now();
-                let mut st = nic.state.borrow_mut();
-                let rxq = &mut st.rx[q];
-                if rxq.wb_generation == generation {
-                    nic.rx_write_back(q, rxq, now);
-                }
-            });
+            self.sim
+                .at(done, move || {
+                    let now = nic.sim.now();
+                    let mut st = nic.state.borrow_mut();
+                    let rxq = &mut st.rx[q];
+                    if rxq.wb_generation == generation {
+                        nic.rx_write_back(q, rxq, now);
+                    }
+                })
+                .expect("a device event is never scheduled in the past");
         }
     }
 
@@ -804,12 +813,15 @@ impl PacketizedNic {
         drop(pcie);
         let nic = self.clone();
         self.sim
-            .at(done, move || nic.rx_land(q, ring.base, pending));
+            .at(done, move || nic.rx_land(q, ring.base, pending))
+            .expect("a device event is never scheduled in the past");
         // The MSI-X message follows the write-back on the same ordered
         // posted-write path.
         if self.irq_configured.get() {
             let nic = self.clone();
-            self.sim.at(now, move || nic.rx_written_back(q, now, done));
+            self.sim
+                .at(now, move || nic.rx_written_back(q, now, done))
+                .expect("a device event is never scheduled in the past");
         }
     }
 
@@ -883,9 +895,11 @@ impl PacketizedNic {
             }
             let nic = self.clone();
             let (base, entries) = (ring.base, ring.entries);
-            self.sim.at(done, move || {
-                nic.tx_descriptors_arrived(base, entries, first, bytes)
-            });
+            self.sim
+                .at(done, move || {
+                    nic.tx_descriptors_arrived(base, entries, first, bytes)
+                })
+                .expect("a device event is never scheduled in the past");
         }
     }
 
@@ -940,17 +954,21 @@ impl PacketizedNic {
                     {
                         self.counters.borrow_mut().inc("tx_csum_offload_not_udp");
                     }
-                    self.sim.at(done, move || {
-                        nic.tx_send(data);
-                        if rs {
-                            nic.tx_write_back(desc_pa, buf);
-                        }
-                    });
+                    self.sim
+                        .at(done, move || {
+                            nic.tx_send(data);
+                            if rs {
+                                nic.tx_write_back(desc_pa, buf);
+                            }
+                        })
+                        .expect("a device event is never scheduled in the past");
                 }
                 None => {
                     self.counters.borrow_mut().inc("drop.tx_bad_descriptor");
                     if rs {
-                        self.sim.at(now, move || nic.tx_write_back(desc_pa, buf));
+                        self.sim
+                            .at(now, move || nic.tx_write_back(desc_pa, buf))
+                            .expect("a device event is never scheduled in the past");
                     }
                 }
             }
@@ -984,14 +1002,16 @@ impl PacketizedNic {
             return;
         };
         let nic = self.clone();
-        self.sim.at(done, move || {
-            let mut d = [0u8; TX_DESC_BYTES as usize];
-            d[..8].copy_from_slice(&buf.to_le_bytes());
-            d[8..].copy_from_slice(&TXD_DTYPE_DESC_DONE.to_le_bytes());
-            if nic.mem.borrow_mut().dma_write(desc_pa, &d).is_err() {
-                nic.counters.borrow_mut().inc("tx_land_error");
-            }
-        });
+        self.sim
+            .at(done, move || {
+                let mut d = [0u8; TX_DESC_BYTES as usize];
+                d[..8].copy_from_slice(&buf.to_le_bytes());
+                d[8..].copy_from_slice(&TXD_DTYPE_DESC_DONE.to_le_bytes());
+                if nic.mem.borrow_mut().dma_write(desc_pa, &d).is_err() {
+                    nic.counters.borrow_mut().inc("tx_land_error");
+                }
+            })
+            .expect("a device event is never scheduled in the past");
     }
 }
 
