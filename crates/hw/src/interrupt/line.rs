@@ -153,7 +153,7 @@ mod tests {
             o.set((r.executed_cycles, r2.executed_cycles, ctx.sim().now().ps()));
         });
         let (l, s) = (line.clone(), sim.clone());
-        sim.at(Time(Duration::from_ns(1000).ps()), move || l.raise(s.now()));
+        sim.after(Duration::from_ns(1000), move || l.raise(s.now()));
         sim.run();
         let (a, b, _) = out.get();
         assert_eq!(a, 2100, "2000 cycles in, next multiple of 300");
