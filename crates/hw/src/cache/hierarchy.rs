@@ -1,0 +1,489 @@
+//! The levels wired together: private L1d and L2 per core, one shared
+//! LLC, DRAM behind it, and device (DMA) traffic with DDIO.
+//!
+//! Keeps true: every line a core touches is counted once at each level it
+//! reaches, so `hits + misses == accesses` per level, L2 demand accesses
+//! equal L1d demand misses and LLC demand accesses equal L2 demand misses.
+//! Device writes stay coherent with the cores' private copies. The access
+//! path allocates nothing.
+
+use nextio_engine::{Duration, Freq};
+
+use super::prefetch::{PrefetchConfig, Stream};
+use super::stats::{CoreStats, DeviceStats};
+use super::{Cache, CacheConfig, CacheError, LINE_SHIFT};
+use crate::mem::PhysAddr;
+
+/// Configuration of the whole hierarchy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HierarchyConfig {
+    pub cores: usize,
+    pub l1d: CacheConfig,
+    pub l2: CacheConfig,
+    pub llc: CacheConfig,
+    /// LLC ways device writes may allocate into. Intel DDIO's default is 2
+    /// ways (the IIO LLC WAYS register; measured on Skylake-SP's 11-way
+    /// LLC by Farshin et al., "Reexamining Direct Cache Access to Optimize
+    /// I/O Intensive Applications for Multi-hundred-gigabit Networks",
+    /// USENIX ATC 2020). 0 disables DDIO: device writes go to DRAM.
+    pub ddio_ways: u32,
+    /// Load-to-use latency of DRAM. ~80 ns is typical of a loaded-idle
+    /// DDR4-3200 Xeon socket (Intel Memory Latency Checker idle latencies
+    /// published for Ice Lake-SP are in the 80-90 ns range).
+    pub dram_latency: Duration,
+    /// Core clock: the Xeon Gold 6346's 3.1 GHz base (Intel ARK).
+    pub core_clock: Freq,
+    pub prefetch: PrefetchConfig,
+}
+
+/// Read or write, from a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    Read,
+    Write,
+}
+
+/// What one core access cost and where its lines came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessCost {
+    pub cycles: u64,
+    pub lines: u32,
+    pub l1d_hits: u32,
+    pub l2_hits: u32,
+    pub llc_hits: u32,
+    pub dram_reads: u32,
+}
+
+/// What one device access found in the LLC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCost {
+    pub lines: u32,
+    pub llc_hits: u32,
+    pub llc_misses: u32,
+}
+
+/// A core's private caches and prefetcher state.
+#[derive(Clone, Debug)]
+pub(super) struct CoreCaches {
+    pub(super) l1d: Cache,
+    pub(super) l2: Cache,
+    pub(super) streams: Vec<Stream>,
+    pub(super) stream_clock: u64,
+    pub(super) stats: CoreStats,
+}
+
+/// Private L1d/L2 per core, a shared LLC, DRAM behind it, and DDIO.
+#[derive(Clone, Debug)]
+pub struct Hierarchy {
+    pub(super) config: HierarchyConfig,
+    pub(super) cores: Vec<CoreCaches>,
+    pub(super) llc: Cache,
+    ddio_ways: std::ops::Range<usize>,
+    dram_cycles: u64,
+    device: DeviceStats,
+}
+
+impl Hierarchy {
+    pub fn new(config: HierarchyConfig) -> Result<Hierarchy, CacheError> {
+        let bad = |level, reason: &str| CacheError::BadConfig {
+            level,
+            reason: reason.into(),
+        };
+        if config.cores == 0 {
+            return Err(bad("hierarchy", "needs at least one core"));
+        }
+        if config.ddio_ways > config.llc.ways {
+            return Err(bad("LLC", "DDIO ways exceed the LLC's ways"));
+        }
+        let p = &config.prefetch;
+        if p.l2_streamer && (p.degree == 0 || p.distance_lines == 0 || p.streams == 0) {
+            return Err(bad(
+                "prefetcher",
+                "degree, distance and streams must be non-zero",
+            ));
+        }
+        let llc = Cache::new(config.llc.clone())?;
+        let mut cores = Vec::with_capacity(config.cores);
+        for _ in 0..config.cores {
+            cores.push(CoreCaches {
+                l1d: Cache::new(config.l1d.clone())?,
+                l2: Cache::new(config.l2.clone())?,
+                streams: Vec::with_capacity(p.streams as usize),
+                stream_clock: 0,
+                stats: CoreStats::default(),
+            });
+        }
+        let llc_ways = config.llc.ways as usize;
+        // DDIO uses the highest-numbered ways, as the default IIO LLC WAYS
+        // mask (0x600 on an 11-way LLC) does.
+        let ddio_ways = llc_ways - config.ddio_ways as usize..llc_ways;
+        let dram_cycles = config
+            .core_clock
+            .duration_to_cycles(config.dram_latency)
+            .max(1);
+        Ok(Hierarchy {
+            config,
+            cores,
+            llc,
+            ddio_ways,
+            dram_cycles,
+            device: DeviceStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &HierarchyConfig {
+        &self.config
+    }
+
+    /// DRAM latency in core cycles.
+    pub fn dram_latency_cycles(&self) -> u64 {
+        self.dram_cycles
+    }
+
+    pub fn stats(&self, core: usize) -> Option<&CoreStats> {
+        self.cores.get(core).map(|c| &c.stats)
+    }
+
+    /// Counters summed over every core.
+    pub fn total_stats(&self) -> CoreStats {
+        let mut t = CoreStats::default();
+        for c in &self.cores {
+            t.add(&c.stats);
+        }
+        t
+    }
+
+    pub fn device_stats(&self) -> DeviceStats {
+        self.device
+    }
+
+    /// Zero every counter, keeping cache contents.
+    pub fn reset_stats(&mut self) {
+        for c in &mut self.cores {
+            c.stats = CoreStats::default();
+        }
+        self.device = DeviceStats::default();
+    }
+
+    pub fn l1d(&self, core: usize) -> Option<&Cache> {
+        self.cores.get(core).map(|c| &c.l1d)
+    }
+    pub fn l2(&self, core: usize) -> Option<&Cache> {
+        self.cores.get(core).map(|c| &c.l2)
+    }
+    pub fn llc(&self) -> &Cache {
+        &self.llc
+    }
+
+    /// A core reads or writes `len` bytes at `pa`: every line of the range
+    /// is looked up in turn. A zero-length access touches nothing.
+    pub fn access(
+        &mut self,
+        core: usize,
+        pa: PhysAddr,
+        len: u64,
+        _kind: AccessKind,
+    ) -> Result<AccessCost, CacheError> {
+        let cores = self.cores.len();
+        if core >= cores {
+            return Err(CacheError::NoSuchCore { core, cores });
+        }
+        let mut cost = AccessCost::default();
+        if len == 0 {
+            return Ok(cost);
+        }
+        let first = pa.0 >> LINE_SHIFT;
+        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
+        for line in first..=last {
+            self.access_line(core, line, &mut cost);
+        }
+        Ok(cost)
+    }
+
+    fn access_line(&mut self, core: usize, line: u64, cost: &mut AccessCost) {
+        let l1_lat = self.config.l1d.hit_latency_cycles as u64;
+        let l2_lat = self.config.l2.hit_latency_cycles as u64;
+        let llc_lat = self.config.llc.hit_latency_cycles as u64;
+        cost.lines += 1;
+        let c = &mut self.cores[core];
+        let l1_slot = c.l1d.lookup(line);
+        c.stats.l1d.record(l1_slot.is_some());
+        if let Some(i) = l1_slot {
+            cost.l1d_hits += 1;
+            cost.cycles += l1_lat;
+            // Tagged next-line prefetch: the first use of a prefetched line
+            // fetches the next one, so an ascending stream stays ahead.
+            if c.l1d.take_prefetched(i) && self.config.prefetch.l1_next_line {
+                self.prefetch_l1(core, line + 1);
+            }
+            return;
+        }
+        let l2_hit = c.l2.touch_line(line);
+        c.stats.l2.record(l2_hit);
+        c.stats.l2_requests.record(l2_hit);
+        if l2_hit {
+            cost.l2_hits += 1;
+            cost.cycles += l2_lat;
+        } else {
+            let llc_hit = self.llc.touch_line(line);
+            let c = &mut self.cores[core];
+            c.stats.llc.record(llc_hit);
+            if llc_hit {
+                cost.llc_hits += 1;
+                cost.cycles += llc_lat;
+            } else {
+                cost.dram_reads += 1;
+                cost.cycles += self.dram_cycles;
+                self.llc.fill_line(line);
+            }
+            self.cores[core].l2.fill_line(line);
+        }
+        self.cores[core].l1d.fill_line(line);
+        // The streamer trains on the L2 lookup this miss caused; the
+        // next-line prefetcher reacts to the miss itself.
+        if self.config.prefetch.l2_streamer {
+            self.stream(core, line);
+        }
+        if self.config.prefetch.l1_next_line {
+            self.prefetch_l1(core, line + 1);
+        }
+    }
+
+    /// A device writes `len` bytes at `pa` (DMA with DDIO): each line is
+    /// invalidated in every core's private caches, then updated in place if
+    /// the LLC holds it, else allocated in the DDIO ways. With DDIO off the
+    /// line goes to DRAM and any LLC copy is dropped. `llc_misses` counts
+    /// allocations / DRAM writes.
+    pub fn device_write(&mut self, pa: PhysAddr, len: u64) -> DeviceCost {
+        let mut cost = DeviceCost::default();
+        if len == 0 {
+            return cost;
+        }
+        let first = pa.0 >> LINE_SHIFT;
+        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
+        for line in first..=last {
+            cost.lines += 1;
+            for c in &mut self.cores {
+                let a = c.l1d.invalidate_line(line);
+                let b = c.l2.invalidate_line(line);
+                self.device.write_core_invalidations += a as u64 + b as u64;
+            }
+            if self.ddio_ways.is_empty() {
+                // Without DDIO the write goes to memory and any LLC copy
+                // becomes stale, so it is dropped.
+                self.llc.invalidate_line(line);
+                cost.llc_misses += 1;
+                self.device.write_dram += 1;
+                continue;
+            }
+            if self.llc.touch_line(line) {
+                cost.llc_hits += 1;
+                self.device.write_llc_hits += 1;
+                continue;
+            }
+            cost.llc_misses += 1;
+            self.device.write_llc_allocs += 1;
+            if self
+                .llc
+                .fill_line_in(line, self.ddio_ways.clone())
+                .is_some()
+            {
+                self.device.write_llc_evictions += 1;
+            }
+        }
+        cost
+    }
+
+    /// A device reads `len` bytes at `pa`: served by the LLC where present
+    /// (without allocating or reordering LRU), else by DRAM. Dirty copies
+    /// in core caches are not modelled, so cores are not snooped.
+    pub fn device_read(&mut self, pa: PhysAddr, len: u64) -> DeviceCost {
+        let mut cost = DeviceCost::default();
+        if len == 0 {
+            return cost;
+        }
+        let first = pa.0 >> LINE_SHIFT;
+        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
+        for line in first..=last {
+            cost.lines += 1;
+            if self.llc.find(line).is_some() {
+                cost.llc_hits += 1;
+                self.device.read_llc_hits += 1;
+            } else {
+                cost.llc_misses += 1;
+                self.device.read_llc_misses += 1;
+            }
+        }
+        cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{line, no_prefetch, tiny};
+    use super::*;
+
+    #[test]
+    fn bad_configs_are_errors() {
+        assert!(Cache::new(tiny("x", 4096, 0, 1)).is_err());
+        assert!(Cache::new(tiny("x", 0, 4, 1)).is_err());
+        assert!(Cache::new(tiny("x", 3 * 64 * 4, 4, 1)).is_err(), "3 sets");
+        assert!(Cache::new(tiny("x", 100, 1, 1)).is_err());
+        let mut h = HierarchyConfig::ice_lake(1);
+        h.ddio_ways = 13;
+        assert!(Hierarchy::new(h).is_err());
+        assert!(Hierarchy::new(HierarchyConfig::ice_lake(0)).is_err());
+        let mut h = HierarchyConfig::ice_lake(1);
+        h.prefetch.degree = 0;
+        assert!(Hierarchy::new(h).is_err());
+        let mut h = Hierarchy::new(HierarchyConfig::ice_lake(1)).unwrap();
+        assert_eq!(
+            h.access(1, PhysAddr(0), 8, AccessKind::Read),
+            Err(CacheError::NoSuchCore { core: 1, cores: 1 })
+        );
+    }
+
+    #[test]
+    fn streaming_twice_through_l1_misses_every_line() {
+        // 64 KiB does not fit in a 48 KiB L1d: with LRU, the second pass
+        // finds every line evicted. It does fit in L2, so the second pass
+        // hits there.
+        let mut h = no_prefetch(1);
+        for _pass in 0..2 {
+            for off in (0..64 << 10).step_by(8) {
+                h.access(0, PhysAddr(off), 8, AccessKind::Read).unwrap();
+            }
+        }
+        let s = h.stats(0).unwrap();
+        let loads = 2 * (64 << 10) / 8;
+        let lines = 2 * (64 << 10) / 64;
+        assert_eq!(s.l1d.accesses, loads);
+        assert_eq!(s.l1d.misses, lines);
+        assert_eq!(s.l1d_miss_ratio(), 1.0 / 8.0);
+        assert_eq!(s.l2.accesses, lines);
+        assert_eq!(s.l2.misses, lines / 2);
+        assert_eq!(s.l2_miss_ratio(), 0.5);
+        assert_eq!(s.llc.accesses, lines / 2);
+        assert_eq!(s.llc.misses, lines / 2);
+    }
+
+    #[test]
+    fn costs_follow_the_serving_level() {
+        let mut h = no_prefetch(1);
+        let dram = h.dram_latency_cycles();
+        let c = h.access(0, PhysAddr(0), 128, AccessKind::Read).unwrap();
+        assert_eq!((c.lines, c.dram_reads, c.cycles), (2, 2, 2 * dram));
+        let c = h.access(0, PhysAddr(60), 8, AccessKind::Write).unwrap();
+        assert_eq!((c.lines, c.l1d_hits, c.cycles), (2, 2, 10));
+        assert_eq!(
+            h.access(0, PhysAddr(0), 0, AccessKind::Read).unwrap().lines,
+            0
+        );
+    }
+
+    #[test]
+    fn device_write_invalidates_core_copies_and_lands_in_llc() {
+        let mut h = no_prefetch(2);
+        h.access(0, PhysAddr(0x1000), 64, AccessKind::Read).unwrap();
+        h.access(1, PhysAddr(0x1000), 64, AccessKind::Read).unwrap();
+        assert!(h.l1d(0).unwrap().contains(PhysAddr(0x1000)));
+        let w = h.device_write(PhysAddr(0x1000), 64);
+        assert_eq!((w.lines, w.llc_hits), (1, 1));
+        for core in 0..2 {
+            assert!(!h.l1d(core).unwrap().contains(PhysAddr(0x1000)));
+            assert!(!h.l2(core).unwrap().contains(PhysAddr(0x1000)));
+        }
+        assert_eq!(h.device_stats().write_core_invalidations, 4);
+        let w = h.device_write(PhysAddr(0x8000), 100);
+        assert_eq!((w.lines, w.llc_misses), (2, 2));
+        assert!(h.llc().contains(PhysAddr(0x8000)));
+        let c = h.access(0, PhysAddr(0x8000), 8, AccessKind::Read).unwrap();
+        assert_eq!((c.llc_hits, c.dram_reads), (1, 0));
+        let r = h.device_read(PhysAddr(0x8000), 64);
+        assert_eq!(r.llc_hits, 1);
+        let r = h.device_read(PhysAddr(0x10_0000), 64);
+        assert_eq!(r.llc_misses, 1);
+        assert!(
+            !h.llc().contains(PhysAddr(0x10_0000)),
+            "reads do not allocate"
+        );
+    }
+
+    #[test]
+    fn ddio_ways_bound_device_allocations() {
+        // One LLC set of 4 ways, 2 of them for DDIO.
+        let cfg = HierarchyConfig {
+            cores: 1,
+            l1d: tiny("L1d", 64, 1, 1),
+            l2: tiny("L2", 64, 1, 2),
+            llc: tiny("LLC", 64 * 4, 4, 3),
+            ddio_ways: 2,
+            dram_latency: Duration::from_ns(80),
+            core_clock: Freq::mhz(3100),
+            prefetch: PrefetchConfig::off(),
+        };
+        let mut h = Hierarchy::new(cfg.clone()).unwrap();
+        for l in 1..=4 {
+            h.access(0, line(l), 8, AccessKind::Read).unwrap();
+        }
+        for l in 10..16 {
+            h.device_write(line(l), 64);
+        }
+        let llc = h.llc();
+        assert!(
+            llc.contains(line(1)) && llc.contains(line(2)),
+            "core ways kept"
+        );
+        assert!(!llc.contains(line(3)) && !llc.contains(line(4)));
+        assert!(
+            llc.contains(line(14)) && llc.contains(line(15)),
+            "newest DDIO lines"
+        );
+        assert!(!llc.contains(line(10)), "older DDIO lines evicted");
+        let d = h.device_stats();
+        assert_eq!((d.write_llc_allocs, d.write_llc_evictions), (6, 6));
+        // Without DDIO, device writes go to DRAM and drop the LLC copy.
+        let mut off = Hierarchy::new(HierarchyConfig {
+            ddio_ways: 0,
+            ..cfg
+        })
+        .unwrap();
+        off.access(0, line(1), 8, AccessKind::Read).unwrap();
+        off.device_write(line(1), 64);
+        off.device_write(line(2), 64);
+        assert!(!off.llc().contains(line(1)), "stale copy dropped");
+        assert!(!off.llc().contains(line(2)));
+        assert_eq!(off.device_stats().write_dram, 2);
+    }
+
+    #[test]
+    fn counters_are_conserved() {
+        let mut h = Hierarchy::new(HierarchyConfig::ice_lake(2)).unwrap();
+        let mut x = 12345u64;
+        for i in 0..50_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pa = PhysAddr((x >> 20) % (8 << 20));
+            if i % 7 == 0 {
+                h.device_write(pa, 256);
+            } else {
+                h.access((i % 2) as usize, pa, 1 + (x >> 58), AccessKind::Read)
+                    .unwrap();
+            }
+        }
+        for core in 0..2 {
+            let s = h.stats(core).unwrap();
+            for l in [s.l1d, s.l2, s.llc] {
+                assert_eq!(l.hits + l.misses, l.accesses);
+            }
+            assert_eq!(s.l2.accesses, s.l1d.misses);
+            assert_eq!(s.llc.accesses, s.l2.misses);
+            let r = s.l2_requests;
+            assert_eq!(r.hits + r.misses, r.accesses);
+            assert_eq!(r.accesses, s.l1d.misses + s.l1_prefetch_fills);
+        }
+        h.reset_stats();
+        assert_eq!(h.total_stats(), CoreStats::default());
+    }
+}
