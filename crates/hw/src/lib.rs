@@ -17,11 +17,13 @@
 
 pub mod cache;
 pub mod cpu;
+pub mod device;
 pub mod ethernet;
-pub mod host;
+pub mod fabric;
 pub mod interrupt;
 pub mod mem;
-pub mod nic;
+pub mod memory;
+// pub mod nic;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;
