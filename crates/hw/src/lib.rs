@@ -21,6 +21,7 @@ pub mod device;
 pub mod ethernet;
 pub mod fabric;
 pub mod interrupt;
+pub mod layout;
 pub mod mem;
 pub mod memory;
 // pub mod nic;
