@@ -22,6 +22,7 @@ pub mod ethernet;
 pub mod fabric;
 pub mod interrupt;
 pub mod layout;
+pub mod machine;
 pub mod mem;
 pub mod memory;
 // pub mod nic;
