@@ -12,8 +12,8 @@
 //!   a dedicated timer core with flush or tracked delivery, the xUI
 //!   KB_Timer, compiler-inserted polling, or hardware safepoints).
 
-pub mod dpdk;
-pub mod enso;
+// pub mod dpdk;
+// pub mod enso;
 pub mod runtime;
 
 pub use runtime::{Completion, Job, Preemption, Runtime, RuntimeConfig, RuntimeError};
