@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod cpu;
 pub mod device;
+pub mod devices;
 pub mod ethernet;
 pub mod fabric;
 pub mod interrupt;

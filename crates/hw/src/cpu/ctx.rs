@@ -282,6 +282,7 @@ impl CoreCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nextio_engine::Freq;
     use std::cell::Cell;
 
     #[test]
