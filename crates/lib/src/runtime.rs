@@ -299,7 +299,10 @@ impl Runtime {
                 .cloned()
                 .ok_or(RuntimeError::Os(OsError::NoCore(c)))
         };
-        let cores = workers.iter().map(|&c| core(c)).collect::<Result<Vec<_>, _>>()?;
+        let cores = workers
+            .iter()
+            .map(|&c| core(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let timer = timer_core.map(core).transpose()?;
         let sim = host.sim();
         // Kernel threads, pinned; the user-interrupt routes are set up with
@@ -546,8 +549,9 @@ impl Runtime {
                 if !uipi {
                     // Polling: a plain store to the flag line.
                     let r2 = self.clone();
-                    self.sim
-                        .after(Duration::ZERO, move || r2.workers[i].line.raise(r2.sim.now()));
+                    self.sim.after(Duration::ZERO, move || {
+                        r2.workers[i].line.raise(r2.sim.now())
+                    });
                     continue;
                 }
                 let transit = w

@@ -160,7 +160,10 @@ impl Process {
 
     /// Anonymous memory (see [`Kernel::sys_mmap`]).
     pub fn mmap(&self, bytes: u64, huge: bool) -> Result<VirtAddr, OsError> {
-        self.host.kernel().borrow_mut().sys_mmap(self.pid, bytes, huge)
+        self.host
+            .kernel()
+            .borrow_mut()
+            .sys_mmap(self.pid, bytes, huge)
     }
 
     /// Pinned memory for `dev`'s DMA (see [`Kernel::dma_alloc`]).
@@ -190,9 +193,7 @@ impl Process {
     /// is free (it then runs in this process's address space).
     pub fn thread(&self, core: usize) -> Result<Thread, HostError> {
         let machine = self.host.machine();
-        let ctx = machine
-            .ctx(core)
-            .ok_or(OsError::NoCore(core))?;
+        let ctx = machine.ctx(core).ok_or(OsError::NoCore(core))?;
         let mut k = self.host.kernel().borrow_mut();
         let tid = k.create_thread(self.pid, core)?;
         if k.current(core).is_none() {

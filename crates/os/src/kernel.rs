@@ -40,15 +40,15 @@ use nextio_hw::cpu::{Bus, Core};
 use nextio_hw::device::DeviceId;
 use nextio_hw::fabric::FabricError;
 use nextio_hw::interrupt::apic::{Arrival, KbTimerState, LocalApic, TimerMode, VectorSet};
+use nextio_hw::interrupt::uipi::{
+    SendOutcome, USER_VECTORS, UiFault, UiState, UittEntry, Upid, UpidAddr, post_and_notify,
+};
 use nextio_hw::machine::{Apics, Machine};
 use nextio_hw::mem::{
     AccessError, AddressSpace, Asid, HUGE_PAGE_BYTES, MapError, MemError, PAGE_BYTES, PageSize,
     Perms, PhysAddr, VirtAddr,
 };
 use nextio_hw::memory::Privilege;
-use nextio_hw::interrupt::uipi::{
-    SendOutcome, USER_VECTORS, UiFault, UiState, UittEntry, Upid, UpidAddr, post_and_notify,
-};
 use thiserror::Error;
 
 use crate::costs::OsCosts;
@@ -330,7 +330,10 @@ impl Kernel {
         }
         let space = self.space(pid)?;
         let (page, len) = if huge {
-            (PageSize::Huge, bytes.div_ceil(HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES)
+            (
+                PageSize::Huge,
+                bytes.div_ceil(HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES,
+            )
         } else {
             (PageSize::Base, bytes.div_ceil(PAGE_BYTES) * PAGE_BYTES)
         };

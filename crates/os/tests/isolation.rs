@@ -29,7 +29,14 @@ impl Device for Regs {
     fn bar_write(&mut self, _: &mut DeviceCtx<'_>, _: Requester, _: u8, offset: u64, data: &[u8]) {
         self.writes.borrow_mut().push((offset, data.to_vec()));
     }
-    fn bar_read(&mut self, _: &mut DeviceCtx<'_>, _: Requester, _: u8, offset: u64, out: &mut [u8]) {
+    fn bar_read(
+        &mut self,
+        _: &mut DeviceCtx<'_>,
+        _: Requester,
+        _: u8,
+        offset: u64,
+        out: &mut [u8],
+    ) {
         out.fill(offset as u8);
     }
     fn dma_fault(&mut self, _: &mut DeviceCtx<'_>, _: u64, fault: DmaFault) {
@@ -82,7 +89,9 @@ fn a_process_cannot_touch_another_process_or_the_kernel() {
         d.borrow_mut().push(e);
         // The victim's bytes are intact.
         let mut back = [0u8; 15];
-        v.ctx.load(secret, &mut back, Category::Application).unwrap();
+        v.ctx
+            .load(secret, &mut back, Category::Application)
+            .unwrap();
         assert_eq!(&back, b"victim's secret");
     });
     sim.run();
@@ -129,10 +138,12 @@ fn a_device_reaches_its_dma_buffer_and_registers_only_by_mmio() {
     let fabric = host.machine().fabric().clone();
     // The device writes the buffer at the address the process knows it by.
     fabric.act(&dev, |_, cx| {
-        cx.dma_write(buf.iova, b"from the device", "test", 1).unwrap();
+        cx.dma_write(buf.iova, b"from the device", "test", 1)
+            .unwrap();
         // Past the buffer, and another process's frame by its physical
         // address: neither is in the device's domain.
-        cx.dma_write(buf.iova + buf.len, b"stray", "test", 2).unwrap();
+        cx.dma_write(buf.iova + buf.len, b"stray", "test", 2)
+            .unwrap();
         cx.dma_write(other_frame.0, b"stray", "test", 3).unwrap();
     });
     let ctx = t.ctx.clone();
@@ -154,12 +165,19 @@ fn a_device_reaches_its_dma_buffer_and_registers_only_by_mmio() {
             .mmio_read(regs.offset(0x20), 4, "register", Category::Driver)
             .await
             .unwrap();
-        assert_eq!(v, vec![0x20; 4], "offset 4096 + 0x20 is the device's 0x1020");
+        assert_eq!(
+            v,
+            vec![0x20; 4],
+            "offset 4096 + 0x20 is the device's 0x1020"
+        );
         // MMIO to ordinary memory is refused too.
         assert!(ctx.mmio_write(buf.va, &[0; 4], "x").await.is_err());
     });
     sim.run();
-    assert_eq!(writes.borrow().as_slice(), &[(0x1010, 7u32.to_le_bytes().to_vec())]);
+    assert_eq!(
+        writes.borrow().as_slice(),
+        &[(0x1010, 7u32.to_le_bytes().to_vec())]
+    );
     assert_eq!(faults.borrow().len(), 2, "both stray writes faulted");
     let mut stray = [0u8; 5];
     other

@@ -215,9 +215,14 @@ mod tests {
     #[test]
     fn every_descriptor_completes_once_with_its_record_and_interrupt() {
         let sim = Sim::new();
-        let mem = MemorySystem::new(&sim, 64 << 20, HierarchyConfig::ice_lake(1), TlbConfig::SKYLAKE_STLB)
-            .unwrap()
-            .shared();
+        let mem = MemorySystem::new(
+            &sim,
+            64 << 20,
+            HierarchyConfig::ice_lake(1),
+            TlbConfig::SKYLAKE_STLB,
+        )
+        .unwrap()
+        .shared();
         let fabric = Fabric::new(
             &sim,
             mem.clone(),
@@ -232,10 +237,21 @@ mod tests {
         .unwrap();
         let d = LatencyDist::new(Duration::from_us(2), Duration::from_us(1)).unwrap();
         let dev = fabric
-            .attach(LatencyAccel::new(d, SimRng::new(7)), Attach::RootPort, DeviceLink::default())
+            .attach(
+                LatencyAccel::new(d, SimRng::new(7)),
+                Attach::RootPort,
+                DeviceLink::default(),
+            )
             .unwrap();
         fabric
-            .set_msix(dev.id, 0, MsiMessage { core: 0, vector: 48 })
+            .set_msix(
+                dev.id,
+                0,
+                MsiMessage {
+                    core: 0,
+                    vector: 48,
+                },
+            )
             .unwrap();
         let irqs = Rc::new(RefCell::new(0));
         let i = irqs.clone();
@@ -249,7 +265,9 @@ mod tests {
                 .unwrap();
         }
         // A short write is not a descriptor.
-        fabric.cpu_mmio_write(0, PhysAddr(portal), &[0; 8], "descriptor").unwrap();
+        fabric
+            .cpu_mmio_write(0, PhysAddr(portal), &[0; 8], "descriptor")
+            .unwrap();
         sim.run();
         let c = dev.borrow().counters().clone();
         assert_eq!(c.get("submitted"), 100);
@@ -259,7 +277,10 @@ mod tests {
         assert_eq!(*irqs.borrow(), 50);
         for k in 0..100u64 {
             let mut r = [0u8; record::BYTES];
-            mem.borrow().phys.read(records.base.offset(k * 64), &mut r).unwrap();
+            mem.borrow()
+                .phys
+                .read(records.base.offset(k * 64), &mut r)
+                .unwrap();
             assert_eq!(r[record::STATUS], record::STATUS_SUCCESS);
             assert_eq!(get_u64(&r, record::ID), k);
         }

@@ -280,6 +280,9 @@ impl FabricInner {
             offset += n as usize;
         }
         drop(st);
+        if !writes.is_empty() {
+            landing = self.order_posted(dev, landing);
+        }
         if let Some((at, f)) = fault {
             self.report_fault(dev, at, tag, f);
         }
@@ -292,6 +295,19 @@ impl FabricInner {
             self.schedule(landing, move |f| f.land_writes(&bytes, &writes));
         }
         Ok(Posted { sent_at: sent })
+    }
+
+    /// A posted write of `dev` that would take effect at `at` takes effect
+    /// no earlier than the device's previous one; returns when it does.
+    fn order_posted(&self, dev: DeviceId, at: Time) -> Time {
+        let mut devices = self.devices.borrow_mut();
+        match devices.get_mut(dev.0 as usize) {
+            Some(d) => {
+                d.posted_done = d.posted_done.max(at);
+                d.posted_done
+            }
+            None => at,
+        }
     }
 
     /// The bytes of a write land in host memory (now).
@@ -350,7 +366,9 @@ impl FabricInner {
             .nodes
             .get(d.node.0 as usize)
             .and_then(|n| n.uplink)
-            .map_or(now, |l| st.topo.links[l].idle_at(crate::pcie::Direction::Upstream));
+            .map_or(now, |l| {
+                st.topo.links[l].idle_at(crate::pcie::Direction::Upstream)
+            });
         d.tags.issue_at(now).max(up_free).max(now)
     }
 
@@ -535,9 +553,12 @@ impl FabricInner {
                 for &(pa, off, n) in &reads {
                     if mem.device_read_bytes(pa, &mut data[off..off + n]).is_err() {
                         drop(mem);
-                        f.report_fault(dev, f.sim.now(), tag, DmaFault::UnsupportedRequest {
-                            addr: pa.0,
-                        });
+                        f.report_fault(
+                            dev,
+                            f.sim.now(),
+                            tag,
+                            DmaFault::UnsupportedRequest { addr: pa.0 },
+                        );
                         return;
                     }
                 }
@@ -635,7 +656,9 @@ impl FabricInner {
         );
         st.counters.inc("msix_messages");
         drop(st);
-        self.schedule(arrive + rc_latency, move |f| {
+        // Behind every write the device posted before it.
+        let at = self.order_posted(dev, arrive + rc_latency);
+        self.schedule(at, move |f| {
             let sink = f.interrupt_sink.borrow().clone();
             match sink {
                 Some(sink) => sink(msg),

@@ -117,6 +117,17 @@ impl Default for DeviceLink {
 }
 
 impl DeviceLink {
+    /// A root-complex integrated endpoint, such as Sapphire Rapids' on-die
+    /// DSA: no off-chip link, so no flight, but every transaction still
+    /// passes the root complex. Gen3 x16 serialisation stands in for the
+    /// on-die fabric's width (assumption: it is at least as wide).
+    pub fn integrated() -> DeviceLink {
+        DeviceLink::pcie(PcieConfig {
+            flight_ps: 0,
+            ..PcieConfig::gen_lanes(3, 16)
+        })
+    }
+
     pub fn pcie(pcie: PcieConfig) -> DeviceLink {
         DeviceLink {
             pcie,
@@ -234,6 +245,11 @@ struct DeviceEntry {
     request_header: u64,
     completion_header: u64,
     addr64: bool,
+    /// When this device's latest posted write takes effect at the root
+    /// complex: a later one may not take effect before it (PCIe ordering:
+    /// a posted request never passes another), even when its own
+    /// translation was quicker.
+    posted_done: Time,
     /// The transmit side of each Ethernet port, once connected.
     ports: Vec<Option<Rc<Wire>>>,
     msix: BTreeMap<u16, MsiMessage>,
@@ -382,7 +398,9 @@ impl Fabric {
     ) -> Result<DeviceHandle<D>, FabricError> {
         let parent = self.parent_node(at)?;
         if link.read_tags == 0 {
-            return Err(FabricError::Config("a device needs at least one read tag".into()));
+            return Err(FabricError::Config(
+                "a device needs at least one read tag".into(),
+            ));
         }
         let pcie = PcieLink::new(link.pcie.clone())?;
         let name = dev.name();
@@ -405,7 +423,10 @@ impl Fabric {
             let w = st
                 .topo
                 .place_bar(id, i as u8, bytes)
-                .ok_or(FabricError::MmioWindowFull { device: name, bytes })?;
+                .ok_or(FabricError::MmioWindowFull {
+                    device: name,
+                    bytes,
+                })?;
             bars.push(w);
         }
         let cfg = &link.pcie;
@@ -430,6 +451,7 @@ impl Fabric {
             request_header: cfg.request_overhead_bytes(),
             completion_header: cfg.completion_overhead_bytes(),
             addr64: cfg.addr64,
+            posted_done: Time::ZERO,
             ports: vec![None; ports],
             msix: BTreeMap::new(),
         });
@@ -459,12 +481,7 @@ impl Fabric {
 
     /// Program MSI-X table entry `vector` of `dev` (a configuration-space
     /// write by the OS, not timed).
-    pub fn set_msix(
-        &self,
-        dev: DeviceId,
-        vector: u16,
-        msg: MsiMessage,
-    ) -> Result<(), FabricError> {
+    pub fn set_msix(&self, dev: DeviceId, vector: u16, msg: MsiMessage) -> Result<(), FabricError> {
         let mut devices = self.0.devices.borrow_mut();
         let d = devices
             .get_mut(dev.0 as usize)
@@ -479,7 +496,12 @@ impl Fabric {
     }
 
     /// Give `dev`'s Ethernet port `port` the transmitter `tx`.
-    pub fn connect_port(&self, dev: DeviceId, port: usize, tx: Rc<Wire>) -> Result<(), FabricError> {
+    pub fn connect_port(
+        &self,
+        dev: DeviceId,
+        port: usize,
+        tx: Rc<Wire>,
+    ) -> Result<(), FabricError> {
         let mut devices = self.0.devices.borrow_mut();
         let d = devices
             .get_mut(dev.0 as usize)
@@ -542,7 +564,10 @@ impl Fabric {
         let mut c = st.counters.clone();
         let (mut stalls, mut stalled) = (0, 0);
         for l in &st.topo.links {
-            for dir in [crate::pcie::Direction::Upstream, crate::pcie::Direction::Downstream] {
+            for dir in [
+                crate::pcie::Direction::Upstream,
+                crate::pcie::Direction::Downstream,
+            ] {
                 let cr = l.credits(dir);
                 stalls += cr.stalls;
                 stalled += cr.stalled_ps;

@@ -26,7 +26,9 @@ use crate::cache::HierarchyConfig;
 use crate::cpu::{Bus, Core, CoreCtx};
 use crate::device::{Device, DeviceId};
 use crate::ethernet::{FrameSink, LinkConfig, Wire};
-use crate::fabric::{Attach, DeviceHandle, DeviceLink, Fabric, FabricConfig, FabricError, MsiMessage};
+use crate::fabric::{
+    Attach, DeviceHandle, DeviceLink, Fabric, FabricConfig, FabricError, MsiMessage,
+};
 use crate::interrupt::apic::LocalApic;
 use crate::mem::TlbConfig;
 use crate::memory::{MemorySystem, MemorySystemError, SharedMemory};
@@ -101,8 +103,8 @@ impl Machine {
                 spec.caches.cores, spec.cores
             )));
         }
-        let memory = MemorySystem::new(sim, spec.memory_bytes, spec.caches.clone(), spec.tlb)?
-            .shared();
+        let memory =
+            MemorySystem::new(sim, spec.memory_bytes, spec.caches.clone(), spec.tlb)?.shared();
         let fabric = Fabric::new(sim, memory.clone(), spec.fabric.clone())?;
         let cores = (0..spec.cores)
             .map(|i| Core::new(i, spec.caches.core_clock, sim.now()))
@@ -152,7 +154,11 @@ impl Machine {
     /// A thread context on core `i` (it reaches memory once an OS gives
     /// the core an address space).
     pub fn ctx(&self, i: usize) -> Option<CoreCtx> {
-        Some(CoreCtx::on(&self.sim, self.cores.get(i)?.clone(), self.bus()))
+        Some(CoreCtx::on(
+            &self.sim,
+            self.cores.get(i)?.clone(),
+            self.bus(),
+        ))
     }
 
     /// Attach `dev` to the fabric at `at`.
@@ -185,7 +191,11 @@ impl Machine {
     ) -> Result<(Rc<Wire>, Rc<Wire>), MachineError> {
         let tx = Rc::new(Wire::new(&self.sim, out, peer));
         self.fabric.connect_port(dev, port, tx.clone())?;
-        let rx = Rc::new(Wire::new(&self.sim, back, self.fabric.port_sink(dev, port)?));
+        let rx = Rc::new(Wire::new(
+            &self.sim,
+            back,
+            self.fabric.port_sink(dev, port)?,
+        ));
         Ok((tx, rx))
     }
 }
