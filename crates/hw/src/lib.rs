@@ -26,7 +26,7 @@ pub mod layout;
 pub mod machine;
 pub mod mem;
 pub mod memory;
-// pub mod nic;
+pub mod nic;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;

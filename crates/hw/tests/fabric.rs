@@ -36,10 +36,13 @@ enum Seen {
     },
 }
 
+/// What a [`Probe`] saw, in order.
+type Log = Rc<RefCell<Vec<Seen>>>;
+
 /// A device that records what reaches it and answers BAR reads with a
 /// fixed pattern.
 struct Probe {
-    log: Rc<RefCell<Vec<Seen>>>,
+    log: Log,
     counters: Counters,
 }
 
@@ -123,7 +126,7 @@ fn rig(iommu: bool) -> Rig {
     Rig { sim, mem, fabric }
 }
 
-fn probe(r: &Rig, at: Attach) -> (DeviceHandle<Probe>, Rc<RefCell<Vec<Seen>>>) {
+fn probe(r: &Rig, at: Attach) -> (DeviceHandle<Probe>, Log) {
     let log = Rc::new(RefCell::new(Vec::new()));
     let h = r
         .fabric
@@ -311,14 +314,7 @@ fn without_an_iommu_addresses_are_physical() {
     )));
 }
 
-fn switch_rig(
-    p2p: P2pPolicy,
-) -> (
-    Rig,
-    DeviceHandle<Probe>,
-    DeviceHandle<Probe>,
-    Rc<RefCell<Vec<Seen>>>,
-) {
+fn switch_rig(p2p: P2pPolicy) -> (Rig, DeviceHandle<Probe>, DeviceHandle<Probe>, Log) {
     let r = rig(true);
     let sw = r
         .fabric
