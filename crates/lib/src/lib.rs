@@ -13,7 +13,7 @@
 //!   KB_Timer, compiler-inserted polling, or hardware safepoints).
 
 // pub mod dpdk;
-// pub mod enso;
+pub mod enso;
 pub mod runtime;
 
 pub use runtime::{Completion, Job, Preemption, Runtime, RuntimeConfig, RuntimeError};

@@ -14,7 +14,7 @@
 
 pub mod ctx;
 
-pub use ctx::{Bus, CoreCtx};
+pub use ctx::{Bus, CoreCtx, MmioAccessError};
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
