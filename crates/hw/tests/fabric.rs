@@ -36,10 +36,13 @@ enum Seen {
     },
 }
 
+/// What a [`Probe`] saw, in order.
+type Log = Rc<RefCell<Vec<Seen>>>;
+
 /// A device that records what reaches it and answers BAR reads with a
 /// fixed pattern.
 struct Probe {
-    log: Rc<RefCell<Vec<Seen>>>,
+    log: Log,
     counters: Counters,
 }
 
@@ -50,7 +53,14 @@ impl Device for Probe {
     fn bars(&self) -> Vec<BarSpec> {
         vec![BarSpec::new(1 << 20)]
     }
-    fn bar_write(&mut self, cx: &mut DeviceCtx<'_>, from: Requester, _bar: u8, offset: u64, data: &[u8]) {
+    fn bar_write(
+        &mut self,
+        cx: &mut DeviceCtx<'_>,
+        from: Requester,
+        _bar: u8,
+        offset: u64,
+        data: &[u8],
+    ) {
         self.log.borrow_mut().push(Seen::Write {
             from,
             offset,
@@ -58,7 +68,14 @@ impl Device for Probe {
             at: cx.now(),
         });
     }
-    fn bar_read(&mut self, _cx: &mut DeviceCtx<'_>, _from: Requester, _bar: u8, offset: u64, out: &mut [u8]) {
+    fn bar_read(
+        &mut self,
+        _cx: &mut DeviceCtx<'_>,
+        _from: Requester,
+        _bar: u8,
+        offset: u64,
+        out: &mut [u8],
+    ) {
         for (i, b) in out.iter_mut().enumerate() {
             *b = (offset as usize + i) as u8;
         }
@@ -86,9 +103,14 @@ struct Rig {
 
 fn rig(iommu: bool) -> Rig {
     let sim = Sim::new();
-    let mem = MemorySystem::new(&sim, 256 << 20, HierarchyConfig::ice_lake(1), TlbConfig::SKYLAKE_STLB)
-        .unwrap()
-        .shared();
+    let mem = MemorySystem::new(
+        &sim,
+        256 << 20,
+        HierarchyConfig::ice_lake(1),
+        TlbConfig::SKYLAKE_STLB,
+    )
+    .unwrap()
+    .shared();
     let fabric = Fabric::new(
         &sim,
         mem.clone(),
@@ -104,7 +126,7 @@ fn rig(iommu: bool) -> Rig {
     Rig { sim, mem, fabric }
 }
 
-fn probe(r: &Rig, at: Attach) -> (DeviceHandle<Probe>, Rc<RefCell<Vec<Seen>>>) {
+fn probe(r: &Rig, at: Attach) -> (DeviceHandle<Probe>, Log) {
     let log = Rc::new(RefCell::new(Vec::new()));
     let h = r
         .fabric
@@ -149,9 +171,16 @@ fn a_mapped_write_lands_after_its_flight_and_wakes_watchers() {
     r.sim.run();
     let posted = r
         .fabric
-        .act(&dev, |_, cx| cx.dma_write(iova + 64, &[0xab; 64], "test", 1))
+        .act(&dev, |_, cx| {
+            cx.dma_write(iova + 64, &[0xab; 64], "test", 1)
+        })
         .unwrap();
-    assert!(read(&r.mem, buf.base.offset(64), 64).iter().all(|b| *b == 0), "not before it lands");
+    assert!(
+        read(&r.mem, buf.base.offset(64), 64)
+            .iter()
+            .all(|b| *b == 0),
+        "not before it lands"
+    );
     r.sim.run();
     assert_eq!(read(&r.mem, buf.base.offset(64), 64), vec![0xab; 64]);
     let landed = woke.borrow().expect("the watcher woke");
@@ -176,7 +205,11 @@ fn dma_outside_the_domain_faults_and_moves_no_byte() {
     let r = rig(true);
     let (dev, log) = probe(&r, Attach::RootPort);
     let secret = r.mem.borrow_mut().phys.alloc_huge(HUGE_PAGE_BYTES).unwrap();
-    r.mem.borrow_mut().phys.write(secret.base, b"kernel secret").unwrap();
+    r.mem
+        .borrow_mut()
+        .phys
+        .write(secret.base, b"kernel secret")
+        .unwrap();
     let mine = r.mem.borrow_mut().phys.alloc_huge(HUGE_PAGE_BYTES).unwrap();
     let domain = r.fabric.iommu_create_domain().unwrap();
     r.fabric.iommu_attach(dev.id, domain).unwrap();
@@ -186,7 +219,8 @@ fn dma_outside_the_domain_faults_and_moves_no_byte() {
     // A hostile device aims at the secret's physical address, at a
     // read-only page of its own, and at its own page past the end.
     r.fabric.act(&dev, |_, cx| {
-        cx.dma_write(secret.base.0, b"XXXXXXXXXXXXX", "attack", 10).unwrap();
+        cx.dma_write(secret.base.0, b"XXXXXXXXXXXXX", "attack", 10)
+            .unwrap();
         cx.dma_read(secret.base.0, 13, "attack", 11).unwrap();
         cx.dma_write(mine.base.0, &[9; 64], "attack", 12).unwrap();
         cx.dma_read(mine.end().0, 64, "attack", 13).unwrap();
@@ -204,14 +238,30 @@ fn dma_outside_the_domain_faults_and_moves_no_byte() {
         })
         .collect();
     assert_eq!(faults.len(), 4, "{log:?}");
-    assert!(faults.contains(&(12, DmaFault::Iommu {
-        iova: mine.base.0,
-        kind: FaultKind::WriteToReadOnly
-    })));
-    assert!(faults.iter().any(|(t, f)| *t == 10 && matches!(f, DmaFault::Iommu { kind: FaultKind::NotMapped, .. })));
+    assert!(faults.contains(&(
+        12,
+        DmaFault::Iommu {
+            iova: mine.base.0,
+            kind: FaultKind::WriteToReadOnly
+        }
+    )));
+    assert!(faults.iter().any(|(t, f)| *t == 10
+        && matches!(
+            f,
+            DmaFault::Iommu {
+                kind: FaultKind::NotMapped,
+                ..
+            }
+        )));
     // No data ever reached the device for the faulting reads.
-    assert!(log.iter().all(|s| !matches!(s, Seen::ReadDone { tag: 11 | 13, .. })));
-    assert!(log.iter().any(|s| matches!(s, Seen::ReadDone { tag: 14, .. })));
+    assert!(
+        log.iter()
+            .all(|s| !matches!(s, Seen::ReadDone { tag: 11 | 13, .. }))
+    );
+    assert!(
+        log.iter()
+            .any(|s| matches!(s, Seen::ReadDone { tag: 14, .. }))
+    );
     assert_eq!(r.fabric.counters().get("drop.iommu_fault"), 4);
     assert_eq!(r.fabric.iommu_stats().total_faults(), 4);
 }
@@ -220,7 +270,8 @@ fn dma_outside_the_domain_faults_and_moves_no_byte() {
 fn a_device_with_no_domain_reaches_nothing() {
     let r = rig(true);
     let (dev, log) = probe(&r, Attach::RootPort);
-    r.fabric.act(&dev, |_, cx| cx.dma_write(0x1000, &[1; 8], "x", 1).unwrap());
+    r.fabric
+        .act(&dev, |_, cx| cx.dma_write(0x1000, &[1; 8], "x", 1).unwrap());
     r.sim.run();
     assert_eq!(read(&r.mem, PhysAddr(0x1000), 8), vec![0; 8]);
     assert!(matches!(log.borrow()[0], Seen::Fault { tag: 1, .. }));
@@ -250,8 +301,9 @@ fn without_an_iommu_addresses_are_physical() {
         other => panic!("{other:?}"),
     }
     // Nothing at an address no memory or BAR decodes.
-    r.fabric
-        .act(&dev, |_, cx| cx.dma_read(0x20_0000_0000, 8, "x", 9).unwrap());
+    r.fabric.act(&dev, |_, cx| {
+        cx.dma_read(0x20_0000_0000, 8, "x", 9).unwrap()
+    });
     r.sim.run();
     assert!(log.borrow().iter().any(|s| matches!(
         s,
@@ -262,7 +314,7 @@ fn without_an_iommu_addresses_are_physical() {
     )));
 }
 
-fn switch_rig(p2p: P2pPolicy) -> (Rig, DeviceHandle<Probe>, DeviceHandle<Probe>, Rc<RefCell<Vec<Seen>>>) {
+fn switch_rig(p2p: P2pPolicy) -> (Rig, DeviceHandle<Probe>, DeviceHandle<Probe>, Log) {
     let r = rig(true);
     let sw = r
         .fabric
@@ -288,8 +340,9 @@ fn a_peer_bar_is_reachable_only_where_routing_allows() {
     // complex, whose IOMMU has no mapping for it: B never sees it.
     let (r, a, b, b_log) = switch_rig(P2pPolicy::RedirectUpstream);
     let bar = r.fabric.bar(b.id, 0).unwrap();
-    r.fabric
-        .act(&a, |_, cx| cx.dma_write(bar.base + 8, b"poke", "p2p", 1).unwrap());
+    r.fabric.act(&a, |_, cx| {
+        cx.dma_write(bar.base + 8, b"poke", "p2p", 1).unwrap()
+    });
     r.sim.run();
     assert!(b_log.borrow().is_empty(), "{:?}", b_log.borrow());
     assert_eq!(r.fabric.counters().get("drop.iommu_fault"), 1);
@@ -300,11 +353,14 @@ fn a_peer_bar_is_reachable_only_where_routing_allows() {
     r.fabric
         .iommu_map(domain, iova, PhysAddr(bar.base), bar.bytes, true)
         .unwrap();
-    r.fabric
-        .act(&a, |_, cx| cx.dma_write(iova + 8, b"poke", "p2p", 2).unwrap());
+    r.fabric.act(&a, |_, cx| {
+        cx.dma_write(iova + 8, b"poke", "p2p", 2).unwrap()
+    });
     r.sim.run();
     match &b_log.borrow()[0] {
-        Seen::Write { from, offset, data, .. } => {
+        Seen::Write {
+            from, offset, data, ..
+        } => {
             assert_eq!(*from, Requester::Device(a.id));
             assert_eq!(*offset, 8);
             assert_eq!(data, b"poke");
@@ -317,9 +373,11 @@ fn a_peer_bar_is_reachable_only_where_routing_allows() {
     let (r, a, b, b_log) = switch_rig(P2pPolicy::Direct);
     let bar = r.fabric.bar(b.id, 0).unwrap();
     let t0 = r.sim.now();
+    r.fabric.act(&a, |_, cx| {
+        cx.dma_write(bar.base, b"direct", "p2p", 3).unwrap()
+    });
     r.fabric
-        .act(&a, |_, cx| cx.dma_write(bar.base, b"direct", "p2p", 3).unwrap());
-    r.fabric.act(&a, |_, cx| cx.dma_read(bar.base + 16, 4, "p2p", 4).unwrap());
+        .act(&a, |_, cx| cx.dma_read(bar.base + 16, 4, "p2p", 4).unwrap());
     r.sim.run();
     match &b_log.borrow()[0] {
         Seen::Write { from, data, at, .. } => {
@@ -342,7 +400,12 @@ fn mmio_reaches_the_device_and_reads_return_its_answer() {
     let bar = r.fabric.bar(dev.id, 0).unwrap();
     let arrive = r
         .fabric
-        .cpu_mmio_write(0, PhysAddr(bar.base + 0x40), &7u32.to_le_bytes(), "doorbell")
+        .cpu_mmio_write(
+            0,
+            PhysAddr(bar.base + 0x40),
+            &7u32.to_le_bytes(),
+            "doorbell",
+        )
         .unwrap();
     // Core to root port 50 ns, flight 200 ns, plus one small TLP.
     assert!(arrive.ps() > 250_000 && arrive.ps() < 260_000, "{arrive:?}");
@@ -360,9 +423,24 @@ fn mmio_reaches_the_device_and_reads_return_its_answer() {
     let (data, at) = got.borrow().clone().unwrap();
     assert_eq!(data, vec![0x10, 0x11, 0x12, 0x13]);
     assert!(at.ps() > 500_000, "a round trip: {at:?}");
-    assert!(matches!(&log.borrow()[0], Seen::Write { from: Requester::Cpu { core: 0 }, offset: 0x40, .. }));
-    assert!(r.fabric.cpu_mmio_write(0, PhysAddr(0x1000), &[0; 4], "x").is_err());
-    assert!(r.fabric.cpu_mmio_write(0, PhysAddr(bar.base), &[0; 4096], "x").is_err());
+    assert!(matches!(
+        &log.borrow()[0],
+        Seen::Write {
+            from: Requester::Cpu { core: 0 },
+            offset: 0x40,
+            ..
+        }
+    ));
+    assert!(
+        r.fabric
+            .cpu_mmio_write(0, PhysAddr(0x1000), &[0; 4], "x")
+            .is_err()
+    );
+    assert!(
+        r.fabric
+            .cpu_mmio_write(0, PhysAddr(bar.base), &[0; 4096], "x")
+            .is_err()
+    );
 }
 
 #[test]
@@ -371,7 +449,14 @@ fn an_interrupt_arrives_after_the_writes_before_it() {
     let (dev, _) = probe(&r, Attach::RootPort);
     let b = r.mem.borrow_mut().phys.alloc(4096, 4096).unwrap();
     r.fabric
-        .set_msix(dev.id, 3, MsiMessage { core: 0, vector: 0x40 })
+        .set_msix(
+            dev.id,
+            3,
+            MsiMessage {
+                core: 0,
+                vector: 0x40,
+            },
+        )
         .unwrap();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let (s, m, mem) = (seen.clone(), r.sim.clone(), r.mem.clone());
@@ -380,14 +465,21 @@ fn an_interrupt_arrives_after_the_writes_before_it() {
         s.borrow_mut().push((msg, landed, m.now()));
     }));
     r.fabric.act(&dev, |_, cx| {
-        cx.dma_write(b.base.0, &42u64.to_le_bytes(), "data", 0).unwrap();
+        cx.dma_write(b.base.0, &42u64.to_le_bytes(), "data", 0)
+            .unwrap();
         cx.msix(3);
         cx.msix(9); // never programmed
     });
     r.sim.run();
     let seen = seen.borrow();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].0, MsiMessage { core: 0, vector: 0x40 });
+    assert_eq!(
+        seen[0].0,
+        MsiMessage {
+            core: 0,
+            vector: 0x40
+        }
+    );
     assert_eq!(seen[0].1, 42, "the data was in memory before the interrupt");
     assert_eq!(r.fabric.counters().get("drop.msix_unconfigured"), 1);
 }
@@ -397,7 +489,11 @@ fn a_narrow_uplink_backs_writes_up_into_credit_stalls_and_loses_none() {
     let r = rig(false);
     let sw = r
         .fabric
-        .add_switch(Attach::RootPort, PcieConfig::gen_lanes(1, 1), SwitchConfig::default())
+        .add_switch(
+            Attach::RootPort,
+            PcieConfig::gen_lanes(1, 1),
+            SwitchConfig::default(),
+        )
         .unwrap();
     let (a, _) = probe(&r, Attach::Switch(sw));
     let (b, _) = probe(&r, Attach::Switch(sw));
@@ -406,7 +502,8 @@ fn a_narrow_uplink_backs_writes_up_into_credit_stalls_and_loses_none() {
         r.fabric.act(d, |_, cx| {
             for k in 0..2000u64 {
                 let at = buf.base.0 + (i as u64 * 1_000_000) + k * 256;
-                cx.dma_write(at, &[(k % 251) as u8; 256], "bulk", k).unwrap();
+                cx.dma_write(at, &[(k % 251) as u8; 256], "bulk", k)
+                    .unwrap();
             }
         });
     }

@@ -141,8 +141,14 @@ impl CoreCtx {
 
     fn memory_and_space(
         &self,
-    ) -> Result<(&SharedMemory, crate::mem::AddressSpace, crate::memory::Privilege), AccessError>
-    {
+    ) -> Result<
+        (
+            &SharedMemory,
+            crate::mem::AddressSpace,
+            crate::memory::Privilege,
+        ),
+        AccessError,
+    > {
         let bus = self.bus.as_ref().ok_or(AccessError::NoAddressSpace)?;
         let (space, privilege) = self.core.space().ok_or(AccessError::NoAddressSpace)?;
         Ok((&bus.memory, space, privilege))
@@ -151,7 +157,12 @@ impl CoreCtx {
     /// Load `buf.len()` bytes at `va` into `buf`, accruing the stall in
     /// `category` (no event: synchronise before acting on shared state).
     /// A fault moves no byte and costs nothing.
-    pub fn load(&self, va: VirtAddr, buf: &mut [u8], category: Category) -> Result<(), AccessError> {
+    pub fn load(
+        &self,
+        va: VirtAddr,
+        buf: &mut [u8],
+        category: Category,
+    ) -> Result<(), AccessError> {
         let (mem, space, privilege) = self.memory_and_space()?;
         let stall = mem
             .borrow_mut()
@@ -209,7 +220,12 @@ impl CoreCtx {
     pub fn peek(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), AccessError> {
         let (mem, space, privilege) = self.memory_and_space()?;
         let m = mem.borrow();
-        space.read(&m.phys, va, buf, privilege == crate::memory::Privilege::User)
+        space.read(
+            &m.phys,
+            va,
+            buf,
+            privilege == crate::memory::Privilege::User,
+        )
     }
 
     /// A notification fired whenever anything (a device or another core)
@@ -225,7 +241,11 @@ impl CoreCtx {
         Ok(notify)
     }
 
-    fn mmio_target(&self, va: VirtAddr, write: bool) -> Result<(&Fabric, crate::mem::PhysAddr), AccessError> {
+    fn mmio_target(
+        &self,
+        va: VirtAddr,
+        write: bool,
+    ) -> Result<(&Fabric, crate::mem::PhysAddr), AccessError> {
         let (mem, space, privilege) = self.memory_and_space()?;
         let bus = self.bus.as_ref().ok_or(AccessError::NoAddressSpace)?;
         let t = mem
@@ -282,6 +302,7 @@ impl CoreCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nextio_engine::Freq;
     use std::cell::Cell;
 
     #[test]

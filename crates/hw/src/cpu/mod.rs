@@ -91,4 +91,3 @@ impl Core {
         self.ledger.borrow_mut().charge_until(category, t);
     }
 }
-

@@ -15,8 +15,8 @@ use crate::ethernet::FrameSink;
 use crate::packet::Frame;
 use crate::pcie::Purpose;
 
-use super::dma::{DmaError, Posted};
 use super::FabricInner;
+use super::dma::{DmaError, Posted};
 
 /// What a device handler may do. Handed to every [`Device`] method.
 pub struct DeviceCtx<'a> {
@@ -127,7 +127,11 @@ impl FabricInner {
         f(&mut *d.borrow_mut(), &mut cx);
     }
 
-    pub(super) fn port_wire(&self, dev: DeviceId, port: usize) -> Option<Rc<crate::ethernet::Wire>> {
+    pub(super) fn port_wire(
+        &self,
+        dev: DeviceId,
+        port: usize,
+    ) -> Option<Rc<crate::ethernet::Wire>> {
         self.devices
             .borrow()
             .get(dev.0 as usize)?

@@ -350,7 +350,9 @@ impl FabricInner {
             .nodes
             .get(d.node.0 as usize)
             .and_then(|n| n.uplink)
-            .map_or(now, |l| st.topo.links[l].idle_at(crate::pcie::Direction::Upstream));
+            .map_or(now, |l| {
+                st.topo.links[l].idle_at(crate::pcie::Direction::Upstream)
+            });
         d.tags.issue_at(now).max(up_free).max(now)
     }
 
@@ -535,9 +537,12 @@ impl FabricInner {
                 for &(pa, off, n) in &reads {
                     if mem.device_read_bytes(pa, &mut data[off..off + n]).is_err() {
                         drop(mem);
-                        f.report_fault(dev, f.sim.now(), tag, DmaFault::UnsupportedRequest {
-                            addr: pa.0,
-                        });
+                        f.report_fault(
+                            dev,
+                            f.sim.now(),
+                            tag,
+                            DmaFault::UnsupportedRequest { addr: pa.0 },
+                        );
                         return;
                     }
                 }

@@ -382,7 +382,9 @@ impl Fabric {
     ) -> Result<DeviceHandle<D>, FabricError> {
         let parent = self.parent_node(at)?;
         if link.read_tags == 0 {
-            return Err(FabricError::Config("a device needs at least one read tag".into()));
+            return Err(FabricError::Config(
+                "a device needs at least one read tag".into(),
+            ));
         }
         let pcie = PcieLink::new(link.pcie.clone())?;
         let name = dev.name();
@@ -405,7 +407,10 @@ impl Fabric {
             let w = st
                 .topo
                 .place_bar(id, i as u8, bytes)
-                .ok_or(FabricError::MmioWindowFull { device: name, bytes })?;
+                .ok_or(FabricError::MmioWindowFull {
+                    device: name,
+                    bytes,
+                })?;
             bars.push(w);
         }
         let cfg = &link.pcie;
@@ -459,12 +464,7 @@ impl Fabric {
 
     /// Program MSI-X table entry `vector` of `dev` (a configuration-space
     /// write by the OS, not timed).
-    pub fn set_msix(
-        &self,
-        dev: DeviceId,
-        vector: u16,
-        msg: MsiMessage,
-    ) -> Result<(), FabricError> {
+    pub fn set_msix(&self, dev: DeviceId, vector: u16, msg: MsiMessage) -> Result<(), FabricError> {
         let mut devices = self.0.devices.borrow_mut();
         let d = devices
             .get_mut(dev.0 as usize)
@@ -479,7 +479,12 @@ impl Fabric {
     }
 
     /// Give `dev`'s Ethernet port `port` the transmitter `tx`.
-    pub fn connect_port(&self, dev: DeviceId, port: usize, tx: Rc<Wire>) -> Result<(), FabricError> {
+    pub fn connect_port(
+        &self,
+        dev: DeviceId,
+        port: usize,
+        tx: Rc<Wire>,
+    ) -> Result<(), FabricError> {
         let mut devices = self.0.devices.borrow_mut();
         let d = devices
             .get_mut(dev.0 as usize)
@@ -542,7 +547,10 @@ impl Fabric {
         let mut c = st.counters.clone();
         let (mut stalls, mut stalled) = (0, 0);
         for l in &st.topo.links {
-            for dir in [crate::pcie::Direction::Upstream, crate::pcie::Direction::Downstream] {
+            for dir in [
+                crate::pcie::Direction::Upstream,
+                crate::pcie::Direction::Downstream,
+            ] {
                 let cr = l.credits(dir);
                 stalls += cr.stalls;
                 stalled += cr.stalled_ps;

@@ -94,7 +94,13 @@ impl AddressSpace {
     ) -> Result<(), AccessError> {
         let access = Access { write: false, user };
         let len = buf.len() as u64;
-        self.pieces(mem, va, len, access, |_, pa, n| Ok(mem.check(pa, n as u64)?))?;
+        self.pieces(
+            mem,
+            va,
+            len,
+            access,
+            |_, pa, n| Ok(mem.check(pa, n as u64)?),
+        )?;
         self.pieces(mem, va, len, access, |off, pa, n| {
             Ok(mem.read(pa, &mut buf[off..off + n])?)
         })
@@ -112,7 +118,13 @@ impl AddressSpace {
         let len = data.len() as u64;
         // Validate the whole range first (translation and physical bounds)
         // so a faulting write is not half done.
-        self.pieces(mem, va, len, access, |_, pa, n| Ok(mem.check(pa, n as u64)?))?;
+        self.pieces(
+            mem,
+            va,
+            len,
+            access,
+            |_, pa, n| Ok(mem.check(pa, n as u64)?),
+        )?;
         let mut pieces = Vec::new();
         self.pieces(mem, va, len, access, |off, pa, n| {
             pieces.push((off, pa, n));
@@ -240,13 +252,23 @@ mod tests {
         let b = AddressSpace::new(&mut mem, Asid(2)).unwrap();
         let fa = mem.alloc(PAGE_BYTES, PAGE_BYTES).unwrap().base;
         a.table
-            .map(&mut mem, VirtAddr(0x1000), fa, PageSize::Base, Perms::USER_RW)
+            .map(
+                &mut mem,
+                VirtAddr(0x1000),
+                fa,
+                PageSize::Base,
+                Perms::USER_RW,
+            )
             .unwrap();
-        a.write(&mut mem, VirtAddr(0x1000), b"secret", true).unwrap();
+        a.write(&mut mem, VirtAddr(0x1000), b"secret", true)
+            .unwrap();
         // The same virtual address in another space reaches nothing.
         let mut buf = [0u8; 6];
         assert!(b.read(&mem, VirtAddr(0x1000), &mut buf, true).is_err());
-        assert!(b.write(&mut mem, VirtAddr(0x1000), b"XXXXXX", true).is_err());
+        assert!(
+            b.write(&mut mem, VirtAddr(0x1000), b"XXXXXX", true)
+                .is_err()
+        );
         a.read(&mem, VirtAddr(0x1000), &mut buf, true).unwrap();
         assert_eq!(&buf, b"secret");
     }

@@ -282,7 +282,6 @@ impl PhysMem {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,9 +22,7 @@
 
 use thiserror::Error;
 
-use super::{
-    GIANT_PAGE_BYTES, HUGE_PAGE_BYTES, MemError, PAGE_BYTES, PhysAddr, PhysMem, VirtAddr,
-};
+use super::{GIANT_PAGE_BYTES, HUGE_PAGE_BYTES, MemError, PAGE_BYTES, PhysAddr, PhysMem, VirtAddr};
 
 /// Bits of virtual address a 4-level table translates.
 const VA_BITS: u32 = 48;
@@ -497,7 +495,10 @@ mod tests {
             Perms::KERNEL_RW,
         )
         .unwrap();
-        let pa = |va: u64, a| pt.translate(&mem, VirtAddr(va), a).map(|t| t.pa(VirtAddr(va)));
+        let pa = |va: u64, a| {
+            pt.translate(&mem, VirtAddr(va), a)
+                .map(|t| t.pa(VirtAddr(va)))
+        };
         assert_eq!(pa(0x40_0123, Access::USER_READ), Ok(PhysAddr(0x1123)));
         assert_eq!(pa(0x801f_ffff, Access::USER_READ), Ok(PhysAddr(0x3f_ffff)));
         assert_eq!(
@@ -523,19 +524,32 @@ mod tests {
     fn entries_are_the_architectural_bytes_in_memory() {
         let (mut mem, pt) = setup();
         let va = VirtAddr(0x7f12_3456_7000);
-        pt.map(&mut mem, va, PhysAddr(0xabc000), PageSize::Base, Perms::USER_RO)
-            .unwrap();
+        pt.map(
+            &mut mem,
+            va,
+            PhysAddr(0xabc000),
+            PageSize::Base,
+            Perms::USER_RO,
+        )
+        .unwrap();
         let walk = pt.walk(&mem, va);
         assert_eq!(walk.entries().len(), 4, "a 4 KiB page takes four reads");
         assert_eq!(walk.entries()[0], pt.root().offset(index(va.0, 4) * 8));
         let leaf = mem.read_u64(walk.entries()[3]).unwrap();
         assert_eq!(leaf, 0xabc000 | PTE_PRESENT | PTE_USER);
         // Clearing the present bit in memory is seen by the next walk.
-        mem.write_u64(walk.entries()[3], leaf & !PTE_PRESENT).unwrap();
+        mem.write_u64(walk.entries()[3], leaf & !PTE_PRESENT)
+            .unwrap();
         assert_eq!(pt.walk(&mem, va).found, None);
         let huge = VirtAddr(0x20_0000);
-        pt.map(&mut mem, huge, PhysAddr(0x60_0000), PageSize::Huge, Perms::KERNEL_RW)
-            .unwrap();
+        pt.map(
+            &mut mem,
+            huge,
+            PhysAddr(0x60_0000),
+            PageSize::Huge,
+            Perms::KERNEL_RW,
+        )
+        .unwrap();
         let w = pt.walk(&mem, huge);
         assert_eq!(w.entries().len(), 3, "a 2 MiB page takes three reads");
         let e = mem.read_u64(w.entries()[2]).unwrap();
@@ -545,7 +559,9 @@ mod tests {
     #[test]
     fn map_rejects_misalignment_and_overlap_unmap_removes() {
         let (mut mem, pt) = setup();
-        let m = |mem: &mut PhysMem, va, pa, size| pt.map(mem, VirtAddr(va), PhysAddr(pa), size, Perms::USER_RW);
+        let m = |mem: &mut PhysMem, va, pa, size| {
+            pt.map(mem, VirtAddr(va), PhysAddr(pa), size, Perms::USER_RW)
+        };
         assert!(matches!(
             m(&mut mem, 0x1001, 0, PageSize::Base),
             Err(MapError::Misaligned { .. })
@@ -589,7 +605,13 @@ mod tests {
         let pt = PageTable::new(&mut mem).unwrap();
         // Root took one frame, the first of three needed tables another,
         // the next a third: the last level cannot be allocated.
-        let r = pt.map(&mut mem, VirtAddr(0), PhysAddr(0), PageSize::Base, Perms::USER_RW);
+        let r = pt.map(
+            &mut mem,
+            VirtAddr(0),
+            PhysAddr(0),
+            PageSize::Base,
+            Perms::USER_RW,
+        );
         assert!(matches!(r, Err(MapError::Mem(_))), "{r:?}");
         assert_eq!(pt.walk(&mem, VirtAddr(0)).found, None);
     }
@@ -597,7 +619,10 @@ mod tests {
     #[test]
     fn largest_fitting_page() {
         assert_eq!(PageSize::largest_fitting(0, 0, 1 << 30), PageSize::Giant);
-        assert_eq!(PageSize::largest_fitting(2 << 20, 4 << 20, 1 << 30), PageSize::Huge);
+        assert_eq!(
+            PageSize::largest_fitting(2 << 20, 4 << 20, 1 << 30),
+            PageSize::Huge
+        );
         assert_eq!(PageSize::largest_fitting(4096, 0, 1 << 30), PageSize::Base);
         assert_eq!(PageSize::largest_fitting(0, 0, 4096), PageSize::Base);
     }

@@ -164,9 +164,8 @@ impl Tlb {
                     .map(|(i, _)| i)
             })
             .unwrap_or(0);
-        let evicting = slots[victim].is_some_and(|e| {
-            !(e.asid == asid && e.size == t.size && e.page_va == t.page_va.0)
-        });
+        let evicting = slots[victim]
+            .is_some_and(|e| !(e.asid == asid && e.size == t.size && e.page_va == t.page_va.0));
         slots[victim] = Some(entry);
         self.stats.fills += 1;
         self.stats.evictions += evicting as u64;
@@ -250,6 +249,12 @@ mod tests {
         assert!(tlb.lookup(Asid(3), VirtAddr(1 << 12)).is_some());
         assert_eq!(tlb.stats().evictions, 1);
         assert_eq!(tlb.invalidate_asid(Asid(3)), 64);
-        assert!(Tlb::new(TlbConfig { entries: 10, ways: 4 }).is_err());
+        assert!(
+            Tlb::new(TlbConfig {
+                entries: 10,
+                ways: 4
+            })
+            .is_err()
+        );
     }
 }

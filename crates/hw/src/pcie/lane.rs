@@ -171,7 +171,6 @@ impl Lane {
     }
 }
 
-
 impl Lane {
     /// What the lane has carried so far.
     pub fn counters(&self) -> &DirectionCounters {
@@ -182,4 +181,3 @@ impl Lane {
         self.free_at
     }
 }
-

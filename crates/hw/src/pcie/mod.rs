@@ -384,7 +384,10 @@ mod tests {
             }
             let gbps = ((n - 1) * size * 8) as f64 * 1e3 / (last - first.unwrap()).ps() as f64;
             let closed = model::write_gbps(&cfg, size);
-            assert!((gbps - closed).abs() / closed < 2e-3, "{size}: {gbps} vs {closed}");
+            assert!(
+                (gbps - closed).abs() / closed < 2e-3,
+                "{size}: {gbps} vs {closed}"
+            );
             let c = l.counters();
             let by_purpose: u64 = c.bytes_by_purpose.values().sum();
             assert_eq!(by_purpose, c.header_bytes + c.payload_bytes);
