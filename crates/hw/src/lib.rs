@@ -24,7 +24,7 @@ pub mod interrupt;
 pub mod layout;
 pub mod mem;
 pub mod memory;
-// pub mod nic;
+pub mod nic;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;
