@@ -83,6 +83,13 @@ impl DeviceCtx<'_> {
         }
     }
 
+    /// Whether port `port` is connected to a wire at all (a frame
+    /// [`DeviceCtx::send_frame`] hands back from an unconnected port will
+    /// never find room).
+    pub fn port_connected(&self, port: usize) -> bool {
+        self.fabric.port_wire(self.dev, port).is_some()
+    }
+
     /// Whether port `port` can take a frame now.
     pub fn port_has_room(&self, port: usize) -> bool {
         self.fabric

@@ -1,12 +1,16 @@
-//! Network interface cards, as devices of a host's fabric.
+//! Network interface cards: devices on a host's fabric with Ethernet ports.
 //!
 //! * [`enso`] — the Ensō NIC: Ensō Pipes, notification buffers, reactive
-//!   notifications.
+//!   notifications;
+//! * [`packetized`] — an E810-like NIC with descriptor rings and per-packet
+//!   buffers (the interface Ensō compares against).
 //!
-//! A NIC takes frames from its Ethernet port, moves them into host memory
-//! by DMA through the fabric (every TLP attributed to a purpose such as
-//! `"packet-data"` or `"notification"`), and sends frames out on its port.
-//! Every frame that reaches a NIC ends up delivered to host memory or
-//! counted under a `drop.*` reason.
+//! A NIC reaches host memory only by DMA through its
+//! [`crate::device::DeviceCtx`] (every transfer attributed to a purpose
+//! such as `"packet-data"`, `"descriptor"` or `"notification"`), is driven
+//! by register writes to its BAR, and sends and receives frames on its
+//! ports. Every frame that reaches a NIC ends up delivered to host memory
+//! or counted under a `drop.*` reason.
 
 pub mod enso;
+pub mod packetized;
