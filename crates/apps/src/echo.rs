@@ -25,7 +25,7 @@ use nextio_hw::pcie::DirectionCounters;
 use nextio_os::Host;
 
 pub mod enso;
-// pub mod packetized;
+pub mod packetized;
 
 /// The echo application's own instructions per packet, the same on both
 /// interfaces: parse the header, increment the payload byte, queue the

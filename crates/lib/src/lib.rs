@@ -12,7 +12,7 @@
 //!   a dedicated timer core with flush or tracked delivery, the xUI
 //!   KB_Timer, compiler-inserted polling, or hardware safepoints).
 
-// pub mod dpdk;
+pub mod dpdk;
 pub mod enso;
 pub mod runtime;
 

@@ -228,17 +228,43 @@ impl CoreCtx {
         )
     }
 
+    /// Write bytes at `va` without charge or cache effects: set-up the
+    /// model does not time (a driver filling its rings before the run).
+    /// Still translated and permission-checked.
+    pub fn poke(&self, va: VirtAddr, data: &[u8]) -> Result<(), AccessError> {
+        let (mem, space, privilege) = self.memory_and_space()?;
+        let mut m = mem.borrow_mut();
+        space.write(
+            &mut m.phys,
+            va,
+            data,
+            privilege == crate::memory::Privilege::User,
+        )
+    }
+
     /// A notification fired whenever anything (a device or another core)
     /// writes into `[va, va + len)`: what a polling loop waits on.
     pub fn watch(&self, va: VirtAddr, len: u64) -> Result<Rc<Notify>, AccessError> {
+        let notify = Rc::new(Notify::new(&self.sim));
+        self.watch_with(va, len, notify.clone())?;
+        Ok(notify)
+    }
+
+    /// Fire `notify` whenever anything writes into `[va, va + len)` (one
+    /// notification for several ranges: a loop polling several rings).
+    pub fn watch_with(
+        &self,
+        va: VirtAddr,
+        len: u64,
+        notify: Rc<Notify>,
+    ) -> Result<(), AccessError> {
         let (mem, space, _) = self.memory_and_space()?;
         let mut m = mem.borrow_mut();
         let ranges = m.physical_ranges(&space, va, len)?;
-        let notify = Rc::new(Notify::new(&self.sim));
         for (pa, n) in ranges {
             m.watch_with(pa, n, notify.clone());
         }
-        Ok(notify)
+        Ok(())
     }
 
     fn mmio_target(
