@@ -17,6 +17,7 @@
 //! the steady-state rate.
 
 use nextio_engine::{Sim, Time};
+use nextio_hw::device::Device as _;
 use nextio_hw::devices::dma_bench::{BenchOp, DmaBench};
 use nextio_hw::fabric::{Attach, DeviceLink};
 use nextio_hw::machine::{Machine, MachineSpec};

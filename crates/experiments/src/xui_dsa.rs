@@ -16,12 +16,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_engine::{Category, Duration, Notify, SimRng, Time};
+use nextio_hw::device::Device as _;
 use nextio_hw::devices::latency_accel::{LatencyAccel, LatencyDist, build_descriptor, record};
 use nextio_hw::fabric::{Attach, DeviceLink, MsiMessage};
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, Route, Strategy, UcodeCosts, delivery_cost,
 };
-use nextio_os::{DeliveryPath, OsCosts, OsError, Tid};
+use nextio_os::{DeliveryPath, OsCosts, OsError};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};

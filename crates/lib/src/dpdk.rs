@@ -436,9 +436,12 @@ impl Pmd {
             .map_or(true, |_| u16::from_le_bytes(b) & pkt::RX_STATUS_DD != 0)
     }
 
-    /// The RX ring's memory watch, for a loop that waits on several queues.
-    pub fn rx_watch(&self) -> &Rc<Notify> {
-        &self.rx_watch
+    /// Also fire `notify` on every write into this queue's RX ring (one
+    /// wait for a loop that polls several queues).
+    pub fn watch_rx(&self, notify: Rc<Notify>) -> Result<(), PmdError> {
+        let bytes = self.cfg.rx_ring_entries as u64 * RX_DESC_BYTES;
+        self.ctx.watch_with(self.rx_ring, bytes, notify)?;
+        Ok(())
     }
 
     /// Busy-poll until the next RX descriptor is written back: one charged

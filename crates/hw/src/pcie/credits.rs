@@ -29,6 +29,12 @@ pub const CREDIT_UNIT_BYTES: u64 = 16;
 /// What a receiver advertises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditConfig {
+    /// The receiver never limits its transmitter: a root port, which
+    /// drains its receive queues into the on-chip fabric faster than any
+    /// link fills them (assumption; it is also what pcie-bench's closed
+    /// form assumes).
+    #[serde(default)]
+    pub unlimited: bool,
     /// Posted request headers (PH).
     pub posted_headers: u32,
     /// Posted request data (PD), in 16-byte credits.
@@ -38,14 +44,13 @@ pub struct CreditConfig {
 }
 
 impl Default for CreditConfig {
-    /// Assumption: 128 PH, 1024 PD (16 KiB) and 64 NPH, of the order root
-    /// and switch ports advertise (tens to hundreds of headers, kilobytes
-    /// of data); nextio found no datasheet that publishes them for the
-    /// modelled parts. They exceed what one link's credit loop (a few
-    /// hundred ns at tens of GB/s) can have in flight, so with a fast
-    /// receiver they never bind.
+    /// Assumption: 128 PH, 1024 PD (16 KiB) and 64 NPH, of the order
+    /// switch and device ports advertise (tens to hundreds of headers,
+    /// kilobytes of data); nextio found no datasheet that publishes them for
+    /// the modelled parts. Root ports are [`CreditConfig::UNLIMITED`].
     fn default() -> Self {
         CreditConfig {
+            unlimited: false,
             posted_headers: 128,
             posted_data: 1024,
             non_posted_headers: 64,
@@ -54,7 +59,20 @@ impl Default for CreditConfig {
 }
 
 impl CreditConfig {
+    /// A receiver that never limits its transmitter.
+    pub const UNLIMITED: CreditConfig = CreditConfig {
+        unlimited: true,
+        posted_headers: u32::MAX,
+        posted_data: u32::MAX,
+        non_posted_headers: u32::MAX,
+    };
+}
+
+impl CreditConfig {
     pub fn validate(&self) -> Result<(), PcieError> {
+        if self.unlimited {
+            return Ok(());
+        }
         if self.posted_headers == 0 {
             return Err(PcieError::NoCredits("posted header"));
         }
@@ -142,7 +160,7 @@ impl Credits {
     /// `payload_bytes` of data may be sent, and take its credits. The
     /// caller must then say when they come back with [`Credits::release`].
     pub fn acquire(&mut self, ready: Time, class: CreditClass, payload_bytes: u64) -> Time {
-        if class == CreditClass::Completion {
+        if class == CreditClass::Completion || self.cfg.unlimited {
             return ready;
         }
         // A payload larger than all data credits could never be sent; it
@@ -192,7 +210,7 @@ impl Credits {
 
     /// The credits of a TLP acquired earlier come back at `at`.
     pub fn release(&mut self, at: Time, class: CreditClass, payload_bytes: u64) {
-        if class == CreditClass::Completion {
+        if class == CreditClass::Completion || self.cfg.unlimited {
             return;
         }
         let data = if class == CreditClass::Posted {
@@ -211,6 +229,7 @@ mod tests {
     #[test]
     fn a_slow_receiver_holds_the_sender_back() {
         let mut c = Credits::new(CreditConfig {
+            unlimited: false,
             posted_headers: 2,
             posted_data: 1024,
             non_posted_headers: 1,
@@ -232,6 +251,7 @@ mod tests {
     #[test]
     fn data_credits_bind_too() {
         let mut c = Credits::new(CreditConfig {
+            unlimited: false,
             posted_headers: 100,
             posted_data: 32, // 512 B
             non_posted_headers: 1,

@@ -254,6 +254,11 @@ impl PcieLink {
         }
     }
 
+    /// Make the upstream receiver (the parent port) advertise `cfg`.
+    pub fn set_upstream_credits(&mut self, cfg: CreditConfig) {
+        self.upstream_credits = Credits::new(cfg);
+    }
+
     /// The credits of the receiver at the far end of `dir`.
     pub fn credits(&self, dir: Direction) -> &Credits {
         match dir {
