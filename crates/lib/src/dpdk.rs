@@ -489,6 +489,52 @@ impl Pmd {
         Ok(())
     }
 
+    /// Take an mbuf from the pool for a packet to send
+    /// (`rte_pktmbuf_alloc`); `None` if the pool is empty.
+    pub fn alloc(&mut self) -> Option<Mbuf> {
+        self.ctx.cycles(Category::Driver, TX_FREE_PER_MBUF_CYCLES);
+        self.free.pop().map(Mbuf)
+    }
+
+    /// Write `frame` into `m`'s data room and set its lengths, as an
+    /// application building a packet does (cache-costed stores).
+    pub fn write_packet(&mut self, m: Mbuf, frame: &[u8]) -> Result<(), PmdError> {
+        if frame.len() as u64 > MBUF_DATA_ROOM_BYTES {
+            return Err(PmdError::Config(format!(
+                "a {} B frame does not fit an mbuf's {MBUF_DATA_ROOM_BYTES} B data room",
+                frame.len()
+            )));
+        }
+        self.ctx
+            .store(self.data_va(m), frame, Category::Application)?;
+        let len = frame.len() as u16;
+        self.ctx.store(
+            self.mbuf_va(m).offset(MBUF_PKT_LEN_OFFSET),
+            &(len as u32).to_le_bytes(),
+            Category::Driver,
+        )?;
+        self.ctx.store(
+            self.mbuf_va(m).offset(MBUF_DATA_LEN_OFFSET),
+            &len.to_le_bytes(),
+            Category::Driver,
+        )?;
+        // No offload requested: clear what a previous use left.
+        self.ctx.store_u64(
+            self.mbuf_va(m).offset(MBUF_OL_FLAGS_OFFSET),
+            0,
+            Category::Driver,
+        )?;
+        Ok(())
+    }
+
+    /// Read `m`'s packet bytes (cache-costed).
+    pub fn read_packet(&self, m: Mbuf, buf: &mut Vec<u8>) -> Result<(), PmdError> {
+        let len = self.peek_data_len(m)? as usize;
+        buf.resize(len, 0);
+        self.ctx.load(self.data_va(m), buf, Category::Application)?;
+        Ok(())
+    }
+
     /// Return `m` to the pool.
     pub fn free(&mut self, m: Mbuf) {
         self.ctx.cycles(Category::Driver, TX_FREE_PER_MBUF_CYCLES);

@@ -13,8 +13,11 @@ use nextio_hw::mem::{AccessError, FaultKind, VirtAddr};
 use nextio_os::kernel::DIRECT_MAP_BASE;
 use nextio_os::{Host, OsCosts};
 
+/// Register writes a device saw: (offset, bytes).
+type WriteLog = Rc<RefCell<Vec<(u64, Vec<u8>)>>>;
+
 struct Regs {
-    writes: Rc<RefCell<Vec<(u64, Vec<u8>)>>>,
+    writes: WriteLog,
     faults: Rc<RefCell<Vec<DmaFault>>>,
     counters: Counters,
 }

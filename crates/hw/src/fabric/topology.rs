@@ -134,7 +134,12 @@ impl Topology {
 
     /// Add a node under `parent` joined by `link`; `None` if the tree
     /// would be too deep for [`MAX_HOPS`].
-    pub fn add_node(&mut self, parent: NodeId, kind: NodeKind, mut link: PcieLink) -> Option<NodeId> {
+    pub fn add_node(
+        &mut self,
+        parent: NodeId,
+        kind: NodeKind,
+        mut link: PcieLink,
+    ) -> Option<NodeId> {
         let depth = self.nodes.get(parent.0 as usize)?.depth + 1;
         if parent == ROOT {
             // A root port never limits what it receives (see CreditConfig).
