@@ -51,8 +51,16 @@ fn a_client_host_gets_every_echo_from_a_server_host() {
     let thread = process.thread(0).unwrap();
     let bar = process.map_bar(nic.id, 0, 0, regs::BAR0_BYTES).unwrap();
     let app = Rc::new(RefCell::new(Counters::new()));
-    let mut pmd = Pmd::new(thread.ctx, &process, &nic, bar, 0, PmdConfig::default(), app.clone())
-        .unwrap();
+    let mut pmd = Pmd::new(
+        thread.ctx,
+        &process,
+        &nic,
+        bar,
+        0,
+        PmdConfig::default(),
+        app.clone(),
+    )
+    .unwrap();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     sim.spawn(async move {
@@ -64,8 +72,8 @@ fn a_client_host_gets_every_echo_from_a_server_host() {
             // byte zero.
             let mut payload = [0u8; 18];
             payload[..8].copy_from_slice(&i.to_be_bytes());
-            let frame = build_udp(Macs::default(), synthetic_flow(i as u32 % 4), &payload, 128)
-                .unwrap();
+            let frame =
+                build_udp(Macs::default(), synthetic_flow(i as u32 % 4), &payload, 128).unwrap();
             let m = pmd.alloc().expect("a free mbuf");
             pmd.write_packet(m, &frame).unwrap();
             let mut tx = vec![m];
@@ -92,7 +100,11 @@ fn a_client_host_gets_every_echo_from_a_server_host() {
     for (i, e) in echoes.iter().enumerate() {
         let v = parse_udp(e).expect("a valid frame with valid checksums");
         let p = &e[v.payload_offset..];
-        assert_eq!(u64::from_be_bytes(p[..8].try_into().unwrap()), i as u64, "in order");
+        assert_eq!(
+            u64::from_be_bytes(p[..8].try_into().unwrap()),
+            i as u64,
+            "in order"
+        );
         assert_eq!(p[ECHO_BYTE_OFFSET], 1, "echoed once by the server");
     }
     let c = nic.borrow().counters().clone();
