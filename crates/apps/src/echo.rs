@@ -2,12 +2,12 @@
 //! packet, increment a byte of its payload, send it back) and the host it
 //! runs on, for either NIC interface.
 //!
-//! Both builders assemble the same kind of host — cores, a memory system
-//! (bytes + caches), a PCIe link, a NIC — start one echo thread per core, and
-//! hand back an [`EchoSystem`] through which an experiment reads what
-//! happened: cache statistics, PCIe bytes by purpose, per-core ledgers, and
-//! the NIC's and application's counters. Experiments never reach inside a
-//! NIC; everything they report comes from these handles.
+//! Both builders make the same kind of host from a machine preset — one
+//! kernel, the NIC in the machine's NIC slot, one echo process with one
+//! thread per core — and hand back an [`EchoSystem`] through which an
+//! experiment wires the NIC's port and reads what happened: cache
+//! statistics, PCIe bytes by purpose, per-core ledgers, and the NIC's and
+//! application's counters. Experiments never reach inside a NIC.
 //!
 //! The echo thread increments the byte at
 //! [`nextio_hw::trafficgen::ECHO_BYTE_OFFSET`] of the UDP payload and
@@ -17,10 +17,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_engine::Counters;
-use nextio_hw::cache::HierarchyConfig;
+use nextio_hw::cache::CoreStats;
 use nextio_hw::cpu::Core;
-use nextio_hw::host::SharedMemory;
-use nextio_hw::pcie::{PcieConfig, PcieLink};
+use nextio_hw::device::DeviceId;
+use nextio_hw::machine::MachineSpec;
+use nextio_hw::pcie::DirectionCounters;
+use nextio_os::Host;
 
 pub mod enso;
 pub mod packetized;
@@ -54,28 +56,57 @@ pub enum NotificationMode {
 /// What every echo host is built from.
 #[derive(Clone, Debug)]
 pub struct EchoConfig {
-    /// Cores running echo threads (one thread, one RX queue or pipe each).
-    pub cores: usize,
-    pub pcie: PcieConfig,
-    pub caches: HierarchyConfig,
-    /// Physical memory of the host.
-    pub memory_bytes: u64,
+    /// The machine, with one core per echo thread (one thread, one RX
+    /// queue or pipe each); its NIC slot is the NIC's PCIe link.
+    pub machine: MachineSpec,
     pub seed: u64,
+}
+
+impl EchoConfig {
+    pub fn cores(&self) -> usize {
+        self.machine.cores
+    }
 }
 
 /// A running echo host.
 pub struct EchoSystem {
-    pub memory: SharedMemory,
-    pub pcie: Rc<RefCell<PcieLink>>,
-    pub cores: Vec<Rc<Core>>,
-    /// NIC counters: `rx_frames`, `tx_frames`, and `drop.*` by reason.
-    pub nic: Rc<RefCell<Counters>>,
+    pub host: Host,
+    /// The NIC, a device of the host's fabric (its port is for the caller
+    /// to wire).
+    pub nic: DeviceId,
+    nic_counters: Box<dyn Fn() -> Counters>,
     /// Application counters: `echoed`, and anything else the app counts.
     pub app: Rc<RefCell<Counters>>,
+}
+
+impl EchoSystem {
+    /// NIC counters: `rx_frames`, `tx_frames`, and `drop.*` by reason.
+    pub fn nic_counters(&self) -> Counters {
+        (self.nic_counters)()
+    }
+    /// What the NIC's PCIe link carried, upstream and downstream.
+    pub fn link_counters(&self) -> (DirectionCounters, DirectionCounters) {
+        self.host
+            .machine()
+            .fabric()
+            .link_counters(self.nic)
+            .unwrap_or_default()
+    }
+    /// Cache statistics summed over every core (each runs an echo thread).
+    pub fn cache_stats(&self) -> CoreStats {
+        self.host.machine().memory().borrow().caches.total_stats()
+    }
+    pub fn cores(&self) -> &[Rc<Core>] {
+        self.host.machine().cores()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EchoError {
     #[error("invalid echo configuration: {0}")]
     Config(String),
+}
+
+fn config_error(e: impl std::fmt::Display) -> EchoError {
+    EchoError::Config(e.to_string())
 }

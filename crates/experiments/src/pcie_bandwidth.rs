@@ -1,13 +1,14 @@
 //! Experiment `pcie-bandwidth`: pcie-bench's PCIe bandwidth model
 //! (Neugebauer et al., SIGCOMM'18, §3) reproduced by simulation.
 //!
-//! For every transfer size a simulated device issues back-to-back DMA
-//! writes, and in a separate run back-to-back DMA reads, over a
-//! [`PcieLink`]. The device is a task on a [`Sim`]: it hands a transfer to
-//! the link, then sleeps until the link can take the next one (the upstream
-//! line is free and, for reads, a tag is available), so time advances
-//! through the event loop. Throughput is measured from the simulated
-//! completion times and compared with pcie-bench's closed form.
+//! For every transfer size pcie-bench's DMA engine ([`DmaBench`]), attached
+//! to a host's fabric, issues back-to-back DMA writes, and in a separate
+//! run back-to-back DMA reads: each transfer goes out as soon as the link
+//! could take it (the upstream line is free and, for reads, a tag is
+//! available), so time advances through the event loop, and every TLP
+//! crosses the simulated link to the root complex and host memory.
+//! Throughput is measured from the simulated completion times and compared
+//! with pcie-bench's closed form.
 //!
 //! Invariants: each sweep point builds its own simulator and link, so the
 //! result is a pure function of the parameters (there is no randomness; the
@@ -15,11 +16,12 @@
 //! completion, so the fixed latency of the first transfer does not dilute
 //! the steady-state rate.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use nextio_engine::{Sim, Time};
-use nextio_hw::pcie::{Direction, PcieConfig, PcieError, PcieLink, model};
+use nextio_hw::device::Device as _;
+use nextio_hw::devices::dma_bench::{BenchOp, DmaBench};
+use nextio_hw::fabric::{Attach, DeviceLink};
+use nextio_hw::machine::{Machine, MachineSpec};
+use nextio_hw::pcie::{PcieConfig, PcieError, model};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
@@ -124,7 +126,7 @@ impl Experiment for PcieBandwidth {
 
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let p = &ctx.params;
-        let cfg = config(
+        let link = config(
             p.u64("gen"),
             p.u64("lanes"),
             p.u64("mps"),
@@ -133,6 +135,7 @@ impl Experiment for PcieBandwidth {
             p.u64("rcb_chunks"),
             p.u64("tags"),
         )?;
+        let cfg = link.pcie.clone();
         let sizes = p.u64_list("sizes");
         if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s > 1 << 20) {
             return Err(RunError::Config(format!(
@@ -151,8 +154,7 @@ impl Experiment for PcieBandwidth {
             .flat_map(|&s| [(s, Op::Write), (s, Op::Read)])
             .collect();
         let results = ctx.sweep(&points, |_, &(size, op)| {
-            let (sim, r) =
-                simulate(ctx.new_sim(), &cfg, op, size, transfers).map_err(config_error)?;
+            let (sim, r) = simulate(ctx.new_sim(), &link, op, size, transfers)?;
             ctx.finish_sim(&format!("pcie-bandwidth-{op:?}-{size}B"), &sim, r.tlps)?;
             Ok(r.gbps)
         })?;
@@ -222,13 +224,14 @@ impl Experiment for PcieBandwidth {
              (it assumes aligned transfers)."
                 .into(),
             format!(
-                "Reads may have {} tags outstanding and see a {} ns host round trip. The closed \
-                 form has no latency term: it matches only while the tags in flight cover the round \
-                 trip, as they do at the defaults; too few tags make reads latency-bound and the read \
-                 checks fail. Throughput is measured between the first and last completion of {} \
-                 transfers per point.",
-                cfg.max_read_tags,
-                cfg.dma_read_latency_ps as f64 / 1e3,
+                "Reads may have {} tags outstanding and see the fabric's round trip (two {} ns \
+                 link flights, the root complex, host memory). The closed form has no latency term: \
+                 it matches only while the tags in flight cover the round trip, as they do at the \
+                 defaults; too few tags make reads latency-bound and the read checks fail. \
+                 Throughput is measured between the first and last completion of {} transfers per \
+                 point.",
+                link.read_tags,
+                cfg.flight_ps as f64 / 1e3,
                 transfers
             ),
             "When MRRS is smaller than the completion chunk, the simulated link answers each request \
@@ -248,8 +251,8 @@ fn config_error(e: PcieError) -> RunError {
     RunError::Config(e.to_string())
 }
 
-/// The link configuration for the run's parameters; values that do not
-/// fit the config's integer types are reported, not truncated.
+/// The device link for the run's parameters; values that do not fit the
+/// config's integer types are reported, not truncated.
 fn config(
     generation: u64,
     lanes: u64,
@@ -258,7 +261,7 @@ fn config(
     rcb: u64,
     rcb_chunks: u64,
     tags: u64,
-) -> Result<PcieConfig, RunError> {
+) -> Result<DeviceLink, RunError> {
     let narrow = |name: &str, v: u64| {
         u32::try_from(v).map_err(|_| RunError::Config(format!("{name} = {v} is out of range")))
     };
@@ -283,69 +286,65 @@ fn config(
         mrrs_bytes: narrow("mrrs", mrrs)?,
         rcb_bytes: narrow("rcb", rcb)?,
         rcb_chunks: rcb_chunks == 1,
-        max_read_tags,
         ..PcieConfig::default()
     };
     cfg.validate().map_err(config_error)?;
-    Ok(cfg)
+    if max_read_tags == 0 {
+        return Err(RunError::Config(
+            "a device needs at least one read tag".into(),
+        ));
+    }
+    Ok(DeviceLink {
+        pcie: cfg,
+        read_tags: max_read_tags,
+    })
 }
 
-/// Run `transfers` back-to-back transfers of `size_bytes` and return the
-/// finished simulator with the measured effective throughput.
+/// Run `transfers` back-to-back transfers of `size_bytes` from pcie-bench's
+/// DMA engine on a host's fabric and return the finished simulator with
+/// the measured effective throughput.
 fn simulate(
     sim: Sim,
-    cfg: &PcieConfig,
+    link: &DeviceLink,
     op: Op,
     size_bytes: u64,
     transfers: u64,
-) -> Result<(Sim, PointResult), PcieError> {
-    let link = Rc::new(RefCell::new(PcieLink::new(cfg.clone())?));
-    let done: Rc<RefCell<Vec<Time>>> = Rc::new(RefCell::new(Vec::new()));
-    let failure: Rc<RefCell<Option<PcieError>>> = Rc::new(RefCell::new(None));
+) -> Result<(Sim, PointResult), RunError> {
+    let cfg_err = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
+    // pcie-bench measured without the IOMMU; device addresses are physical.
+    let mut spec = MachineSpec::enso_testbed(1);
+    spec.fabric.iommu.enabled = false;
+    let machine = Machine::new(&sim, spec).map_err(|e| cfg_err(&e))?;
+    let dev = machine
+        .attach(DmaBench::new(), Attach::RootPort, link.clone())
+        .map_err(|e| cfg_err(&e))?;
     // Transfers start on 4 KiB boundaries, as pcie-bench assumes.
     let stride = size_bytes.div_ceil(4096) * 4096;
-    {
-        let (sim, link, done, failure) = (sim.clone(), link.clone(), done.clone(), failure.clone());
-        sim.clone().spawn(async move {
-            for i in 0..transfers {
-                let now = sim.now();
-                let addr = i * stride;
-                let result = match op {
-                    Op::Write => link
-                        .borrow_mut()
-                        .dma_write(now, addr, size_bytes, "packet-data"),
-                    Op::Read => link
-                        .borrow_mut()
-                        .dma_read(now, addr, size_bytes, "packet-data"),
-                };
-                match result {
-                    Ok(t) => done.borrow_mut().push(t),
-                    Err(e) => {
-                        *failure.borrow_mut() = Some(e);
-                        return;
-                    }
-                }
-                // The DMA engine hands over the next transfer as soon as the
-                // link could start it: the upstream line is free and, for a
-                // read, a tag is available.
-                let next = match op {
-                    Op::Write => link.borrow().idle_at(Direction::Upstream),
-                    Op::Read => link.borrow().read_issue_at(sim.now()),
-                };
-                sim.sleep_until(next).await;
-            }
-        });
-    }
+    let buffer = machine
+        .memory()
+        .borrow_mut()
+        .phys
+        .alloc(stride * transfers, 4096)
+        .map_err(|e| cfg_err(&e))?;
+    let bench_op = match op {
+        Op::Write => BenchOp::Write,
+        Op::Read => BenchOp::Read,
+    };
+    machine.fabric().act(&dev, |d, cx| {
+        d.start(cx, bench_op, buffer.base.0, size_bytes, stride, transfers)
+    });
     sim.run();
-    // Let the clock reach the last completion so the tally covers it.
-    let last = done.borrow().iter().copied().max().unwrap_or(Time::ZERO);
-    sim.run_until(last);
     sim.shutdown();
-    if let Some(e) = failure.borrow_mut().take() {
-        return Err(e);
+    let d = dev.borrow();
+    if d.counters().sum_prefix("drop.") > 0 {
+        return Err(RunError::Config(format!(
+            "{} transfers failed",
+            d.counters().sum_prefix("drop.")
+        )));
     }
-    let done = done.borrow();
+    let done = d.finished();
     let first = done.iter().copied().min().unwrap_or(Time::ZERO);
+    let last = done.iter().copied().max().unwrap_or(Time::ZERO);
     let span_ps = (last - first).ps();
     let bits = (done.len().saturating_sub(1) as u64 * size_bytes * 8) as f64;
     let gbps = if span_ps == 0 {
@@ -353,7 +352,10 @@ fn simulate(
     } else {
         bits * 1e3 / span_ps as f64
     };
-    let l = link.borrow();
-    let tlps = l.counters(Direction::Upstream).tlps + l.counters(Direction::Downstream).tlps;
+    let (up, down) = machine
+        .fabric()
+        .link_counters(dev.id)
+        .ok_or_else(|| cfg_err(&"the bench device has no link"))?;
+    let tlps = up.tlps + down.tlps;
     Ok((sim, PointResult { gbps, tlps }))
 }

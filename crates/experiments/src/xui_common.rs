@@ -3,15 +3,23 @@
 //! runtime on one long compute thread, measured against the same thread
 //! run without notifications.
 
-use nextio_engine::{Duration, Freq, Time};
-use nextio_hw::cpu::Core;
+use nextio_engine::{Duration, Freq, Sim, Time};
 use nextio_hw::interrupt::pipeline::InstrMix;
+use nextio_hw::machine::MachineSpec;
 use nextio_lib::{Job, Preemption, Runtime, RuntimeConfig};
+use nextio_os::{Host, OsCosts};
 
 use crate::experiment::{RunContext, RunError, SimTally};
 
 /// The Table 3 clock.
 pub const FREQ: Freq = Freq::mhz(2000);
+
+/// The xUI evaluation's host with `cores` cores.
+pub fn xui_host(sim: &Sim, cores: usize) -> Result<Host, RunError> {
+    let spec = MachineSpec::xui_server(cores);
+    debug_assert_eq!(spec.caches.core_clock, FREQ);
+    Host::new(sim, spec, OsCosts::default()).map_err(|e| RunError::Config(e.to_string()))
+}
 
 /// Result of running one compute thread to completion.
 pub struct SingleRun {
@@ -30,12 +38,10 @@ pub fn run_single_job(
     switch_threads: bool,
 ) -> Result<SingleRun, RunError> {
     let sim = run.new_sim();
-    let worker = Core::new(0, FREQ, Time::ZERO);
-    let timer = Core::new(1, FREQ, Time::ZERO);
+    let host = xui_host(&sim, 2)?;
     let mut cfg = RuntimeConfig::new(preemption, interval, mix);
     cfg.switch_threads = switch_threads;
-    let rt = Runtime::start(&sim, cfg, worker, Some(timer))
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let rt = Runtime::start(&host, cfg, 0, Some(1)).map_err(|e| RunError::Config(e.to_string()))?;
     rt.submit(Job {
         id: 0,
         class: 0,

@@ -6,22 +6,28 @@
 //! interrupt delivered with tracking. Reports mean offload latency
 //! (submit → completion seen) and free cycles (the fraction of the core
 //! not spent spinning, in timer signals or in interrupt delivery).
+//!
+//! The accelerator is a device of the host: the client submits each
+//! descriptor with a 64-byte MMIO write to its portal, the device writes
+//! the completion record into the client's memory by DMA and, for xUI,
+//! sends an MSI-X message that the host's APIC forwards to the thread.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_engine::{Category, Duration, Notify, SimRng, Time};
-use nextio_hw::cpu::{Core, CoreCtx};
-use nextio_hw::interrupt::dsa::{Dsa, LatencyDist};
+use nextio_hw::device::Device as _;
+use nextio_hw::devices::latency_accel::{LatencyAccel, LatencyDist, build_descriptor, record};
+use nextio_hw::fabric::{Attach, DeviceLink, MsiMessage};
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, Route, Strategy, UcodeCosts, delivery_cost,
 };
-use nextio_os::{DeliveryPath, Kernel, OsCosts, OsError, Tid};
+use nextio_os::{DeliveryPath, OsCosts, OsError};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::{FREQ, split_by};
+use crate::xui_common::{FREQ, split_by, xui_host};
 
 pub struct XuiDsa;
 
@@ -51,8 +57,9 @@ const PARAMS: &[ParamSpec] = &[
     .quick("2000"),
 ];
 
-/// Client work per offload: build the descriptor and ENQCMD it (a
-/// non-posted 64-byte MMIO write), assumption ≈200 ns.
+/// Client work per offload: build the descriptor and issue the 64-byte
+/// portal store (MOVDIR64B; the PCIe crossing itself is timed by the
+/// fabric), assumption ≈200 ns.
 const SUBMIT_CYCLES: u64 = 400;
 /// Consuming a completion record and recycling the buffer (assumption).
 const COMPLETE_CYCLES: u64 = 200;
@@ -92,13 +99,17 @@ fn run_point(
     requests: u64,
     seed: u64,
 ) -> Result<Point, RunError> {
+    let cfg_err = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
     let sim = run.new_sim();
-    let core = Core::new(0, FREQ, Time::ZERO);
-    let ctx = CoreCtx::new(&sim, core.clone());
-    let dist = LatencyDist::new(mean, noise).map_err(|e| RunError::Config(e.to_string()))?;
-    let dsa = Rc::new(RefCell::new(Dsa::new(dist, SimRng::new(seed).fork("dsa"))));
-    let written = Rc::new(Notify::new(&sim));
-    let lat = Rc::new(RefCell::new(Vec::with_capacity(requests as usize)));
+    let host = xui_host(&sim, 1)?;
+    let dist = LatencyDist::new(mean, noise).map_err(|e| cfg_err(&e))?;
+    let accel = host
+        .attach(
+            LatencyAccel::new(dist, SimRng::new(seed).fork("dsa")),
+            Attach::RootPort,
+            DeviceLink::integrated(),
+        )
+        .map_err(|e| cfg_err(&e))?;
     let os = OsCosts::default();
     let xui = delivery_cost(
         &CoreParams::default(),
@@ -107,38 +118,99 @@ fn run_point(
         Strategy::Tracked,
         Route::Direct,
     );
-    // The client thread registers a handler and asks for the accelerator's
-    // completion vector to be forwarded to it (xUI), or sets an interval
-    // timer (periodic polling).
-    let mut k = Kernel::new(1, os);
-    let setup = (|| -> Result<Tid, OsError> {
-        let pid = k.create_process();
-        let tid = k.create_thread(pid, 0)?;
-        k.schedule(0, 0)?;
+    // The client process: a completion record the device may write, the
+    // device's portal page, and one thread on core 0 that registers a
+    // handler and asks for the completion vector to be forwarded to it
+    // (xUI), or sets an interval timer (periodic polling).
+    let client = host.create_process().map_err(|e| cfg_err(&e))?;
+    let rec = client
+        .dma_alloc(accel.id, record::BYTES as u64)
+        .map_err(|e| cfg_err(&e))?;
+    let portal = client
+        .map_bar(accel.id, 0, 0, 4096)
+        .map_err(|e| cfg_err(&e))?;
+    let thread = client.thread(0).map_err(|e| cfg_err(&e))?;
+    let tid = thread.tid;
+    let setup = (|| -> Result<(), OsError> {
+        let mut k = host.kernel().borrow_mut();
         k.sys_register_handler(tid, 0x1000)?;
         k.sys_register_forward(tid, DSA_VECTOR, 2)?;
         if mech == Mech::Periodic {
             k.sys_setitimer(tid, Some(mean.0))?;
         }
-        Ok(tid)
+        Ok(())
     })();
-    let tid = setup.map_err(|e| RunError::Config(e.to_string()))?;
-    let kernel = Rc::new(RefCell::new(k));
+    setup.map_err(|e| cfg_err(&e))?;
+    host.machine()
+        .fabric()
+        .set_msix(
+            accel.id,
+            0,
+            MsiMessage {
+                core: 0,
+                vector: DSA_VECTOR,
+            },
+        )
+        .map_err(|e| cfg_err(&e))?;
+    // The interrupt path: MSI-X → APIC → the kernel forwards the vector;
+    // a fast-path delivery to our thread wakes it.
+    let delivered = Rc::new(Notify::new(&sim));
+    let got_irq = Rc::new(std::cell::Cell::new(0u64));
     let misrouted = Rc::new(std::cell::Cell::new(0u64));
-    let (kk, mis) = (kernel.clone(), misrouted.clone());
-    let (s, d, w, l) = (sim.clone(), dsa.clone(), written.clone(), lat.clone());
+    {
+        let (d, g, m) = (delivered.clone(), got_irq.clone(), misrouted.clone());
+        host.on_interrupt(move |ev| {
+            if ev
+                .deliveries
+                .iter()
+                .any(|x| x.tid == tid && x.path == DeliveryPath::Fast)
+            {
+                g.set(g.get() + 1);
+                d.notify();
+            } else {
+                m.set(m.get() + 1);
+            }
+        });
+    }
+    let ctx = thread.ctx.clone();
+    let written = ctx
+        .watch(rec.va, record::BYTES as u64)
+        .map_err(|e| cfg_err(&e))?;
+    let lat = Rc::new(RefCell::new(Vec::with_capacity(requests as usize)));
+    let failed = Rc::new(std::cell::Cell::new(false));
+    let (s, l, kk, f) = (
+        sim.clone(),
+        lat.clone(),
+        host.kernel().clone(),
+        failed.clone(),
+    );
+    let (w, d, g) = (written.clone(), delivered.clone(), got_irq.clone());
     sim.spawn(async move {
-        for _ in 0..requests {
+        let complete = |ctx: &nextio_hw::cpu::CoreCtx| {
+            let mut b = [0u8; 1];
+            ctx.peek(rec.va.offset(record::STATUS as u64), &mut b)
+                .is_ok()
+                && b[0] == record::STATUS_SUCCESS
+        };
+        for id in 0..requests {
+            // Clear the record, build the descriptor, submit it.
+            if ctx
+                .store(rec.va, &[0u8; record::BYTES], Category::Application)
+                .is_err()
+            {
+                f.set(true);
+                return;
+            }
             ctx.compute(Category::Application, SUBMIT_CYCLES).await;
-            let submitted = s.now();
-            let (_, done_at) = d.borrow_mut().submit(submitted);
-            // The device writes the completion record at done_at.
-            let w2 = w.clone();
-            s.at(done_at, move || w2.notify())
-                .expect("a device event is never scheduled in the past");
+            let desc = build_descriptor(rec.iova, id, mech == Mech::Xui);
+            let submitted = ctx.local_now();
+            if ctx.mmio_write(portal, &desc, "descriptor").await.is_err() {
+                f.set(true);
+                return;
+            }
             match mech {
                 Mech::Spin => {
-                    ctx.spin_until(&w, || s.now() >= done_at).await;
+                    ctx.spin_until(&w, || complete(&ctx)).await;
                     ctx.compute(Category::Polling, POLL_HIT_CYCLES).await;
                 }
                 Mech::Periodic => {
@@ -156,7 +228,7 @@ fn run_point(
                         }
                         ctx.cycles(Category::Kernel, os.itimer_tick_cycles());
                         ctx.sync().await;
-                        if s.now() >= done_at {
+                        if complete(&ctx) {
                             ctx.compute(Category::Polling, POLL_HIT_CYCLES).await;
                             break;
                         }
@@ -165,39 +237,39 @@ fn run_point(
                 Mech::Xui => {
                     // The core is free (halted or running other work) until
                     // the forwarded interrupt is delivered, tracked, no UPID.
-                    ctx.block_until(&w, || s.now() >= done_at).await;
-                    // MSI from the device → APIC → forwarded to the thread.
-                    let fast = kk
-                        .borrow_mut()
-                        .interrupt(0, DSA_VECTOR, false)
-                        .map(|v| v.iter().any(|d| d.path == DeliveryPath::Fast))
-                        .unwrap_or(false);
-                    if !fast {
-                        mis.set(mis.get() + 1);
-                    }
+                    let seen = g.get();
+                    ctx.block_until(&d, || g.get() > seen).await;
                     ctx.spend(Category::Idle, FREQ.cycles_to_duration(xui.latency_cycles));
                     ctx.compute(Category::Interrupt, xui.overhead_cycles).await;
                 }
             }
-            d.borrow_mut().poll_completions(s.now());
-            l.borrow_mut().push(s.now() - submitted);
+            l.borrow_mut().push(ctx.local_now() - submitted);
             ctx.compute(Category::Application, COMPLETE_CYCLES).await;
         }
     });
     sim.run();
     let end = sim.now();
+    let core = host
+        .machine()
+        .core(0)
+        .cloned()
+        .ok_or_else(|| cfg_err(&"no core 0"))?;
     let ledger = core.ledger_at(end);
     let free = ledger.fraction(Category::Idle);
     let lat = lat.borrow();
     let mean_lat = lat.iter().map(|d| d.as_us_f64()).sum::<f64>() / lat.len().max(1) as f64;
-    let ok = dsa.borrow().completed() == requests && lat.len() as u64 == requests;
+    let counters = accel.borrow().counters().clone();
     if misrouted.get() > 0 {
         return Err(RunError::Config(format!(
             "{} completion interrupts missed the fast path",
             misrouted.get()
         )));
     }
-    if !ok {
+    if failed.get()
+        || counters.get("completed") != requests
+        || lat.len() as u64 != requests
+        || counters.sum_prefix("drop.") > 0
+    {
         return Err(RunError::Config(
             "offloads lost: completion accounting broke".into(),
         ));

@@ -43,24 +43,22 @@ use std::rc::Rc;
 
 use nextio_apps::lpm::{Lpm, forward};
 use nextio_engine::{Category, Counters, Duration, Mailbox, Notify, Sim, SimRng, Time};
-use nextio_hw::cache::HierarchyConfig;
-use nextio_hw::cpu::{Core, CoreCtx};
-use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
-use nextio_hw::host::MemorySystem;
+use nextio_hw::device::Device as _;
+use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
+use nextio_hw::fabric::MsiMessage;
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, Route, Strategy, UcodeCosts, delivery_cost,
 };
-use nextio_hw::nic::packetized::{PacketizedConfig, PacketizedNic};
+use nextio_hw::nic::packetized::{PacketizedConfig, PacketizedNic, regs};
 use nextio_hw::packet::{self, FlowKey, Macs};
-use nextio_hw::pcie::{PcieConfig, PcieLink};
 use nextio_hw::trafficgen::{Arrivals, Source, TrafficConfig, TrafficGen};
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig, PmdError};
-use nextio_os::{DeliveryPath, Kernel, OsCosts};
+use nextio_os::DeliveryPath;
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::{FREQ, split_by};
+use crate::xui_common::{FREQ, split_by, xui_host};
 
 pub struct XuiL3fwd;
 
@@ -136,8 +134,6 @@ const DRAIN_STEPS: usize = 50;
 /// measured: well above what one 2 GHz core forwards, below line rate
 /// (148.8 Mpps). Model choice.
 const SATURATION_PPS: f64 = 60e6;
-/// Host memory: room for 8 queues' rings and mempools in hugepages.
-const HOST_MEMORY_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mech {
@@ -180,10 +176,10 @@ fn templates(seed: u64) -> Result<Vec<Vec<u8>>, RunError> {
 /// Route one received packet in place; false if it is not IPv4/UDP.
 fn route_one(pmd: &mut Pmd, table: &Lpm, m: Mbuf) -> Result<bool, PmdError> {
     let len = pmd.peek_data_len(m)? as usize;
-    let pa = pmd.data_pa(m);
+    let va = pmd.data_va(m);
     let mut bytes = [0u8; 128];
     let n = len.min(bytes.len());
-    pmd.load_prefetched(pa, &mut bytes[..n], Category::Application)?;
+    pmd.load_prefetched(va, &mut bytes[..n], Category::Application)?;
     let frame = &mut bytes[..n];
     let probes = packet::parse_udp(frame)
         .map(|v| table.lookup(v.flow.dst_ip.into()).1 as u64)
@@ -194,7 +190,7 @@ fn route_one(pmd: &mut Pmd, table: &Lpm, m: Mbuf) -> Result<bool, PmdError> {
         return Ok(false);
     }
     // The rewritten MAC addresses go back to the mbuf.
-    ctx.store(pmd.mem(), pa, &frame[..12], Category::Application)?;
+    ctx.store(va, &frame[..12], Category::Application)?;
     Ok(true)
 }
 
@@ -214,8 +210,8 @@ async fn serve(
     app.borrow_mut().add("rx", n as u64);
     // l3fwd prefetches every packet's first line before touching any.
     for &m in rx.iter() {
-        let pa = pmd.data_pa(m);
-        pmd.prefetch(pa)?;
+        let va = pmd.data_va(m);
+        pmd.prefetch(va)?;
     }
     for m in rx.drain(..) {
         if route_one(pmd, table, m)? {
@@ -234,10 +230,22 @@ async fn serve(
     Ok(n)
 }
 
+/// Hand every queue's filled RX ring to the NIC (counted as an error if a
+/// doorbell fails).
+async fn start_all(pmds: &[Pmd], app: &RefCell<Counters>) -> Result<(), PmdError> {
+    for pmd in pmds {
+        if let Err(e) = pmd.start().await {
+            app.borrow_mut().inc("error");
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// The busy-polling router.
 async fn polling_router(
     mut pmds: Vec<Pmd>,
-    nic: Rc<PacketizedNic>,
+    any_rx: Rc<Notify>,
     table: Rc<Lpm>,
     app: Rc<RefCell<Counters>>,
     spinning: Rc<Cell<bool>>,
@@ -246,6 +254,9 @@ async fn polling_router(
     let Some(ctx) = pmds.first().map(|p| p.ctx().clone()) else {
         return;
     };
+    if start_all(&pmds, &app).await.is_err() {
+        return;
+    }
     loop {
         let mut found = 0;
         for pmd in pmds.iter_mut() {
@@ -262,7 +273,7 @@ async fn polling_router(
             // written back (one charged wait for the round-robin checks).
             let ps = &pmds;
             spinning.set(true);
-            ctx.spin_until(nic.rx_any_notify(), || ps.iter().any(|p| p.rx_ready()))
+            ctx.spin_until(&any_rx, || ps.iter().any(|p| p.rx_ready()))
                 .await;
             spinning.set(false);
         }
@@ -294,6 +305,9 @@ async fn xui_router(
         Strategy::Tracked,
         Route::Direct,
     );
+    if start_all(&pmds, &app).await.is_err() {
+        return;
+    }
     for pmd in &pmds {
         if pmd.rx_intr_enable().await.is_err() {
             app.borrow_mut().inc("error");
@@ -352,63 +366,49 @@ fn run_point(
     let cfg_err = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
     let sim = run.new_sim();
     let table = Rc::new(table.clone());
+    // The host: the Table 3 core (2 GHz) with an Ice Lake cache hierarchy
+    // clocked at it, the E810-like NIC on PCIe Gen3 x16 in its NIC slot.
+    let host = xui_host(&sim, 1)?;
+    let nic = PacketizedNic::new(PacketizedConfig {
+        queues,
+        ..PacketizedConfig::default()
+    })
+    .map_err(|e| cfg_err(&e))?;
+    let nic = host.attach_nic(nic).map_err(|e| cfg_err(&e))?;
     // Wires: the generator's port never drops (a hardware generator's deep
     // transmit buffer); the router NIC's TX port buffers 4096 frames
     // (model choice, as in the Ensō bench).
-    let to_dut = Rc::new(Mailbox::new(&sim));
     let to_gen = Rc::new(Mailbox::new(&sim));
-    let gen_out = Rc::new(Wire::new(
-        &sim,
-        LinkConfig {
-            queue_frames: 1 << 16,
-            ..LinkConfig::default()
-        },
-        to_dut.clone(),
-    ));
-    let dut_out = Rc::new(Wire::new(
-        &sim,
-        LinkConfig {
-            queue_frames: 4096,
-            ..LinkConfig::default()
-        },
-        to_gen.clone(),
-    ));
-    // The host: the Table 3 core (2 GHz) with an Ice Lake cache hierarchy
-    // clocked at it, the E810-like NIC on PCIe Gen3 x16.
-    let mut caches = HierarchyConfig::ice_lake(1);
-    caches.core_clock = FREQ;
-    let memory = MemorySystem::new(HOST_MEMORY_BYTES, caches)
-        .map_err(|e| cfg_err(&e))?
-        .shared();
-    let pcie = Rc::new(RefCell::new(
-        PcieLink::new(PcieConfig {
-            generation: 3,
-            lanes: 16,
-            ..PcieConfig::default()
-        })
-        .map_err(|e| cfg_err(&e))?,
-    ));
-    let nic_counters = Rc::new(RefCell::new(Counters::new()));
+    let (dut_out, gen_out) = host
+        .machine()
+        .wire_port(
+            nic.id,
+            0,
+            to_gen.clone(),
+            LinkConfig {
+                queue_frames: 4096,
+                ..LinkConfig::default()
+            },
+            LinkConfig {
+                queue_frames: 1 << 16,
+                ..LinkConfig::default()
+            },
+        )
+        .map_err(|e| cfg_err(&e))?;
     let app = Rc::new(RefCell::new(Counters::new()));
-    let nic = PacketizedNic::new(
-        &sim,
-        PacketizedConfig {
-            queues,
-            ..PacketizedConfig::default()
-        },
-        memory.clone(),
-        pcie.clone(),
-        nic_counters.clone(),
-    )
-    .map_err(|e| cfg_err(&e))?;
-    let core = Core::new(0, FREQ, Time::ZERO);
-    let ctx = CoreCtx::new(&sim, core.clone());
+    // The router process: one thread on core 0 driving every queue.
+    let router = host.create_process().map_err(|e| cfg_err(&e))?;
+    let thread = router.thread(0).map_err(|e| cfg_err(&e))?;
+    let bar = router
+        .map_bar(nic.id, 0, 0, regs::BAR0_BYTES)
+        .map_err(|e| cfg_err(&e))?;
     let pmds = (0..queues)
         .map(|q| {
             Pmd::new(
-                ctx.clone(),
-                memory.clone(),
-                nic.clone(),
+                thread.ctx.clone(),
+                &router,
+                &nic,
+                bar,
                 q,
                 PmdConfig::default(),
                 app.clone(),
@@ -416,6 +416,11 @@ fn run_point(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| cfg_err(&e))?;
+    let core = host
+        .machine()
+        .core(0)
+        .cloned()
+        .ok_or_else(|| cfg_err(&"no core 0"))?;
     // Set while the polling router is in its charged wait, whose time the
     // ledger only books when the wait ends: a snapshot taken meanwhile
     // books it as polling.
@@ -427,9 +432,14 @@ fn run_point(
     });
     match mech {
         Mech::Polling => {
+            // One watch over every RX ring: the poll loop's wait.
+            let any_rx = Rc::new(Notify::new(&sim));
+            for p in &pmds {
+                p.watch_rx(any_rx.clone()).map_err(|e| cfg_err(&e))?;
+            }
             sim.spawn(polling_router(
                 pmds,
-                nic.clone(),
+                any_rx,
                 table.clone(),
                 app.clone(),
                 spinning.clone(),
@@ -438,45 +448,49 @@ fn run_point(
         Mech::Xui => {
             // The router thread registers each queue's vector for
             // forwarding; the kernel checks it has a handler and that the
-            // vector is free.
-            let mut kernel = Kernel::new(1, OsCosts::default());
-            let pid = kernel.create_process();
-            let tid = kernel.create_thread(pid, 0).map_err(|e| cfg_err(&e))?;
-            kernel
-                .schedule(0, 0)
-                .and_then(|_| kernel.sys_register_handler(tid, 0x1000))
-                .map_err(|e| cfg_err(&e))?;
-            for q in 0..queues {
-                let vector = NIC_VECTOR
-                    .checked_add(q as u8)
-                    .ok_or_else(|| RunError::Config("too many queues for vectors".into()))?;
+            // vector is free. The OS points each queue's MSI-X entry at
+            // core 0's APIC.
+            let tid = thread.tid;
+            {
+                let mut kernel = host.kernel().borrow_mut();
                 kernel
-                    .sys_register_forward(tid, vector, q as u8 + 1)
+                    .sys_register_handler(tid, 0x1000)
                     .map_err(|e| cfg_err(&e))?;
-                nic.configure_interrupt(q, vector)
-                    .map_err(|e| cfg_err(&e))?;
+                for q in 0..queues {
+                    let vector = NIC_VECTOR
+                        .checked_add(q as u8)
+                        .ok_or_else(|| RunError::Config("too many queues for vectors".into()))?;
+                    kernel
+                        .sys_register_forward(tid, vector, q as u8 + 1)
+                        .map_err(|e| cfg_err(&e))?;
+                    nic.borrow_mut()
+                        .configure_interrupt(q, q as u16)
+                        .map_err(|e| cfg_err(&e))?;
+                    host.machine()
+                        .fabric()
+                        .set_msix(nic.id, q as u16, MsiMessage { core: 0, vector })
+                        .map_err(|e| cfg_err(&e))?;
+                }
             }
-            // The MSI-X message reaches core 0's APIC.
-            let kernel = Rc::new(RefCell::new(kernel));
+            // What the kernel did with each interrupt: a fast-path
+            // delivery of a queue's user vector is the router's to handle.
             let f = fwd.clone();
-            nic.set_interrupt_sink(Rc::new(move |q, vector| {
-                let fast = match kernel.borrow_mut().interrupt(0, vector, false) {
-                    Ok(d) => d
-                        .iter()
-                        .any(|d| d.path == DeliveryPath::Fast && d.uv as usize == q + 1),
-                    Err(_) => false,
-                };
+            host.on_interrupt(move |ev| {
+                let q = ev.vector.wrapping_sub(NIC_VECTOR) as usize;
+                let fast = ev
+                    .deliveries
+                    .iter()
+                    .any(|d| d.path == DeliveryPath::Fast && d.uv as usize == q + 1);
                 if fast {
                     f.queues.borrow_mut().insert(q);
                     f.notify.notify();
                 } else {
                     f.slow.set(f.slow.get() + 1);
                 }
-            }));
+            });
             sim.spawn(xui_router(pmds, fwd.clone(), table.clone(), app.clone()));
         }
     }
-    nic.start(to_dut, dut_out.clone());
     // Let the drivers' start-up doorbells reach the NIC.
     let start = Time::ZERO + Duration::from_us(5);
     sim.run_until(start);
@@ -541,7 +555,7 @@ fn run_point(
         sim.run_until(t);
         let (sent, back) = offered(&generator);
         let a = app.borrow();
-        let n = nic_counters.borrow();
+        let n = nic.borrow().counters().clone();
         let rx_done = n.get("rx_frames") == sent && n.get("rx_delivered") == a.get("rx");
         let tx_done = back + n.sum_prefix("drop.tx_") == a.get("forwarded");
         if rx_done && tx_done {
@@ -550,7 +564,7 @@ fn run_point(
     }
     let (sent, back) = offered(&generator);
     let a = app.borrow().clone();
-    let n = nic_counters.borrow().clone();
+    let n = nic.borrow().counters().clone();
     let wire_drops = dut_out.counters().sum_prefix("drop.");
     let dropped = n.sum_prefix("drop.rx_") + a.sum_prefix("drop.");
     // Still queued: on the wire to the NIC, or written back and not yet

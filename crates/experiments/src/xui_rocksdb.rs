@@ -11,14 +11,13 @@ use std::rc::Rc;
 
 use nextio_apps::kv::{Bimodal, KvStore, Op, ROCKSDB_MIX};
 use nextio_engine::{Duration, LatencyHist, SimRng, Time};
-use nextio_hw::cpu::Core;
 use nextio_hw::interrupt::pipeline::Strategy;
 use nextio_lib::{Job, Preemption, Runtime, RuntimeConfig};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::FREQ;
+use crate::xui_common::{FREQ, xui_host};
 
 pub struct XuiRocksdb;
 
@@ -86,10 +85,8 @@ fn run_point(
 ) -> Result<Point, RunError> {
     let sim = run.new_sim();
     // Worker cores 0..N, the timer core N.
-    let cores = (0..workers)
-        .map(|i| Core::new(i, FREQ, Time::ZERO))
-        .collect();
-    let timer = Core::new(workers, FREQ, Time::ZERO);
+    let host = xui_host(&sim, workers + 1)?;
+    let cores: Vec<usize> = (0..workers).collect();
     let pre = match mech {
         "none" => Preemption::None,
         "uipi" => Preemption::TimerCore {
@@ -98,7 +95,7 @@ fn run_point(
         _ => Preemption::KbTimer,
     };
     let cfg = RuntimeConfig::new(pre, quantum, ROCKSDB_MIX);
-    let rt = Runtime::start_multi(&sim, cfg, cores, Some(timer))
+    let rt = Runtime::start_multi(&host, cfg, &cores, Some(workers))
         .map_err(|e| RunError::Config(e.to_string()))?;
     let work = Bimodal::default();
     let store = Rc::new(KvStore::load(work.keys, 64));

@@ -6,15 +6,14 @@
 //! is late).
 
 use nextio_engine::{Category, Duration, Time};
-use nextio_hw::cpu::{Core, CoreCtx};
 use nextio_hw::interrupt::pipeline::UcodeCosts;
 use nextio_hw::interrupt::uipi::SendOutcome;
-use nextio_os::{Kernel, OsCosts, OsError, Tid};
+use nextio_os::{Host, OsCosts, OsError, Tid};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
 use crate::params::{ParamKind, ParamSpec};
-use crate::xui_common::{FREQ, split_by};
+use crate::xui_common::{split_by, xui_host};
 
 pub struct XuiTimerCore;
 
@@ -96,12 +95,13 @@ struct Point {
 /// entry for each worker thread (cores 1..=workers), each of which has
 /// registered a handler and handed out its user-interrupt fd.
 fn setup(
+    host: &Host,
     workers: u64,
     timer: Timer,
     interval: Duration,
-) -> Result<(Kernel, Tid, Vec<usize>), OsError> {
-    let mut k = Kernel::new(workers as usize + 1, OsCosts::default());
-    let pid = k.create_process();
+) -> Result<(Tid, Vec<usize>), OsError> {
+    let mut k = host.kernel().borrow_mut();
+    let pid = k.create_process()?;
     let t = k.create_thread(pid, 0)?;
     k.schedule(0, 0)?;
     let mut idx = Vec::new();
@@ -115,7 +115,7 @@ fn setup(
     if let Timer::Setitimer = timer {
         k.sys_setitimer(t, Some(interval.0))?;
     }
-    Ok((k, t, idx))
+    Ok((t, idx))
 }
 
 fn run_point(
@@ -125,13 +125,21 @@ fn run_point(
     interval: Duration,
     ticks: u64,
 ) -> Result<Point, RunError> {
-    let (kernel, ttid, idx) =
-        setup(workers, timer, interval).map_err(|e| RunError::Config(e.to_string()))?;
-    let kernel = std::rc::Rc::new(std::cell::RefCell::new(kernel));
-    let kk = kernel.clone();
     let sim = run.new_sim();
-    let core = Core::new(0, FREQ, Time::ZERO);
-    let ctx = CoreCtx::new(&sim, core.clone());
+    let host = xui_host(&sim, workers as usize + 1)?;
+    let (ttid, idx) =
+        setup(&host, workers, timer, interval).map_err(|e| RunError::Config(e.to_string()))?;
+    let kernel = host.kernel().clone();
+    let kk = kernel.clone();
+    let core = host
+        .machine()
+        .core(0)
+        .cloned()
+        .ok_or_else(|| RunError::Config("no core 0".into()))?;
+    let ctx = host
+        .machine()
+        .ctx(0)
+        .ok_or_else(|| RunError::Config("no core 0".into()))?;
     let os = OsCosts::default();
     let send = UcodeCosts::default().senduipi_cycles;
     let late = std::rc::Rc::new(std::cell::Cell::new(0u64));
@@ -224,9 +232,12 @@ impl Experiment for XuiTimerCore {
         let workers = ctx.params.u64_list("workers");
         let intervals = ctx.params.u64_list("interval_us");
         let ticks = ctx.params.u64("ticks");
-        if intervals.contains(&0) || ticks == 0 || workers.iter().any(|w| *w == 0 || *w > 4096) {
+        // Every worker is a core of the simulated host, with its caches and
+        // TLB: 256 is beyond any host modelled and bounds the memory a
+        // point takes.
+        if intervals.contains(&0) || ticks == 0 || workers.iter().any(|w| *w == 0 || *w > 256) {
             return Err(RunError::Config(
-                "interval_us and ticks must be positive, workers in 1..=4096".into(),
+                "interval_us and ticks must be positive, workers in 1..=256".into(),
             ));
         }
         let mut points = Vec::new();

@@ -4,9 +4,10 @@
 //! queue that drops (and counts) frames offered while it is full.
 //!
 //! [`EthTx`] is the pure timing model (handed `now`, answers with times);
-//! [`Wire`] joins it to a receiver's [`Mailbox`] and an optional pcap
-//! capture. Invariant, tested: every frame offered to a wire is either
-//! delivered to the receiver's mailbox or counted under a drop reason.
+//! [`Wire`] joins it to a receiver — a [`FrameSink`]: a task's
+//! [`Mailbox`], or a device's port in a host's fabric — and an optional
+//! pcap capture. Invariant, tested: every frame offered to a wire is either
+//! delivered to the receiver or counted under a drop reason.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -123,17 +124,29 @@ impl EthTx {
 
 /// One direction of a link inside a simulation: a transmitter feeding a
 /// receiver's mailbox, with counters and optional capture.
+/// Where a wire delivers: whatever receives frames at a time.
+pub trait FrameSink {
+    /// `frame`'s last bit arrives at `at` (never before now).
+    fn deliver(&self, at: Time, frame: Frame);
+}
+
+impl FrameSink for Mailbox<Frame> {
+    fn deliver(&self, at: Time, frame: Frame) {
+        self.push_at(at, frame);
+    }
+}
+
 pub struct Wire {
     sim: Sim,
     tx: RefCell<EthTx>,
-    rx: Rc<Mailbox<Frame>>,
+    rx: Rc<dyn FrameSink>,
     counters: RefCell<Counters>,
     capture: RefCell<Option<Capture>>,
 }
 
 impl Wire {
     /// A wire delivering into `rx`.
-    pub fn new(sim: &Sim, config: LinkConfig, rx: Rc<Mailbox<Frame>>) -> Wire {
+    pub fn new(sim: &Sim, config: LinkConfig, rx: Rc<dyn FrameSink>) -> Wire {
         Wire {
             sim: sim.clone(),
             tx: RefCell::new(EthTx::new(config)),
@@ -156,10 +169,27 @@ impl Wire {
     /// Offer `frame` now. Accepted frames arrive in the receiver's mailbox
     /// at their arrival time; a full queue drops and counts the frame.
     pub fn send(&self, frame: Frame) -> Result<Time, LinkError> {
+        self.counters.borrow_mut().inc("offered");
+        self.transmit(frame).map_err(|_| {
+            self.counters.borrow_mut().inc("drop.queue_full");
+            LinkError::QueueFull(self.tx.borrow().config().queue_frames)
+        })
+    }
+
+    /// Send `frame` if the queue has room; otherwise hand it back, neither
+    /// offered nor dropped (the sender keeps it and decides).
+    pub fn try_send(&self, frame: Frame) -> Result<Time, Frame> {
+        let sent = self.transmit(frame);
+        if sent.is_ok() {
+            self.counters.borrow_mut().inc("offered");
+        }
+        sent
+    }
+
+    fn transmit(&self, frame: Frame) -> Result<Time, Frame> {
         let now = self.sim.now();
         let frame_bytes = frame.frame_bytes() as u64;
         let mut c = self.counters.borrow_mut();
-        c.inc("offered");
         match self.tx.borrow_mut().transmit(now, frame_bytes) {
             Ok((start, arrival)) => {
                 c.inc("accepted");
@@ -167,14 +197,16 @@ impl Wire {
                 if let Some(cap) = self.capture.borrow_mut().as_mut() {
                     cap.record(start, &frame.bytes);
                 }
-                self.rx.push_at(arrival, frame);
+                self.rx.deliver(arrival, frame);
                 Ok(arrival)
             }
-            Err(e) => {
-                c.inc("drop.queue_full");
-                Err(e)
-            }
+            Err(_) => Err(frame),
         }
+    }
+
+    /// Whether the transmit queue can take a frame now.
+    pub fn has_room(&self) -> bool {
+        self.next_accept() <= self.sim.now()
     }
 
     /// The earliest time a frame offered would be accepted.

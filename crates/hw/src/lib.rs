@@ -17,10 +17,15 @@
 
 pub mod cache;
 pub mod cpu;
+pub mod device;
+pub mod devices;
 pub mod ethernet;
-pub mod host;
+pub mod fabric;
 pub mod interrupt;
+pub mod layout;
+pub mod machine;
 pub mod mem;
+pub mod memory;
 pub mod nic;
 pub mod packet;
 pub mod pcap;

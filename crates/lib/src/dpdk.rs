@@ -5,11 +5,19 @@
 //! follows DPDK's ice PMD scalar paths (`ice_recv_pkts`,
 //! `ice_xmit_pkts_simple`).
 //!
+//! Memory. The rings and the mempool are DMA buffers the OS pinned and
+//! mapped into the process and into the NIC's IOMMU domain (VFIO's IOVA =
+//! VA); descriptors carry the NIC's bus address of each buffer. The NIC's
+//! registers are its BAR mapped into the process; doorbells are MMIO
+//! writes through the fabric. Descriptors are built and read with the
+//! NIC's own layout views.
+//!
 //! Costs. Every descriptor and mbuf access goes through
 //! [`CoreCtx::load`]/[`CoreCtx::store`], so cache misses are an outcome of
 //! the memory layout; instructions are charged as `cycles` with the named
-//! constants below. Polling an empty queue is one charged wait on the
-//! NIC's write-back [`Notify`], never a loop of events.
+//! constants below. Polling an empty queue is one charged wait on a watch
+//! of the RX ring's memory (woken by the NIC's write-backs), never a loop
+//! of events.
 //!
 //! Invariants:
 //! * every mbuf is in exactly one place: the free list, the RX software
@@ -22,14 +30,16 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nextio_engine::{Category, Counters, Time};
-use nextio_hw::cache::{AccessKind, LINE_BYTES};
-use nextio_hw::cpu::CoreCtx;
-use nextio_hw::host::{HostError, SharedMemory};
-use nextio_hw::mem::{MemError, PhysAddr};
+use nextio_engine::{Category, Counters, Notify, Time};
+use nextio_hw::cache::LINE_BYTES;
+use nextio_hw::cpu::{CoreCtx, MmioAccessError};
+use nextio_hw::fabric::DeviceHandle;
+use nextio_hw::mem::{AccessError, VirtAddr};
 use nextio_hw::nic::packetized::{
-    self as pkt, NicError, PacketizedNic, RX_DESC_BYTES, TX_DESC_BYTES,
+    self as pkt, NicError, PacketizedNic, RX_DESC_BYTES, RxReadDesc, RxWbDesc, TX_DESC_BYTES,
+    TxDataDesc, regs,
 };
+use nextio_os::{DmaBuffer, OsError, Process};
 use thiserror::Error;
 
 /// `sizeof(struct rte_mbuf)`: two cache lines.
@@ -117,9 +127,11 @@ pub enum PmdError {
     #[error("invalid poll-mode driver configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Host(#[from] HostError),
+    Access(#[from] AccessError),
     #[error(transparent)]
-    Mem(#[from] MemError),
+    Mmio(#[from] MmioAccessError),
+    #[error(transparent)]
+    Os(#[from] OsError),
     #[error(transparent)]
     Nic(#[from] NicError),
 }
@@ -155,20 +167,22 @@ pub struct Mbuf(u32);
 /// One queue pair of the packetized NIC, driven from one core.
 pub struct Pmd {
     ctx: CoreCtx,
-    mem: SharedMemory,
-    nic: Rc<PacketizedNic>,
+    /// The NIC's BAR0 as the process maps it.
+    regs: VirtAddr,
     queue: usize,
     cfg: PmdConfig,
     counters: Rc<RefCell<Counters>>,
-    pool_base: PhysAddr,
+    pool: DmaBuffer,
+    /// Fired by every write into the RX ring (the NIC's write-backs).
+    rx_watch: Rc<Notify>,
     /// Free mbufs, used last-in first-out like DPDK's per-lcore mempool
     /// cache, so recently freed (cache-warm) mbufs are reused first.
     free: Vec<u32>,
-    rx_ring: PhysAddr,
+    rx_ring: VirtAddr,
     rx_sw: Vec<u32>,
     rx_next: u32,
     rx_hold: u32,
-    tx_ring: PhysAddr,
+    tx_ring: VirtAddr,
     tx_sw: Vec<Option<u32>>,
     tx_tail: u32,
     tx_free: u32,
@@ -189,40 +203,41 @@ pub const PREFETCHES_IN_FLIGHT: usize = 64;
 pub const RX_DESC_PREFETCH: u32 = 8;
 
 impl Pmd {
-    /// Allocate the rings and pool in hugepages, program queue `queue` of
-    /// `nic`, fill the RX ring with mbufs and hand it to the NIC.
-    /// `counters` receives the driver's counters (`rx_nombuf`).
+    /// Have the OS pin the rings and pool in hugepages for `nic`, program
+    /// queue `queue`, fill the RX ring with mbufs and hand it to the NIC.
+    /// `regs` is the NIC's BAR0 as `process` maps it; `counters` receives
+    /// the driver's counters (`rx_nombuf`).
     pub fn new(
         ctx: CoreCtx,
-        mem: SharedMemory,
-        nic: Rc<PacketizedNic>,
+        process: &Process,
+        nic: &DeviceHandle<PacketizedNic>,
+        regs: VirtAddr,
         queue: usize,
         cfg: PmdConfig,
         counters: Rc<RefCell<Counters>>,
     ) -> Result<Pmd, PmdError> {
         cfg.validate()?;
-        let (rings, pool) = {
-            let mut m = mem.borrow_mut();
-            let rings = m.phys.alloc_huge(
-                cfg.rx_ring_entries as u64 * RX_DESC_BYTES
-                    + cfg.tx_ring_entries as u64 * TX_DESC_BYTES,
-            )?;
-            let pool = m.phys.alloc_huge(cfg.mbufs as u64 * MBUF_BYTES)?;
-            (rings, pool)
-        };
-        let rx_ring = rings.base;
-        let tx_ring = rings
-            .base
-            .offset(cfg.rx_ring_entries as u64 * RX_DESC_BYTES);
-        nic.configure_rx(queue, rx_ring, cfg.rx_ring_entries)?;
-        nic.configure_tx(queue, tx_ring, cfg.tx_ring_entries)?;
+        let rx_bytes = cfg.rx_ring_entries as u64 * RX_DESC_BYTES;
+        let rings = process.dma_alloc(
+            nic.id,
+            rx_bytes + cfg.tx_ring_entries as u64 * TX_DESC_BYTES,
+        )?;
+        let pool = process.dma_alloc(nic.id, cfg.mbufs as u64 * MBUF_BYTES)?;
+        let rx_ring = rings.va;
+        let tx_ring = rings.va.offset(rx_bytes);
+        {
+            let mut n = nic.borrow_mut();
+            n.configure_rx(queue, rings.iova, cfg.rx_ring_entries)?;
+            n.configure_tx(queue, rings.iova_of(tx_ring), cfg.tx_ring_entries)?;
+        }
+        let rx_watch = ctx.watch(rx_ring, rx_bytes)?;
         let mut pmd = Pmd {
             ctx,
-            mem,
-            nic,
+            regs,
             queue,
             counters,
-            pool_base: pool.base,
+            pool,
+            rx_watch,
             free: (0..cfg.mbufs).rev().collect(),
             rx_ring,
             rx_sw: Vec::with_capacity(cfg.rx_ring_entries as usize),
@@ -238,35 +253,28 @@ impl Pmd {
             cfg,
         };
         // Start-up (`ice_alloc_rx_queue_mbufs`): every RX descriptor gets a
-        // buffer, written straight to memory (start-up is not timed).
+        // buffer, written without timing (start-up is not measured).
         for i in 0..pmd.cfg.rx_ring_entries {
             let m = pmd
                 .free
                 .pop()
                 .ok_or(PmdError::Config("pool smaller than the RX ring".into()))?;
-            let mut d = [0u8; RX_DESC_BYTES as usize];
-            d[..8].copy_from_slice(&pmd.data_pa(Mbuf(m)).0.to_le_bytes());
-            pmd.mem
-                .borrow_mut()
-                .phys
-                .write(rx_ring.offset(i as u64 * RX_DESC_BYTES), &d)?;
+            let d = RxReadDesc::build(pmd.data_iova(Mbuf(m)));
+            pmd.ctx.poke(rx_ring.offset(i as u64 * RX_DESC_BYTES), &d)?;
             pmd.rx_sw.push(m);
         }
-        // The NIC owns all but one descriptor (tail = entries - 1).
-        let now = pmd.ctx.sim().now();
-        pmd.nic.mmio_write32(
-            now,
-            pkt::rx_tail_register(queue),
-            pmd.cfg.rx_ring_entries - 1,
-        )?;
         Ok(pmd)
+    }
+
+    /// Hand the filled RX ring to the NIC: all but one descriptor (tail =
+    /// entries - 1), with a doorbell at the thread's time.
+    pub async fn start(&self) -> Result<(), PmdError> {
+        self.doorbell(regs::rx_tail(self.queue), self.cfg.rx_ring_entries - 1)
+            .await
     }
 
     pub fn ctx(&self) -> &CoreCtx {
         &self.ctx
-    }
-    pub fn mem(&self) -> &SharedMemory {
-        &self.mem
     }
     pub fn queue(&self) -> usize {
         self.queue
@@ -276,22 +284,25 @@ impl Pmd {
         self.free.len()
     }
 
-    fn mbuf_pa(&self, m: Mbuf) -> PhysAddr {
-        self.pool_base.offset(m.0 as u64 * MBUF_BYTES)
+    fn mbuf_va(&self, m: Mbuf) -> VirtAddr {
+        self.pool.va.offset(m.0 as u64 * MBUF_BYTES)
     }
     /// Where `m`'s packet bytes start (after struct and headroom).
-    pub fn data_pa(&self, m: Mbuf) -> PhysAddr {
-        self.mbuf_pa(m)
+    pub fn data_va(&self, m: Mbuf) -> VirtAddr {
+        self.mbuf_va(m)
             .offset(MBUF_STRUCT_BYTES + MBUF_HEADROOM_BYTES)
+    }
+    /// The NIC's bus address of `m`'s packet bytes.
+    fn data_iova(&self, m: Mbuf) -> u64 {
+        self.pool.iova_of(self.data_va(m))
     }
 
     /// `m`'s `data_len`, read without charge (for tests and checks).
     pub fn peek_data_len(&self, m: Mbuf) -> Result<u16, PmdError> {
-        Ok(self
-            .mem
-            .borrow()
-            .phys
-            .read_u16(self.mbuf_pa(m).offset(MBUF_DATA_LEN_OFFSET))?)
+        let mut b = [0u8; 2];
+        self.ctx
+            .peek(self.mbuf_va(m).offset(MBUF_DATA_LEN_OFFSET), &mut b)?;
+        Ok(u16::from_le_bytes(b))
     }
 
     /// `rte_prefetch0(pa)`: start bringing `pa`'s line into L1d without
@@ -299,20 +310,12 @@ impl Pmd {
     /// [`Pmd::load_prefetched`] waits only for what is left of it, so the
     /// miss overlaps with whatever work came in between (memory-level
     /// parallelism that plain loads, charged one after another, lack).
-    pub fn prefetch(&mut self, pa: PhysAddr) -> Result<(), PmdError> {
-        let line = pa.0 / LINE_BYTES;
+    pub fn prefetch(&mut self, va: VirtAddr) -> Result<(), PmdError> {
+        let line = va.0 / LINE_BYTES;
         if self.prefetches.iter().any(|(l, _)| *l == line) {
             return Ok(());
         }
-        let stall = {
-            let mut m = self.mem.borrow_mut();
-            let l1_hit = m.caches.config().l1d.hit_latency_cycles as u64;
-            let cost = m
-                .caches
-                .access(self.ctx.core().id(), pa, 1, AccessKind::Read)
-                .map_err(HostError::from)?;
-            cost.cycles.saturating_sub(l1_hit)
-        };
+        let stall = self.ctx.touch(va, 1)?;
         if stall == 0 {
             return Ok(());
         }
@@ -328,11 +331,11 @@ impl Pmd {
     /// in flight; the cache model charges whatever miss remains.
     pub fn load_prefetched(
         &mut self,
-        pa: PhysAddr,
+        va: VirtAddr,
         buf: &mut [u8],
         category: Category,
     ) -> Result<(), PmdError> {
-        let line = pa.0 / LINE_BYTES;
+        let line = va.0 / LINE_BYTES;
         if let Some(k) = self.prefetches.iter().position(|(l, _)| *l == line)
             && let Some((_, ready)) = self.prefetches.remove(k)
         {
@@ -341,7 +344,7 @@ impl Pmd {
                 self.ctx.spend(category, ready - now);
             }
         }
-        self.ctx.load(&self.mem, pa, buf, category)?;
+        self.ctx.load(va, buf, category)?;
         Ok(())
     }
 
@@ -363,24 +366,24 @@ impl Pmd {
                     self.prefetch(self.rx_ring.offset(i * RX_DESC_BYTES))?;
                 }
             }
-            let mut wb = [0u8; 16];
-            self.load_prefetched(desc, &mut wb, Category::Driver)?;
+            // The write-back's first 16 bytes: length, status, RSS hash.
+            let mut wb = [0u8; RX_DESC_BYTES as usize];
+            self.load_prefetched(desc, &mut wb[..16], Category::Driver)?;
             let ctx = &self.ctx;
-            let status = u16::from_le_bytes([wb[8], wb[9]]);
-            if status & pkt::RX_STATUS_DD == 0 {
+            let wb = RxWbDesc::new_unchecked(&wb[..]);
+            if !wb.dd() {
                 break;
             }
             let Some(fresh) = self.free.pop() else {
                 self.counters.borrow_mut().inc("rx_nombuf");
                 break;
             };
-            let len = u16::from_le_bytes([wb[4], wb[5]]) & pkt::RX_PKT_LEN_MASK;
-            let hash = u32::from_le_bytes([wb[12], wb[13], wb[14], wb[15]]);
+            let len = wb.pkt_len();
+            let hash = wb.rss_hash();
             let got = self.rx_sw[idx as usize];
             // Refill: read format, pkt_addr then hdr_addr = 0 (clears DD).
-            let mut d = [0u8; 16];
-            d[..8].copy_from_slice(&self.data_pa(Mbuf(fresh)).0.to_le_bytes());
-            ctx.store(&self.mem, desc, &d, Category::Driver)?;
+            let d = RxReadDesc::build(self.data_iova(Mbuf(fresh)));
+            ctx.store(desc, &d[..16], Category::Driver)?;
             self.rx_sw[idx as usize] = fresh;
             // Initialise the mbuf: rearm data, ol_flags, packet fields.
             let mut f = [0u8; 32];
@@ -393,8 +396,7 @@ impl Pmd {
             f[28..32].copy_from_slice(&hash.to_le_bytes()); // hash.rss
             let m = Mbuf(got);
             ctx.store(
-                &self.mem,
-                self.mbuf_pa(m).offset(MBUF_REARM_OFFSET),
+                self.mbuf_va(m).offset(MBUF_REARM_OFFSET),
                 &f,
                 Category::Driver,
             )?;
@@ -407,8 +409,7 @@ impl Pmd {
         if self.rx_hold > self.cfg.rx_free_thresh {
             // Hand the refilled descriptors back, keeping one slot empty.
             let tail = (self.rx_next + entries - 1) % entries;
-            self.doorbell(pkt::rx_tail_register(self.queue), tail)
-                .await?;
+            self.doorbell(regs::rx_tail(self.queue), tail).await?;
             self.rx_hold = 0;
         }
         Ok(n)
@@ -416,29 +417,39 @@ impl Pmd {
 
     async fn doorbell(&self, register: u64, value: u32) -> Result<(), PmdError> {
         self.ctx.cycles(Category::Driver, DOORBELL_CYCLES);
-        self.ctx.sync().await;
-        self.nic
-            .mmio_write32(self.ctx.sim().now(), register, value)?;
+        self.ctx
+            .mmio_write(self.regs.offset(register), &value.to_le_bytes(), "doorbell")
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the write-back status of RX descriptor `i` has DD set, read
+    /// without charge (a poll loop's test; an unreadable ring counts as
+    /// set so a waiter notices).
+    fn dd_set(&self, i: u32) -> bool {
+        let status = self
+            .rx_ring
+            .offset(i as u64 * RX_DESC_BYTES + pkt::RX_WB_STATUS_OFFSET as u64);
+        let mut b = [0u8; 2];
+        self.ctx
+            .peek(status, &mut b)
+            .map_or(true, |_| u16::from_le_bytes(b) & pkt::RX_STATUS_DD != 0)
+    }
+
+    /// Also fire `notify` on every write into this queue's RX ring (one
+    /// wait for a loop that polls several queues).
+    pub fn watch_rx(&self, notify: Rc<Notify>) -> Result<(), PmdError> {
+        let bytes = self.cfg.rx_ring_entries as u64 * RX_DESC_BYTES;
+        self.ctx.watch_with(self.rx_ring, bytes, notify)?;
         Ok(())
     }
 
     /// Busy-poll until the next RX descriptor is written back: one charged
     /// wait, woken by the NIC's write-backs.
     pub async fn wait_rx(&self) {
-        let status = self
-            .rx_ring
-            .offset(self.rx_next as u64 * RX_DESC_BYTES + pkt::RX_WB_STATUS_OFFSET as u64);
-        let mem = self.mem.clone();
-        let Some(notify) = self.nic.rx_notify(self.queue) else {
-            return;
-        };
+        let next = self.rx_next;
         self.ctx
-            .spin_until(notify, || {
-                mem.borrow()
-                    .phys
-                    .read_u16(status)
-                    .map_or(true, |s| s & pkt::RX_STATUS_DD != 0)
-            })
+            .spin_until(&self.rx_watch, || self.dd_set(next))
             .await;
     }
 
@@ -453,19 +464,8 @@ impl Pmd {
     /// next one up to `max` (uncharged; for checks and conservation).
     pub fn rx_written_back(&self, max: u32) -> u32 {
         let entries = self.cfg.rx_ring_entries;
-        let m = self.mem.borrow();
         let mut n = 0;
-        while n < max.min(entries) {
-            let i = (self.rx_next + n) % entries;
-            let status = self
-                .rx_ring
-                .offset(i as u64 * RX_DESC_BYTES + pkt::RX_WB_STATUS_OFFSET as u64);
-            if m.phys
-                .read_u16(status)
-                .map_or(true, |s| s & pkt::RX_STATUS_DD == 0)
-            {
-                break;
-            }
+        while n < max.min(entries) && self.dd_set((self.rx_next + n) % entries) {
             n += 1;
         }
         n
@@ -474,7 +474,7 @@ impl Pmd {
     /// `rte_eth_dev_rx_intr_enable`: arm this queue's RX interrupt by
     /// writing `GLINT_DYN_CTL` with `INTENA` (a doorbell-priced MMIO write).
     pub async fn rx_intr_enable(&self) -> Result<(), PmdError> {
-        self.doorbell(pkt::irq_dyn_ctl_register(self.queue), pkt::DYN_CTL_INTENA)
+        self.doorbell(regs::irq_dyn_ctl(self.queue), regs::DYN_CTL_INTENA)
             .await
     }
 
@@ -482,11 +482,56 @@ impl Pmd {
     /// checksum offload), by setting the mbuf's offload flags.
     pub fn request_udp_checksum(&self, m: Mbuf) -> Result<(), PmdError> {
         self.ctx.store_u64(
-            &self.mem,
-            self.mbuf_pa(m).offset(MBUF_OL_FLAGS_OFFSET),
+            self.mbuf_va(m).offset(MBUF_OL_FLAGS_OFFSET),
             MBUF_F_TX_UDP_CKSUM | MBUF_F_TX_IPV4,
             Category::Driver,
         )?;
+        Ok(())
+    }
+
+    /// Take an mbuf from the pool for a packet to send
+    /// (`rte_pktmbuf_alloc`); `None` if the pool is empty.
+    pub fn alloc(&mut self) -> Option<Mbuf> {
+        self.ctx.cycles(Category::Driver, TX_FREE_PER_MBUF_CYCLES);
+        self.free.pop().map(Mbuf)
+    }
+
+    /// Write `frame` into `m`'s data room and set its lengths, as an
+    /// application building a packet does (cache-costed stores).
+    pub fn write_packet(&mut self, m: Mbuf, frame: &[u8]) -> Result<(), PmdError> {
+        if frame.len() as u64 > MBUF_DATA_ROOM_BYTES {
+            return Err(PmdError::Config(format!(
+                "a {} B frame does not fit an mbuf's {MBUF_DATA_ROOM_BYTES} B data room",
+                frame.len()
+            )));
+        }
+        self.ctx
+            .store(self.data_va(m), frame, Category::Application)?;
+        let len = frame.len() as u16;
+        self.ctx.store(
+            self.mbuf_va(m).offset(MBUF_PKT_LEN_OFFSET),
+            &(len as u32).to_le_bytes(),
+            Category::Driver,
+        )?;
+        self.ctx.store(
+            self.mbuf_va(m).offset(MBUF_DATA_LEN_OFFSET),
+            &len.to_le_bytes(),
+            Category::Driver,
+        )?;
+        // No offload requested: clear what a previous use left.
+        self.ctx.store_u64(
+            self.mbuf_va(m).offset(MBUF_OL_FLAGS_OFFSET),
+            0,
+            Category::Driver,
+        )?;
+        Ok(())
+    }
+
+    /// Read `m`'s packet bytes (cache-costed).
+    pub fn read_packet(&self, m: Mbuf, buf: &mut Vec<u8>) -> Result<(), PmdError> {
+        let len = self.peek_data_len(m)? as usize;
+        buf.resize(len, 0);
+        self.ctx.load(self.data_va(m), buf, Category::Application)?;
         Ok(())
     }
 
@@ -499,13 +544,14 @@ impl Pmd {
     /// Reclaim `tx_rs_thresh` descriptors if the NIC has written back the
     /// RS descriptor at `tx_next_dd` (`ice_tx_free_bufs`).
     fn tx_free_bufs(&mut self) -> Result<bool, PmdError> {
-        let qw1 = self.ctx.load_u64(
-            &self.mem,
+        let mut d = [0u8; TX_DESC_BYTES as usize];
+        self.ctx.load(
             self.tx_ring
                 .offset(self.tx_next_dd as u64 * TX_DESC_BYTES + 8),
+            &mut d[8..],
             Category::Driver,
         )?;
-        if qw1 & 0xf != pkt::TXD_DTYPE_DESC_DONE {
+        if !TxDataDesc::new_unchecked(&d[..]).done() {
             return Ok(false);
         }
         let rs = self.cfg.tx_rs_thresh;
@@ -545,7 +591,7 @@ impl Pmd {
             return Ok(0);
         }
         pkts.drain(..n);
-        self.doorbell(pkt::tx_tail_register(self.queue), self.tx_tail)
+        self.doorbell(regs::tx_tail(self.queue), self.tx_tail)
             .await?;
         Ok(n)
     }
@@ -555,12 +601,11 @@ impl Pmd {
         let entries = self.cfg.tx_ring_entries;
         // MACLEN 14 B in 2 B units, IPLEN 20 B in 4 B units, L4LEN 8 B in
         // 4 B units (ice `ICE_TX_DESC_LEN_*` fields).
-        let offsets: u64 = 7 | (5 << 7) | (2 << 14);
+        let offsets = pkt::tx_offsets(14, 20, 8);
         for &m in pkts {
             let mut f = [0u8; 24];
             self.ctx.load(
-                &self.mem,
-                self.mbuf_pa(m).offset(MBUF_OL_FLAGS_OFFSET),
+                self.mbuf_va(m).offset(MBUF_OL_FLAGS_OFFSET),
                 &mut f,
                 Category::Driver,
             )?;
@@ -575,15 +620,8 @@ impl Pmd {
                 cmd |= pkt::TXD_CMD_RS;
                 self.tx_next_rs = (self.tx_next_rs + self.cfg.tx_rs_thresh) % entries;
             }
-            let qw1 = pkt::TXD_DTYPE_DATA
-                | (cmd << pkt::TXD_CMD_SHIFT)
-                | (offsets << pkt::TXD_OFFSET_SHIFT)
-                | ((data_len & pkt::TXD_BUF_SZ_MASK) << pkt::TXD_BUF_SZ_SHIFT);
-            let mut d = [0u8; 16];
-            d[..8].copy_from_slice(&self.data_pa(m).0.to_le_bytes());
-            d[8..].copy_from_slice(&qw1.to_le_bytes());
+            let d = TxDataDesc::build(self.data_iova(m), cmd, offsets, data_len);
             self.ctx.store(
-                &self.mem,
                 self.tx_ring.offset(idx as u64 * TX_DESC_BYTES),
                 &d,
                 Category::Driver,

@@ -6,13 +6,19 @@
 //! they sit, and `next_rx_pipe_to_recv`, which consumes the notification
 //! buffer and names a pipe with data.
 //!
-//! Everything runs on a [`CoreCtx`]: notifications, pipe data and TX
-//! notifications are read and written through `CoreCtx::load`/`store`, so
+//! Everything runs on a [`CoreCtx`] of a thread of the process that opened
+//! the device: the notification buffer and the pipes are DMA buffers the
+//! OS pinned and mapped into the process and into the NIC's IOMMU domain,
+//! read and written by virtual address through `CoreCtx::load`/`store`, so
 //! cache behaviour (a sequential ring, the prefetchers, DDIO) is an outcome
-//! of the access pattern, not a parameter. Instructions are charged with
-//! `cycles` at the named constants below, each with its source. Register
-//! writes go over the PCIe link as MMIO (`"doorbell"`), after a `sync` so
-//! they leave at the thread's own time.
+//! of the access pattern, not a parameter; TX notifications name data by
+//! the NIC's bus address of it. Each pipe's and the notification buffer's
+//! register page is mapped into the process uncached, and register writes
+//! are MMIO through the fabric (`"doorbell"`), after a `sync` so they leave
+//! at the thread's own time. Instructions are charged with `cycles` at the
+//! named constants below, each with its source. Entries are read and
+//! built with the NIC's own layout views, so library and NIC share one
+//! definition of every byte.
 //!
 //! Invariants kept: software never frees pipe bytes it has not confirmed;
 //! an RX/TX pipe's bytes are freed only once the NIC has completed the TX
@@ -25,15 +31,15 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use nextio_engine::{Category, Notify};
-use nextio_hw::cpu::CoreCtx;
-use nextio_hw::host::{HostError, SharedMemory};
-use nextio_hw::mem::{PhysAddr, Region};
+use nextio_hw::cpu::{CoreCtx, MmioAccessError};
+use nextio_hw::fabric::DeviceHandle;
+use nextio_hw::mem::{AccessError, VirtAddr};
 use nextio_hw::nic::enso::{
-    self as hw, EnsoNic, EnsoNicError, LINE_BYTES, NOTIF_PIPE_OFFSET, NOTIF_SIGNAL_OFFSET,
-    NOTIF_TAIL_OFFSET, NOTIFICATION_BYTES, PIPE_BYTES, Register, TX_NOTIF_ADDR_OFFSET,
-    TX_NOTIF_LEN_OFFSET,
+    self as hw, EnsoNic, EnsoNicError, LINE_BYTES, NOTIFICATION_BYTES, PIPE_BYTES,
+    REGISTER_PAGE_BYTES, Register, RxNotification, TxNotification,
 };
 use nextio_hw::packet::FlowKey;
+use nextio_os::{DmaBuffer, OsError, Process};
 use thiserror::Error;
 
 // Instruction costs, charged to `Category::Driver`. None is fitted to a
@@ -77,9 +83,11 @@ pub enum EnsoError {
     #[error(transparent)]
     Nic(#[from] EnsoNicError),
     #[error(transparent)]
-    Host(#[from] HostError),
-    #[error("memory: {0}")]
-    Mem(#[from] nextio_hw::mem::MemError),
+    Os(#[from] OsError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Mmio(#[from] MmioAccessError),
     #[error("no such pipe")]
     NoPipe,
     #[error("{0}")]
@@ -115,7 +123,7 @@ pub struct Packet {
 
 struct RxState {
     nic_id: usize,
-    ring: PhysAddr,
+    ring: DmaBuffer,
     /// Ring offsets: freed up to `head`, handed out up to `read`, notified
     /// up to `tail`.
     head: u64,
@@ -127,7 +135,7 @@ struct RxState {
 }
 
 struct TxState {
-    ring: PhysAddr,
+    ring: DmaBuffer,
     head: u64,
     tail: u64,
 }
@@ -141,14 +149,17 @@ enum TxOwner {
 /// One thread's handle on the NIC: its notification buffer and pipes.
 pub struct Device {
     ctx: CoreCtx,
-    mem: SharedMemory,
-    nic: Rc<EnsoNic>,
+    process: Process,
+    nic: DeviceHandle<EnsoNic>,
     nb: usize,
+    /// Fired by every write into the notification buffer.
     notify: Rc<Notify>,
-    rx_ring: PhysAddr,
+    /// The register pages mapped so far, by their offset in the BAR.
+    reg_pages: HashMap<u64, VirtAddr>,
+    rx_ring: VirtAddr,
     rx_entries: u32,
     rx_head: u32,
-    tx_ring: PhysAddr,
+    tx_ring: VirtAddr,
     tx_entries: u32,
     tx_head: u32,
     tx_tail: u32,
@@ -169,14 +180,14 @@ fn ring_dist(from: u64, to: u64) -> u64 {
 }
 
 impl Device {
-    /// Open the device for the thread running on `ctx`: allocate its
-    /// notification buffer (RX and TX rings of `entries` each, in one
-    /// hugepage-backed region) and register it with the NIC. Set-up is
-    /// control plane and costs no simulated time.
+    /// Open the device for the thread running on `ctx`, of `process`:
+    /// the OS pins its notification buffer (RX and TX rings of `entries`
+    /// each, in one hugepage) for the NIC, and the library registers it.
+    /// Set-up is control plane and costs no simulated time.
     pub fn open(
         ctx: CoreCtx,
-        mem: SharedMemory,
-        nic: Rc<EnsoNic>,
+        process: &Process,
+        nic: DeviceHandle<EnsoNic>,
         entries: u32,
     ) -> Result<Device, EnsoError> {
         if entries < 2 {
@@ -185,26 +196,26 @@ impl Device {
             ));
         }
         let ring_bytes = entries as u64 * NOTIFICATION_BYTES;
-        let region = mem.borrow_mut().phys.alloc_huge(2 * ring_bytes)?;
-        let rx = Region {
-            base: region.base,
-            len: ring_bytes,
-        };
-        let tx = Region {
-            base: region.base.offset(ring_bytes),
-            len: ring_bytes,
-        };
-        let (nb, notify) = nic.register_notification_buffer(rx, entries, tx, entries)?;
+        let buf = process.dma_alloc(nic.id, 2 * ring_bytes)?;
+        let (rx, tx) = (buf.va, buf.va.offset(ring_bytes));
+        let nb = nic.borrow_mut().register_notification_buffer(
+            buf.iova,
+            entries,
+            buf.iova_of(tx),
+            entries,
+        )?;
+        let notify = ctx.watch(buf.va, 2 * ring_bytes)?;
         Ok(Device {
             ctx,
-            mem,
+            process: process.clone(),
             nic,
             nb,
             notify,
-            rx_ring: rx.base,
+            reg_pages: HashMap::new(),
+            rx_ring: rx,
             rx_entries: entries,
             rx_head: 0,
-            tx_ring: tx.base,
+            tx_ring: tx,
             tx_entries: entries,
             tx_head: 0,
             tx_tail: 0,
@@ -232,17 +243,17 @@ impl Device {
         flow: Option<FlowKey>,
         fallback: bool,
     ) -> Result<RxPipe, EnsoError> {
-        let ring = self.mem.borrow_mut().phys.alloc_huge(PIPE_BYTES)?;
-        let info = self.nic.register_pipe(ring, self.nb)?;
+        let ring = self.process.dma_alloc(self.nic.id, PIPE_BYTES)?;
+        let info = self.nic.borrow_mut().register_pipe(ring.iova, self.nb)?;
         if let Some(f) = flow {
-            self.nic.bind_flow(f, info.id)?;
+            self.nic.borrow_mut().bind_flow(f, info.id)?;
         }
         if fallback {
-            self.nic.add_fallback_pipe(info.id)?;
+            self.nic.borrow_mut().add_fallback_pipe(info.id)?;
         }
         self.rx.push(RxState {
             nic_id: info.id,
-            ring: ring.base,
+            ring,
             head: 0,
             read: 0,
             tail: 0,
@@ -260,19 +271,40 @@ impl Device {
 
     /// A new TX pipe: a 2 MiB ring software fills and the NIC reads.
     pub fn alloc_tx_pipe(&mut self) -> Result<TxPipe, EnsoError> {
-        let ring = self.mem.borrow_mut().phys.alloc_huge(PIPE_BYTES)?;
+        let ring = self.process.dma_alloc(self.nic.id, PIPE_BYTES)?;
         self.tx.push(TxState {
-            ring: ring.base,
+            ring,
             head: 0,
             tail: 0,
         });
         Ok(TxPipe(self.tx.len() - 1))
     }
 
-    async fn doorbell(&self, reg: Register, value: u64) -> Result<(), EnsoError> {
+    /// The virtual address of `reg`, mapping its register page into the
+    /// process on first use (the OS maps each pipe's page to the process
+    /// that owns the pipe).
+    fn register_va(&mut self, reg: Register) -> Result<VirtAddr, EnsoError> {
+        let offset = self.nic.borrow().register_offset(reg);
+        let page = offset - offset % REGISTER_PAGE_BYTES;
+        let va = match self.reg_pages.get(&page) {
+            Some(va) => *va,
+            None => {
+                let va = self
+                    .process
+                    .map_bar(self.nic.id, 0, page, REGISTER_PAGE_BYTES)?;
+                self.reg_pages.insert(page, va);
+                va
+            }
+        };
+        Ok(va.offset(offset - page))
+    }
+
+    async fn doorbell(&mut self, reg: Register, value: u64) -> Result<(), EnsoError> {
+        let va = self.register_va(reg)?;
         self.ctx.cycles(Category::Driver, DOORBELL_CYCLES);
-        self.ctx.sync().await;
-        self.nic.mmio_write(reg, value)?;
+        self.ctx
+            .mmio_write(va, &value.to_le_bytes(), "doorbell")
+            .await?;
         Ok(())
     }
 
@@ -284,25 +316,21 @@ impl Device {
         self.ctx.cycles(Category::Driver, NOTIFICATION_POLL_CYCLES);
         let mut n = 0;
         while n < NOTIFICATION_BATCH {
-            let pa = self
+            let va = self
                 .rx_ring
                 .offset(self.rx_head as u64 * NOTIFICATION_BYTES);
-            let mut e = [0u8; 24];
-            self.ctx.load(&self.mem, pa, &mut e, Category::Driver)?;
-            let word = |o: u64| {
-                u64::from_le_bytes(e[o as usize..o as usize + 8].try_into().unwrap_or_default())
-            };
-            if word(NOTIF_SIGNAL_OFFSET) == 0 {
+            // The three words software reads (one line: one cache access).
+            let mut e = [0u8; NOTIFICATION_BYTES as usize];
+            self.ctx.load(va, &mut e[..24], Category::Driver)?;
+            let note = RxNotification::new_unchecked(&e[..]);
+            if note.signal() == 0 {
                 break;
             }
-            self.ctx.store_u64(&self.mem, pa, 0, Category::Driver)?;
+            self.ctx.store_u64(va, 0, Category::Driver)?;
             self.ctx.cycles(Category::Driver, NOTIFICATION_CYCLES);
             self.rx_head = (self.rx_head + 1) % self.rx_entries;
             n += 1;
-            let (nic_id, tail) = (
-                word(NOTIF_PIPE_OFFSET) as usize,
-                word(NOTIF_TAIL_OFFSET) % PIPE_BYTES,
-            );
+            let (nic_id, tail) = (note.pipe() as usize, note.tail() % PIPE_BYTES);
             if let Some(&i) = self.by_nic_id.get(&nic_id) {
                 let s = &mut self.rx[i];
                 s.tail = tail;
@@ -353,21 +381,25 @@ impl Device {
     /// Busy-poll until a notification or a TX completion has arrived: one
     /// charged wait, woken by the NIC's writes into this buffer.
     pub async fn wait_for_activity(&self) {
-        let mem = self.mem.clone();
-        let rx_pa = self
+        let rx = self
             .rx_ring
             .offset(self.rx_head as u64 * NOTIFICATION_BYTES);
-        let tx_pa = self
+        let tx = self
             .tx_ring
             .offset(self.tx_head as u64 * NOTIFICATION_BYTES);
         let tx_pending = self.tx_head != self.tx_tail;
-        self.ctx
-            .spin_until(&self.notify, || {
-                let m = mem.borrow();
-                m.phys.read_u64(rx_pa).unwrap_or(0) != 0
-                    || (tx_pending && m.phys.read_u64(tx_pa).unwrap_or(1) == 0)
-            })
-            .await;
+        let ctx = &self.ctx;
+        // The poll loop's test, read without charge: the wait is charged
+        // as polling.
+        let word = |va: VirtAddr, absent: u64| {
+            let mut b = [0u8; 8];
+            ctx.peek(va, &mut b)
+                .map_or(absent, |_| u64::from_le_bytes(b))
+        };
+        ctx.spin_until(&self.notify, || {
+            word(rx, 1) != 0 || (tx_pending && word(tx, 1) == 0)
+        })
+        .await;
     }
 
     /// The next up to `max_bytes` bytes of `p`, without consuming them.
@@ -444,25 +476,24 @@ impl Device {
 
     /// Read bytes of pipe `p` at ring offset `at` (wrapping), cache-costed.
     pub fn read(&self, p: RxPipe, at: u64, buf: &mut [u8], cat: Category) -> Result<(), EnsoError> {
-        let ring = self.rx.get(p.0).ok_or(EnsoError::NoPipe)?.ring;
+        let ring = self.rx.get(p.0).ok_or(EnsoError::NoPipe)?.ring.va;
         let first = (buf.len() as u64).min(PIPE_BYTES - at % PIPE_BYTES) as usize;
         let (a, b) = buf.split_at_mut(first);
-        self.ctx
-            .load(&self.mem, ring.offset(at % PIPE_BYTES), a, cat)?;
+        self.ctx.load(ring.offset(at % PIPE_BYTES), a, cat)?;
         if !b.is_empty() {
-            self.ctx.load(&self.mem, ring, b, cat)?;
+            self.ctx.load(ring, b, cat)?;
         }
         Ok(())
     }
 
     /// Write bytes into pipe `p` at ring offset `at` (wrapping), cache-costed.
     pub fn write(&self, p: RxPipe, at: u64, data: &[u8], cat: Category) -> Result<(), EnsoError> {
-        let ring = self.rx.get(p.0).ok_or(EnsoError::NoPipe)?.ring;
+        let ring = self.rx.get(p.0).ok_or(EnsoError::NoPipe)?.ring.va;
         let first = (data.len() as u64).min(PIPE_BYTES - at % PIPE_BYTES) as usize;
         self.ctx
-            .store(&self.mem, ring.offset(at % PIPE_BYTES), &data[..first], cat)?;
+            .store(ring.offset(at % PIPE_BYTES), &data[..first], cat)?;
         if first < data.len() {
-            self.ctx.store(&self.mem, ring, &data[first..], cat)?;
+            self.ctx.store(ring, &data[first..], cat)?;
         }
         Ok(())
     }
@@ -476,21 +507,23 @@ impl Device {
         Ok(())
     }
 
+    /// Queue a TX notification for `len` bytes at bus address `iova`.
     async fn push_tx_notification(
         &mut self,
-        addr: PhysAddr,
+        iova: u64,
         len: u64,
         owner: TxOwner,
     ) -> Result<(), EnsoError> {
         self.wait_tx_slot().await?;
         let mut e = [0u8; NOTIFICATION_BYTES as usize];
-        e[NOTIF_SIGNAL_OFFSET as usize..][..8].copy_from_slice(&1u64.to_le_bytes());
-        e[TX_NOTIF_ADDR_OFFSET as usize..][..8].copy_from_slice(&addr.0.to_le_bytes());
-        e[TX_NOTIF_LEN_OFFSET as usize..][..8].copy_from_slice(&len.to_le_bytes());
-        let pa = self
+        let mut note = TxNotification::new_unchecked(&mut e[..]);
+        note.set_signal(1);
+        note.set_addr(iova);
+        note.set_len(len);
+        let va = self
             .tx_ring
             .offset(self.tx_tail as u64 * NOTIFICATION_BYTES);
-        self.ctx.store(&self.mem, pa, &e, Category::Driver)?;
+        self.ctx.store(va, &e, Category::Driver)?;
         self.ctx.cycles(Category::Driver, TX_NOTIFICATION_CYCLES);
         self.tx_tail = (self.tx_tail + 1) % self.tx_entries;
         self.tx_owners.push_back(owner);
@@ -516,14 +549,14 @@ impl Device {
         let first = batch.len.min(PIPE_BYTES - batch.start);
         self.rx[batch.pipe.0].in_flight += batch.len;
         self.push_tx_notification(
-            ring.offset(batch.start),
+            ring.iova + batch.start,
             first,
             TxOwner::Rx(batch.pipe.0, first),
         )
         .await?;
         if first < batch.len {
             self.push_tx_notification(
-                ring,
+                ring.iova,
                 batch.len - first,
                 TxOwner::Rx(batch.pipe.0, batch.len - first),
             )
@@ -535,10 +568,10 @@ impl Device {
 
     /// Contiguous space at the tail of TX pipe `t`: its address and size
     /// (Ensō's `TxPipe::AllocateBuf`). Fill it, then [`Device::send`].
-    pub fn alloc_buf(&self, t: TxPipe) -> Result<(PhysAddr, u64), EnsoError> {
+    pub fn alloc_buf(&self, t: TxPipe) -> Result<(VirtAddr, u64), EnsoError> {
         let s = self.tx.get(t.0).ok_or(EnsoError::NoPipe)?;
         let free = PIPE_BYTES - LINE_BYTES - ring_dist(s.head, s.tail);
-        Ok((s.ring.offset(s.tail), free.min(PIPE_BYTES - s.tail)))
+        Ok((s.ring.va.offset(s.tail), free.min(PIPE_BYTES - s.tail)))
     }
 
     /// Send the first `len` bytes of the buffer from [`Device::alloc_buf`];
@@ -550,8 +583,9 @@ impl Device {
         }
         // Keep the tail on a 64-byte boundary, as frames in a pipe are.
         let advance = hw::padded_len(len).min(cap);
+        let iova = self.tx[t.0].ring.iova_of(addr);
         self.tx[t.0].tail = ring_add(self.tx[t.0].tail, advance);
-        self.push_tx_notification(addr, len, TxOwner::Tx(t.0, advance))
+        self.push_tx_notification(iova, len, TxOwner::Tx(t.0, advance))
             .await?;
         self.doorbell(Register::TxNotificationTail(self.nb), self.tx_tail as u64)
             .await
@@ -567,10 +601,10 @@ impl Device {
         let mut n = 0;
         let mut freed: Vec<(usize, u64)> = Vec::new();
         while self.tx_head != self.tx_tail {
-            let pa = self
+            let va = self
                 .tx_ring
                 .offset(self.tx_head as u64 * NOTIFICATION_BYTES);
-            if self.ctx.load_u64(&self.mem, pa, Category::Driver)? != 0 {
+            if self.ctx.load_u64(va, Category::Driver)? != 0 {
                 break;
             }
             self.ctx.cycles(Category::Driver, COMPLETION_CYCLES);

@@ -55,7 +55,7 @@ use nextio_hw::interrupt::line::{IrqLine, compute_interruptible};
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, PipelineError, Route, Strategy, UcodeCosts, delivery_cost,
 };
-use nextio_os::{Kernel, OsCosts, OsError, Tid};
+use nextio_os::{Host, Kernel, OsCosts, OsError, Tid};
 use thiserror::Error;
 
 /// User vector the runtime uses for preemption.
@@ -253,58 +253,79 @@ pub struct Runtime {
     /// The OS the runtime's kernel threads live in: worker `i`'s thread on
     /// kernel core `i` owns its handler, the timer thread on core `N` the
     /// UITT entries.
-    kernel: RefCell<Kernel>,
+    kernel: Rc<RefCell<Kernel>>,
     timer_tid: Tid,
 }
 
 impl Runtime {
-    /// A runtime on one `worker`; `timer_core` is needed by the sources
-    /// that use one (timer-core UIPIs, polling's flag writer).
+    /// A runtime on core `worker` of `host`; `timer_core` is needed by
+    /// the sources that use one (timer-core UIPIs, polling's flag writer).
     pub fn start(
-        sim: &Sim,
+        host: &Host,
         cfg: RuntimeConfig,
-        worker: Rc<Core>,
-        timer_core: Option<Rc<Core>>,
+        worker: usize,
+        timer_core: Option<usize>,
     ) -> Result<Rc<Runtime>, RuntimeError> {
-        Runtime::start_multi(sim, cfg, vec![worker], timer_core)
+        Runtime::start_multi(host, cfg, &[worker], timer_core)
     }
 
-    /// A runtime on `workers` (one kernel thread pinned to each, one run
-    /// queue each); `timer_core`, if given, must not be one of them.
+    /// A runtime on cores `workers` of `host` (one kernel thread pinned to
+    /// each, one run queue each); `timer_core`, if given, must not be one
+    /// of them. The runtime's threads are one process of the host's kernel.
     pub fn start_multi(
-        sim: &Sim,
+        host: &Host,
         cfg: RuntimeConfig,
-        workers: Vec<Rc<Core>>,
-        timer_core: Option<Rc<Core>>,
+        workers: &[usize],
+        timer_core: Option<usize>,
     ) -> Result<Rc<Runtime>, RuntimeError> {
         cfg.validate()?;
         if workers.is_empty() {
             return Err(RuntimeError::NoWorkers);
         }
         for (i, w) in workers.iter().enumerate() {
-            if workers[..i].iter().any(|o| o.id() == w.id()) {
-                return Err(RuntimeError::DuplicateWorker(w.id()));
+            if workers[..i].contains(w) {
+                return Err(RuntimeError::DuplicateWorker(*w));
             }
         }
-        if let Some(t) = &timer_core
-            && workers.iter().any(|w| w.id() == t.id())
+        if let Some(t) = timer_core
+            && workers.contains(&t)
         {
-            return Err(RuntimeError::TimerIsWorker(t.id()));
+            return Err(RuntimeError::TimerIsWorker(t));
         }
-        let n = workers.len();
-        // Kernel threads, pinned; the user-interrupt routes are set up with
-        // the real system calls so the sources drive the real state.
-        let mut k = Kernel::new(n + 1, cfg.os);
-        let pid = k.create_process();
-        let tids = (0..n)
-            .map(|c| k.create_thread(pid, c))
+        let machine = host.machine();
+        let core = |c: usize| {
+            machine
+                .core(c)
+                .cloned()
+                .ok_or(RuntimeError::Os(OsError::NoCore(c)))
+        };
+        let cores = workers
+            .iter()
+            .map(|&c| core(c))
             .collect::<Result<Vec<_>, _>>()?;
-        let timer_tid = k.create_thread(pid, n)?;
-        for c in 0..=n {
-            k.schedule(c, 0)?;
+        let timer = timer_core.map(core).transpose()?;
+        let sim = host.sim();
+        // Kernel threads, pinned; the user-interrupt routes are set up with
+        // the real system calls so the sources drive the real state. The
+        // timer thread needs a core even for sources without a timer core:
+        // it owns the UITT; it then shares the first worker's core, queued
+        // behind the worker's thread.
+        let kernel = host.kernel().clone();
+        let mut k = kernel.borrow_mut();
+        let pid = k.create_process()?;
+        let tids = workers
+            .iter()
+            .map(|&c| k.create_thread(pid, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timer_home = timer_core.unwrap_or(workers[0]);
+        let timer_tid = k.create_thread(pid, timer_home)?;
+        for &c in workers.iter().chain(timer_core.iter()) {
+            if k.current(c).is_none() {
+                k.schedule(c, 0)?;
+            }
         }
-        let mut ws = Vec::with_capacity(n);
-        for (core, tid) in workers.into_iter().zip(tids) {
+        let mut ws = Vec::with_capacity(workers.len());
+        for (core, tid) in cores.into_iter().zip(tids) {
             k.sys_register_handler(tid, HANDLER)?;
             let fd = k.sys_uintr_create_fd(tid, PREEMPT_UV)?;
             let uitt_index = k.sys_register_sender(timer_tid, fd)?;
@@ -334,6 +355,7 @@ impl Runtime {
                 uitt_index,
             });
         }
+        drop(k);
         let rt = Rc::new(Runtime {
             sim: sim.clone(),
             cfg,
@@ -342,14 +364,14 @@ impl Runtime {
             done: RefCell::new(Vec::new()),
             switches: Cell::new(0),
             stop: Cell::new(false),
-            kernel: RefCell::new(k),
+            kernel,
             timer_tid,
         });
-        for i in 0..n {
+        for i in 0..workers.len() {
             let r = rt.clone();
             sim.spawn(async move { r.worker_loop(i).await });
         }
-        rt.start_source(timer_core);
+        rt.start_source(timer);
         Ok(rt)
     }
 
@@ -485,7 +507,7 @@ impl Runtime {
             let w = &rt.workers[i];
             let freq = w.core.freq();
             while !rt.stop.get() {
-                let Some(d) = rt.kernel.borrow().kb_deadline(i) else {
+                let Some(d) = rt.kernel.borrow().kb_deadline(w.core.id()) else {
                     break;
                 };
                 rt.sim
@@ -494,7 +516,9 @@ impl Runtime {
                 let mut k = rt.kernel.borrow_mut();
                 // Delivered at once, or (safepoint mode) left pending in
                 // UIRR for the next safepoint.
-                let delivered = k.kb_timer_tick(i, d, false).map(|v| !v.is_empty());
+                let delivered = k
+                    .kb_timer_tick(w.core.id(), d, false)
+                    .map(|v| !v.is_empty());
                 let pending = k.ui_state(w.tid).map(|u| u.uirr != 0).unwrap_or(false);
                 drop(k);
                 if delivered.unwrap_or(false) || pending {
@@ -525,11 +549,9 @@ impl Runtime {
                 if !uipi {
                     // Polling: a plain store to the flag line.
                     let r2 = self.clone();
-                    self.sim
-                        .at(self.sim.now(), move || {
-                            r2.workers[i].line.raise(r2.sim.now())
-                        })
-                        .expect("a device event is never scheduled in the past");
+                    self.sim.after(Duration::ZERO, move || {
+                        r2.workers[i].line.raise(r2.sim.now())
+                    });
                     continue;
                 }
                 let transit = w
@@ -543,22 +565,20 @@ impl Runtime {
                     .senduipi(self.timer_tid, w.uitt_index);
                 if let Ok(nextio_hw::interrupt::uipi::SendOutcome::Ipi { ndst, nv }) = sent {
                     let r2 = self.clone();
-                    self.sim
-                        .at(self.sim.now() + transit, move || {
-                            // Notification processing on the worker; kernel
-                            // core `ndst` is worker `ndst`.
-                            let core = ndst as usize;
-                            let d = r2
-                                .kernel
-                                .borrow_mut()
-                                .interrupt(core, nv, false)
-                                .map(|v| !v.is_empty())
-                                .unwrap_or(false);
-                            if d && let Some(w) = r2.workers.get(core) {
-                                w.line.raise(r2.sim.now());
-                            }
-                        })
-                        .expect("a device event is never scheduled in the past");
+                    self.sim.after(transit, move || {
+                        // Notification processing on the core the UPID
+                        // names (its APIC id is the core's id).
+                        let core = ndst as usize;
+                        let d = r2
+                            .kernel
+                            .borrow_mut()
+                            .interrupt(core, nv, false)
+                            .map(|v| !v.is_empty())
+                            .unwrap_or(false);
+                        if d && let Some(w) = r2.workers.iter().find(|w| w.core.id() == core) {
+                            w.line.raise(r2.sim.now());
+                        }
+                    });
                 }
             }
         }
@@ -704,15 +724,18 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nextio_engine::Freq;
     use nextio_hw::interrupt::pipeline::programs;
+    use nextio_hw::machine::MachineSpec;
+
+    fn host(sim: &Sim, cores: usize) -> Host {
+        Host::new(sim, MachineSpec::xui_server(cores), OsCosts::default()).unwrap()
+    }
 
     fn run(p: Preemption, jobs: &[u64]) -> (Vec<Completion>, u64, usize, u64) {
         let sim = Sim::new();
-        let w = Core::new(0, Freq::mhz(2000), Time::ZERO);
-        let t = Core::new(1, Freq::mhz(2000), Time::ZERO);
+        let host = host(&sim, 2);
         let cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::FIB);
-        let rt = Runtime::start(&sim, cfg, w, Some(t)).unwrap();
+        let rt = Runtime::start(&host, cfg, 0, Some(1)).unwrap();
         for (i, c) in jobs.iter().enumerate() {
             rt.submit(Job {
                 id: i as u64,
@@ -807,13 +830,12 @@ mod tests {
         gap: Duration,
     ) -> MultiRun {
         let sim = Sim::new();
-        let ws: Vec<_> = (0..n)
-            .map(|i| Core::new(i, Freq::mhz(2000), Time::ZERO))
-            .collect();
-        let t = Core::new(n, Freq::mhz(2000), Time::ZERO);
+        let host = host(&sim, n + 1);
+        let ws: Vec<usize> = (0..n).collect();
+        let t = host.machine().core(n).unwrap().clone();
         let mut cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::FIB);
         cfg.work_stealing = stealing;
-        let rt = Runtime::start_multi(&sim, cfg, ws, Some(t.clone())).unwrap();
+        let rt = Runtime::start_multi(&host, cfg, &ws, Some(n)).unwrap();
         let jobs = jobs.to_vec();
         let total = jobs.len();
         let (r, s) = (rt.clone(), sim.clone());
@@ -961,22 +983,25 @@ mod tests {
     #[test]
     fn bad_worker_sets_are_errors() {
         let sim = Sim::new();
+        let host = host(&sim, 2);
         let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::FIB);
-        let w0 = Core::new(0, Freq::mhz(2000), Time::ZERO);
-        let w1 = Core::new(1, Freq::mhz(2000), Time::ZERO);
         assert_eq!(
-            Runtime::start_multi(&sim, cfg, vec![], None).err(),
+            Runtime::start_multi(&host, cfg, &[], None).err(),
             Some(RuntimeError::NoWorkers)
         );
         assert_eq!(
-            Runtime::start_multi(&sim, cfg, vec![w0.clone(), w1.clone()], Some(w1.clone())).err(),
+            Runtime::start_multi(&host, cfg, &[0, 1], Some(1)).err(),
             Some(RuntimeError::TimerIsWorker(1))
         );
         assert_eq!(
-            Runtime::start_multi(&sim, cfg, vec![w0.clone(), w0.clone()], None).err(),
+            Runtime::start_multi(&host, cfg, &[0, 0], None).err(),
             Some(RuntimeError::DuplicateWorker(0))
         );
-        let rt = Runtime::start_multi(&sim, cfg, vec![w0, w1], None).unwrap();
+        assert!(matches!(
+            Runtime::start_multi(&host, cfg, &[0, 7], None).err(),
+            Some(RuntimeError::Os(OsError::NoCore(7)))
+        ));
+        let rt = Runtime::start_multi(&host, cfg, &[0, 1], None).unwrap();
         let job = Job {
             id: 0,
             class: 0,
@@ -991,12 +1016,12 @@ mod tests {
     #[test]
     fn bad_configuration_is_an_error() {
         let sim = Sim::new();
-        let w = Core::new(0, Freq::mhz(2000), Time::ZERO);
+        let host = host(&sim, 1);
         let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::ZERO, programs::FIB);
-        assert!(Runtime::start(&sim, cfg, w.clone(), None).is_err());
+        assert!(Runtime::start(&host, cfg, 0, None).is_err());
         let mut mix = programs::FIB;
         mix.ipc = 0.0;
         let cfg = RuntimeConfig::new(Preemption::None, Duration::from_us(1), mix);
-        assert!(Runtime::start(&sim, cfg, w, None).is_err());
+        assert!(Runtime::start(&host, cfg, 0, None).is_err());
     }
 }

@@ -15,17 +15,40 @@
 //! * Hardware safepoint mode delivers only when the thread executes a
 //!   safepoint.
 //!
+//! Memory: every process has an address space whose page table lives in
+//! the machine's simulated memory; the kernel maps anonymous memory, DMA
+//! buffers (pinned hugepages, mapped into the process *and* into the
+//! device's IOMMU domain at the same address) and device register pages
+//! (uncached) into it. Switching a thread in loads its process's address
+//! space on the core (a CR3 write), so simulated software reaches exactly
+//! what its process mapped. Futex words are words of that memory.
+//!
+//! The local APICs are hardware (the machine's); the kernel programs them
+//! as a real kernel writes MSRs.
+//!
 //! Invariants: every thread is in exactly one place (running on one core,
 //! on one run queue, or blocked); a posted user vector is delivered exactly
-//! once; ids are dense and allocation is deterministic.
+//! once; ids are dense and allocation is deterministic; a process's
+//! mappings never overlap and only the kernel changes them; a process's page
+//! table holds no kernel mappings (as with kernel page-table isolation).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 use nextio_engine::Counters;
+use nextio_hw::cpu::{Bus, Core};
+use nextio_hw::device::DeviceId;
+use nextio_hw::fabric::FabricError;
 use nextio_hw::interrupt::apic::{Arrival, KbTimerState, LocalApic, TimerMode, VectorSet};
 use nextio_hw::interrupt::uipi::{
     SendOutcome, USER_VECTORS, UiFault, UiState, UittEntry, Upid, UpidAddr, post_and_notify,
 };
+use nextio_hw::machine::{Apics, Machine};
+use nextio_hw::mem::{
+    AccessError, AddressSpace, Asid, HUGE_PAGE_BYTES, MapError, MemError, PAGE_BYTES, PageSize,
+    Perms, PhysAddr, VirtAddr,
+};
+use nextio_hw::memory::Privilege;
 use thiserror::Error;
 
 use crate::costs::OsCosts;
@@ -64,6 +87,16 @@ pub enum OsError {
     FutexAgain,
     #[error(transparent)]
     Fault(#[from] UiFault),
+    #[error("out of memory: {0}")]
+    Memory(#[from] MemError),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Fabric(#[from] FabricError),
+    #[error("EINVAL: {0}")]
+    Invalid(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,13 +125,21 @@ pub struct Delivery {
 }
 
 struct Process {
-    /// Address-space id: futex keys and memory are per address space.
-    asid: usize,
+    /// The page table and its id: futex keys and memory are per space.
+    space: AddressSpace,
+    /// Next free virtual address for a new mapping.
+    next_va: u64,
     uitt: nextio_hw::interrupt::uipi::Uitt,
     fds: BTreeSet<UintrFd>,
-    /// The words of the address space that futexes use.
-    mem: BTreeMap<u64, u32>,
 }
+
+/// Where a process's mappings start: above the first 4 GiB, as a 64-bit
+/// Linux process's heap and mmap areas are (assumption: the exact layout
+/// does not matter to any model).
+const USER_VA_BASE: u64 = 0x10_0000_0000;
+/// Where the kernel's direct map of physical memory starts in the kernel's
+/// address space (supervisor pages only).
+pub const DIRECT_MAP_BASE: u64 = 0x4000_0000_0000;
 
 struct Thread {
     pid: Pid,
@@ -116,11 +157,10 @@ struct Thread {
     sig_pending: u64,
     signals_delivered: u64,
     itimer_interval_ps: Option<u64>,
-    futex_wait: Option<(usize, u64)>,
+    futex_wait: Option<(Asid, u64)>,
 }
 
 struct Cpu {
-    apic: LocalApic,
     current: Option<Tid>,
     runq: VecDeque<Tid>,
     /// Device vector → the thread it is forwarded to.
@@ -131,6 +171,12 @@ struct Cpu {
 pub struct Kernel {
     pub costs: OsCosts,
     cpus: Vec<Cpu>,
+    /// The machine's cores (their address-space register) and APICs.
+    cores: Vec<Rc<Core>>,
+    apics: Apics,
+    bus: Bus,
+    /// The kernel's own address space: a direct map of physical memory.
+    kernel_space: AddressSpace,
     procs: Vec<Process>,
     threads: Vec<Thread>,
     upids: Vec<Upid>,
@@ -140,24 +186,49 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    pub fn new(cores: usize, costs: OsCosts) -> Kernel {
-        Kernel {
+    /// The kernel of `machine`: it programs the machine's APICs and builds
+    /// page tables in its memory. Fails only if memory cannot hold the
+    /// kernel's own page tables.
+    pub fn new(machine: &Machine, costs: OsCosts) -> Result<Kernel, OsError> {
+        let bus = machine.bus();
+        let kernel_space = {
+            let mut m = bus.memory.borrow_mut();
+            let space = AddressSpace::new(&mut m.phys, Asid(0))?;
+            let size = m.phys.size_bytes();
+            let mut at = 0u64;
+            while at < size {
+                let page = PageSize::largest_fitting(at, at, size - at);
+                space.table.map(
+                    &mut m.phys,
+                    VirtAddr(DIRECT_MAP_BASE + at),
+                    PhysAddr(at),
+                    page,
+                    Perms::KERNEL_RW,
+                )?;
+                at += page.bytes();
+            }
+            space
+        };
+        Ok(Kernel {
             costs,
-            cpus: (0..cores)
-                .map(|i| Cpu {
-                    apic: LocalApic::new(i as u32),
+            cpus: (0..machine.cores().len())
+                .map(|_| Cpu {
                     current: None,
                     runq: VecDeque::new(),
                     forward_owner: BTreeMap::new(),
                 })
                 .collect(),
+            cores: machine.cores().to_vec(),
+            apics: machine.apics().clone(),
+            bus,
+            kernel_space,
             procs: Vec::new(),
             threads: Vec::new(),
             upids: Vec::new(),
             fds: Vec::new(),
             deliveries: Vec::new(),
             counters: Counters::new(),
-        }
+        })
     }
 
     pub fn counters(&self) -> &Counters {
@@ -167,8 +238,25 @@ impl Kernel {
     pub fn deliveries(&self) -> &[Delivery] {
         &self.deliveries
     }
-    pub fn apic(&self, core: usize) -> Option<&LocalApic> {
-        self.cpus.get(core).map(|c| &c.apic)
+    /// A copy of `core`'s APIC state.
+    pub fn apic(&self, core: usize) -> Option<LocalApic> {
+        self.apics.borrow().get(core).cloned()
+    }
+    /// The kernel's own address space (a direct map of all memory).
+    pub fn kernel_space(&self) -> AddressSpace {
+        self.kernel_space
+    }
+    /// The address space of `pid`.
+    pub fn space(&self, pid: Pid) -> Result<AddressSpace, OsError> {
+        Ok(self.procs.get(pid.0).ok_or(OsError::NoProcess(pid))?.space)
+    }
+    /// The process `tid` belongs to.
+    pub fn process_of(&self, tid: Tid) -> Result<Pid, OsError> {
+        Ok(self.thread(tid)?.pid)
+    }
+    /// The machine's memory and fabric, as the kernel reaches them.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
     }
     pub fn current(&self, core: usize) -> Option<Tid> {
         self.cpus.get(core).and_then(|c| c.current)
@@ -202,16 +290,146 @@ impl Kernel {
 
     // ---- processes, threads, scheduling -------------------------------
 
-    /// A new process with its own address space.
-    pub fn create_process(&mut self) -> Pid {
-        let asid = self.procs.len();
+    /// A new process with its own, empty address space.
+    pub fn create_process(&mut self) -> Result<Pid, OsError> {
+        let pid = Pid(self.procs.len());
+        let asid = u16::try_from(pid.0 + 1)
+            .map(Asid)
+            .map_err(|_| OsError::Invalid("too many processes".into()))?;
+        let space = AddressSpace::new(&mut self.bus.memory.borrow_mut().phys, asid)?;
         self.procs.push(Process {
-            asid,
+            space,
+            next_va: USER_VA_BASE,
             uitt: Default::default(),
             fds: BTreeSet::new(),
-            mem: BTreeMap::new(),
         });
-        Pid(asid)
+        Ok(pid)
+    }
+
+    // ---- memory ---------------------------------------------------------
+
+    /// Reserve `bytes` of `pid`'s virtual addresses, aligned to `align`.
+    fn reserve_va(&mut self, pid: Pid, bytes: u64, align: u64) -> Result<VirtAddr, OsError> {
+        let p = self.procs.get_mut(pid.0).ok_or(OsError::NoProcess(pid))?;
+        let va = p
+            .next_va
+            .checked_next_multiple_of(align)
+            .ok_or_else(|| OsError::Invalid("address space exhausted".into()))?;
+        p.next_va = va
+            .checked_add(bytes)
+            .filter(|end| end >> 47 == 0)
+            .ok_or_else(|| OsError::Invalid("address space exhausted".into()))?;
+        Ok(VirtAddr(va))
+    }
+
+    /// `mmap(MAP_ANONYMOUS | MAP_POPULATE)`: `bytes` of zeroed memory in
+    /// `pid`, backed by hugepages if `huge` (then rounded up to 2 MiB).
+    pub fn sys_mmap(&mut self, pid: Pid, bytes: u64, huge: bool) -> Result<VirtAddr, OsError> {
+        if bytes == 0 {
+            return Err(OsError::Invalid("mmap of zero bytes".into()));
+        }
+        let space = self.space(pid)?;
+        let (page, len) = if huge {
+            (
+                PageSize::Huge,
+                bytes.div_ceil(HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES,
+            )
+        } else {
+            (PageSize::Base, bytes.div_ceil(PAGE_BYTES) * PAGE_BYTES)
+        };
+        let va = self.reserve_va(pid, len, page.bytes())?;
+        let mut m = self.bus.memory.borrow_mut();
+        let frames = m.phys.alloc(len, page.bytes())?;
+        space
+            .table
+            .map_range(&mut m.phys, va, frames.base, len, page, Perms::USER_RW)?;
+        Ok(va)
+    }
+
+    /// Pin `bytes` of hugepage memory for `dev`'s DMA and map it into
+    /// `pid` and into `dev`'s IOMMU domain at the same address (VFIO's
+    /// IOVA = VA mode, as DPDK and Ensō use it). Returns that address.
+    /// With the IOMMU off the device sees physical addresses, so the
+    /// physical address is returned as the device's address.
+    pub fn dma_alloc(&mut self, pid: Pid, dev: DeviceId, bytes: u64) -> Result<DmaBuffer, OsError> {
+        let va = self.sys_mmap(pid, bytes, true)?;
+        let len = bytes.div_ceil(HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES;
+        let fabric = self.bus.fabric.clone();
+        let ranges = {
+            let m = self.bus.memory.borrow();
+            m.physical_ranges(&self.space(pid)?, va, len)?
+        };
+        if !fabric.iommu_enabled() {
+            let (pa, _) = ranges[0];
+            return Ok(DmaBuffer {
+                va,
+                iova: pa.0,
+                len,
+            });
+        }
+        let domain = self.device_domain(dev)?;
+        let mut at = va.0;
+        for (pa, n) in ranges {
+            fabric.iommu_map(domain, at, pa, n, true)?;
+            at += n;
+        }
+        Ok(DmaBuffer {
+            va,
+            iova: va.0,
+            len,
+        })
+    }
+
+    /// `dev`'s IOMMU domain, created and attached on first use (the IOMMU
+    /// driver binding a device to its own domain, as VFIO does per group).
+    pub fn device_domain(&mut self, dev: DeviceId) -> Result<nextio_hw::fabric::DomainId, OsError> {
+        let fabric = self.bus.fabric.clone();
+        if let Some(d) = fabric.iommu_domain_of(dev) {
+            return Ok(d);
+        }
+        let d = fabric.iommu_create_domain()?;
+        fabric.iommu_attach(dev, d)?;
+        Ok(d)
+    }
+
+    /// Map `len` bytes of `dev`'s BAR `bar` from `offset` (page aligned)
+    /// into `pid`, uncached, as `mmap` of a VFIO region or a UIO device
+    /// file does. Returns the virtual address of `offset`.
+    pub fn map_bar(
+        &mut self,
+        pid: Pid,
+        dev: DeviceId,
+        bar: u8,
+        offset: u64,
+        len: u64,
+    ) -> Result<VirtAddr, OsError> {
+        let w = self
+            .bus
+            .fabric
+            .bar(dev, bar)
+            .ok_or_else(|| OsError::Invalid(format!("device {dev:?} has no BAR {bar}")))?;
+        if !offset.is_multiple_of(PAGE_BYTES)
+            || len == 0
+            || offset.checked_add(len).is_none_or(|e| e > w.bytes)
+        {
+            return Err(OsError::Invalid(format!(
+                "BAR {bar} range {offset:#x}+{len:#x} is not page aligned inside its {} B",
+                w.bytes
+            )));
+        }
+        let len = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let va = self.reserve_va(pid, len, PAGE_BYTES)?;
+        let space = self.space(pid)?;
+        let mut m = self.bus.memory.borrow_mut();
+        space.table.map_range(
+            &mut m.phys,
+            va,
+            PhysAddr(w.base + offset),
+            len,
+            PageSize::Base,
+            Perms::USER_RW.uncached(),
+        )?;
+        Ok(va)
     }
 
     /// A new thread of `pid`, pinned to `core`, put on that run queue.
@@ -300,8 +518,10 @@ impl Kernel {
         if let Some(a) = t.upid {
             self.upids[a.0].set_sn(true);
         }
-        t.kb = cpu.apic.kb_timer.save();
-        cpu.apic.forwarded_active = VectorSet::default();
+        let mut apics = self.apics.borrow_mut();
+        let apic = &mut apics[core];
+        t.kb = apic.kb_timer.save();
+        apic.forwarded_active = VectorSet::default();
     }
 
     fn switch_in(&mut self, core: usize, tid: Tid, now_cycles: u64) {
@@ -309,10 +529,14 @@ impl Kernel {
         cpu.current = Some(tid);
         let t = &mut self.threads[tid.0];
         t.state = ThreadState::Running(core);
+        // Load the thread's address space (CR3) and return to user mode.
+        self.cores[core].set_space(self.procs[t.pid.0].space, Privilege::User);
+        let mut apics = self.apics.borrow_mut();
+        let apic = &mut apics[core];
         let mut late = 0u64;
         if let Some(a) = t.upid {
             let u = &mut self.upids[a.0];
-            u.set_ndst(cpu.apic.apic_id);
+            u.set_ndst(apic.apic_id);
             u.set_sn(false);
             // Repost what was posted while suppressed: a self-IPI whose
             // notification processing moves PIR to UIRR.
@@ -321,15 +545,16 @@ impl Kernel {
                 self.counters.inc("uipi.reposted");
             }
         }
-        cpu.apic.kb_timer.restore(t.kb);
+        apic.kb_timer.restore(t.kb);
         if let (Some(uv), Some(d)) = (t.kb_uv, t.kb.deadline_cycles)
             && d <= now_cycles
         {
-            cpu.apic.kb_timer.expire(now_cycles);
+            apic.kb_timer.expire(now_cycles);
             late |= 1 << uv;
             self.counters.inc("kb_timer.late_on_resume");
         }
-        cpu.apic.forwarded_active = t.forwarded;
+        apic.forwarded_active = t.forwarded;
+        drop(apics);
         late |= std::mem::take(&mut t.dupid);
         if late != 0 {
             t.ui.recognise(late);
@@ -388,13 +613,11 @@ impl Kernel {
         self.block_current(core, now_cycles)?;
         Ok(self.costs.syscall_cycles + self.costs.hrtimer_cycles)
     }
-    /// Write a word of `pid`'s address space (user code storing).
-    pub fn store(&mut self, pid: Pid, addr: u64, val: u32) -> Result<(), OsError> {
-        self.procs
-            .get_mut(pid.0)
-            .ok_or(OsError::NoProcess(pid))?
-            .mem
-            .insert(addr, val);
+    /// Write a word of `pid`'s memory at `addr` (user code storing, untimed).
+    pub fn store(&mut self, pid: Pid, addr: VirtAddr, val: u32) -> Result<(), OsError> {
+        let space = self.space(pid)?;
+        let mut m = self.bus.memory.borrow_mut();
+        space.write(&mut m.phys, addr, &val.to_le_bytes(), true)?;
         Ok(())
     }
     /// `futex(FUTEX_WAIT)`: block the running thread on `core` if the word
@@ -402,7 +625,7 @@ impl Kernel {
     pub fn futex_wait(
         &mut self,
         core: usize,
-        addr: u64,
+        addr: VirtAddr,
         expected: u32,
         now_cycles: u64,
     ) -> Result<(), OsError> {
@@ -411,19 +634,23 @@ impl Kernel {
             .current
             .ok_or(OsError::NotRunning(Tid(usize::MAX)))?;
         let pid = self.threads[tid.0].pid;
-        let p = &self.procs[pid.0];
-        if p.mem.get(&addr).copied().unwrap_or(0) != expected {
+        let space = self.procs[pid.0].space;
+        // The word is read from the process's memory, as the kernel reads
+        // it with get_user; an unmapped word is EFAULT.
+        let word = space.read_u32(&self.bus.memory.borrow().phys, addr, true)?;
+        if word != expected {
             return Err(OsError::FutexAgain);
         }
-        let key = (p.asid, addr);
+        let key = (space.asid, addr.0);
         self.block_current(core, now_cycles)?;
         self.threads[tid.0].futex_wait = Some(key);
         Ok(())
     }
     /// `futex(FUTEX_WAKE)`: wake up to `n` waiters on `addr` in `pid`'s
     /// address space, oldest first; returns how many woke.
-    pub fn futex_wake(&mut self, pid: Pid, addr: u64, n: usize) -> Result<usize, OsError> {
-        let asid = self.procs.get(pid.0).ok_or(OsError::NoProcess(pid))?.asid;
+    pub fn futex_wake(&mut self, pid: Pid, addr: VirtAddr, n: usize) -> Result<usize, OsError> {
+        let asid = self.space(pid)?.asid;
+        let addr = addr.0;
         let waiters: Vec<Tid> = (0..self.threads.len())
             .map(Tid)
             .filter(|t| self.threads[t.0].futex_wait == Some((asid, addr)))
@@ -442,8 +669,11 @@ impl Kernel {
     pub fn sys_register_handler(&mut self, tid: Tid, handler: u64) -> Result<(), OsError> {
         let core = self.thread(tid)?.home_core;
         let running = matches!(self.thread(tid)?.state, ThreadState::Running(_));
-        let apic = &self.cpus[core].apic;
-        let mut upid = Upid::new(apic.uinv, apic.apic_id);
+        let (uinv, apic_id) = {
+            let apics = self.apics.borrow();
+            (apics[core].uinv, apics[core].apic_id)
+        };
+        let mut upid = Upid::new(uinv, apic_id);
         upid.set_sn(!running);
         let addr = UpidAddr(self.upids.len());
         self.upids.push(upid);
@@ -537,7 +767,8 @@ impl Kernel {
     ) -> Result<Vec<Delivery>, OsError> {
         self.check_core(core)?;
         let cur = self.cpus[core].current;
-        match self.cpus[core].apic.arrive(vector) {
+        let arrival = self.apics.borrow()[core].arrive(vector);
+        match arrival {
             Arrival::UipiNotification => {
                 // Notification processing against the *current* thread's
                 // UPID; a UIPI for a thread switched out meanwhile stays
@@ -564,7 +795,7 @@ impl Kernel {
                 // Conventional interrupt: the kernel parks it in the DUPID.
                 self.counters.inc("forward.slow");
                 if let Some(&owner) = self.cpus[core].forward_owner.get(&vector) {
-                    let uv = self.cpus[core].apic.forwarded_uv(vector);
+                    let uv = self.apics.borrow()[core].forwarded_uv(vector);
                     self.threads[owner.0].dupid |= 1 << uv;
                     if self.threads[owner.0].state == ThreadState::Blocked {
                         self.wake(owner)?;
@@ -634,7 +865,7 @@ impl Kernel {
         t.kb.enabled = true;
         t.kb.vector = uv;
         if let ThreadState::Running(c) = t.state {
-            self.cpus[c].apic.kb_timer.configure(true, uv);
+            self.apics.borrow_mut()[c].kb_timer.configure(true, uv);
         }
         Ok(())
     }
@@ -649,8 +880,7 @@ impl Kernel {
         let ThreadState::Running(c) = self.thread(tid)?.state else {
             return Err(OsError::NotRunning(tid));
         };
-        Ok(self.cpus[c]
-            .apic
+        Ok(self.apics.borrow_mut()[c]
             .kb_timer
             .set_timer(now_cycles, cycles, mode))
     }
@@ -658,12 +888,15 @@ impl Kernel {
         let ThreadState::Running(c) = self.thread(tid)?.state else {
             return Err(OsError::NotRunning(tid));
         };
-        self.cpus[c].apic.kb_timer.clear_timer();
+        self.apics.borrow_mut()[c].kb_timer.clear_timer();
         Ok(())
     }
     /// The KB_Timer deadline on `core`, for the timing layer to schedule.
     pub fn kb_deadline(&self, core: usize) -> Option<u64> {
-        self.cpus.get(core).and_then(|c| c.apic.kb_timer.deadline())
+        self.apics
+            .borrow()
+            .get(core)
+            .and_then(|a| a.kb_timer.deadline())
     }
     /// The TSC of `core` reached its KB_Timer deadline: deliver to the
     /// current thread directly (no UPID, §4.3).
@@ -674,7 +907,8 @@ impl Kernel {
         at_safepoint: bool,
     ) -> Result<Vec<Delivery>, OsError> {
         self.check_core(core)?;
-        let Some(uv) = self.cpus[core].apic.kb_timer.expire(now_cycles) else {
+        let expired = self.apics.borrow_mut()[core].kb_timer.expire(now_cycles);
+        let Some(uv) = expired else {
             return Ok(vec![]);
         };
         let Some(tid) = self.cpus[core].current else {
@@ -696,15 +930,18 @@ impl Kernel {
         }
         let core = self.thread(tid)?.home_core;
         let cpu = &mut self.cpus[core];
-        if cpu.forward_owner.contains_key(&vector) || vector == cpu.apic.uinv {
+        let mut apics = self.apics.borrow_mut();
+        let apic = &mut apics[core];
+        if cpu.forward_owner.contains_key(&vector) || vector == apic.uinv {
             return Err(OsError::VectorBusy(vector));
         }
         cpu.forward_owner.insert(vector, tid);
-        cpu.apic.enable_forwarding(vector, uv);
+        apic.enable_forwarding(vector, uv);
         let running = cpu.current == Some(tid);
         if running {
-            cpu.apic.forwarded_active.set(vector, true);
+            apic.forwarded_active.set(vector, true);
         }
+        drop(apics);
         self.threads[tid.0].forwarded.set(vector, true);
         Ok(())
     }
@@ -712,4 +949,22 @@ impl Kernel {
 
 fn t_signals(t: &Thread) -> bool {
     t.sig_pending != 0
+}
+
+/// A DMA buffer: pinned memory mapped into a process and into a device's
+/// IOMMU domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaBuffer {
+    /// Where the process sees it.
+    pub va: VirtAddr,
+    /// Where the device sees it (equal to `va` with the IOMMU on).
+    pub iova: u64,
+    pub len: u64,
+}
+
+impl DmaBuffer {
+    /// The device address of the byte at `va`, which must lie in the buffer.
+    pub fn iova_of(&self, va: VirtAddr) -> u64 {
+        self.iova + (va.0 - self.va.0)
+    }
 }

@@ -9,12 +9,17 @@
 //!   keeps user-interrupt state per thread (SN, NDST, KB_Timer save and
 //!   restore, forwarded vectors, reposting on resume).
 //!
+//! * [`host`] — a host: one machine and its one kernel, the processes and
+//!   threads on it, and the interrupt path from devices to the kernel.
+//!
 //! The kernel is a functional state machine: it says *what* happens and
 //! *what it costs* in cycles; the layers above decide *when*, on simulated
 //! cores.
 
 pub mod costs;
+pub mod host;
 pub mod kernel;
 
 pub use costs::OsCosts;
-pub use kernel::{Delivery, DeliveryPath, Kernel, OsError, Pid, ThreadState, Tid};
+pub use host::{Host, HostError, InterruptEvent, Process, Thread};
+pub use kernel::{Delivery, DeliveryPath, DmaBuffer, Kernel, OsError, Pid, ThreadState, Tid};

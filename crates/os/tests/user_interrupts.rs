@@ -1,19 +1,23 @@
 //! The user-interrupt state machines as the xUI paper describes them,
 //! driven through the kernel's system calls and instructions.
 
+use nextio_engine::Sim;
 use nextio_hw::interrupt::apic::{LocalApic, TimerMode};
 use nextio_hw::interrupt::uipi::{SendOutcome, UiFault};
+use nextio_hw::machine::{Machine, MachineSpec};
+use nextio_hw::mem::VirtAddr;
 use nextio_os::kernel::SIGSEGV;
 use nextio_os::{DeliveryPath, Kernel, OsCosts, OsError, ThreadState};
 
 fn kernel() -> Kernel {
-    Kernel::new(4, OsCosts::default())
+    let machine = Machine::new(&Sim::new(), MachineSpec::xui_server(4)).unwrap();
+    Kernel::new(&machine, OsCosts::default()).unwrap()
 }
 
 #[test]
 fn suppressed_target_gets_no_ipi_and_receives_on_resume() {
     let mut k = kernel();
-    let p = k.create_process();
+    let p = k.create_process().unwrap();
     let recv = k.create_thread(p, 1).unwrap();
     let other = k.create_thread(p, 1).unwrap();
     let send = k.create_thread(p, 0).unwrap();
@@ -63,7 +67,7 @@ fn suppressed_target_gets_no_ipi_and_receives_on_resume() {
 #[test]
 fn an_ipi_racing_a_context_switch_is_not_lost() {
     let mut k = kernel();
-    let p = k.create_process();
+    let p = k.create_process().unwrap();
     let recv = k.create_thread(p, 1).unwrap();
     let _other = k.create_thread(p, 1).unwrap();
     let send = k.create_thread(p, 0).unwrap();
@@ -91,8 +95,8 @@ fn an_ipi_racing_a_context_switch_is_not_lost() {
 #[test]
 fn unauthorised_sender_faults() {
     let mut k = kernel();
-    let victim_p = k.create_process();
-    let attacker_p = k.create_process();
+    let victim_p = k.create_process().unwrap();
+    let attacker_p = k.create_process().unwrap();
     let victim = k.create_thread(victim_p, 1).unwrap();
     let attacker = k.create_thread(attacker_p, 0).unwrap();
     k.schedule(0, 0).unwrap();
@@ -133,7 +137,7 @@ fn unauthorised_sender_faults() {
 #[test]
 fn kb_timer_survives_a_context_switch() {
     let mut k = kernel();
-    let p = k.create_process();
+    let p = k.create_process().unwrap();
     let a = k.create_thread(p, 0).unwrap();
     let b = k.create_thread(p, 0).unwrap();
     k.schedule(0, 0).unwrap();
@@ -169,7 +173,7 @@ fn kb_timer_survives_a_context_switch() {
 #[test]
 fn forwarded_vector_reaches_running_thread_directly_and_descheduled_one_through_the_kernel() {
     let mut k = kernel();
-    let p = k.create_process();
+    let p = k.create_process().unwrap();
     let net = k.create_thread(p, 2).unwrap();
     let other = k.create_thread(p, 2).unwrap();
     k.schedule(2, 0).unwrap();
@@ -202,7 +206,7 @@ fn forwarded_vector_reaches_running_thread_directly_and_descheduled_one_through_
 #[test]
 fn safepoint_mode_delivers_only_at_safepoints() {
     let mut k = kernel();
-    let p = k.create_process();
+    let p = k.create_process().unwrap();
     let t = k.create_thread(p, 0).unwrap();
     k.schedule(0, 0).unwrap();
     k.sys_register_handler(t, 0x1000).unwrap();
@@ -222,7 +226,7 @@ fn safepoint_mode_delivers_only_at_safepoints() {
 #[test]
 fn clui_blocks_delivery_until_stui() {
     let mut k = kernel();
-    let p = k.create_process();
+    let p = k.create_process().unwrap();
     let r = k.create_thread(p, 1).unwrap();
     let s = k.create_thread(p, 0).unwrap();
     k.schedule(0, 0).unwrap();
@@ -243,18 +247,27 @@ fn clui_blocks_delivery_until_stui() {
 #[test]
 fn futex_and_signals_follow_posix_semantics() {
     let mut k = kernel();
-    let p = k.create_process();
-    let q = k.create_process();
+    let p = k.create_process().unwrap();
+    let q = k.create_process().unwrap();
     let a = k.create_thread(p, 0).unwrap();
     let b = k.create_thread(p, 0).unwrap();
     k.schedule(0, 0).unwrap();
-    k.store(p, 0x40, 1).unwrap();
-    assert_eq!(k.futex_wait(0, 0x40, 0, 0), Err(OsError::FutexAgain));
-    k.futex_wait(0, 0x40, 1, 0).unwrap();
+    // The futex word lives in the process's memory.
+    let word = k.sys_mmap(p, 4096, false).unwrap();
+    let qword = k.sys_mmap(q, 4096, false).unwrap();
+    assert_eq!(word, qword, "the same address in two spaces");
+    k.store(p, word, 1).unwrap();
+    assert_eq!(k.futex_wait(0, word, 0, 0), Err(OsError::FutexAgain));
+    k.futex_wait(0, word, 1, 0).unwrap();
     assert_eq!(k.state(a).unwrap(), ThreadState::Blocked);
     assert_eq!(k.current(0), Some(b));
-    assert_eq!(k.futex_wake(q, 0x40, 1).unwrap(), 0, "other address space");
-    assert_eq!(k.futex_wake(p, 0x40, 1).unwrap(), 1);
+    assert_eq!(k.futex_wake(q, qword, 1).unwrap(), 0, "other address space");
+    assert_eq!(k.futex_wake(p, word, 1).unwrap(), 1);
+    // An unmapped futex word is a fault, not a wait.
+    assert!(matches!(
+        k.futex_wait(0, VirtAddr(0x1000), 0, 0),
+        Err(OsError::Access(_))
+    ));
     assert_eq!(k.state(a).unwrap(), ThreadState::Ready);
 
     k.sys_setitimer(b, Some(1_000_000)).unwrap();

@@ -15,26 +15,19 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nextio_engine::{Category, Counters, Freq, Mailbox, Sim, Time};
-use nextio_hw::cpu::{Core, CoreCtx};
-use nextio_hw::ethernet::Wire;
-use nextio_hw::host::MemorySystem;
+use nextio_engine::{Category, Counters, Sim};
+use nextio_hw::device::Device as _;
 use nextio_hw::nic::enso::{
     DEFAULT_NOTIFICATION_ENTRIES, EnsoNic, EnsoNicConfig, FallbackPolicy, NotificationPolicy,
 };
-use nextio_hw::packet::Frame;
-use nextio_hw::pcie::PcieLink;
 use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::enso::{Device, EnsoError, Packet, RxBatch, RxPipe};
+use nextio_os::{Host, OsCosts};
 
 use super::{
     CHECKSUM_PATCH_CYCLES, ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem,
-    NotificationMode,
+    NotificationMode, config_error,
 };
-
-/// Core clock of the paper's DUT: Intel Core i9-9960X at 3.1 GHz base
-/// (Ensō paper §3.3.1).
-pub const CORE_MHZ: u64 = 3100;
 
 /// Most bytes the echo takes from a pipe per batch: 16 KiB, 256 minimum-size
 /// packets. Model choice, not fitted. Bounding the batch lets the NIC send
@@ -134,78 +127,51 @@ async fn echo_thread(
     }
 }
 
-/// Build the Ensō echo host: memory, PCIe link, `config.cores` cores at
-/// [`CORE_MHZ`], the NIC with one notification buffer and one RX/TX pipe
-/// per core (all pipes fallback pipes, flows spread by hash), and one echo
-/// thread per core.
+/// Build the Ensō echo host: the machine of `config`, the Ensō NIC in its
+/// NIC slot with one notification buffer and one RX/TX pipe per core (all
+/// pipes fallback pipes, flows spread by hash), and one echo process with
+/// one thread per core.
 pub fn build(
     sim: &Sim,
     config: &EchoConfig,
     mode: NotificationMode,
-    from_wire: Rc<Mailbox<Frame>>,
-    to_wire: Rc<Wire>,
 ) -> Result<EchoSystem, EchoError> {
-    let bad = |e: String| EchoError::Config(e);
-    if config.cores == 0 {
-        return Err(bad("at least one core is needed".into()));
-    }
-    if config.caches.cores < config.cores {
-        return Err(bad(format!(
-            "the cache hierarchy has {} cores, the host {}",
-            config.caches.cores, config.cores
-        )));
-    }
-    let memory = MemorySystem::new(config.memory_bytes, config.caches.clone())
-        .map_err(|e| bad(e.to_string()))?
-        .shared();
-    let pcie = Rc::new(RefCell::new(
-        PcieLink::new(config.pcie.clone()).map_err(|e| bad(e.to_string()))?,
-    ));
+    let host = Host::new(sim, config.machine.clone(), OsCosts::default()).map_err(config_error)?;
     let policy = match mode {
         NotificationMode::PerPacket => NotificationPolicy::PerPacket,
         NotificationMode::Reactive | NotificationMode::Prefetch => NotificationPolicy::Reactive,
     };
-    let nic_cfg = EnsoNicConfig {
+    let nic = EnsoNic::new(EnsoNicConfig {
         policy,
         fallback: FallbackPolicy::Hash,
         ..EnsoNicConfig::default()
-    };
-    let nic = EnsoNic::new(
-        sim,
-        nic_cfg,
-        memory.clone(),
-        pcie.clone(),
-        from_wire,
-        to_wire,
-    )
-    .map_err(|e| bad(e.to_string()))?;
+    })
+    .map_err(config_error)?;
+    let nic = host.attach_nic(nic).map_err(config_error)?;
     let app = Rc::new(RefCell::new(Counters::new()));
-    let mut cores = Vec::new();
-    for id in 0..config.cores {
-        let core = Core::new(id, Freq::mhz(CORE_MHZ), Time::ZERO);
-        let ctx = CoreCtx::new(sim, core.clone());
+    let process = host.create_process().map_err(config_error)?;
+    for core in 0..config.cores() {
+        let thread = process.thread(core).map_err(config_error)?;
         let mut dev = Device::open(
-            ctx,
-            memory.clone(),
+            thread.ctx,
+            &process,
             nic.clone(),
             DEFAULT_NOTIFICATION_ENTRIES,
         )
-        .map_err(|e| bad(e.to_string()))?;
-        dev.alloc_rx_pipe(None, true)
-            .map_err(|e| bad(e.to_string()))?;
+        .map_err(config_error)?;
+        dev.alloc_rx_pipe(None, true).map_err(config_error)?;
         let app = app.clone();
         sim.spawn(async move {
             if echo_thread(dev, mode, app.clone()).await.is_err() {
                 app.borrow_mut().inc("thread_errors");
             }
         });
-        cores.push(core);
     }
+    let handle = nic.clone();
     Ok(EchoSystem {
-        memory,
-        pcie,
-        cores,
-        nic: nic.counters(),
+        host,
+        nic: nic.id,
+        nic_counters: Box::new(move || handle.borrow().counters().clone()),
         app,
     })
 }

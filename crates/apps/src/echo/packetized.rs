@@ -23,85 +23,63 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nextio_engine::{Category, Counters, Mailbox, Sim};
-use nextio_hw::cpu::{Core, CoreCtx};
-use nextio_hw::ethernet::Wire;
-use nextio_hw::host::MemorySystem;
-use nextio_hw::nic::packetized::{PacketizedConfig, PacketizedNic};
-use nextio_hw::packet::Frame;
-use nextio_hw::pcie::PcieLink;
+use nextio_engine::{Category, Counters, Sim};
+use nextio_hw::device::Device as _;
+use nextio_hw::nic::packetized::{PacketizedConfig, PacketizedNic, regs};
 use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig};
+use nextio_os::{Host, OsCosts};
 
-use super::{ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem};
+use super::{ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem, config_error};
 
 /// Packets asked for per `rx_burst`: DPDK's customary `MAX_PKT_BURST`
 /// of 32 is what l2fwd uses; the issue specifies 64.
 pub const RX_BURST_MAX: usize = 64;
 
-fn config_error(e: impl std::fmt::Display) -> EchoError {
-    EchoError::Config(e.to_string())
-}
-
-/// Build the host and start one echo thread per core.
-pub fn build(
-    sim: &Sim,
-    config: &EchoConfig,
-    from_wire: Rc<Mailbox<Frame>>,
-    to_wire: Rc<Wire>,
-) -> Result<EchoSystem, EchoError> {
-    if config.cores == 0 {
-        return Err(EchoError::Config("at least one core is needed".into()));
-    }
-    if config.caches.cores < config.cores {
-        return Err(EchoError::Config(format!(
-            "the cache hierarchy has {} cores, the host {}",
-            config.caches.cores, config.cores
-        )));
-    }
-    let memory = MemorySystem::new(config.memory_bytes, config.caches.clone())
-        .map_err(config_error)?
-        .shared();
-    let pcie = Rc::new(RefCell::new(
-        PcieLink::new(config.pcie.clone()).map_err(config_error)?,
-    ));
-    let nic_counters = Rc::new(RefCell::new(Counters::new()));
-    let app = Rc::new(RefCell::new(Counters::new()));
-    let nic = PacketizedNic::new(
-        sim,
-        PacketizedConfig {
-            queues: config.cores,
-            ..PacketizedConfig::default()
-        },
-        memory.clone(),
-        pcie.clone(),
-        nic_counters.clone(),
-    )
+/// Build the host and start one echo thread per core: the machine of
+/// `config`, the E810-like NIC in its NIC slot with one queue pair per core
+/// (RSS spreading flows over them), and one echo process whose threads
+/// each drive one queue with the poll-mode driver.
+pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
+    let host = Host::new(sim, config.machine.clone(), OsCosts::default()).map_err(config_error)?;
+    let nic = PacketizedNic::new(PacketizedConfig {
+        queues: config.cores(),
+        ..PacketizedConfig::default()
+    })
     .map_err(config_error)?;
-    let mut cores = Vec::with_capacity(config.cores);
-    for i in 0..config.cores {
-        // The cores run at the clock the cache latencies are given in:
-        // the Xeon Gold 6346's 3.1 GHz for `HierarchyConfig::ice_lake`.
-        let core = Core::new(i, config.caches.core_clock, sim.now());
-        let ctx = CoreCtx::new(sim, core.clone());
+    let nic = host.attach_nic(nic).map_err(config_error)?;
+    let app = Rc::new(RefCell::new(Counters::new()));
+    let process = host.create_process().map_err(config_error)?;
+    // The NIC's registers, mapped once into the process (as a VFIO BAR).
+    let bar = process
+        .map_bar(nic.id, 0, 0, regs::BAR0_BYTES)
+        .map_err(config_error)?;
+    for q in 0..config.cores() {
+        let thread = process.thread(q).map_err(config_error)?;
         let pmd = Pmd::new(
-            ctx,
-            memory.clone(),
-            nic.clone(),
-            i,
+            thread.ctx,
+            &process,
+            &nic,
+            bar,
+            q,
             PmdConfig::default(),
             app.clone(),
         )
         .map_err(config_error)?;
-        sim.spawn(echo_thread(pmd, app.clone()));
-        cores.push(core);
+        let app = app.clone();
+        sim.spawn(async move {
+            if pmd.start().await.is_err() {
+                app.borrow_mut().inc("error");
+                return;
+            }
+            echo_thread(pmd, app).await;
+        });
     }
-    nic.start(from_wire, to_wire);
+    let handle = nic.clone();
     Ok(EchoSystem {
-        memory,
-        pcie,
-        cores,
-        nic: nic_counters,
+        host,
+        nic: nic.id,
+        nic_counters: Box::new(move || handle.borrow().counters().clone()),
         app,
     })
 }
@@ -136,8 +114,8 @@ async fn echo_thread(mut pmd: Pmd, app: Rc<RefCell<Counters>>) {
         // DPDK's l2fwd does (`rte_prefetch0(rte_pktmbuf_mtod(m, void *))`),
         // so the misses overlap.
         for &m in &rx {
-            let pa = pmd.data_pa(m);
-            if pmd.prefetch(pa).is_err() {
+            let va = pmd.data_va(m);
+            if pmd.prefetch(va).is_err() {
                 app.borrow_mut().inc("error");
                 return;
             }
@@ -169,20 +147,19 @@ fn echo_one(pmd: &mut Pmd, m: Mbuf) -> Result<bool, nextio_lib::dpdk::PmdError> 
     // data_len sits in the mbuf line rx_burst has just written (an L1d
     // hit, which costs nothing beyond the instructions).
     let len = pmd.peek_data_len(m)? as usize;
-    let pa = pmd.data_pa(m);
+    let va = pmd.data_va(m);
     let mut hdr = [0u8; 64];
     let head = len.min(hdr.len());
-    pmd.load_prefetched(pa, &mut hdr[..head], Category::Application)?;
+    pmd.load_prefetched(va, &mut hdr[..head], Category::Application)?;
     let ctx = pmd.ctx();
-    let mem = pmd.mem();
     ctx.cycles(Category::Application, ECHO_APP_CYCLES_PER_PACKET);
     let Some(at) = echo_byte_at(&hdr[..head], len) else {
         return Ok(false);
     };
     let mut b = [0u8; 1];
-    ctx.load(mem, pa.offset(at as u64), &mut b, Category::Application)?;
+    ctx.load(va.offset(at as u64), &mut b, Category::Application)?;
     b[0] = b[0].wrapping_add(1);
-    ctx.store(mem, pa.offset(at as u64), &b, Category::Application)?;
+    ctx.store(va.offset(at as u64), &b, Category::Application)?;
     pmd.request_udp_checksum(m)?;
     Ok(true)
 }
@@ -190,25 +167,17 @@ fn echo_one(pmd: &mut Pmd, m: Mbuf) -> Result<bool, nextio_lib::dpdk::PmdError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nextio_engine::{Duration, Time};
-    use nextio_hw::cache::HierarchyConfig;
+    use nextio_engine::{Duration, Mailbox, Time};
     use nextio_hw::ethernet::LinkConfig;
-    use nextio_hw::pcie::{Direction, PcieConfig};
+    use nextio_hw::machine::MachineSpec;
     use nextio_hw::trafficgen::{
         Arrivals, SizeSpec, Source, TrafficConfig, TrafficGen, TrafficStats,
     };
 
     pub(super) fn echo_config(cores: usize) -> EchoConfig {
+        // The E810 host: PCIe Gen3 x16 in the Ice Lake-SP preset.
         EchoConfig {
-            cores,
-            // PCIe Gen3 x16, as the issue specifies for the E810 host.
-            pcie: PcieConfig {
-                generation: 3,
-                lanes: 16,
-                ..PcieConfig::default()
-            },
-            caches: HierarchyConfig::ice_lake(cores.max(1)),
-            memory_bytes: 4 << 30,
+            machine: MachineSpec::ice_lake_sp(cores),
             seed: 1,
         }
     }
@@ -221,11 +190,19 @@ mod tests {
 
     pub(super) fn run(cores: usize, rate_gbps: f64, frames: u64, flows: u32, size: usize) -> Run {
         let sim = Sim::new();
-        let to_dut = Rc::new(Mailbox::new(&sim));
         let to_gen = Rc::new(Mailbox::new(&sim));
-        let gen_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_dut.clone()));
-        let dut_out = Rc::new(Wire::new(&sim, LinkConfig::default(), to_gen.clone()));
-        let sys = build(&sim, &echo_config(cores), to_dut, dut_out).expect("valid host");
+        let sys = build(&sim, &echo_config(cores)).expect("valid host");
+        let (_, gen_out) = sys
+            .host
+            .machine()
+            .wire_port(
+                sys.nic,
+                0,
+                to_gen.clone(),
+                LinkConfig::default(),
+                LinkConfig::default(),
+            )
+            .expect("the NIC has a port");
         // Let the drivers' start-up doorbells reach the NIC first.
         sim.run_until(Time(Duration::from_us(5).ps()));
         let tg = TrafficGen::start(
@@ -254,7 +231,7 @@ mod tests {
     }
 
     fn conserved(sys: &EchoSystem) {
-        let nic = sys.nic.borrow();
+        let nic = sys.nic_counters();
         assert_eq!(
             nic.get("rx_frames"),
             nic.get("rx_delivered") + nic.sum_prefix("drop.rx_"),
@@ -276,19 +253,18 @@ mod tests {
             s.received,
             5_000,
             "{:?} {:?}",
-            r.sys.nic.borrow(),
+            r.sys.nic_counters(),
             r.sys.app.borrow()
         );
         assert_eq!((s.corrupt, s.not_echoed, s.reordered), (0, 0, 0));
-        let nic = r.sys.nic.borrow();
+        let nic = r.sys.nic_counters();
         assert_eq!(nic.get("rx_frames"), 5_000);
         assert_eq!(nic.get("tx_frames"), 5_000);
         assert_eq!(nic.sum_prefix("drop."), 0);
         assert_eq!(r.sys.app.borrow().get("echoed"), 5_000);
         conserved(&r.sys);
         // Every purpose crossed the link.
-        let up = r.sys.pcie.borrow().counters(Direction::Upstream).clone();
-        let down = r.sys.pcie.borrow().counters(Direction::Downstream).clone();
+        let (up, down) = r.sys.link_counters();
         assert!(up.bytes_by_purpose["packet-data"] > 0);
         assert!(up.bytes_by_purpose["descriptor"] > 0);
         assert!(down.bytes_by_purpose["descriptor"] > 0);
@@ -299,7 +275,7 @@ mod tests {
     fn overload_drops_are_counted_and_conserved() {
         let r = run(1, 100.0, 20_000, 4, 64);
         conserved(&r.sys);
-        let nic = r.sys.nic.borrow();
+        let nic = r.sys.nic_counters();
         assert_eq!(nic.get("rx_frames"), 20_000);
         assert!(nic.sum_prefix("drop.rx_") > 0, "{nic:?}");
         // What was delivered was echoed, byte-exact, in order.
@@ -312,31 +288,31 @@ mod tests {
     fn same_seed_same_counters() {
         let a = run(2, 80.0, 4_000, 8, 64);
         let b = run(2, 80.0, 4_000, 8, 64);
-        assert_eq!(*a.sys.nic.borrow(), *b.sys.nic.borrow());
+        assert_eq!(a.sys.nic_counters(), b.sys.nic_counters());
         assert_eq!(*a.sys.app.borrow(), *b.sys.app.borrow());
         assert_eq!(a.sim.events(), b.sim.events());
-        assert_eq!(
-            a.sys.pcie.borrow().counters(Direction::Upstream),
-            b.sys.pcie.borrow().counters(Direction::Upstream)
-        );
+        assert_eq!(a.sys.link_counters(), b.sys.link_counters());
     }
 
     #[test]
     fn bad_configuration_is_an_error() {
         let sim = Sim::new();
-        let mb = Rc::new(Mailbox::new(&sim));
-        let wire = Rc::new(Wire::new(&sim, LinkConfig::default(), mb.clone()));
+        let cfg = EchoConfig {
+            machine: MachineSpec::ice_lake_sp(2).with_cores(0),
+            seed: 1,
+        };
+        assert!(build(&sim, &cfg).is_err());
         let mut cfg = echo_config(2);
-        cfg.cores = 0;
-        assert!(build(&sim, &cfg, mb.clone(), wire.clone()).is_err());
-        let mut cfg = echo_config(2);
-        cfg.cores = 4;
-        assert!(build(&sim, &cfg, mb.clone(), wire.clone()).is_err());
+        cfg.machine.cores = 4;
+        assert!(
+            build(&sim, &cfg).is_err(),
+            "caches for 2 cores, machine of 4"
+        );
         let mut cfg = echo_config(1);
-        cfg.pcie.lanes = 3;
-        assert!(build(&sim, &cfg, mb.clone(), wire.clone()).is_err());
+        cfg.machine.nic_slot.lanes = 3;
+        assert!(build(&sim, &cfg).is_err());
         let mut cfg = echo_config(1);
-        cfg.memory_bytes = 1 << 20;
-        assert!(build(&sim, &cfg, mb, wire).is_err());
+        cfg.machine.memory_bytes = 1 << 20;
+        assert!(build(&sim, &cfg).is_err());
     }
 }

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
 use nextio_engine::{Counters, Duration, Mailbox, Time};
-use nextio_hw::cache::{CoreStats, HierarchyConfig};
-use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
+use nextio_hw::cache::CoreStats;
+use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
+use nextio_hw::machine::MachineSpec;
 use nextio_hw::pcap::Capture;
-use nextio_hw::pcie::{Direction, DirectionCounters, PcieConfig};
+use nextio_hw::pcie::{DirectionCounters, PcieConfig};
 use nextio_hw::trafficgen::{Arrivals, SizeSpec, Source, TrafficConfig, TrafficGen, TrafficStats};
 
 use crate::experiment::{RunContext, RunError};
@@ -46,10 +47,6 @@ impl Interface {
         }
     }
 }
-
-/// Physical memory of the simulated host: room for the hugepages of 8
-/// cores' pipes or mempools with margin; only touched frames cost anything.
-const HOST_MEMORY_BYTES: u64 = 4 << 30;
 
 /// Time allowed after the last frame is offered for the system to drain:
 /// far above any round trip the model produces (µs), so frames still in
@@ -123,8 +120,19 @@ pub fn gbps_to_mpps(gbps: f64, frame_bytes: usize) -> f64 {
 pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
     let cfg = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
     let sim = ctx.new_sim();
-    let to_dut = Rc::new(Mailbox::new(&sim));
     let to_gen = Rc::new(Mailbox::new(&sim));
+    // The Ensō testbed, its NIC slot the trial's PCIe link.
+    let mut machine = MachineSpec::enso_testbed(t.cores);
+    machine.nic_slot = t.pcie.clone();
+    let echo_config = EchoConfig {
+        machine,
+        seed: t.seed,
+    };
+    let system: EchoSystem = match t.interface {
+        Interface::Packetized => echo::packetized::build(&sim, &echo_config),
+        Interface::Enso(mode) => echo::enso::build(&sim, &echo_config, mode),
+    }
+    .map_err(|e| cfg(&e))?;
     // The generator paces itself but Poisson departures bunch up; like a
     // hardware generator's deep transmit buffer, its port never drops, so
     // every loss the bench reports is the host's.
@@ -132,7 +140,6 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         queue_frames: 1 << 16,
         ..LinkConfig::default()
     };
-    let gen_out = Rc::new(Wire::new(&sim, gen_port, to_dut.clone()));
     // The host NIC's transmit side: a NIC holds frames in its TX packet
     // buffer until the MAC takes them rather than dropping them, so the port
     // queue is deep (4096 frames: model choice; E810-class NICs buffer
@@ -141,23 +148,11 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         queue_frames: 4096,
         ..LinkConfig::default()
     };
-    let dut_out = Rc::new(Wire::new(&sim, dut_port, to_gen.clone()));
-    let echo_config = EchoConfig {
-        cores: t.cores,
-        pcie: t.pcie.clone(),
-        caches: HierarchyConfig::skylake_x(t.cores),
-        memory_bytes: HOST_MEMORY_BYTES,
-        seed: t.seed,
-    };
-    let system: EchoSystem = match t.interface {
-        Interface::Packetized => {
-            echo::packetized::build(&sim, &echo_config, to_dut, dut_out.clone())
-        }
-        Interface::Enso(mode) => {
-            echo::enso::build(&sim, &echo_config, mode, to_dut, dut_out.clone())
-        }
-    }
-    .map_err(|e| cfg(&e))?;
+    let (dut_out, gen_out) = system
+        .host
+        .machine()
+        .wire_port(system.nic, 0, to_gen.clone(), dut_port, gen_port)
+        .map_err(|e| cfg(&e))?;
     let traffic = TrafficConfig {
         source: Source::Synthetic {
             sizes: SizeSpec::Fixed(t.frame_bytes),
@@ -182,7 +177,7 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
     let end = Time::ZERO + Duration::from_ns_f64(offer_s * 1e9) + DRAIN;
     sim.run_until(end);
 
-    let mut nic = system.nic.borrow().clone();
+    let mut nic = system.nic_counters();
     nic.merge(
         &dut_out
             .counters()
@@ -200,15 +195,9 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
                 c
             }),
     );
-    let (upstream, downstream) = {
-        let link = system.pcie.borrow();
-        (
-            link.counters(Direction::Upstream).clone(),
-            link.counters(Direction::Downstream).clone(),
-        )
-    };
+    let (upstream, downstream) = system.link_counters();
     // Every core of the host runs an echo thread, so the total is theirs.
-    let caches = system.memory.borrow().caches.total_stats();
+    let caches = system.cache_stats();
     let result = TrialResult {
         traffic: generator.stats.borrow().clone(),
         nic,

@@ -60,6 +60,21 @@ pub struct DeviceCost {
     pub lines: u32,
     pub llc_hits: u32,
     pub llc_misses: u32,
+    /// Lines written to DRAM: DDIO off, or lines DDIO evicted to make room
+    /// (written back, as DDIO-written lines are dirty).
+    pub dram_writes: u32,
+}
+
+impl DeviceCost {
+    /// Cache lines `[pa, pa + len)` spans.
+    pub fn lines_of(pa: PhysAddr, len: u64) -> u32 {
+        if len == 0 {
+            return 0;
+        }
+        let first = pa.0 >> LINE_SHIFT;
+        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
+        (last - first + 1) as u32
+    }
 }
 
 /// A core's private caches and prefetcher state.
@@ -273,6 +288,7 @@ impl Hierarchy {
                 // becomes stale, so it is dropped.
                 self.llc.invalidate_line(line);
                 cost.llc_misses += 1;
+                cost.dram_writes += 1;
                 self.device.write_dram += 1;
                 continue;
             }
@@ -288,15 +304,16 @@ impl Hierarchy {
                 .fill_line_in(line, self.ddio_ways.clone())
                 .is_some()
             {
+                cost.dram_writes += 1;
                 self.device.write_llc_evictions += 1;
             }
         }
         cost
     }
 
-    /// A device reads `len` bytes at `pa`: served by the LLC where present
-    /// (without allocating or reordering LRU), else by DRAM. Dirty copies
-    /// in core caches are not modelled, so cores are not snooped.
+    /// A device reads `len` bytes at `pa`: served on chip where the LLC or
+    /// a core's private cache holds the line (without allocating or
+    /// reordering LRU), else by DRAM.
     pub fn device_read(&mut self, pa: PhysAddr, len: u64) -> DeviceCost {
         let mut cost = DeviceCost::default();
         if len == 0 {
@@ -309,12 +326,28 @@ impl Hierarchy {
             if self.llc.find(line).is_some() {
                 cost.llc_hits += 1;
                 self.device.read_llc_hits += 1;
+            } else if self
+                .cores
+                .iter()
+                .any(|c| c.l1d.find(line).is_some() || c.l2.find(line).is_some())
+            {
+                // A line only a core holds (written there, since evicted
+                // from the LLC) is snooped from that core: served on chip
+                // like an LLC hit, not by DRAM.
+                cost.llc_hits += 1;
+                self.device.read_core_snoops += 1;
             } else {
                 cost.llc_misses += 1;
                 self.device.read_llc_misses += 1;
             }
         }
         cost
+    }
+
+    /// Whether the LLC holds the line of `pa` (no state changes): what a
+    /// device-side walker finds on chip.
+    pub fn llc_holds(&self, pa: PhysAddr) -> bool {
+        self.llc.find(pa.0 >> LINE_SHIFT).is_some()
     }
 }
 

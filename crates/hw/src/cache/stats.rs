@@ -94,5 +94,7 @@ pub struct DeviceStats {
     /// Copies in core caches invalidated by device writes.
     pub write_core_invalidations: u64,
     pub read_llc_hits: u64,
+    /// Reads of lines only a core's private cache held (snooped on chip).
+    pub read_core_snoops: u64,
     pub read_llc_misses: u64,
 }

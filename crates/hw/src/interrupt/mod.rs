@@ -7,11 +7,9 @@
 //!   the KB_Timer;
 //! * [`pipeline`] — flush, drain and tracked delivery, costed from the
 //!   pipeline mechanism and the Table 2 / Fig. 2 microcode costs;
-//! * [`line`] — the interrupt line into a core and interruptible compute;
-//! * [`dsa`] — a DSA-like accelerator with a completion-latency distribution.
+//! * [`line`] — the interrupt line into a core and interruptible compute.
 
 pub mod apic;
-pub mod dsa;
 pub mod line;
 pub mod pipeline;
 pub mod uipi;

@@ -1,15 +1,16 @@
-//! Network interface cards behind a PCIe link.
+//! Network interface cards: devices on a host's fabric with Ethernet ports.
 //!
-//! * [`packetized`] — an E810-like NIC with descriptor rings and per-packet
-//!   buffers (the interface Ensō compares against);
 //! * [`enso`] — the Ensō NIC: Ensō Pipes, notification buffers, reactive
-//!   notifications.
+//!   notifications;
+//! * [`packetized`] — an E810-like NIC with descriptor rings and per-packet
+//!   buffers (the interface Ensō compares against).
 //!
-//! Both take frames from a wire's mailbox, move them into host memory by
-//! DMA over a shared [`crate::pcie::PcieLink`] (every TLP attributed to a
-//! purpose such as `"packet-data"` or `"descriptor"`), and send frames out
-//! on a [`crate::ethernet::Wire`]. Every frame that reaches a NIC ends up
-//! delivered to host memory or counted under a `drop.*` reason.
+//! A NIC reaches host memory only by DMA through its
+//! [`crate::device::DeviceCtx`] (every transfer attributed to a purpose
+//! such as `"packet-data"`, `"descriptor"` or `"notification"`), is driven
+//! by register writes to its BAR, and sends and receives frames on its
+//! ports. Every frame that reaches a NIC ends up delivered to host memory
+//! or counted under a `drop.*` reason.
 
 pub mod enso;
 pub mod packetized;

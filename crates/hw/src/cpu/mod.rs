@@ -1,0 +1,93 @@
+//! CPU cores and the cost interface simulated software calls.
+//!
+//! A [`Core`] has a clock, a [`Ledger`] and the address space it currently
+//! runs in (its CR3 and privilege level). Software runs on it through a
+//! [`CoreCtx`] ([`ctx`]): it *accrues* costs (`cycles`) without creating
+//! events, then *synchronises* (`sync`) before it interacts with anything
+//! shared. Memory is reached only by virtual address, through the core's
+//! address space, MMU and caches; device registers only by MMIO through
+//! the fabric.
+//!
+//! Invariants: the ledger's categories sum to the core's accounted time;
+//! cycle costs convert to picoseconds exactly over a run (the sub-ps
+//! remainder is carried, so 3 cycles at 3 GHz are 1000 ps, not 1002).
+
+pub mod ctx;
+
+pub use ctx::{Bus, CoreCtx, MmioAccessError};
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use nextio_engine::{Category, Duration, Freq, Ledger, Time};
+
+use crate::mem::AddressSpace;
+use crate::memory::Privilege;
+
+/// One simulated core.
+pub struct Core {
+    id: usize,
+    freq: Freq,
+    ledger: RefCell<Ledger>,
+    /// Sub-picosecond remainder of cycle costs, in units of 1/hz ps.
+    cycle_remainder: Cell<u128>,
+    /// The address space the core runs in and at which privilege (its CR3
+    /// and CPL); `None` until an OS puts a thread on it.
+    space: Cell<Option<(AddressSpace, Privilege)>>,
+}
+
+impl Core {
+    pub fn new(id: usize, freq: Freq, start: Time) -> Rc<Core> {
+        Rc::new(Core {
+            id,
+            freq,
+            ledger: RefCell::new(Ledger::new(start)),
+            cycle_remainder: Cell::new(0),
+            space: Cell::new(None),
+        })
+    }
+    pub fn id(&self) -> usize {
+        self.id
+    }
+    pub fn freq(&self) -> Freq {
+        self.freq
+    }
+    /// The address space and privilege the core runs in.
+    pub fn space(&self) -> Option<(AddressSpace, Privilege)> {
+        self.space.get()
+    }
+    /// Switch the core to `space` at `privilege` (a CR3 write and a
+    /// privilege change; their cost is the caller's to charge).
+    pub fn set_space(&self, space: AddressSpace, privilege: Privilege) {
+        self.space.set(Some((space, privilege)));
+    }
+    /// A copy of the ledger, closed at `now` (unaccounted time is idle).
+    pub fn ledger_at(&self, now: Time) -> Ledger {
+        let mut l = self.ledger.borrow().clone();
+        l.charge_until(Category::Idle, now);
+        l
+    }
+    /// Time up to which the core's activity is accounted.
+    pub fn cursor(&self) -> Time {
+        self.ledger.borrow().cursor()
+    }
+    /// Charge `d` to `category` at the cursor.
+    pub fn charge(&self, category: Category, d: Duration) {
+        self.ledger.borrow_mut().charge(category, d);
+    }
+    /// Charge `cycles` cycles to `category`, exactly (remainder carried).
+    pub fn charge_cycles(&self, category: Category, cycles: u64) {
+        let hz = self.freq.hz() as u128;
+        let total =
+            cycles as u128 * nextio_engine::time::PS_PER_S as u128 + self.cycle_remainder.get();
+        self.cycle_remainder.set(total % hz);
+        self.charge(
+            category,
+            Duration((total / hz).min(u64::MAX as u128) as u64),
+        );
+    }
+    /// Charge the gap from the cursor up to `t` to `category`.
+    pub fn charge_until(&self, category: Category, t: Time) {
+        self.ledger.borrow_mut().charge_until(category, t);
+    }
+}

@@ -1,0 +1,225 @@
+//! A machine: the hardware of one host, assembled in one place from a
+//! named [`MachineSpec`] — cores with their clock and ledgers, the memory
+//! system (bytes, caches, TLBs), the interconnect with its IOMMU, the
+//! local APICs, and the devices attached to it — and the wires that join
+//! a device's Ethernet port to another host or to a traffic source.
+//!
+//! The machine owns no software: the OS (one kernel per host) is built on
+//! top of it by `nextio_os::Host`. Interrupts flow MSI-X → fabric → the
+//! handler the OS installs with [`Machine::route_interrupts`], which
+//! consults the APIC state kept here.
+//!
+//! Invariants: the cores, the cache hierarchy, the TLBs and the APICs all
+//! have the same count, fixed when the machine is built; every device of
+//! the machine is in its fabric; a configuration error is an error, never
+//! a panic.
+
+pub mod presets;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use nextio_engine::{Mailbox, Sim};
+use thiserror::Error;
+
+use crate::cache::HierarchyConfig;
+use crate::cpu::{Bus, Core, CoreCtx};
+use crate::device::{Device, DeviceId};
+use crate::ethernet::{FrameSink, LinkConfig, Wire};
+use crate::fabric::{
+    Attach, DeviceHandle, DeviceLink, Fabric, FabricConfig, FabricError, MsiMessage,
+};
+use crate::interrupt::apic::LocalApic;
+use crate::mem::TlbConfig;
+use crate::memory::{MemorySystem, MemorySystemError, SharedMemory};
+use crate::packet::Frame;
+use crate::pcie::PcieConfig;
+
+/// Everything a machine is built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineSpec {
+    /// The preset's name, for results and errors.
+    pub name: &'static str,
+    pub cores: usize,
+    /// Cache geometry and latencies; its `core_clock` is the cores' clock.
+    pub caches: HierarchyConfig,
+    pub tlb: TlbConfig,
+    pub memory_bytes: u64,
+    pub fabric: FabricConfig,
+    /// The slot a NIC is attached in.
+    pub nic_slot: PcieConfig,
+}
+
+impl MachineSpec {
+    /// The same machine with `cores` cores.
+    pub fn with_cores(mut self, cores: usize) -> MachineSpec {
+        self.cores = cores;
+        self.caches.cores = cores;
+        self
+    }
+
+    /// The NIC slot as a device link.
+    pub fn nic_link(&self) -> DeviceLink {
+        DeviceLink::pcie(self.nic_slot.clone())
+    }
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MachineError {
+    #[error("invalid machine `{name}`: {why}")]
+    Config { name: &'static str, why: String },
+    #[error(transparent)]
+    Memory(#[from] MemorySystemError),
+    #[error(transparent)]
+    Fabric(#[from] FabricError),
+}
+
+/// The local APICs of a machine's cores, shared with the OS that programs
+/// them.
+pub type Apics = Rc<RefCell<Vec<LocalApic>>>;
+
+/// One host's hardware.
+pub struct Machine {
+    sim: Sim,
+    spec: MachineSpec,
+    cores: Vec<Rc<Core>>,
+    memory: SharedMemory,
+    fabric: Fabric,
+    apics: Apics,
+}
+
+impl Machine {
+    pub fn new(sim: &Sim, spec: MachineSpec) -> Result<Machine, MachineError> {
+        let bad = |why: String| MachineError::Config {
+            name: spec.name,
+            why,
+        };
+        if spec.cores == 0 {
+            return Err(bad("a machine needs at least one core".into()));
+        }
+        if spec.caches.cores != spec.cores {
+            return Err(bad(format!(
+                "the cache hierarchy is for {} cores, the machine has {}",
+                spec.caches.cores, spec.cores
+            )));
+        }
+        let memory =
+            MemorySystem::new(sim, spec.memory_bytes, spec.caches.clone(), spec.tlb)?.shared();
+        let fabric = Fabric::new(sim, memory.clone(), spec.fabric.clone())?;
+        let cores = (0..spec.cores)
+            .map(|i| Core::new(i, spec.caches.core_clock, sim.now()))
+            .collect();
+        let apics = Rc::new(RefCell::new(
+            (0..spec.cores).map(|i| LocalApic::new(i as u32)).collect(),
+        ));
+        Ok(Machine {
+            sim: sim.clone(),
+            spec,
+            cores,
+            memory,
+            fabric,
+            apics,
+        })
+    }
+
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+    pub fn spec(&self) -> &MachineSpec {
+        &self.spec
+    }
+    pub fn cores(&self) -> &[Rc<Core>] {
+        &self.cores
+    }
+    pub fn core(&self, i: usize) -> Option<&Rc<Core>> {
+        self.cores.get(i)
+    }
+    pub fn memory(&self) -> &SharedMemory {
+        &self.memory
+    }
+    pub fn fabric(&self) -> &Fabric {
+        &self.fabric
+    }
+    pub fn apics(&self) -> &Apics {
+        &self.apics
+    }
+    /// What software on this machine's cores reaches.
+    pub fn bus(&self) -> Bus {
+        Bus {
+            memory: self.memory.clone(),
+            fabric: self.fabric.clone(),
+        }
+    }
+
+    /// A thread context on core `i` (it reaches memory once an OS gives
+    /// the core an address space).
+    pub fn ctx(&self, i: usize) -> Option<CoreCtx> {
+        Some(CoreCtx::on(
+            &self.sim,
+            self.cores.get(i)?.clone(),
+            self.bus(),
+        ))
+    }
+
+    /// Attach `dev` to the fabric at `at`.
+    pub fn attach<D: Device + 'static>(
+        &self,
+        dev: D,
+        at: Attach,
+        link: DeviceLink,
+    ) -> Result<DeviceHandle<D>, MachineError> {
+        Ok(self.fabric.attach(dev, at, link)?)
+    }
+
+    /// Send every MSI-X message that reaches the root complex to
+    /// `handler(core, vector)`: the OS's interrupt entry.
+    pub fn route_interrupts(&self, handler: Rc<dyn Fn(usize, u8)>) {
+        self.fabric
+            .set_interrupt_sink(Rc::new(move |m: MsiMessage| handler(m.core, m.vector)));
+    }
+
+    /// Wire `dev`'s Ethernet port `port` to `peer`: the device transmits
+    /// into `peer` over a link configured by `out`, and receives from the
+    /// returned wire (configured by `back`), which the peer transmits on.
+    pub fn wire_port(
+        &self,
+        dev: DeviceId,
+        port: usize,
+        peer: Rc<dyn FrameSink>,
+        out: LinkConfig,
+        back: LinkConfig,
+    ) -> Result<(Rc<Wire>, Rc<Wire>), MachineError> {
+        let tx = Rc::new(Wire::new(&self.sim, out, peer));
+        self.fabric.connect_port(dev, port, tx.clone())?;
+        let rx = Rc::new(Wire::new(
+            &self.sim,
+            back,
+            self.fabric.port_sink(dev, port)?,
+        ));
+        Ok((tx, rx))
+    }
+}
+
+/// Join port `a_port` of device `a` on machine `ma` to port `b_port` of
+/// device `b` on machine `mb` with one link each way: two hosts on a wire.
+/// Returns the wires `a → b` and `b → a`.
+pub fn join(
+    ma: &Machine,
+    a: DeviceId,
+    a_port: usize,
+    mb: &Machine,
+    b: DeviceId,
+    b_port: usize,
+    link: LinkConfig,
+) -> Result<(Rc<Wire>, Rc<Wire>), MachineError> {
+    let a_to_b = Rc::new(Wire::new(&ma.sim, link, mb.fabric.port_sink(b, b_port)?));
+    let b_to_a = Rc::new(Wire::new(&mb.sim, link, ma.fabric.port_sink(a, a_port)?));
+    ma.fabric.connect_port(a, a_port, a_to_b.clone())?;
+    mb.fabric.connect_port(b, b_port, b_to_a.clone())?;
+    Ok((a_to_b, b_to_a))
+}
+
+/// A mailbox a task receives frames in, as a wire's far end.
+pub fn frame_inbox(sim: &Sim) -> Rc<Mailbox<Frame>> {
+    Rc::new(Mailbox::new(sim))
+}
