@@ -212,7 +212,7 @@ impl MemorySystem {
                 let walk = space.table.walk(&self.phys, va);
                 let mut cycles = 0;
                 for &entry in walk.entries() {
-                    cycles += self.caches.access(core, entry, 8, AccessKind::Read)?.cycles;
+                    cycles += self.caches.access(core, entry, 8, AccessKind::Walk)?.cycles;
                 }
                 let t = walk.found.ok_or(crate::mem::Fault {
                     va,
@@ -337,7 +337,7 @@ impl MemorySystem {
         let (pieces, mut cycles) = self.pieces(core, space, privilege, va, len, false)?;
         for &(_, pa, n) in pieces.iter() {
             cycles += self
-                .stall(core, pa, n as u64, AccessKind::Read)
+                .stall(core, pa, n as u64, AccessKind::Prefetch)
                 .map_err(to_access)?;
         }
         Ok(cycles)

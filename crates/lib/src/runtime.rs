@@ -89,7 +89,12 @@ pub struct RuntimeConfig {
     pub preemption: Preemption,
     /// Timer period of the preemption source.
     pub interval: Duration,
-    /// A thread that has run this long is preempted when told to.
+    /// A thread is preempted at the notification that ends its quantum:
+    /// counted in the source's ticks (`quantum / interval`, at least one),
+    /// as a timer-driven runtime counts it, so with the quantum equal to
+    /// the interval every tick preempts. (Counting time since the thread
+    /// was scheduled instead lets a thread that started mid-interval run
+    /// almost two quanta.)
     pub quantum: Duration,
     /// If false, interrupts are received and handled but never switch
     /// threads (the Fig. 4 receiver-overhead set-up).
@@ -152,6 +157,14 @@ impl RuntimeConfig {
             steal_cycles: 200,
         }
     }
+    /// Notifications a thread runs through before it yields.
+    pub fn ticks_per_quantum(&self) -> u64 {
+        if self.interval.0 == 0 {
+            return 1;
+        }
+        ((self.quantum.0 as f64 / self.interval.0 as f64).round() as u64).max(1)
+    }
+
     pub fn validate(&self) -> Result<(), RuntimeError> {
         self.mix.validate(&self.core)?;
         if self.preemption != Preemption::None && self.interval.0 == 0 {
@@ -664,7 +677,8 @@ impl Runtime {
             };
             w.busy.set(true);
             ctx.sync().await;
-            let mut slice_start = self.sim.now();
+            let ticks_per_quantum = self.cfg.ticks_per_quantum();
+            let mut ticks = 0u64;
             loop {
                 // Polling stretches the program by its checks.
                 let eff = (cur.remaining as u128 * stretch_num as u128)
@@ -696,15 +710,15 @@ impl Runtime {
                 self.take_notification(i);
                 w.events.set(w.events.get() + 1);
                 ctx.compute(ev_cat, ev_cycles).await;
-                let used = self.sim.now().since(slice_start);
-                if !self.cfg.switch_threads || used < self.cfg.quantum {
+                ticks += 1;
+                if !self.cfg.switch_threads || ticks < ticks_per_quantum {
                     continue;
                 }
                 // Quantum expired: yield to the scheduler.
                 ctx.compute(Category::ContextSwitch, self.cfg.os.uthread_switch_cycles)
                     .await;
                 if w.queue.borrow().is_empty() {
-                    slice_start = self.sim.now();
+                    ticks = 0;
                     continue;
                 }
                 cur.preemptions += 1;
@@ -792,6 +806,50 @@ mod tests {
                 assert_eq!(c[0].job.id, 1, "{p:?}");
             }
         }
+    }
+
+    /// Two long threads on one worker with a 5 µs quantum and a 5 µs tick:
+    /// each runs at most one quantum at a time, so they alternate at every
+    /// tick — about one switch per 5 µs of work, not one per 10 µs.
+    #[test]
+    fn the_quantum_is_honoured() {
+        let sim = Sim::new();
+        let host = host(&sim, 2);
+        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::FIB);
+        assert_eq!(cfg.ticks_per_quantum(), 1);
+        let rt = Runtime::start(&host, cfg, 0, Some(1)).unwrap();
+        // 2 × 200 µs of work at 2 GHz, the second arriving mid-interval.
+        rt.submit(Job {
+            id: 0,
+            class: 0,
+            cycles: 400_000,
+            arrival: Time::ZERO,
+        });
+        let r = rt.clone();
+        let s = sim.clone();
+        sim.spawn(async move {
+            s.sleep(Duration::from_ns(2_500)).await;
+            r.submit(Job {
+                id: 1,
+                class: 0,
+                cycles: 400_000,
+                arrival: s.now(),
+            });
+            while r.completions().len() < 2 {
+                s.sleep(Duration::from_us(1)).await;
+            }
+            r.stop();
+        });
+        sim.run_until(Time(Duration::from_ms(5).ps()));
+        assert_eq!(rt.completions().len(), 2);
+        // ~400 µs of work in 5 µs slices: about 80 switches (some slack
+        // for the start and the tail, when one thread runs alone).
+        let switches = rt.switches();
+        assert!(
+            switches >= 70,
+            "{switches} switches: a slice lasted two ticks"
+        );
+        sim.shutdown();
     }
 
     const ALL_SOURCES: [Preemption; 7] = [

@@ -2,8 +2,10 @@
 //! LLC, DRAM behind it, and device (DMA) traffic with DDIO.
 //!
 //! Keeps true: every line a core touches is counted once at each level it
-//! reaches, so `hits + misses == accesses` per level, L2 demand accesses
-//! equal L1d demand misses and LLC demand accesses equal L2 demand misses.
+//! reaches, so `hits + misses == accesses` per level, L2 demand loads
+//! equal L1d demand-load misses and LLC demand loads equal L2 demand-load
+//! misses. Stores, software prefetches and page-walker loads are counted
+//! apart from demand loads, as the hardware's load counters are.
 //! Device writes stay coherent with the cores' private copies. The access
 //! path allocates nothing.
 
@@ -36,11 +38,19 @@ pub struct HierarchyConfig {
     pub prefetch: PrefetchConfig,
 }
 
-/// Read or write, from a core.
+/// What kind of core access a lookup is: it decides which counters it
+/// lands in (hardware counts demand loads, stores, software prefetches
+/// and page-walker loads separately), never how the caches behave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccessKind {
+    /// A demand load.
     Read,
+    /// A store (its line is read for ownership like a load).
     Write,
+    /// A software prefetch (`prefetcht0`, DPDK's `rte_prefetch0`).
+    Prefetch,
+    /// A page-table entry read by the core's page walker.
+    Walk,
 }
 
 /// What one core access cost and where its lines came from.
@@ -197,7 +207,7 @@ impl Hierarchy {
         core: usize,
         pa: PhysAddr,
         len: u64,
-        _kind: AccessKind,
+        kind: AccessKind,
     ) -> Result<AccessCost, CacheError> {
         let cores = self.cores.len();
         if core >= cores {
@@ -210,19 +220,25 @@ impl Hierarchy {
         let first = pa.0 >> LINE_SHIFT;
         let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
         for line in first..=last {
-            self.access_line(core, line, &mut cost);
+            self.access_line(core, line, kind, &mut cost);
         }
         Ok(cost)
     }
 
-    fn access_line(&mut self, core: usize, line: u64, cost: &mut AccessCost) {
+    fn access_line(&mut self, core: usize, line: u64, kind: AccessKind, cost: &mut AccessCost) {
         let l1_lat = self.config.l1d.hit_latency_cycles as u64;
         let l2_lat = self.config.l2.hit_latency_cycles as u64;
         let llc_lat = self.config.llc.hit_latency_cycles as u64;
         cost.lines += 1;
         let c = &mut self.cores[core];
         let l1_slot = c.l1d.lookup(line);
-        c.stats.l1d.record(l1_slot.is_some());
+        let demand = kind == AccessKind::Read;
+        match kind {
+            AccessKind::Read => c.stats.l1d.record(l1_slot.is_some()),
+            AccessKind::Write => c.stats.l1d_stores.record(l1_slot.is_some()),
+            AccessKind::Prefetch => c.stats.sw_prefetches.record(l1_slot.is_some()),
+            AccessKind::Walk => c.stats.walks.record(l1_slot.is_some()),
+        }
         if let Some(i) = l1_slot {
             cost.l1d_hits += 1;
             cost.cycles += l1_lat;
@@ -234,15 +250,23 @@ impl Hierarchy {
             return;
         }
         let l2_hit = c.l2.touch_line(line);
-        c.stats.l2.record(l2_hit);
-        c.stats.l2_requests.record(l2_hit);
+        if demand {
+            c.stats.l2.record(l2_hit);
+        }
+        // Every request L1d sends to L2 — demand loads, stores' reads for
+        // ownership, software prefetches — but not the page walker's.
+        if kind != AccessKind::Walk {
+            c.stats.l2_requests.record(l2_hit);
+        }
         if l2_hit {
             cost.l2_hits += 1;
             cost.cycles += l2_lat;
         } else {
             let llc_hit = self.llc.touch_line(line);
             let c = &mut self.cores[core];
-            c.stats.llc.record(llc_hit);
+            if demand {
+                c.stats.llc.record(llc_hit);
+            }
             if llc_hit {
                 cost.llc_hits += 1;
                 cost.cycles += llc_lat;
@@ -518,5 +542,33 @@ mod tests {
         }
         h.reset_stats();
         assert_eq!(h.total_stats(), CoreStats::default());
+    }
+
+    #[test]
+    fn stores_prefetches_and_walks_are_not_demand_loads() {
+        let cfg = HierarchyConfig {
+            prefetch: PrefetchConfig::off(),
+            ..HierarchyConfig::ice_lake(1)
+        };
+        let mut h = Hierarchy::new(cfg).unwrap();
+        let line = |l: u64| PhysAddr(l << LINE_SHIFT);
+        h.access(0, line(1), 8, AccessKind::Write).unwrap();
+        h.access(0, line(2), 8, AccessKind::Prefetch).unwrap();
+        h.access(0, line(3), 8, AccessKind::Walk).unwrap();
+        let s = h.stats(0).unwrap();
+        assert_eq!(s.l1d.accesses, 0, "no demand load yet");
+        assert_eq!((s.l2.accesses, s.llc.accesses), (0, 0));
+        assert_eq!((s.l1d_stores.accesses, s.l1d_stores.misses), (1, 1));
+        assert_eq!((s.sw_prefetches.accesses, s.sw_prefetches.misses), (1, 1));
+        assert_eq!((s.walks.accesses, s.walks.misses), (1, 1));
+        // The store's and the prefetch's lookups reached L2; the walk's is
+        // not an L1d request the L2 counters see.
+        assert_eq!(s.l2_requests.accesses, 2);
+        // The lines they brought in serve later loads: hits, not misses.
+        for l in 1..=3 {
+            h.access(0, line(l), 8, AccessKind::Read).unwrap();
+        }
+        let s = h.stats(0).unwrap();
+        assert_eq!((s.l1d.accesses, s.l1d.hits), (3, 3));
     }
 }

@@ -24,8 +24,9 @@
 //!   allocate it in the DDIO ways only.
 //!
 //! Invariants: for every core and level, `hits + misses == accesses`; L2
-//! demand accesses equal L1d demand misses and LLC demand accesses equal L2
-//! demand misses. No configuration panics: [`CacheConfig`] and
+//! demand loads equal L1d demand-load misses and LLC demand loads equal L2
+//! demand-load misses (stores, software prefetches and page-walker loads
+//! have their own L1d counters). No configuration panics: [`CacheConfig`] and
 //! [`HierarchyConfig`] are validated into a [`CacheError`]. The access path
 //! allocates nothing.
 //!

@@ -36,7 +36,7 @@ impl CacheConfig {
             hit_latency_cycles: 14,
         }
     }
-    /// Ice Lake-SP LLC as on the Ensō testbed's Xeon Gold 6346: 36 MiB
+    /// Ice Lake-SP LLC as on a Xeon Gold 6346: 36 MiB
     /// (Intel ARK spec sheet), built from 1.5 MiB 12-way slices (Ice Lake-SP
     /// die disclosures), hence 24 slices. ~60 cycles is the middle of the
     /// 50-70-cycle range published measurements of Ice Lake-SP report; the
@@ -88,7 +88,9 @@ impl CacheConfig {
 }
 
 impl HierarchyConfig {
-    /// A Xeon Gold 6346 (Ice Lake-SP, 16 cores), the Ensō paper's testbed.
+    /// A Xeon Gold 6346 (Ice Lake-SP, 16 cores, 3.1 GHz base; Intel ARK):
+    /// the generic modern server socket of the `ice-lake-sp` machine. The
+    /// Ensō paper's DUT is a Skylake-X, see [`HierarchyConfig::skylake_x`].
     pub fn ice_lake(cores: usize) -> HierarchyConfig {
         HierarchyConfig {
             cores,

@@ -37,14 +37,24 @@ impl LevelStats {
     }
 }
 
-/// One core's counters. Accesses are counted per line touched.
+/// One core's counters. Accesses are counted per line touched. `l1d`,
+/// `l2` and `llc` count demand *loads* only, as the hardware counters the
+/// papers report do (perf's `L1-dcache-loads` / `-load-misses`); stores,
+/// software prefetches and page-walker loads have their own L1d counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CoreStats {
+    /// Demand loads at L1d.
     pub l1d: LevelStats,
-    /// Demand lookups that missed L1d.
+    /// Demand loads that missed L1d.
     pub l2: LevelStats,
-    /// Demand lookups that missed L2 (this core's share of the LLC).
+    /// Demand loads that missed L2 (this core's share of the LLC).
     pub llc: LevelStats,
+    /// Stores at L1d.
+    pub l1d_stores: LevelStats,
+    /// Software prefetches at L1d.
+    pub sw_prefetches: LevelStats,
+    /// Page-walker loads at L1d.
+    pub walks: LevelStats,
     /// Every request L1d sends to L2: demand misses plus next-line
     /// prefetches. This is what Intel's `L2_RQSTS.REFERENCES`/`MISS`
     /// counters see, as opposed to the demand-only `l2`.
@@ -73,6 +83,9 @@ impl CoreStats {
     }
     pub(super) fn add(&mut self, o: &CoreStats) {
         self.l1d.add(&o.l1d);
+        self.l1d_stores.add(&o.l1d_stores);
+        self.sw_prefetches.add(&o.sw_prefetches);
+        self.walks.add(&o.walks);
         self.l2.add(&o.l2);
         self.llc.add(&o.llc);
         self.l2_requests.add(&o.l2_requests);
