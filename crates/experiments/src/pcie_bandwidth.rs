@@ -21,11 +21,11 @@ use nextio_hw::device::Device as _;
 use nextio_hw::devices::dma_bench::{BenchOp, DmaBench};
 use nextio_hw::fabric::{Attach, DeviceLink};
 use nextio_hw::machine::{Machine, MachineSpec};
-use nextio_hw::pcie::{PcieConfig, PcieError, model};
+use nextio_hw::pcie::{DllpSchedule, PcieConfig, PcieError, model};
 use serde_json::json;
 
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
-use crate::params::{ParamKind, ParamSpec};
+use crate::params::{ParamKind, ParamSpec, Params};
 
 pub struct PcieBandwidth;
 
@@ -95,6 +95,16 @@ const PARAMS: &[ParamSpec] = &[
         "",
         "outstanding read tags (0: spec maximum for the generation)",
     ),
+    // pcie-bench's: the experiment reproduces its closed form, which
+    // assumes it; `spec` shows what the spec's Ack coalescing leaves.
+    ParamSpec::new(
+        "dllp_schedule",
+        ParamKind::Str,
+        "pcie-bench",
+        "",
+        "when Ack/UpdateFC DLLPs go out: pcie-bench's per-lane assumption, or coalesced as the spec allows",
+    )
+    .choices(&DllpSchedule::NAMES),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,15 +136,7 @@ impl Experiment for PcieBandwidth {
 
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let p = &ctx.params;
-        let link = config(
-            p.u64("gen"),
-            p.u64("lanes"),
-            p.u64("mps"),
-            p.u64("mrrs"),
-            p.u64("rcb"),
-            p.u64("rcb_chunks"),
-            p.u64("tags"),
-        )?;
+        let link = config(p)?;
         let cfg = link.pcie.clone();
         let sizes = p.u64_list("sizes");
         if let Some(bad) = sizes.iter().find(|&&s| s == 0 || s > 1 << 20) {
@@ -213,11 +215,18 @@ impl Experiment for PcieBandwidth {
              model/mem_bw.py), evaluated by nextio_hw::pcie::model; the simulated value comes from \
              timing every TLP, DLLP and SKIP ordered set on the link."
                 .into(),
-            "Ack and UpdateFC DLLPs (8 B) and SKIP ordered sets (4 B every 1538 symbol times) are \
-             inserted into each direction at the spec's recommended intervals, counted over that \
-             direction's own transmissions. This follows pcie-bench's assumption that both \
-             directions are in use, and, like pcie-bench, reads an interval of N symbol times as \
-             N bytes of the link's stream."
+            "SKIP ordered sets (4 B every 1538 symbol times) go into each direction's stream. \
+             Ack and UpdateFC DLLPs (8 B) follow dllp_schedule. pcie-bench (the default here): \
+             every direction carries one of each per recommended interval of its own \
+             transmissions, reading N symbol times as N bytes, as pcie-bench's closed form \
+             assumes. spec: the receiver of a direction acknowledges and credits it on the \
+             opposite lane, one Ack per Ack latency limit and one UpdateFC per credit type per \
+             interval, each coalescing what arrived within it; the tables count symbol times of \
+             all lanes at once, so an interval of N is N x lanes bytes, and the overhead falls \
+             from about 9.5 % of each direction to under 1 % at x16. The closed form is evaluated \
+             for the same schedule, so the checks validate the simulated link against it either \
+             way; the two schedules bracket what real links, which acknowledge more often than \
+             the spec requires, do."
                 .into(),
             "Transfers start at 4 KiB-aligned addresses and are cut at MPS-, MRRS- and \
              completion-chunk-aligned boundaries, which gives exactly pcie-bench's TLP counts \
@@ -253,15 +262,17 @@ fn config_error(e: PcieError) -> RunError {
 
 /// The device link for the run's parameters; values that do not fit the
 /// config's integer types are reported, not truncated.
-fn config(
-    generation: u64,
-    lanes: u64,
-    mps: u64,
-    mrrs: u64,
-    rcb: u64,
-    rcb_chunks: u64,
-    tags: u64,
-) -> Result<DeviceLink, RunError> {
+fn config(p: &Params) -> Result<DeviceLink, RunError> {
+    let (generation, lanes, mps, mrrs, rcb, rcb_chunks, tags) = (
+        p.u64("gen"),
+        p.u64("lanes"),
+        p.u64("mps"),
+        p.u64("mrrs"),
+        p.u64("rcb"),
+        p.u64("rcb_chunks"),
+        p.u64("tags"),
+    );
+    let dllp_schedule = p.str("dllp_schedule");
     let narrow = |name: &str, v: u64| {
         u32::try_from(v).map_err(|_| RunError::Config(format!("{name} = {v} is out of range")))
     };
@@ -286,6 +297,11 @@ fn config(
         mrrs_bytes: narrow("mrrs", mrrs)?,
         rcb_bytes: narrow("rcb", rcb)?,
         rcb_chunks: rcb_chunks == 1,
+        dllp_schedule: DllpSchedule::from_name(dllp_schedule).ok_or_else(|| {
+            RunError::Config(format!(
+                "dllp_schedule = {dllp_schedule} is not spec or pcie-bench"
+            ))
+        })?,
         ..PcieConfig::default()
     };
     cfg.validate().map_err(config_error)?;

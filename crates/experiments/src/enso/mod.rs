@@ -10,7 +10,7 @@ pub mod packet_rate;
 pub mod pcie_metadata;
 
 use nextio_apps::echo::NotificationMode;
-use nextio_hw::pcie::PcieConfig;
+use nextio_hw::pcie::{DllpSchedule, PcieConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,13 +34,14 @@ macro_rules! with_common_params {
             $crate::enso::COMMON_PARAMS[4],
             $crate::enso::COMMON_PARAMS[5],
             $crate::enso::COMMON_PARAMS[6],
+            $crate::enso::COMMON_PARAMS[7],
         ]
     };
 }
 pub(crate) use with_common_params;
 
 /// Parameters every Ensō experiment shares.
-pub const COMMON_PARAMS: [ParamSpec; 7] = [
+pub const COMMON_PARAMS: [ParamSpec; 8] = [
     ParamSpec::new(
         "frames",
         ParamKind::U64,
@@ -86,6 +87,14 @@ pub const COMMON_PARAMS: [ParamSpec; 7] = [
         "PCIe generation (Ensō §3.3.1: both NICs run at PCIe 3.0 x16)",
     ),
     ParamSpec::new("pcie_lanes", ParamKind::U64, "16", "lanes", "PCIe lanes"),
+    ParamSpec::new(
+        "dllp_schedule",
+        ParamKind::Str,
+        "spec",
+        "",
+        "when PCIe Ack/UpdateFC DLLPs go out: coalesced as the spec allows, or pcie-bench's per-lane assumption",
+    )
+    .choices(&DllpSchedule::NAMES),
 ];
 
 /// What every trial of an Ensō experiment shares, from the common
@@ -115,9 +124,12 @@ impl Bench {
             u8::try_from(ctx.params.u64("pcie_gen")).map_err(|_| bad("pcie_gen must be 1-5"))?;
         let lanes =
             u8::try_from(ctx.params.u64("pcie_lanes")).map_err(|_| bad("bad pcie_lanes"))?;
+        let dllp_schedule = DllpSchedule::from_name(ctx.params.str("dllp_schedule"))
+            .ok_or_else(|| bad("dllp_schedule must be spec or pcie-bench"))?;
         let pcie = PcieConfig {
             generation,
             lanes,
+            dllp_schedule,
             ..PcieConfig::default()
         };
         pcie.validate()

@@ -293,14 +293,11 @@ impl State {
             } else {
                 Duration::from_ps(self.topo.forward_latency_ps(hop.to))
             };
-            let link = &mut self.topo.links[hop.link];
-            let flight = link.config().flight();
-            let (lane, credits) = link.lane_and_credits(hop.dir);
-            let start = credits.acquire(ready, class, payload);
-            let done = lane.send_tlp(now, start, header, payload, purpose);
-            arrived = done + flight;
             let consume = if last { end_consume } else { forward };
-            credits.release(arrived + consume + flight, class, payload);
+            let (done, arrival) = self.topo.links[hop.link].transmit(
+                hop.dir, now, ready, header, payload, class, purpose, consume,
+            );
+            arrived = arrival;
             if i == 0 {
                 left_first = done;
             }

@@ -2,32 +2,92 @@
 //! [`Serializer`], carrying TLPs and, between them, the Ack and UpdateFC
 //! DLLPs and SKIP ordered sets the spec requires.
 //!
-//! Into the stream the lane inserts DLLPs at the spec's recommended
-//! intervals and SKIP ordered sets every 1538 symbol times, counted over
-//! its own transmissions. This follows pcie-bench's assumption that both
-//! directions are in use, so each carries the DLLPs acknowledging and
-//! crediting the other; like pcie-bench, an interval of N symbol times is
-//! taken as N bytes of the link's stream. Simulated throughput therefore
-//! emerges from the TLP stream and converges to [`super::model`]'s closed
-//! form; it is not computed from it.
+//! When DLLPs go out is a [`DllpSchedule`]. The default follows the spec:
+//! a lane carries the Acks and UpdateFCs for what the *opposite* lane
+//! delivered ([`Lane::received`]), each coalescing everything that arrived
+//! within its interval, so a lane facing an idle direction sends none and
+//! one facing a busy direction sends one per interval. pcie-bench's closed
+//! form instead charges every lane one Ack and one UpdateFC per interval
+//! of its own transmissions, reading N symbol times as N bytes; that
+//! schedule is kept to reproduce its figures. SKIP ordered sets go out
+//! every 1538 symbol times of each lane's own transmissions under both
+//! (a SKIP occupies every lane at once, so its share of the line is the
+//! same at every width). Simulated throughput therefore emerges from the
+//! TLP stream and converges to [`super::model`]'s closed form of the same
+//! schedule; it is not computed from it.
 //!
 //! Invariants:
-//! * a TLP never starts before it is ready, and no two TLPs overlap on the
-//!   line: each goes into the first idle gap it fits or after everything
-//!   booked so far;
+//! * a TLP never starts before it is ready, and no two transmissions
+//!   overlap on the line: each goes into the first idle gap it fits or
+//!   after everything booked so far;
 //! * a DLLP or SKIP is only ever inserted between TLPs, never inside one;
+//! * under the spec schedule a lane owes at most one DLLP of each kind at
+//!   a time, and never one for a direction that delivered nothing;
 //! * the bytes attributed to purposes sum to exactly the header plus
 //!   payload bytes of the TLPs sent ([`DirectionCounters`]).
 //!
 //! A TLP booked for a future instant (a completion waiting out the host's
 //! latency) leaves an idle gap before it; traffic submitted later but ready
-//! sooner (a doorbell, a write) is sent in that gap if it fits, otherwise
-//! after everything booked. DLLPs and SKIPs are only inserted at the end of
-//! the booked stream, though gap traffic counts towards their intervals.
+//! sooner (a doorbell, a write, a DLLP) is sent in that gap if it fits,
+//! otherwise after everything booked. SKIPs and pcie-bench-schedule DLLPs
+//! are only inserted at the end of the booked stream, though gap traffic
+//! counts towards their intervals.
 
-use nextio_engine::{Rate, Serializer, Time};
+use nextio_engine::{Duration, Rate, Serializer, Time};
+use serde::{Deserialize, Serialize};
 
+use super::credits::CreditClass;
 use super::{DirectionCounters, PcieConfig, Purpose, model};
+
+/// When a lane sends its Ack and UpdateFC DLLPs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DllpSchedule {
+    /// As the spec allows: the receiver of TLPs acknowledges them on the
+    /// opposite lane with one Ack per Ack latency limit, coalescing every
+    /// TLP that arrived within it (PCIe Base Spec 5.0 §3.6.3.1, Tables
+    /// 3-7..3-9), and returns the posted and non-posted credits it used
+    /// with one UpdateFC per type per recommended interval (§2.6.1.2,
+    /// Tables 2-46..2-48); completions need none, their credits being
+    /// infinite. The tables count symbol times — one symbol on every lane
+    /// at once — so an interval of N lasts N × lanes bytes of the stream.
+    #[default]
+    Spec,
+    /// pcie-bench's closed-form assumption (model/pcie.py): every lane
+    /// carries one Ack and one UpdateFC per interval of its own
+    /// transmissions, N symbol times read as N bytes — an upper bound on
+    /// DLLP overhead, kept to reproduce pcie-bench's figures.
+    PcieBench,
+}
+
+impl DllpSchedule {
+    /// The names a configuration uses: `spec`, `pcie-bench`.
+    pub const NAMES: [&'static str; 2] = ["spec", "pcie-bench"];
+
+    pub fn from_name(name: &str) -> Option<DllpSchedule> {
+        match name {
+            "spec" => Some(DllpSchedule::Spec),
+            "pcie-bench" => Some(DllpSchedule::PcieBench),
+            _ => None,
+        }
+    }
+}
+
+/// A DLLP owed under [`DllpSchedule::Spec`]: it goes out at `due`; `sent`
+/// once its cost on the line has been settled.
+#[derive(Clone, Copy, Debug)]
+struct OwedDllp {
+    due: Time,
+    sent: bool,
+}
+
+/// The DLLPs a lane may owe under [`DllpSchedule::Spec`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owed {
+    Ack = 0,
+    UpdateFcPosted = 1,
+    UpdateFcNonPosted = 2,
+}
 
 /// One direction's symbol stream.
 #[derive(Clone, Debug)]
@@ -35,8 +95,19 @@ pub struct Lane {
     serializer: Serializer,
     /// When the last thing sent in this direction leaves the transmitter.
     free_at: Time,
+    schedule: DllpSchedule,
+    /// pcie-bench schedule: DLLP intervals in bytes of this lane's stream
+    /// (`u64::MAX` under the spec schedule, so none is ever owed).
     ack_interval_bytes: u64,
     fc_interval_bytes: u64,
+    /// Spec schedule: how long the receiver may wait before its Ack and
+    /// its UpdateFC of each type.
+    ack_interval: Duration,
+    fc_interval: Duration,
+    /// Spec schedule: the Ack and the UpdateFC of each type last owed;
+    /// anything the opposite lane delivers before one's due time is
+    /// covered by it.
+    owed: [Option<OwedDllp>; 3],
     /// Bytes sent since the last DLLP or SKIP of each kind was due; one is
     /// owed whenever a counter reaches its interval.
     since_ack_bytes: u64,
@@ -60,11 +131,21 @@ impl Lane {
             .unwrap_or(u64::MAX);
         let fc = model::fc_interval_symbols(cfg.generation, cfg.lanes, cfg.mps_bytes)
             .unwrap_or(u64::MAX);
+        let serializer = Serializer::new(rate, num, den);
+        let lanes = cfg.lanes as u64;
+        let (ack_interval_bytes, fc_interval_bytes) = match cfg.dllp_schedule {
+            DllpSchedule::Spec => (u64::MAX, u64::MAX),
+            DllpSchedule::PcieBench => (ack, fc),
+        };
         Lane {
-            serializer: Serializer::new(rate, num, den),
+            ack_interval: serializer.one_off(ack.saturating_mul(lanes)),
+            fc_interval: serializer.one_off(fc.saturating_mul(lanes)),
+            serializer,
             free_at: Time::ZERO,
-            ack_interval_bytes: ack,
-            fc_interval_bytes: fc,
+            schedule: cfg.dllp_schedule,
+            ack_interval_bytes,
+            fc_interval_bytes,
+            owed: [None; 3],
             since_ack_bytes: 0,
             since_fc_bytes: 0,
             since_skip_bytes: 0,
@@ -79,9 +160,11 @@ impl Lane {
         self.since_skip_bytes += bytes;
     }
 
-    /// Send every DLLP and SKIP owed, starting at `t`; returns when the
+    /// Send every SKIP (and, under pcie-bench's schedule, every DLLP) owed
+    /// by this lane's own transmissions, starting at `t`; returns when the
     /// last one has left. Sending them also counts towards the intervals,
-    /// so in a long stream exactly 8/ack + 8/fc + 4/1538 of it is overhead.
+    /// so in a long stream exactly 4/1538 (+ 8/ack + 8/fc) of it is
+    /// overhead.
     fn send_owed(&mut self, mut t: Time) -> Time {
         loop {
             let bytes = if self.since_ack_bytes >= self.ack_interval_bytes {
@@ -118,6 +201,80 @@ impl Lane {
     ) -> Time {
         let bytes = header_bytes + payload_bytes;
         self.count(bytes, header_bytes, payload_bytes, purpose);
+        self.place(now, ready, bytes)
+    }
+
+    /// The opposite lane delivered a TLP of `class` at `arrived`: under the
+    /// spec schedule this lane owes its receiver an Ack and, for a posted
+    /// or non-posted request, an UpdateFC — unless one still to go out
+    /// covers it (the receiver waits out its interval, coalescing what
+    /// arrives meanwhile).
+    pub fn received(&mut self, arrived: Time, class: CreditClass) {
+        if self.schedule != DllpSchedule::Spec {
+            return;
+        }
+        self.owe(arrived, Owed::Ack, self.ack_interval);
+        let fc = match class {
+            CreditClass::Posted => Owed::UpdateFcPosted,
+            CreditClass::NonPosted => Owed::UpdateFcNonPosted,
+            CreditClass::Completion => return,
+        };
+        self.owe(arrived, fc, self.fc_interval);
+    }
+
+    fn owe(&mut self, arrived: Time, kind: Owed, interval: Duration) {
+        if let Some(owed) = self.owed[kind as usize] {
+            if owed.due >= arrived {
+                return;
+            }
+            // The previous one went out at its due time.
+            if !owed.sent {
+                self.send_dllp_at(owed.due);
+            }
+        }
+        self.owed[kind as usize] = Some(OwedDllp {
+            due: arrived + interval,
+            sent: false,
+        });
+        self.counters.dllps += 1;
+        self.counters.dllp_bytes += model::DLLP_BYTES;
+    }
+
+    /// A DLLP that went out at `due`: free if the line was idle then, else
+    /// slipped in between the TLPs booked, delaying what follows. (The
+    /// line is taken as busy up to `free_at`; a DLLP due in an idle gap
+    /// before a booking is charged, a rare and small overcount.)
+    fn send_dllp_at(&mut self, due: Time) {
+        if due < self.free_at {
+            self.free_at += self.serializer.next(model::DLLP_BYTES);
+            self.advance(model::DLLP_BYTES);
+        }
+    }
+
+    /// Send, from `t` on, the DLLPs owed that fell due by `until`; returns
+    /// when the line is free again.
+    fn send_due_dllps(&mut self, mut t: Time, until: Time) -> Time {
+        for slot in 0..self.owed.len() {
+            let Some(owed) = self.owed[slot] else {
+                continue;
+            };
+            if owed.sent || owed.due > until {
+                continue;
+            }
+            self.owed[slot] = Some(OwedDllp { sent: true, ..owed });
+            // Due while the line was busy: it goes out as soon as it is
+            // free. Due later, while the line idled: it cost nothing.
+            if owed.due < t {
+                t += self.serializer.next(model::DLLP_BYTES);
+                self.advance(model::DLLP_BYTES);
+            }
+        }
+        t
+    }
+
+    /// Put `bytes` (already counted) on the line at `ready` or as soon
+    /// after as the line is free; returns when they have left.
+    fn place(&mut self, now: Time, ready: Time, bytes: u64) -> Time {
         // Gaps wholly in the past can never be used again.
         self.gaps.retain(|(_, end)| *end > now);
         if ready < self.free_at
@@ -127,7 +284,8 @@ impl Lane {
         }
         // Overhead owed goes out first, from the moment the line last went
         // quiet: into the idle gap if there is one, else ahead of the TLP.
-        let mut t = self.send_owed(self.free_at);
+        let t = self.send_owed(self.free_at);
+        let mut t = self.send_due_dllps(t, ready.max(t));
         if ready > t {
             // The line idles until the TLP is ready: remember the gap for
             // traffic that becomes ready sooner. A fraction of a picosecond

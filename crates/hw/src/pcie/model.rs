@@ -2,7 +2,12 @@
 //! "Understanding PCIe performance for end host networking", SIGCOMM'18,
 //! §3), written from its formulas: the spec constants it uses (line rates,
 //! encodings, TLP overheads, Ack/UpdateFC rates, SKIP ordered sets) and the
-//! effective bandwidth of back-to-back DMA writes and reads.
+//! effective bandwidth of back-to-back DMA writes and reads. The DLLP
+//! share follows the link's [`DllpSchedule`]: pcie-bench's (one Ack and
+//! one UpdateFC per interval of every lane's own stream, N symbol times
+//! read as N bytes) or the spec's (a lane carries one Ack per interval for
+//! a busy opposite lane, one UpdateFC per credit type that lane used, and
+//! an interval of N symbol times is N × lanes bytes).
 //!
 //! The simulated link in the parent module uses the same constants but
 //! never these formulas: its throughput emerges from the TLP stream, and the
@@ -12,7 +17,7 @@
 //! [`PcieConfig`]; bandwidths are in Gb/s of 10⁹ bits per second, as in
 //! pcie-bench.
 
-use super::PcieConfig;
+use super::{DllpSchedule, PcieConfig};
 
 /// Physical-layer framing plus data-link sequence number and LCRC that wrap
 /// every TLP: 2 B framing + 2 B sequence number + 4 B LCRC.
@@ -147,37 +152,55 @@ pub fn raw_gbps(cfg: &PcieConfig) -> f64 {
     bits as f64 * num as f64 / den as f64 / 1e9
 }
 
-/// Fraction of the symbol stream left for TLPs once Ack and UpdateFC DLLPs
-/// at their recommended rates and SKIP ordered sets are taken out.
-pub fn tlp_share(cfg: &PcieConfig) -> f64 {
+/// Fraction of one lane's symbol stream that DLLPs take. `opposite_busy`:
+/// the opposite lane delivers at least one TLP per interval; `fc_types`:
+/// how many credit types (posted, non-posted) those TLPs use.
+pub fn dllp_share(cfg: &PcieConfig, opposite_busy: bool, fc_types: u32) -> f64 {
     let ack =
         ack_interval_symbols(cfg.generation, cfg.lanes, cfg.mps_bytes).unwrap_or(u64::MAX) as f64;
     let fc =
         fc_interval_symbols(cfg.generation, cfg.lanes, cfg.mps_bytes).unwrap_or(u64::MAX) as f64;
-    1.0 - DLLP_BYTES as f64 / ack
-        - DLLP_BYTES as f64 / fc
+    let dllp = DLLP_BYTES as f64;
+    match cfg.dllp_schedule {
+        DllpSchedule::PcieBench => dllp / ack + dllp / fc,
+        DllpSchedule::Spec if opposite_busy => {
+            let lanes = cfg.lanes as f64;
+            dllp / (ack * lanes) + fc_types as f64 * dllp / (fc * lanes)
+        }
+        DllpSchedule::Spec => 0.0,
+    }
+}
+
+/// Fraction of the symbol stream left for TLPs once DLLPs (as
+/// [`dllp_share`]) and SKIP ordered sets are taken out.
+pub fn tlp_share(cfg: &PcieConfig, opposite_busy: bool, fc_types: u32) -> f64 {
+    1.0 - dllp_share(cfg, opposite_busy, fc_types)
         - SKIP_BYTES as f64 / SKIP_INTERVAL_SYMBOLS as f64
 }
 
-/// Bandwidth usable by TLPs in one direction, in Gb/s.
-pub fn tlp_gbps(cfg: &PcieConfig) -> f64 {
-    raw_gbps(cfg) * tlp_share(cfg)
+/// Bandwidth usable by TLPs in one direction, in Gb/s (arguments as
+/// [`tlp_share`]).
+pub fn tlp_gbps(cfg: &PcieConfig, opposite_busy: bool, fc_types: u32) -> f64 {
+    raw_gbps(cfg) * tlp_share(cfg, opposite_busy, fc_types)
 }
 
 /// Effective (payload) bandwidth of back-to-back DMA writes of `size_bytes`
-/// each, in Gb/s: every write is cut into MPS-sized MWr TLPs.
+/// each, in Gb/s: every write is cut into MPS-sized MWr TLPs, and the
+/// opposite direction carries nothing but their Acks and UpdateFCs.
 pub fn write_gbps(cfg: &PcieConfig, size_bytes: u64) -> f64 {
     if size_bytes == 0 {
         return 0.0;
     }
     let tlps = size_bytes.div_ceil(cfg.mps_bytes as u64);
     let wire_bytes = tlps * mem_request_overhead_bytes(cfg.addr64, cfg.ecrc) + size_bytes;
-    size_bytes as f64 * tlp_gbps(cfg) / wire_bytes as f64
+    size_bytes as f64 * tlp_gbps(cfg, false, 0) / wire_bytes as f64
 }
 
 /// Effective bandwidth of back-to-back DMA reads of `size_bytes` each, in
 /// Gb/s: MRRS-sized requests go upstream, MPS- (or RCB-) sized completions
-/// come back, and whichever direction fills first sets the rate.
+/// come back, and whichever direction fills first sets the rate. The
+/// request lane also carries the Acks for the completions; the completion
+/// lane, the Acks and non-posted UpdateFCs for the requests.
 pub fn read_gbps(cfg: &PcieConfig, size_bytes: u64) -> f64 {
     if size_bytes == 0 {
         return 0.0;
@@ -191,9 +214,10 @@ pub fn read_gbps(cfg: &PcieConfig, size_bytes: u64) -> f64 {
     } as u64;
     let completions = size_bytes.div_ceil(chunk);
     let downstream_bytes = completions * completion_overhead_bytes(cfg.ecrc) + size_bytes;
-    let tlp_bits_per_s = tlp_gbps(cfg) * 1e9;
-    let reads_per_s = (tlp_bits_per_s / (8 * downstream_bytes) as f64)
-        .min(tlp_bits_per_s / (8 * upstream_bytes) as f64);
+    let up_bits_per_s = tlp_gbps(cfg, true, 0) * 1e9;
+    let down_bits_per_s = tlp_gbps(cfg, true, 1) * 1e9;
+    let reads_per_s = (down_bits_per_s / (8 * downstream_bytes) as f64)
+        .min(up_bits_per_s / (8 * upstream_bytes) as f64);
     reads_per_s * (8 * size_bytes) as f64 / 1e9
 }
 
@@ -201,10 +225,11 @@ pub fn read_gbps(cfg: &PcieConfig, size_bytes: u64) -> f64 {
 mod tests {
     use super::*;
 
-    fn gen3x16() -> PcieConfig {
+    fn gen3x16(dllp_schedule: DllpSchedule) -> PcieConfig {
         PcieConfig {
             generation: 3,
             lanes: 16,
+            dllp_schedule,
             ..PcieConfig::default()
         }
     }
@@ -219,25 +244,40 @@ mod tests {
     }
 
     #[test]
-    fn gen3_x16_rates() {
-        let cfg = gen3x16();
+    fn gen3_x16_rates_under_pcie_bench() {
+        let cfg = gen3x16(DllpSchedule::PcieBench);
         assert!((raw_gbps(&cfg) - 126.030_769).abs() < 1e-5);
-        // 1 − 8/168 − 8/168 − 4/1538 at MPS 256.
+        // 1 − 8/168 − 8/168 − 4/1538 at MPS 256, busy or not.
         let share = 1.0 - 16.0 / 168.0 - 4.0 / 1538.0;
-        assert!((tlp_share(&cfg) - share).abs() < 1e-12);
+        assert!((tlp_share(&cfg, false, 0) - share).abs() < 1e-12);
+        assert!((tlp_share(&cfg, true, 2) - share).abs() < 1e-12);
         let w = write_gbps(&cfg, 4096);
         assert!((w - 4096.0 * raw_gbps(&cfg) * share / (4096.0 + 16.0 * 24.0)).abs() < 1e-9);
     }
 
     #[test]
+    fn gen3_x16_rates_under_the_spec() {
+        let cfg = gen3x16(DllpSchedule::Spec);
+        let skip = 4.0 / 1538.0;
+        // Nothing to acknowledge: SKIPs only.
+        assert!((tlp_share(&cfg, false, 0) - (1.0 - skip)).abs() < 1e-12);
+        // One Ack and one UpdateFC per 168 symbol times of 16 lanes.
+        let share = 1.0 - 8.0 / (168.0 * 16.0) - 8.0 / (168.0 * 16.0) - skip;
+        assert!((tlp_share(&cfg, true, 1) - share).abs() < 1e-12);
+    }
+
+    #[test]
     fn reads_are_limited_by_the_fuller_direction() {
-        let cfg = gen3x16();
-        // 64 B reads: completions (84 B) dominate the 24 B request.
-        let r = read_gbps(&cfg, 64);
-        assert!((r - 64.0 / 84.0 * tlp_gbps(&cfg)).abs() < 1e-9);
-        // 4 KiB reads: 16 completions of 20 B overhead, still downstream-bound.
-        let r = read_gbps(&cfg, 4096);
-        assert!((r - 4096.0 / (4096.0 + 16.0 * 20.0) * tlp_gbps(&cfg)).abs() < 1e-9);
+        for schedule in [DllpSchedule::PcieBench, DllpSchedule::Spec] {
+            let cfg = gen3x16(schedule);
+            // 64 B reads: completions (84 B) dominate the 24 B request.
+            let r = read_gbps(&cfg, 64);
+            assert!((r - 64.0 / 84.0 * tlp_gbps(&cfg, true, 1)).abs() < 1e-9);
+            // 4 KiB reads: 16 completions of 20 B overhead, still downstream-bound.
+            let r = read_gbps(&cfg, 4096);
+            let expected = 4096.0 / (4096.0 + 16.0 * 20.0) * tlp_gbps(&cfg, true, 1);
+            assert!((r - expected).abs() < 1e-9);
+        }
     }
 
     #[test]
