@@ -28,11 +28,10 @@ pub mod enso;
 pub mod packetized;
 
 /// The echo application's own instructions per packet, the same on both
-/// interfaces: parse the header, increment the payload byte, queue the
-/// packet for transmission. Fitted, together with the DPDK driver's
-/// per-packet costs, on the one calibration point of the Ensō evaluation:
-/// the packetized NIC's one-core 64-byte echo rate, 59 Mpps (Ensō §3.3.2,
-/// Fig. 5). Memory accesses are cache-costed separately.
+/// interfaces: check the header, increment the payload byte, queue the
+/// packet for transmission. Assumption: about twenty instructions retiring
+/// at four per cycle (Skylake's retire width); memory accesses are
+/// cache-costed separately.
 pub const ECHO_APP_CYCLES_PER_PACKET: u64 = 5;
 
 /// Patching the UDP checksum in software after the increment (RFC 1624

@@ -137,7 +137,7 @@ impl Experiment for EnsoPacketRate {
                 checks.push(
                     Check::new(
                         "packetized-1core-mpps",
-                        "E810/DPDK, 1 core: 59 Mpps (the one fitted point)",
+                        "E810/DPDK, 1 core: 59 Mpps (validation: driver costs from DPDK's PMD unit test, nothing fitted)",
                         Some(PAPER_PACKETIZED_1CORE_MPPS),
                         m,
                         "Mpps",
