@@ -68,7 +68,7 @@ pub const MBUF_F_TX_IPV4: u64 = 1 << 55;
 
 /// Per-packet costs of the driver, in core cycles, from DPDK's own
 /// measurement: the PMD performance unit test (`pmd_perf_autotest`, DPDK
-/// Test Suite test plan "Unit Tests: PMD Performance", Intel) reports
+/// Test Suite 20.02 test plan "Unit Tests: PMD Performance", Intel) reports
 /// average cycles per packet in NIC loopback of 58 for rx+tx (io
 /// forwarding), 34 for rx only and 23 for tx only on the vector path. The
 /// 58 is split as rx-only's 34 (receive, refill, and the free rx-only
