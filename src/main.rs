@@ -14,8 +14,11 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nextio_experiments::{
-    Experiment, ExperimentResult, Params, RunContext, RunError, output, report,
+    Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, output, report,
 };
+
+/// The commit this binary was built from, if the build could tell.
+const GIT_COMMIT: Option<&str> = option_env!("NEXTIO_GIT_COMMIT");
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +57,8 @@ enum Command {
         /// Write every simulation's event trace (time in ps, event) into DIR.
         #[arg(long, value_name = "DIR")]
         trace: Option<PathBuf>,
-        /// Print the experiment's parameters (defaults, units, meaning) and exit.
+        /// Print the experiment's parameters (defaults, units, meaning) and its
+        /// declared checks (claim, paper value, tolerance, origin), and exit.
         #[arg(long)]
         describe: bool,
     },
@@ -172,13 +176,18 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     }
                 }
             }
+            let run = RunInfo::now(GIT_COMMIT);
             let index = out.join("index.html");
-            std::fs::write(&index, report::index_html(&done))
+            std::fs::write(&index, report::index_html(&run, &done))
                 .map_err(|e| Failure::usage(format!("cannot write {}: {e}", index.display())))?;
             let summary = out.join("summary.md");
             let results: Vec<ExperimentResult> = done.iter().map(|(r, _)| r.clone()).collect();
-            std::fs::write(&summary, report::summary_markdown(&results))
+            std::fs::write(&summary, report::summary_markdown(&run, &results))
                 .map_err(|e| Failure::usage(format!("cannot write {}: {e}", summary.display())))?;
+            println!(
+                "all checks: {}",
+                output::tally_line(results.iter().flat_map(|r| &r.checks))
+            );
             println!(
                 "wrote {} ({} experiments in {:.1} s)",
                 index.display(),
@@ -235,7 +244,9 @@ fn run_one(
         });
     let result = nextio_experiments::execute(exp, ctx);
     bar.finish_and_clear();
-    Ok(result?)
+    let mut result = result?;
+    result.run.commit = GIT_COMMIT.map(String::from);
+    Ok(result)
 }
 
 fn progress_bar(name: &str) -> ProgressBar {
@@ -282,6 +293,31 @@ fn describe_text(exp: &dyn Experiment) -> String {
             p.kind_name(),
             p.default,
             p.help
+        ));
+    }
+    s.push_str("\nChecks (declared before the run; ID-POINT: one per sweep point):\n");
+    for c in exp.checks() {
+        let id = if c.per_point {
+            format!("{}-POINT", c.id)
+        } else {
+            c.id.to_string()
+        };
+        let paper = match (c.paper, c.reference) {
+            (Some(p), r) => format!("{p} {} ({})", c.unit, r.name()),
+            (None, nextio_experiments::Reference::ClosedForm) => {
+                "closed form, computed per point".to_string()
+            }
+            (None, _) => "none (model only)".to_string(),
+        };
+        let tolerance = c
+            .tolerance
+            .map(|t| t.describe(c.unit))
+            .unwrap_or_else(|| "—".into());
+        s.push_str(&format!(
+            "  {id}\n      {}\n      paper: {paper}; tolerance: {tolerance}; origin: {} ({})\n",
+            c.claim,
+            c.origin.name(),
+            c.origin.meaning()
         ));
     }
     s

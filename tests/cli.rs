@@ -25,6 +25,10 @@ fn stable_json(path: &Path) -> serde_json::Value {
     for k in ["wall_s", "events_per_wall_s", "packets_per_wall_s"] {
         assert!(sim.remove(k).is_some(), "sim.{k} present");
     }
+    let run = v["run"].as_object_mut().expect("run section");
+    for k in ["started", "command"] {
+        assert!(run.remove(k).is_some(), "run.{k} present");
+    }
     v
 }
 
@@ -71,6 +75,143 @@ fn describe_lists_parameters() {
     assert!(
         text.contains("frame_bytes") && text.contains("64,128,256,512,1024,1518"),
         "{text}"
+    );
+}
+
+#[test]
+fn describe_lists_every_declared_check_before_running() {
+    for exp in nextio_experiments::all() {
+        let out = nextio(&["run", exp.name(), "--describe"]);
+        assert!(out.status.success(), "{}", exp.name());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let checks = text
+            .split("Checks (declared")
+            .nth(1)
+            .expect("a checks section");
+        for c in exp.checks() {
+            assert!(
+                checks.contains(c.id),
+                "{}: {} missing:\n{text}",
+                exp.name(),
+                c.id
+            );
+            assert!(
+                checks.contains(c.claim),
+                "{}: claim of {}",
+                exp.name(),
+                c.id
+            );
+        }
+        for word in ["\n      paper: ", "; tolerance: ", "; origin: "] {
+            assert_eq!(
+                checks.matches(word).count(),
+                exp.checks().len(),
+                "{}: `{word}` per check",
+                exp.name()
+            );
+        }
+    }
+    let out = nextio(&["run", "enso-packet-rate", "--describe"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("59 Mpps (stated)") && text.contains("origin: fitted"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_result_carries_verdicts_origins_and_run_information() {
+    let dir = temp_dir("verdicts");
+    let out = nextio(&[
+        "run",
+        "ethernet-linerate",
+        "--quick",
+        "--set",
+        "frame_bytes=64",
+        "--set",
+        "frames=2000",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("within") && summary.contains("validation"),
+        "{summary}"
+    );
+    let v = stable_json(&dir.join("ethernet-linerate/result.json"));
+    for c in v["checks"].as_array().expect("checks") {
+        for key in [
+            "id",
+            "claim",
+            "paper",
+            "model",
+            "unit",
+            "tolerance",
+            "origin",
+            "verdict",
+        ] {
+            assert!(c.get(key).is_some(), "check lacks {key}: {c}");
+        }
+        assert_eq!(c["origin"], "validation");
+        assert_eq!(c["reference"], "closed_form");
+    }
+    assert_eq!(v["run"]["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn a_rerun_removes_the_previous_runs_files_and_only_those() {
+    let dir = temp_dir("rerun");
+    let run = |interval: &str| {
+        let out = nextio(&[
+            "run",
+            "xui-timer-core",
+            "--quick",
+            "--set",
+            "workers=1",
+            "--set",
+            &format!("interval_us={interval}"),
+            "--set",
+            "ticks=10",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("xui-timer-core"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    run("5");
+    let first = files();
+    let stale = "setitimer__5__s.csv".to_string();
+    assert!(first.contains(&stale), "{first:?}");
+    std::fs::write(dir.join("xui-timer-core/my-notes.txt"), "mine").unwrap();
+    run("20");
+    let second = files();
+    assert!(
+        !second.contains(&stale),
+        "a CSV of the first run survived: {second:?}"
+    );
+    assert!(
+        second.contains(&"setitimer__20__s.csv".to_string()),
+        "{second:?}"
+    );
+    assert!(
+        second.contains(&"my-notes.txt".to_string()),
+        "a user's file was removed"
     );
 }
 

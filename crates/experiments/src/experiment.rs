@@ -5,6 +5,14 @@
 //! The framework (not the experiment) fills in the run's identity, seed,
 //! parameters and simulator statistics, so every `result.json` has the same
 //! shape whoever wrote the experiment.
+//!
+//! Checks are declared before the run ([`CheckSpec`], listed by
+//! [`Experiment::checks`] and printed by `--describe`): each names its
+//! claim, its reference and tolerance, and the [`Origin`] of its model
+//! value. A run can only emit declared checks, and every check it emits is
+//! judged — [`Verdict::Within`], [`Verdict::Miss`] or, without a published
+//! value, [`Verdict::ModelOnly`]. Tolerances cannot be attached after the
+//! model value is known.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -26,8 +34,14 @@ pub trait Experiment: Sync {
     fn reproduces(&self) -> &'static str;
     /// One paragraph: what is simulated and what is measured.
     fn about(&self) -> &'static str;
+    /// The paper (or standard) whose claims the checks judge, as the
+    /// report's scoreboard groups them.
+    fn paper(&self) -> &'static str;
     /// Parameters accepted with `--set KEY=VALUE`.
     fn params(&self) -> &'static [ParamSpec];
+    /// The checks, declared before anything runs: `run` may emit only
+    /// these (a per-point spec once per point).
+    fn checks(&self) -> &'static [CheckSpec];
     /// Run with validated parameters.
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError>;
 }
@@ -40,6 +54,10 @@ pub enum RunError {
     Config(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A check emitted without a declaration, or a declaration that is not
+    /// coherent: a bug in the experiment, reported rather than shown.
+    #[error("check declaration: {0}")]
+    Declaration(String),
 }
 
 /// Everything an experiment's `run` may read, plus the sinks it reports to.
@@ -182,56 +200,413 @@ impl RunContext {
     }
 }
 
-/// One paper-versus-model comparison.
+/// How a check's model value arises: what kind of evidence agreement is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// It emerges from the event simulation of the mechanism the paper is
+    /// about: queues, contention, caches and timing interact as they run.
+    Simulated,
+    /// Arithmetic over primitive costs (a fixed cost charged per event, a
+    /// ratio of assumed loop bodies) without simulating how they interact.
+    Composed,
+    /// The simulator against its own closed form: it tests the simulator,
+    /// not the paper's claim.
+    Validation,
+    /// A primitive was tuned to this very value: agreement is by
+    /// construction and is not evidence.
+    Fitted,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 4] = [
+        Origin::Simulated,
+        Origin::Composed,
+        Origin::Validation,
+        Origin::Fitted,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Simulated => "simulated",
+            Origin::Composed => "composed",
+            Origin::Validation => "validation",
+            Origin::Fitted => "fitted",
+        }
+    }
+    /// What the origin means, for a legend.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Origin::Simulated => "emerges from the event simulation of the mechanism",
+            Origin::Composed => {
+                "arithmetic over primitive costs, without simulating their interaction"
+            }
+            Origin::Validation => "the simulator against its own closed form",
+            Origin::Fitted => "a primitive tuned to this value: not evidence",
+        }
+    }
+}
+
+/// How far from its reference a model value may be and still agree.
+/// Declared with the check, before the run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tolerance {
+    /// `|model − reference| ≤ r · |reference|` (absolute when the
+    /// reference is 0).
+    Relative(f64),
+    /// `|model − reference| ≤ a`, in the check's unit.
+    Absolute(f64),
+    /// The reference is a lower bound: `model ≥ reference`.
+    AtLeast,
+    /// The reference is an upper bound: `model ≤ reference`.
+    AtMost,
+}
+
+impl Tolerance {
+    /// Whether `model` agrees with `reference`. NaN never agrees.
+    pub fn admits(self, reference: f64, model: f64) -> bool {
+        match self {
+            Tolerance::Relative(r) => relative_error(reference, model) <= r,
+            Tolerance::Absolute(a) => (model - reference).abs() <= a,
+            Tolerance::AtLeast => model >= reference,
+            Tolerance::AtMost => model <= reference,
+        }
+    }
+    /// The tolerance in a few characters, in the check's unit.
+    pub fn describe(self, unit: &str) -> String {
+        match self {
+            Tolerance::Relative(r) => format!("±{} %", trim_number(r * 100.0)),
+            // A dimensionless absolute tolerance must not read as relative.
+            Tolerance::Absolute(a) if matches!(unit, "" | "fraction" | "ratio" | "×") => {
+                format!("±{} (absolute)", trim_number(a))
+            }
+            Tolerance::Absolute(a) => format!("±{} {unit}", trim_number(a)),
+            Tolerance::AtLeast => "at least".into(),
+            Tolerance::AtMost => "at most".into(),
+        }
+    }
+    fn valid(self) -> bool {
+        match self {
+            Tolerance::Relative(x) | Tolerance::Absolute(x) => x.is_finite() && x >= 0.0,
+            Tolerance::AtLeast | Tolerance::AtMost => true,
+        }
+    }
+}
+
+/// A number without trailing zeros (at most four decimals).
+fn trim_number(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
+}
+
+/// Tolerance policy, so that tolerances are chosen by the kind of value
+/// rather than by how close the model happens to come.
+///
+/// A result the paper states in its text or tables: 10 %.
+pub const STATED: Tolerance = Tolerance::Relative(0.10);
+/// A value read off one of the paper's figures: 20 %, the reading error of
+/// a plotted point on top of the model's.
+pub const READ_OFF: Tolerance = Tolerance::Relative(0.20);
+
+/// What the reference value of a check is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reference {
+    /// No published value: the model's number is reported alone.
+    None,
+    /// A number the paper states in its text or tables.
+    Stated,
+    /// A number read off one of the paper's figures.
+    ReadOff,
+    /// A number standing for the paper's words ("over 100 krps",
+    /// "rises", "comparable"); the claim says how they are read.
+    Words,
+    /// A closed form evaluated by nextio at run time for each point (the
+    /// IEEE line rate, pcie-bench's model), not a published measurement.
+    ClosedForm,
+}
+
+impl Reference {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::None => "none",
+            Reference::Stated => "stated",
+            Reference::ReadOff => "read off a figure",
+            Reference::Words => "the paper's words",
+            Reference::ClosedForm => "closed form",
+        }
+    }
+}
+
+/// The judgement of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The model is within the declared tolerance of the reference.
+    Within,
+    /// It is not.
+    Miss,
+    /// There is no published value to judge against.
+    ModelOnly,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Within => "within",
+            Verdict::Miss => "miss",
+            Verdict::ModelOnly => "model only",
+        }
+    }
+    /// The verdict of `model` against an optional reference. A reference
+    /// without a tolerance cannot be judged and counts as a miss, so a
+    /// mistake in a declaration never shows as agreement.
+    pub fn of(reference: Option<f64>, tolerance: Option<Tolerance>, model: f64) -> Verdict {
+        match (reference, tolerance) {
+            (None, _) => Verdict::ModelOnly,
+            (Some(r), Some(t)) if t.admits(r, model) => Verdict::Within,
+            (Some(_), _) => Verdict::Miss,
+        }
+    }
+}
+
+/// A check as declared before the run: what is claimed, against what, how
+/// strictly, and how the model's value arises.
+///
+/// Built in `const` context: [`CheckSpec::new`] declares a model-only
+/// check; [`stated`](CheckSpec::stated), [`read_off`](CheckSpec::read_off),
+/// [`words`](CheckSpec::words) and [`closed_form`](CheckSpec::closed_form)
+/// give it a reference and a tolerance together (a reference without a
+/// tolerance cannot be declared this way); [`per_point`](CheckSpec::per_point)
+/// makes it a family with one check per sweep point, `ID-POINT`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckSpec {
+    pub id: &'static str,
+    pub claim: &'static str,
+    pub unit: &'static str,
+    /// The published value; `None` for model-only checks and for closed
+    /// forms, whose value is computed per point at run time.
+    pub paper: Option<f64>,
+    pub tolerance: Option<Tolerance>,
+    pub reference: Reference,
+    pub origin: Origin,
+    /// One check per sweep point, with ids `ID-POINT`.
+    pub per_point: bool,
+}
+
+impl CheckSpec {
+    /// A model-only check: no published value.
+    pub const fn new(
+        id: &'static str,
+        claim: &'static str,
+        unit: &'static str,
+        origin: Origin,
+    ) -> CheckSpec {
+        CheckSpec {
+            id,
+            claim,
+            unit,
+            paper: None,
+            tolerance: None,
+            reference: Reference::None,
+            origin,
+            per_point: false,
+        }
+    }
+    /// Against a value the paper states.
+    pub const fn stated(self, paper: f64, tolerance: Tolerance) -> CheckSpec {
+        self.against(Reference::Stated, paper, tolerance)
+    }
+    /// Against a value read off one of the paper's figures.
+    pub const fn read_off(self, paper: f64, tolerance: Tolerance) -> CheckSpec {
+        self.against(Reference::ReadOff, paper, tolerance)
+    }
+    /// Against a number standing for the paper's words; the claim must say
+    /// how they are read.
+    pub const fn words(self, paper: f64, tolerance: Tolerance) -> CheckSpec {
+        self.against(Reference::Words, paper, tolerance)
+    }
+    /// Against a closed form evaluated at run time
+    /// ([`judge_against`](CheckSpec::judge_against)).
+    pub const fn closed_form(mut self, tolerance: Tolerance) -> CheckSpec {
+        self.reference = Reference::ClosedForm;
+        self.tolerance = Some(tolerance);
+        self
+    }
+    /// One check per sweep point.
+    pub const fn per_point(mut self) -> CheckSpec {
+        self.per_point = true;
+        self
+    }
+    const fn against(
+        mut self,
+        reference: Reference,
+        paper: f64,
+        tolerance: Tolerance,
+    ) -> CheckSpec {
+        self.reference = reference;
+        self.paper = Some(paper);
+        self.tolerance = Some(tolerance);
+        self
+    }
+
+    /// Whether the declaration is coherent: a published value comes with a
+    /// tolerance; a closed form is validation and validation is against a
+    /// closed form; a fit is to a published value; ids are plain words.
+    pub fn validate(&self) -> Result<(), String> {
+        let fail = |why: &str| Err(format!("check `{}`: {why}", self.id));
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return fail("ids are ASCII letters, digits, `-` and `.`");
+        }
+        if self.claim.is_empty() {
+            return fail("no claim");
+        }
+        if self.tolerance.is_some_and(|t| !t.valid()) {
+            return fail("a tolerance is finite and non-negative");
+        }
+        if self.paper.is_some_and(|p| !p.is_finite()) {
+            return fail("the paper's value is not a finite number");
+        }
+        match (self.reference, self.paper, self.tolerance) {
+            (Reference::None, None, None) => {}
+            (Reference::None, _, _) => return fail("a model-only check has no value or tolerance"),
+            (Reference::ClosedForm, None, Some(_)) => {}
+            (Reference::ClosedForm, _, _) => {
+                return fail("a closed form has a tolerance and its value comes at run time");
+            }
+            (_, Some(_), Some(_)) => {}
+            (_, _, _) => return fail("a published value needs a declared tolerance"),
+        }
+        if (self.origin == Origin::Validation) != (self.reference == Reference::ClosedForm) {
+            return fail("validation is exactly the checks against a closed form");
+        }
+        if self.origin == Origin::Fitted && self.paper.is_none() {
+            return fail("a fit is to a published value");
+        }
+        Ok(())
+    }
+
+    /// Whether a check with `id` belongs to this declaration.
+    pub fn declares(&self, id: &str) -> bool {
+        if self.per_point {
+            id.strip_prefix(self.id)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|point| !point.is_empty())
+        } else {
+            id == self.id
+        }
+    }
+
+    /// Judge `model` against the declared value (or report it alone for a
+    /// model-only check).
+    pub fn judge(&self, model: f64) -> Check {
+        debug_assert!(
+            !self.per_point && self.reference != Reference::ClosedForm,
+            "check `{}` is judged per point or against a closed form",
+            self.id
+        );
+        self.make(
+            self.id.to_string(),
+            self.claim.to_string(),
+            self.paper,
+            model,
+        )
+    }
+
+    /// Judge `model` against `reference`, computed at run time.
+    pub fn judge_against(&self, reference: f64, model: f64) -> Check {
+        debug_assert!(!self.per_point, "check `{}` is judged per point", self.id);
+        debug_assert_eq!(self.reference, Reference::ClosedForm, "check `{}`", self.id);
+        self.make(
+            self.id.to_string(),
+            self.claim.to_string(),
+            Some(reference),
+            model,
+        )
+    }
+
+    /// The check of this family at sweep point `point` (a plain word such
+    /// as `64B`), named `ID-POINT`.
+    pub fn at(&self, point: impl std::fmt::Display) -> PointCheck<'_> {
+        debug_assert!(self.per_point, "check `{}` is not per point", self.id);
+        PointCheck {
+            spec: self,
+            point: point.to_string(),
+        }
+    }
+
+    fn make(&self, id: String, claim: String, reference: Option<f64>, model: f64) -> Check {
+        Check {
+            id,
+            claim,
+            paper: reference,
+            model,
+            unit: self.unit.to_string(),
+            tolerance: self.tolerance,
+            reference: self.reference,
+            origin: self.origin,
+            verdict: Verdict::of(reference, self.tolerance, model),
+        }
+    }
+}
+
+/// One point of a per-point check family.
+pub struct PointCheck<'a> {
+    spec: &'a CheckSpec,
+    point: String,
+}
+
+impl PointCheck<'_> {
+    fn id(&self) -> String {
+        format!("{}-{}", self.spec.id, self.point)
+    }
+    fn claim(&self) -> String {
+        format!("{} [{}]", self.spec.claim, self.point)
+    }
+    /// Judge against the family's declared value.
+    pub fn judge(&self, model: f64) -> Check {
+        debug_assert_ne!(self.spec.reference, Reference::ClosedForm);
+        self.spec
+            .make(self.id(), self.claim(), self.spec.paper, model)
+    }
+    /// Judge against this point's closed-form value.
+    pub fn judge_against(&self, reference: f64, model: f64) -> Check {
+        debug_assert_eq!(self.spec.reference, Reference::ClosedForm);
+        self.spec
+            .make(self.id(), self.claim(), Some(reference), model)
+    }
+}
+
+/// One judged comparison, as `result.json` records it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Check {
     pub id: String,
     pub claim: String,
-    /// The published value, or `null` where the paper gives none.
+    /// The reference value (see `reference` for what it is), or `null`
+    /// where there is none.
     pub paper: Option<f64>,
     pub model: f64,
     pub unit: String,
-    /// Relative tolerance the comparison is judged by, if any.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub tolerance: Option<f64>,
-    /// Whether `model` is within `tolerance` of `paper` (null: not judged).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub pass: Option<bool>,
+    /// The tolerance declared with the check, if it has a reference.
+    pub tolerance: Option<Tolerance>,
+    /// What `paper` is: stated, read off a figure, words, a closed form.
+    pub reference: Reference,
+    pub origin: Origin,
+    pub verdict: Verdict,
 }
 
 impl Check {
-    pub fn new(
-        id: impl Into<String>,
-        claim: impl Into<String>,
-        paper: Option<f64>,
-        model: f64,
-        unit: impl Into<String>,
-    ) -> Check {
-        Check {
-            id: id.into(),
-            claim: claim.into(),
-            paper,
-            model,
-            unit: unit.into(),
-            tolerance: None,
-            pass: None,
-        }
-    }
-    /// Judge the model against the paper with relative tolerance `rel`.
-    pub fn within(mut self, rel: f64) -> Check {
-        self.tolerance = Some(rel);
-        self.pass = self.paper.map(|p| relative_error(p, self.model) <= rel);
-        self
-    }
-    /// The judgement in words: "within tolerance", "miss", or "" (not judged).
-    pub fn verdict(&self) -> &'static str {
-        match self.pass {
-            Some(true) => "within tolerance",
-            Some(false) => "miss",
-            None => "",
-        }
-    }
-    /// Relative error of the model against the paper, if there is a paper value.
+    /// Relative error of the model against the reference, if there is one.
     pub fn error(&self) -> Option<f64> {
         self.paper.map(|p| relative_error(p, self.model))
     }
@@ -247,11 +622,43 @@ pub fn relative_error(reference: f64, model: f64) -> f64 {
     }
 }
 
+/// Whether every check of `checks` belongs to one of `specs`; the first
+/// that does not, otherwise.
+pub fn undeclared<'a>(specs: &[CheckSpec], checks: &'a [Check]) -> Option<&'a Check> {
+    checks
+        .iter()
+        .find(|c| !specs.iter().any(|s| s.declares(&c.id)))
+}
+
+/// What a series is: the model's points, or a reference drawn beside them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    /// Points the model produced.
+    #[default]
+    Model,
+    /// Values the paper states.
+    Paper,
+    /// Points read off one of the paper's figures.
+    ReadOff,
+    /// A closed form (the IEEE line rate, pcie-bench's model).
+    ClosedForm,
+}
+
+impl SeriesKind {
+    /// Whether the series is a reference rather than the model.
+    pub fn is_reference(self) -> bool {
+        self != SeriesKind::Model
+    }
+}
+
 /// A set of points for one curve family: each point is a JSON object with
 /// (at least) the `x` field and every `y` field.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Series {
     pub name: String,
+    #[serde(default)]
+    pub kind: SeriesKind,
     pub x: String,
     pub y: Vec<String>,
     pub points: Vec<Map<String, Value>>,
@@ -261,24 +668,36 @@ impl Series {
     pub fn new(name: impl Into<String>, x: &str, y: &[&str]) -> Series {
         Series {
             name: name.into(),
+            kind: SeriesKind::Model,
             x: x.into(),
             y: y.iter().map(|s| s.to_string()).collect(),
             points: Vec::new(),
         }
     }
-    /// An empty series with the same name and axes.
+    /// The same series marked as `kind`.
+    pub fn kind(mut self, kind: SeriesKind) -> Series {
+        self.kind = kind;
+        self
+    }
+    /// An empty series with the same name, kind and axes.
     pub fn clone_shape(&self) -> Series {
         Series::new(
             self.name.clone(),
             &self.x,
             &self.y.iter().map(String::as_str).collect::<Vec<_>>(),
         )
+        .kind(self.kind)
     }
     /// Add a point; `point` must be a JSON object (`serde_json::json!({..})`).
     pub fn push(&mut self, point: Value) {
         if let Value::Object(map) = point {
             self.points.push(map);
         }
+    }
+    /// The same series with `point` added.
+    pub fn with(mut self, point: Value) -> Series {
+        self.push(point);
+        self
     }
     /// `(x, y)` pairs of numeric field `y`, in point order.
     pub fn xy(&self, y: &str) -> Vec<(f64, f64)> {
@@ -289,10 +708,38 @@ impl Series {
     }
 }
 
+/// How a chart shows one field of the series: its title (quantity and
+/// unit) and its scale.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Axis {
+    pub field: String,
+    pub title: String,
+    /// Logarithmic (for sweeps and values that span decades).
+    #[serde(default)]
+    pub log: bool,
+}
+
+impl Axis {
+    pub fn new(field: &str, title: &str) -> Axis {
+        Axis {
+            field: field.into(),
+            title: title.into(),
+            log: false,
+        }
+    }
+    pub fn log(mut self) -> Axis {
+        self.log = true;
+        self
+    }
+}
+
 /// What an experiment's `run` returns.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
     pub series: Vec<Series>,
+    /// Titles and scales of the fields the series plot.
+    pub axes: Vec<Axis>,
+    /// Judged checks, each of a spec in [`Experiment::checks`].
     pub checks: Vec<Check>,
     /// Explanations: how the model differs from the paper and why.
     pub notes: Vec<String>,
@@ -309,35 +756,125 @@ pub struct SimStats {
     pub packets_per_wall_s: f64,
 }
 
+/// Where a result comes from: which build, when, asked how.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunInfo {
+    /// nextio's version.
+    pub version: String,
+    /// The git commit nextio was built from, where the build knew it.
+    pub commit: Option<String>,
+    /// When the run started (UTC).
+    pub started: String,
+    /// The command line, as given.
+    pub command: String,
+}
+
+impl RunInfo {
+    /// This process, now.
+    pub fn now(commit: Option<&str>) -> RunInfo {
+        let command = std::env::args()
+            .map(|a| {
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"') {
+                    format!("{a:?}")
+                } else {
+                    a
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        RunInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: commit.map(String::from),
+            started: utc(secs),
+            command,
+        }
+    }
+}
+
+/// `secs` after the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (the civil
+/// calendar from a day count, after Howard Hinnant's `civil_from_days`).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// The whole record of one run: what `result.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExperimentResult {
     pub experiment: String,
     pub reproduces: String,
+    /// The paper (or reference) the experiment belongs to, for the scoreboard.
+    pub paper: String,
+    pub run: RunInfo,
     pub seed: u64,
     pub quick: bool,
     pub params: Value,
     pub series: Vec<Series>,
+    pub axes: Vec<Axis>,
     pub checks: Vec<Check>,
+    /// Declared checks that these parameters did not produce (a sweep
+    /// without the point a check is taken at).
+    pub not_evaluated: Vec<String>,
     pub notes: Vec<String>,
     pub sim: SimStats,
 }
 
-/// Resolve parameters and run `exp`, timing it on the wall clock.
+/// Resolve parameters and run `exp`, timing it on the wall clock. A check
+/// the experiment did not declare, or a declaration that is not coherent,
+/// is an error: no result carries a check that `--describe` did not show.
 pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult, RunError> {
+    let specs = exp.checks();
+    for spec in specs {
+        spec.validate().map_err(RunError::Declaration)?;
+    }
     let started = std::time::Instant::now();
     let outcome = exp.run(&ctx)?;
     let wall_s = started.elapsed().as_secs_f64();
+    if let Some(c) = undeclared(specs, &outcome.checks) {
+        return Err(RunError::Declaration(format!(
+            "{} emitted check `{}`, which it does not declare",
+            exp.name(),
+            c.id
+        )));
+    }
+    let not_evaluated = specs
+        .iter()
+        .filter(|s| !outcome.checks.iter().any(|c| s.declares(&c.id)))
+        .map(|s| s.id.to_string())
+        .collect();
     let tally = ctx.tally();
     let per_s = |n: u64| if wall_s > 0.0 { n as f64 / wall_s } else { 0.0 };
     Ok(ExperimentResult {
         experiment: exp.name().into(),
         reproduces: exp.reproduces().into(),
+        paper: exp.paper().into(),
+        run: RunInfo::now(None),
         seed: ctx.seed,
         quick: ctx.quick,
         params: ctx.params.to_json(),
         series: outcome.series,
+        axes: outcome.axes,
         checks: outcome.checks,
+        not_evaluated,
         notes: outcome.notes,
         sim: SimStats {
             events: tally.events,
@@ -348,4 +885,147 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
             packets_per_wall_s: per_s(tally.packets),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HIT: CheckSpec =
+        CheckSpec::new("rate", "a stated rate", "Mpps", Origin::Simulated).stated(100.0, STATED);
+
+    #[test]
+    fn a_value_outside_its_tolerance_is_a_miss() {
+        assert_eq!(HIT.judge(95.0).verdict, Verdict::Within);
+        assert_eq!(HIT.judge(110.0).verdict, Verdict::Within);
+        assert_eq!(HIT.judge(110.1).verdict, Verdict::Miss);
+        assert_eq!(HIT.judge(50.0).verdict, Verdict::Miss);
+        assert_eq!(HIT.judge(f64::NAN).verdict, Verdict::Miss);
+        let c = HIT.judge(50.0);
+        assert_eq!(
+            (c.paper, c.tolerance, c.origin, c.reference),
+            (
+                Some(100.0),
+                Some(STATED),
+                Origin::Simulated,
+                Reference::Stated
+            )
+        );
+    }
+
+    #[test]
+    fn bounds_and_absolute_tolerances() {
+        let over = CheckSpec::new("over", "over 100", "krps", Origin::Simulated)
+            .words(100.0, Tolerance::AtLeast);
+        assert_eq!(over.judge(209.0).verdict, Verdict::Within);
+        assert_eq!(over.judge(99.0).verdict, Verdict::Miss);
+        let under = CheckSpec::new("under", "within 0.2", "µs", Origin::Composed)
+            .stated(0.2, Tolerance::AtMost);
+        assert_eq!(under.judge(-1.0).verdict, Verdict::Within);
+        assert_eq!(under.judge(0.21).verdict, Verdict::Miss);
+        let near_zero = CheckSpec::new("gap", "a gap", "fraction", Origin::Simulated)
+            .stated(-0.08, Tolerance::Absolute(0.10));
+        assert_eq!(near_zero.judge(0.01).verdict, Verdict::Within);
+        assert_eq!(near_zero.judge(0.06).verdict, Verdict::Miss);
+    }
+
+    #[test]
+    fn a_model_only_check_is_never_within() {
+        let alone = CheckSpec::new("alone", "no published value", "µs", Origin::Simulated);
+        for v in [0.0, 1.0, -3.0, 1e9] {
+            let c = alone.judge(v);
+            assert_eq!(c.verdict, Verdict::ModelOnly);
+            assert_eq!((c.paper, c.tolerance), (None, None));
+        }
+    }
+
+    #[test]
+    fn closed_forms_are_judged_per_point_against_run_time_values() {
+        let spec = CheckSpec::new("linerate", "line rate", "Mpps", Origin::Validation)
+            .closed_form(Tolerance::Relative(0.001))
+            .per_point();
+        let c = spec.at("64B").judge_against(148.81, 148.80);
+        assert_eq!(
+            (c.id.as_str(), c.verdict),
+            ("linerate-64B", Verdict::Within)
+        );
+        assert_eq!(c.reference, Reference::ClosedForm);
+        assert_eq!(
+            spec.at("64B").judge_against(148.81, 140.0).verdict,
+            Verdict::Miss
+        );
+        assert!(spec.declares("linerate-1518B"));
+        assert!(!spec.declares("linerate") && !spec.declares("linerate-"));
+        assert!(!spec.declares("lineratex-64B"));
+        assert!(HIT.declares("rate") && !HIT.declares("rate-64B"));
+    }
+
+    #[test]
+    fn incoherent_declarations_are_refused() {
+        assert!(HIT.validate().is_ok());
+        let no_tolerance = CheckSpec {
+            tolerance: None,
+            ..HIT
+        };
+        assert!(
+            no_tolerance.validate().is_err(),
+            "a paper value needs a tolerance"
+        );
+        assert_eq!(Verdict::of(Some(1.0), None, 1.0), Verdict::Miss);
+        let validation_against_paper = CheckSpec {
+            origin: Origin::Validation,
+            ..HIT
+        };
+        assert!(validation_against_paper.validate().is_err());
+        let closed_form_simulated =
+            CheckSpec::new("c", "c", "x", Origin::Simulated).closed_form(Tolerance::Relative(0.01));
+        assert!(closed_form_simulated.validate().is_err());
+        let fit_to_nothing = CheckSpec::new("f", "f", "x", Origin::Fitted);
+        assert!(fit_to_nothing.validate().is_err());
+        let negative =
+            CheckSpec::new("n", "n", "x", Origin::Simulated).stated(1.0, Tolerance::Relative(-0.1));
+        assert!(negative.validate().is_err());
+        let bad_id = CheckSpec::new("has space", "b", "x", Origin::Simulated);
+        assert!(bad_id.validate().is_err());
+    }
+
+    #[test]
+    fn undeclared_checks_are_found() {
+        let specs = [HIT];
+        let ok = [HIT.judge(100.0)];
+        assert!(undeclared(&specs, &ok).is_none());
+        let mut stray = HIT.judge(100.0);
+        stray.id = "other".into();
+        assert_eq!(
+            undeclared(&specs, &[stray]).map(|c| c.id.as_str()),
+            Some("other")
+        );
+    }
+
+    #[test]
+    fn checks_round_trip_through_json() {
+        let c = HIT.judge(120.0);
+        let text = serde_json::to_string(&c).unwrap();
+        for key in [
+            "\"id\"",
+            "\"claim\"",
+            "\"paper\"",
+            "\"model\"",
+            "\"unit\"",
+            "\"tolerance\":{\"relative\":0.1}",
+            "\"origin\":\"simulated\"",
+            "\"verdict\":\"miss\"",
+            "\"reference\":\"stated\"",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+        assert_eq!(serde_json::from_str::<Check>(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
 }

@@ -8,6 +8,7 @@
 //! * one module per experiment family, listed in [`all`].
 
 pub mod cache_layout;
+pub mod chart;
 pub mod enso;
 pub mod ethernet_linerate;
 pub mod experiment;
@@ -24,7 +25,8 @@ pub mod xui_safepoints;
 pub mod xui_timer_core;
 
 pub use experiment::{
-    Check, Experiment, ExperimentResult, Outcome, RunContext, RunError, Series, SimTally, execute,
+    Axis, Check, CheckSpec, Experiment, ExperimentResult, Origin, Outcome, Reference, RunContext,
+    RunError, RunInfo, Series, SeriesKind, SimTally, Tolerance, Verdict, execute,
 };
 pub use params::{ParamKind, ParamSpec, Params};
 

@@ -2,31 +2,84 @@
 //! SVG chart with one panel per plotted quantity.
 //!
 //! Output is a pure function of the [`ExperimentResult`]: two runs with the
-//! same seed write byte-identical files except for the wall-clock fields.
+//! same seed write byte-identical files except for the wall-clock fields
+//! and the run information (date, command line).
+//!
+//! A rerun into the same folder first removes the files the previous run
+//! wrote there, as listed in its [`MANIFEST`], so no stale CSV of a series
+//! that no longer exists survives; files nextio did not write are left
+//! alone.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::experiment::{ExperimentResult, Series};
+use crate::experiment::{Check, ExperimentResult, Origin, Series, Verdict};
 
-/// Write every artefact of `result` under `out/NAME/`; returns that folder.
+/// The list of files nextio wrote into an experiment's folder, so a rerun
+/// removes exactly those (and nothing a user put there).
+pub const MANIFEST: &str = ".nextio-files";
+
+/// Write every artefact of `result` under `out/NAME/`, after removing
+/// what the previous run wrote there; returns that folder.
 pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<PathBuf> {
     let dir = out.join(&result.experiment);
     fs::create_dir_all(&dir)?;
+    remove_previous(&dir)?;
+    let mut written = Vec::new();
+    let mut write = |name: String, contents: String| -> std::io::Result<()> {
+        fs::write(dir.join(&name), contents)?;
+        written.push(name);
+        Ok(())
+    };
     let json = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
-    fs::write(dir.join("result.json"), json + "\n")?;
+    write("result.json".into(), json + "\n")?;
+    let mut stems: Vec<String> = Vec::new();
     for series in &result.series {
-        fs::write(
-            dir.join(format!("{}.csv", file_stem(&series.name))),
-            series_csv(series),
-        )?;
+        // Names that differ only in characters a file name cannot keep
+        // must not overwrite each other.
+        let base = file_stem(&series.name);
+        let mut stem = base.clone();
+        let mut n = 2;
+        while stems.contains(&stem) {
+            stem = format!("{base}-{n}");
+            n += 1;
+        }
+        write(format!("{stem}.csv"), series_csv(series))?;
+        stems.push(stem);
     }
-    fs::write(dir.join("chart.svg"), chart_svg(result))?;
+    write("chart.svg".into(), chart_svg(result))?;
+    written.sort();
+    written.dedup();
+    fs::write(dir.join(MANIFEST), written.join("\n") + "\n")?;
     Ok(dir)
+}
+
+/// Remove the files the manifest in `dir` lists. Only plain names in
+/// `dir` itself are honoured, so a damaged manifest cannot reach outside.
+fn remove_previous(dir: &Path) -> std::io::Result<()> {
+    let listed = match fs::read_to_string(dir.join(MANIFEST)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for name in listed.lines().map(str::trim) {
+        let plain = !name.is_empty()
+            && name != MANIFEST
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\']);
+        if !plain {
+            continue;
+        }
+        match fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A name safe to use as a file name.
@@ -75,131 +128,97 @@ fn csv_cell(v: &Value) -> String {
     }
 }
 
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-    RGBColor(0xe3, 0x77, 0xc2),
-    RGBColor(0x7f, 0x7f, 0x7f),
-];
-
-/// The chart: one panel per `y` field, one line per series.
+/// The chart: one panel per plotted quantity, the paper's values beside
+/// the model's (see [`crate::chart`]).
 pub fn chart_svg(result: &ExperimentResult) -> String {
-    let mut panels: Vec<(String, String)> = Vec::new(); // (x, y)
-    for s in &result.series {
-        for y in &s.y {
-            if !panels.iter().any(|(px, py)| px == &s.x && py == y) {
-                panels.push((s.x.clone(), y.clone()));
-            }
-        }
-    }
-    let panel_h = 300u32;
-    let height = panel_h * panels.len().max(1) as u32 + 40;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let (title_area, body) = root.split_vertically(40);
-        let _ = title_area.titled(
-            &format!("{} — {}", result.experiment, result.reproduces),
-            ("sans-serif", 16),
-        );
-        if panels.is_empty() {
-            let _ = body.titled("no plottable series", ("sans-serif", 14));
-        }
-        let areas = body.split_evenly((panels.len().max(1), 1));
-        for ((x, y), area) in panels.iter().zip(areas.iter()) {
-            draw_panel(area, result, x, y);
-        }
-        let _ = root.present();
-    }
-    svg
+    crate::chart::svg(result)
 }
 
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    result: &ExperimentResult,
-    x: &str,
-    y: &str,
-) {
-    let lines: Vec<(&Series, Vec<(f64, f64)>)> = result
-        .series
+/// The reference of a check in a few words: its value and what it is.
+pub fn reference_text(c: &Check) -> String {
+    match c.paper {
+        None => "—".into(),
+        Some(p) => format!("{} ({})", number(p), c.reference.name()),
+    }
+}
+
+/// The tolerance of a check in a few words, or `—`.
+pub fn tolerance_text(c: &Check) -> String {
+    c.tolerance
+        .map(|t| t.describe(&c.unit))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// A value in at most about eight characters.
+pub fn number(v: f64) -> String {
+    if v == 0.0 || (v.abs() >= 0.01 && v.abs() < 1e6) {
+        let s = format!("{v:.4}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// Counts of verdicts and origins over `checks`, as one line.
+pub fn tally_line<'a>(checks: impl IntoIterator<Item = &'a Check>) -> String {
+    let (mut within, mut miss, mut model_only) = (0, 0, 0);
+    let mut origins = [0usize; 4];
+    for c in checks {
+        match c.verdict {
+            Verdict::Within => within += 1,
+            Verdict::Miss => miss += 1,
+            Verdict::ModelOnly => model_only += 1,
+        }
+        if let Some(k) = Origin::ALL.iter().position(|o| *o == c.origin) {
+            origins[k] += 1;
+        }
+    }
+    let origins: Vec<String> = Origin::ALL
         .iter()
-        .filter(|s| s.x == x && s.y.iter().any(|v| v == y))
-        .map(|s| (s, s.xy(y)))
+        .zip(origins)
+        .filter(|(_, n)| *n > 0)
+        .map(|(o, n)| format!("{n} {}", o.name()))
         .collect();
-    let all: Vec<(f64, f64)> = lines.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    if all.is_empty() {
-        return;
-    }
-    let (mut x0, mut x1) = bounds(all.iter().map(|p| p.0));
-    let (_, mut y1) = bounds(all.iter().map(|p| p.1));
-    let mut y0 = all
-        .iter()
-        .map(|p| p.1)
-        .fold(f64::INFINITY, f64::min)
-        .min(0.0);
-    if x0 == x1 {
-        x0 -= 1.0;
-        x1 += 1.0;
-    }
-    if y0 == y1 {
-        y0 -= 1.0;
-        y1 += 1.0;
-    }
-    let Ok(mut chart) = ChartBuilder::on(area)
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1 * 1.05)
-    else {
-        return;
-    };
-    let _ = chart.configure_mesh().x_desc(x).y_desc(y).draw();
-    for (i, (series, pts)) in lines.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let label = series.name.clone();
-        if let Ok(ann) =
-            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-        {
-            ann.label(label).legend(move |(lx, ly)| {
-                PathElement::new(vec![(lx, ly), (lx + 15, ly)], color.stroke_width(2))
-            });
+    format!(
+        "{within} within, {miss} miss, {model_only} model only · origins: {}",
+        if origins.is_empty() {
+            "none".to_string()
+        } else {
+            origins.join(", ")
         }
-        let _ = chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())));
-    }
-    let _ = chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw();
+    )
 }
 
-fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    })
-}
-
-/// Human-readable summary of a result for the terminal.
+/// Human-readable summary of a result for the terminal: every check with
+/// its verdict, origin, model value and reference.
 pub fn summary_text(result: &ExperimentResult) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{} ({})", result.experiment, result.reproduces);
     for c in &result.checks {
-        let paper = c
-            .paper
-            .map(|p| format!("{p:.4}"))
-            .unwrap_or_else(|| "—".into());
-        let verdict = c.verdict();
         let _ = writeln!(
             s,
-            "  {:<40} paper {:>12} model {:>12.4} {:<8} {}",
-            c.id, paper, c.model, c.unit, verdict
+            "  {:<40} {:<10} {:<10} model {:>10} {:<8} paper {} {}",
+            c.id,
+            c.verdict.name(),
+            c.origin.name(),
+            number(c.model),
+            c.unit,
+            reference_text(c),
+            if c.tolerance.is_some() {
+                format!("[{}]", tolerance_text(c))
+            } else {
+                String::new()
+            }
         );
     }
+    for id in &result.not_evaluated {
+        let _ = writeln!(s, "  {id:<40} not evaluated with these parameters");
+    }
+    let _ = writeln!(s, "  checks: {}", tally_line(&result.checks));
     let _ = writeln!(
         s,
         "  sim: {} events, {:.3} ms simulated, {:.2} s wall, {:.2} M events/s, {:.2} M packets/s",

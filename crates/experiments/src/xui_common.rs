@@ -88,26 +88,27 @@ pub fn mean(xs: &[f64]) -> f64 {
 }
 
 /// Split each series into one curve per value of `field` (in first-seen
-/// order), named `series-value`, so a chart draws one line per curve.
+/// order), named `series, VALUE UNIT` (`polling, 4 queues`), so a chart
+/// draws one line per curve and its legend reads as words.
 pub fn split_by(
     series: Vec<crate::experiment::Series>,
     field: &str,
+    unit: &str,
 ) -> Vec<crate::experiment::Series> {
     let mut out = Vec::new();
     for mut s in series {
         let points = std::mem::take(&mut s.points);
         let mut groups: Vec<(String, crate::experiment::Series)> = Vec::new();
         for p in points {
-            // Words name the curve directly; numbers carry the field name.
             let key = match p.get(field) {
                 Some(serde_json::Value::String(v)) => v.clone(),
-                Some(v) => format!("{field}{v}"),
+                Some(v) => v.to_string(),
                 None => String::new(),
             };
             let pos = groups.iter().position(|(k, _)| *k == key);
             let i = pos.unwrap_or_else(|| {
                 let mut n = s.clone_shape();
-                n.name = format!("{}-{}", s.name, key);
+                n.name = format!("{}, {key}{unit}", s.name);
                 groups.push((key.clone(), n));
                 groups.len() - 1
             });

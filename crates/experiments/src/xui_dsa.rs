@@ -11,6 +11,13 @@
 //! descriptor with a 64-byte MMIO write to its portal, the device writes
 //! the completion record into the client's memory by DMA and, for xUI,
 //! sends an MSI-X message that the host's APIC forwards to the thread.
+//!
+//! xUI's free cycles and its latency gap to spinning are *composed*: per
+//! offload the core is busy for assumed submit and completion costs (400
+//! and 200 cycles) plus the fixed tracked-delivery cost, and free while the
+//! device works, so the free share is set by those constants and the mean
+//! device latency. Periodic polling's response to noise is simulated: it
+//! comes from where completions fall against the timer's phase.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,7 +32,10 @@ use nextio_hw::interrupt::pipeline::{
 use nextio_os::{DeliveryPath, OsCosts, OsError};
 use serde_json::json;
 
-use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
+use crate::experiment::{
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
+    SimTally, Tolerance,
+};
 use crate::params::{ParamKind, ParamSpec};
 use crate::xui_common::{FREQ, split_by, xui_host};
 
@@ -74,6 +84,42 @@ const CLIENT_MIX: InstrMix = InstrMix {
     inflight_miss_cycles: 0,
     sp_chain_cycles: 0,
 };
+
+/// §6.2.3 / Fig. 9: xUI leaves 75 % of the cycles free at 2 µs and stays
+/// within 0.2 µs of spinning's latency.
+const PAPER_XUI_FREE_2US: f64 = 0.75;
+const PAPER_XUI_MINUS_SPIN_US: f64 = 0.2;
+
+const CHECKS: &[CheckSpec] = &[
+    CheckSpec::new(
+        "xui-free-2us",
+        "free cycles with xUI, 2 µs offloads, no noise (assumed submit/complete costs + fixed delivery)",
+        "fraction",
+        Origin::Composed,
+    )
+    .stated(PAPER_XUI_FREE_2US, STATED),
+    CheckSpec::new(
+        "xui-minus-spin-2us",
+        "xUI latency − spin latency, 2 µs, no noise (paper: within 0.2 µs, an upper bound)",
+        "µs",
+        Origin::Composed,
+    )
+    .stated(PAPER_XUI_MINUS_SPIN_US, Tolerance::AtMost),
+    CheckSpec::new(
+        "xui-minus-spin-worst",
+        "largest xUI − spin latency gap over all points (paper: within 0.2 µs, an upper bound)",
+        "µs",
+        Origin::Composed,
+    )
+    .stated(PAPER_XUI_MINUS_SPIN_US, Tolerance::AtMost),
+    CheckSpec::new(
+        "periodic-20us-noise-penalty",
+        "periodic polling latency, 20 µs: full noise − no noise (paper: rises sharply with noise, read as > 0)",
+        "µs",
+        Origin::Simulated,
+    )
+    .words(0.0, Tolerance::AtLeast),
+];
 
 /// The accelerator's completion interrupt vector.
 const DSA_VECTOR: u8 = 48;
@@ -301,8 +347,14 @@ impl Experiment for XuiDsa {
     fn about(&self) -> &'static str {
         "A closed-loop client offloads to a DSA-like accelerator whose completion latency is 2 µs or 20 µs ± uniform noise, and learns of completions by spinning, by polling from a setitimer signal each mean interval, or by an xUI forwarded device interrupt. Reports mean offload latency and the fraction of core cycles left free."
     }
+    fn paper(&self) -> &'static str {
+        "xUI (ASPLOS '25)"
+    }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
+    }
+    fn checks(&self) -> &'static [CheckSpec] {
+        CHECKS
     }
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let means = ctx.params.u64_list("mean_us");
@@ -355,60 +407,40 @@ impl Experiment for XuiDsa {
         }
         let mut checks = Vec::new();
         if let (Some(x), Some(s)) = (get.get(&(2, 2, 0)), get.get(&(0, 2, 0))) {
-            checks.push(Check::new(
-                "xui-free-2us",
-                "free cycles with xUI, 2 µs offloads, no noise",
-                Some(0.75),
-                x.1,
-                "fraction",
-            ));
-            checks.push(Check::new(
-                "spin-free-2us",
-                "free cycles with busy spinning",
-                Some(0.0),
-                s.1,
-                "fraction",
-            ));
-            checks.push(Check::new(
-                "xui-minus-spin-2us",
-                "xUI latency − spin latency, 2 µs (paper: within 0.2 µs)",
-                Some(0.2),
-                x.0 - s.0,
-                "µs",
-            ));
+            checks.push(CHECKS[0].judge(x.1));
+            checks.push(CHECKS[1].judge(x.0 - s.0));
         }
-        let worst = get
+        let gaps: Vec<f64> = get
             .iter()
             .filter(|((k, _, _), _)| *k == 2)
-            .map(|(key, v)| {
-                let s = get.get(&(0, key.1, key.2)).map(|s| s.0).unwrap_or(v.0);
-                v.0 - s
-            })
-            .fold(0.0f64, f64::max);
-        checks.push(Check::new(
-            "xui-minus-spin-worst",
-            "largest xUI − spin latency gap over all points (paper: ≤0.2 µs)",
-            Some(0.2),
-            worst,
-            "µs",
-        ));
-        if let (Some(p0), Some(p1)) = (get.get(&(1, 20, 0)), get.get(&(1, 20, 1000))) {
-            checks.push(Check::new(
-                "periodic-20us-noise-penalty",
-                "periodic polling latency, 20 µs: full noise − no noise (paper: rises sharply)",
-                None,
-                p1.0 - p0.0,
-                "µs",
-            ));
+            .filter_map(|(key, v)| get.get(&(0, key.1, key.2)).map(|s| v.0 - s.0))
+            .collect();
+        if let Some(worst) = gaps.into_iter().reduce(f64::max) {
+            checks.push(CHECKS[2].judge(worst));
         }
+        if let (Some(p0), Some(p1)) = (get.get(&(1, 20, 0)), get.get(&(1, 20, 1000))) {
+            checks.push(CHECKS[3].judge(p1.0 - p0.0));
+        }
+        let mut series = split_by(series, "mean_us", " µs mean");
+        series.push(
+            Series::new("paper: xUI, 2 µs mean", "noise_us", &["free_cycles"])
+                .kind(SeriesKind::Paper)
+                .with(json!({"noise_us": 0.0, "free_cycles": PAPER_XUI_FREE_2US})),
+        );
         Ok(Outcome {
-            series: split_by(series, "mean_us"),
+            series,
+            axes: vec![
+                Axis::new("noise_us", "half-width of the completion-latency noise (µs)"),
+                Axis::new("latency_us", "mean offload latency, submit to completion seen (µs)")
+                    .log(),
+                Axis::new("free_cycles", "free cycles (share of the core)"),
+            ],
             checks,
             notes: vec![
                 "Periodic polling uses setitimer with period = the mean latency; each tick costs the kernel timer path plus a §2 signal (≈2.8 µs in all). At a 2 µs period that exceeds the period, so the model's periodic polling saturates the core at 2 µs — the paper's gem5 OS timer is evidently far cheaper than the 2.4 µs signal the paper itself measured on silicon.".into(),
                 "xUI completions are forwarded device interrupts (no UPID) delivered with tracking; their latency and overhead come from the same pipeline model as Fig. 4. Free cycles count the core as free while it waits.".into(),
                 "Periodic polling with zero noise is the model's worst case, not its best: the client submits just after a tick (the submit costs 400 cycles), so a completion exactly one mean later lands just after the next tick and waits a whole period; noise randomises that phase and lowers the mean. The paper reports the opposite trend, which implies a timer phase the paper does not describe.".into(),
-                "Client work per offload (400 cycles submit, 200 cycles completion) is an assumption; the paper gives none.".into(),
+                "Client work per offload (400 cycles submit, 200 cycles completion) is an assumption; the paper gives none. With it, xUI's free share at 2 µs is fixed by arithmetic (the core is busy for the submit, the completion and the delivery of each offload), which is why it is labelled composed; with these costs it comes out at 85 %, above the paper's 75 %; the paper does not state its client's per-offload work, so the model has nothing to take the difference from.".into(),
             ],
         })
     }

@@ -35,6 +35,10 @@
 //! the generator's round trip of frames sent in that window (warm-up
 //! excluded); free cycles are the idle share of the router core's ledger
 //! over the window (polling counts as busy).
+//!
+//! Every run, the saturating ones included (where the NIC drops), must
+//! conserve frames or fail: offered = forwarded + dropped (by reason) +
+//! still queued, and forwarded = returned to the generator + TX drops.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
@@ -56,7 +60,10 @@ use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig, PmdError};
 use nextio_os::DeliveryPath;
 use serde_json::json;
 
-use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series, SimTally};
+use crate::experiment::{
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
+    SimTally, Tolerance,
+};
 use crate::params::{ParamKind, ParamSpec};
 use crate::xui_common::{FREQ, split_by, xui_host};
 
@@ -135,6 +142,52 @@ const DRAIN_STEPS: usize = 50;
 /// (148.8 Mpps). Model choice.
 const SATURATION_PPS: f64 = 60e6;
 
+/// §6.2.2 / Fig. 8 of the xUI paper.
+const PAPER_XUI_FREE_1Q_40PCT: f64 = 0.45;
+const PAPER_P95_GAP: [(u64, f64); 3] = [(1, 0.02), (4, -0.08), (8, 0.65)];
+const PAPER_THROUGHPUT_GAP: f64 = -0.0008;
+
+/// The latency and throughput gaps are fractions near zero, where a
+/// relative tolerance means nothing: they are judged within 10 and 1
+/// percentage points.
+const CHECKS: &[CheckSpec] = &[
+    CheckSpec::new(
+        "xui-free-1q-40pct",
+        "free cycles with xUI, 1 queue, 40 % load",
+        "fraction",
+        Origin::Simulated,
+    )
+    .stated(PAPER_XUI_FREE_1Q_40PCT, STATED),
+    CheckSpec::new(
+        "p95-gap-1q",
+        "xUI p95 latency relative to polling, 1 queue, mean over loads",
+        "fraction",
+        Origin::Simulated,
+    )
+    .stated(PAPER_P95_GAP[0].1, Tolerance::Absolute(0.10)),
+    CheckSpec::new(
+        "p95-gap-4q",
+        "xUI p95 latency relative to polling, 4 queues, mean over loads",
+        "fraction",
+        Origin::Simulated,
+    )
+    .stated(PAPER_P95_GAP[1].1, Tolerance::Absolute(0.10)),
+    CheckSpec::new(
+        "p95-gap-8q",
+        "xUI p95 latency relative to polling, 8 queues, mean over loads",
+        "fraction",
+        Origin::Simulated,
+    )
+    .stated(PAPER_P95_GAP[2].1, Tolerance::Absolute(0.10)),
+    CheckSpec::new(
+        "throughput-gap-full-load",
+        "xUI throughput relative to polling at full load, mean over queue counts",
+        "fraction",
+        Origin::Simulated,
+    )
+    .stated(PAPER_THROUGHPUT_GAP, Tolerance::Absolute(0.01)),
+];
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mech {
     Polling,
@@ -145,13 +198,8 @@ struct Point {
     mpps: f64,
     p95_ns: f64,
     free: f64,
-    offered: u64,
-    forwarded: u64,
+    /// Frames dropped anywhere (NIC RX, the router, TX).
     dropped: u64,
-    queued: u64,
-    /// Frames the router forwarded = frames back at the generator + NIC
-    /// and wire TX drops (once the run is quiet).
-    tx_conserved: bool,
     tally: SimTally,
 }
 
@@ -580,6 +628,13 @@ fn run_point(
         .unwrap_or(0.0);
     let forwarded_window = fwd1 - fwd0;
     let tally = SimTally::of(&sim, a.get("forwarded"));
+    if sent != a.get("forwarded") + dropped + queued || !tx_conserved {
+        return Err(RunError::Config(format!(
+            "{mech:?}, {queues} queue(s), {rate_pps:.0} pps: frames not conserved: {sent} offered, {} forwarded, {dropped} dropped, {queued} queued; {back} returned, {} TX drops",
+            a.get("forwarded"),
+            n.sum_prefix("drop.tx_") + wire_drops
+        )));
+    }
     if fwd.slow.get() > 0 {
         return Err(RunError::Config(format!(
             "{} NIC interrupts did not reach the router thread on the fast path",
@@ -598,11 +653,7 @@ fn run_point(
         mpps: forwarded_window as f64 / duration.as_secs_f64() / 1e6,
         p95_ns,
         free: (idle / window).clamp(0.0, 1.0),
-        offered: sent,
-        forwarded: a.get("forwarded"),
-        dropped,
-        queued,
-        tx_conserved,
+        dropped: dropped + n.sum_prefix("drop.tx_") + wire_drops,
         tally,
     })
 }
@@ -617,8 +668,14 @@ impl Experiment for XuiL3fwd {
     fn about(&self) -> &'static str {
         "An LPM router (16,000 real routes, real 64-byte frames) on one core drains 1, 4 or 8 NIC receive queues with exponential arrivals, by busy polling or on xUI forwarded device interrupts. Reports throughput, p95 latency and free cycles against load."
     }
+    fn paper(&self) -> &'static str {
+        "xUI (ASPLOS '25)"
+    }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
+    }
+    fn checks(&self) -> &'static [CheckSpec] {
+        CHECKS
     }
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let qs = ctx.params.u64_list("queues");
@@ -687,13 +744,12 @@ impl Experiment for XuiL3fwd {
             })
             .collect();
         let mut table_pts = std::collections::BTreeMap::new();
-        let mut conserved = true;
+        let saturation_drops: u64 = max.iter().map(|r| r.dropped).sum();
         for r in &max {
             ctx.record(r.tally);
         }
         for ((k, _, _, q, l), r) in points.iter().zip(&res) {
             ctx.record(r.tally);
-            conserved &= r.offered == r.forwarded + r.dropped + r.queued && r.tx_conserved;
             table_pts.insert(
                 (*k, *q, (l * 100.0).round() as u64),
                 (r.mpps, r.p95_ns, r.free),
@@ -704,32 +760,10 @@ impl Experiment for XuiL3fwd {
             }));
         }
         let mut checks = Vec::new();
-        // (mechanism, queues, load %) → free cycles, as Fig. 8's text states them.
-        for (key, id, claim, paper) in [
-            (
-                (1, 1, 40),
-                "xui-free-1q-40pct",
-                "free cycles with xUI, 1 queue, 40 % load",
-                0.45,
-            ),
-            (
-                (0, 1, 40),
-                "polling-free",
-                "free cycles with polling (always 0)",
-                0.0,
-            ),
-            (
-                (1, 1, 0),
-                "xui-free-idle",
-                "free cycles with xUI at 0 % load",
-                1.0,
-            ),
-        ] {
-            if let Some(point) = table_pts.get(&key) {
-                checks.push(Check::new(id, claim, Some(paper), point.2, "fraction"));
-            }
+        if let Some(point) = table_pts.get(&(1, 1, 40)) {
+            checks.push(CHECKS[0].judge(point.2));
         }
-        for (q, paper) in [(1u64, 0.02), (4, -0.08), (8, 0.65)] {
+        for (spec, (q, _)) in CHECKS[1..4].iter().zip(PAPER_P95_GAP) {
             let gaps: Vec<f64> = table_pts
                 .iter()
                 .filter(|((k, qq, l), _)| *k == 1 && *qq == q && *l > 0)
@@ -740,14 +774,7 @@ impl Experiment for XuiL3fwd {
                 })
                 .collect();
             if !gaps.is_empty() {
-                let m = gaps.iter().sum::<f64>() / gaps.len() as f64;
-                checks.push(Check::new(
-                    format!("p95-gap-{q}q"),
-                    format!("xUI p95 latency relative to polling, {q} queue(s), mean over loads"),
-                    Some(paper),
-                    m,
-                    "fraction",
-                ));
+                checks.push(spec.judge(gaps.iter().sum::<f64>() / gaps.len() as f64));
             }
         }
         let tput: Vec<f64> = table_pts
@@ -760,31 +787,28 @@ impl Experiment for XuiL3fwd {
             })
             .collect();
         if !tput.is_empty() {
-            checks.push(Check::new(
-                "throughput-gap-full-load",
-                "xUI throughput relative to polling at full load",
-                Some(-0.0008),
-                tput.iter().sum::<f64>() / tput.len() as f64,
-                "fraction",
-            ));
+            checks.push(CHECKS[4].judge(tput.iter().sum::<f64>() / tput.len() as f64));
         }
-        checks.push(
-            Check::new(
-                "conservation",
-                "frames offered = forwarded + dropped (by reason) + still queued, and forwarded = returned + TX drops (all points)",
-                Some(1.0),
-                if conserved { 1.0 } else { 0.0 },
-                "bool",
-            )
-            .within(0.0),
+        let mut series = split_by(series, "queues", " queue(s)");
+        series.push(
+            Series::new("paper: xUI, 1 queue", "load", &["free_cycles"])
+                .kind(SeriesKind::Paper)
+                .with(json!({"load": 0.4, "free_cycles": PAPER_XUI_FREE_1Q_40PCT})),
         );
         Ok(Outcome {
-            series: split_by(series, "queues"),
+            series,
+            axes: vec![
+                Axis::new("load", "offered load (share of the polling maximum)"),
+                Axis::new("throughput_mpps", "forwarded (Mpps)"),
+                Axis::new("p95_latency_ns", "95th-percentile round trip (ns)").log(),
+                Axis::new("free_cycles", "free cycles (share of the router core)"),
+            ],
             checks,
             notes: vec![
                 "NIC: the packetized E810-like model (RSS over the queues, descriptor rings with the frames' real bytes, write-backs and doorbells timed on PCIe Gen3 x16) and the DPDK-style driver, one queue pair per RX queue on the router's one core; frames go back out of the queue pair they came in on (the paper's one-NIC setup sends packets back to the same NIC). The generator cycles 1,024 64-byte frames to random destinations with Poisson departures; latency is its round trip from the payload stamps, p95 over frames sent in the measured window (a warm-up of 20 % of the window is excluded).".into(),
                 "xUI: each queue has an MSI-X-like vector armed by a GLINT_DYN_CTL register write over PCIe; the NIC sends it once (a posted write of purpose \"interrupt\") after a write-back on an armed queue and masks it; write-backs while masked set its pending bit, and re-arming a pending vector sends it at once. The vector is registered for forwarding with the OS model (register_forward) and reaches the running router thread through the APIC's fast path; tracked delivery costs come from the pipeline model (Route::Direct). The handler drains every queue, then re-arms the vectors that fired.".into(),
                 "Per-packet costs: the driver's (fitted on the Ensō echo point), the cache model's for every descriptor, mbuf and frame access, and for l3fwd 20 cycles (model choice) plus 8 cycles per LPM probe (assumption); random destinations mostly fall to the default route, so a lookup probes every prefix length present, which makes the router slow (≈9 Mpps on one queue, ≈6 Mpps on 4 or 8 at 2 GHz). The polling maximum is measured per queue count by offering 60 Mpps to the polling router; load is a fraction of it.".into(),
+                format!("Every run conserves frames or fails: offered = forwarded + dropped by reason + still queued, forwarded = returned + TX drops. The saturating runs that measure the polling maximum dropped {saturation_drops} frames in all, so the count is exercised where drops happen."),
                 "Latency misses: with xUI the model's p95 is above polling's by more at 1 and 4 queues than the paper reports (the paper's −8 % at 4 queues is an xUI gain the model cannot show: an interrupt can only add to a poll loop that is already waiting). The model's gap comes from the real interrupt path: after draining, the re-arm is an MMIO write that crosses PCIe before the NIC can send the next message, and that message crosses back; frames written back in that window wait for the round trip. The paper's large 8-queue gap (+65 %) does not appear: here one vector per queue is re-armed after each drain and the core runs the same drain loop as polling, so more queues do not add interrupt latency.".into(),
             ],
         })

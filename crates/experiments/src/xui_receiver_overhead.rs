@@ -2,8 +2,16 @@
 //! interrupts cost a compute-bound program, per event and as slowdown, for
 //! UIPI sent by a software timer core (flush), tracked xUI interrupts sent
 //! by a timer core (UPID processing kept), and xUI tracked KB_Timer
-//! interrupts (no UPID). The per-event costs emerge from the pipeline
-//! mechanism in `nextio_hw::interrupt::pipeline`; nothing here sets them.
+//! interrupts (no UPID).
+//!
+//! Every value here is *composed*, not simulated: the runtime charges each
+//! event a fixed cost, `delivery_cost()` of `nextio_hw::interrupt::pipeline`
+//! — a sum of calibrated microcode costs (Table 2, Fig. 2) and of terms of
+//! an assumed instruction mix (ROB occupancy, in-flight misses) — so the
+//! simulation only counts events; the slowdown is that count times the
+//! cost. The mean over programs of those sums is the per-event figure.
+//! KB_Timer's figure is *fitted*: its delivery cost is Fig. 2's 105 cycles,
+//! the paper's own result used as an input.
 
 use nextio_engine::Duration;
 use nextio_hw::interrupt::pipeline::{
@@ -12,7 +20,10 @@ use nextio_hw::interrupt::pipeline::{
 use nextio_lib::Preemption;
 use serde_json::json;
 
-use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
+use crate::experiment::{
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
+    Tolerance,
+};
 use crate::params::{ParamKind, ParamSpec};
 use crate::xui_common::{FREQ, mean, run_single_job, split_by};
 
@@ -20,6 +31,76 @@ pub struct XuiReceiverOverhead;
 
 /// A DRAM miss at 2 GHz (≈65 ns; assumption).
 const DRAM_MISS_CYCLES: u64 = 130;
+
+/// Fig. 4, Table 2 and §6.1 of the xUI paper.
+const PAPER_PER_EVENT: [f64; 3] = [645.0, 231.0, 105.0];
+const PAPER_SLOWDOWN_5US: [f64; 2] = [6.86, 1.06];
+
+const CHECKS: &[CheckSpec] = &[
+    CheckSpec::new(
+        "per-event-uipi",
+        "UIPI (SW timer, flush): mean cycles per event over the programs and intervals",
+        "cycles",
+        Origin::Composed,
+    )
+    .stated(PAPER_PER_EVENT[0], STATED),
+    CheckSpec::new(
+        "per-event-xui-sw",
+        "xUI tracking, SW timer: mean cycles per event over the programs and intervals",
+        "cycles",
+        Origin::Composed,
+    )
+    .stated(PAPER_PER_EVENT[1], STATED),
+    CheckSpec::new(
+        "per-event-xui-kb",
+        "xUI tracking, KB_Timer: mean cycles per event (its delivery cost is Fig. 2's 105 cycles, an input)",
+        "cycles",
+        Origin::Fitted,
+    )
+    .stated(PAPER_PER_EVENT[2], STATED),
+    CheckSpec::new(
+        "reduction-uipi-vs-kb",
+        "per-event cost, UIPI ÷ KB_Timer (paper: 645 ÷ 105)",
+        "×",
+        Origin::Composed,
+    )
+    .stated(PAPER_PER_EVENT[0] / PAPER_PER_EVENT[2], STATED),
+    CheckSpec::new(
+        "slowdown-5us-uipi",
+        "slowdown at a 5 µs interval, UIPI (events × the fixed per-event cost)",
+        "%",
+        Origin::Composed,
+    )
+    .stated(PAPER_SLOWDOWN_5US[0], STATED),
+    CheckSpec::new(
+        "slowdown-5us-kb",
+        "slowdown at a 5 µs interval, KB_Timer + tracking (events × the fitted per-event cost)",
+        "%",
+        Origin::Fitted,
+    )
+    .stated(PAPER_SLOWDOWN_5US[1], STATED),
+    CheckSpec::new(
+        "end-to-end-uipi",
+        "Table 2: senduipi start → handler, UIPI (IPI transit + flush + notification + delivery, summed)",
+        "cycles",
+        Origin::Composed,
+    )
+    .stated(1360.0, STATED),
+    CheckSpec::new(
+        "tracked-worst-case-latency",
+        "§6.1: tracked delivery latency when SP depends on 50 long-latency loads (50 × an assumed 130-cycle DRAM miss + delivery)",
+        "cycles",
+        Origin::Composed,
+    )
+    .stated(7000.0, STATED),
+    CheckSpec::new(
+        "flush-vs-tracked-worst-case",
+        "§6.1: tracking's worst-case latency is an order of magnitude above flush's (ratio; read as 10× ± 50 %)",
+        "×",
+        Origin::Composed,
+    )
+    .words(10.0, Tolerance::Relative(0.5)),
+];
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::new(
@@ -66,8 +147,14 @@ impl Experiment for XuiReceiverOverhead {
     fn about(&self) -> &'static str {
         "A fib-, linpack- or memops-like program runs on one core while interrupts arrive every interval: UIPIs from a timer core delivered by pipeline flush, the same delivered by tracking, or the core's own KB_Timer tracked without UPID processing. Reports cycles lost per event and the slowdown."
     }
+    fn paper(&self) -> &'static str {
+        "xUI (ASPLOS '25)"
+    }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
+    }
+    fn checks(&self) -> &'static [CheckSpec] {
+        CHECKS
     }
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let intervals = ctx.params.u64_list("interval_us");
@@ -120,87 +207,65 @@ impl Experiment for XuiReceiverOverhead {
         }
         let pe: Vec<f64> = per_event.iter().map(|v| mean(v)).collect();
         let mut checks = vec![
-            Check::new(
-                "per-event-uipi",
-                "UIPI (SW timer, flush): mean cycles per event",
-                Some(645.0),
-                pe[0],
-                "cycles",
-            ),
-            Check::new(
-                "per-event-xui-sw",
-                "xUI tracking, SW timer: mean cycles per event",
-                Some(231.0),
-                pe[1],
-                "cycles",
-            ),
-            Check::new(
-                "per-event-xui-kb",
-                "xUI tracking, KB_Timer: mean cycles per event",
-                Some(105.0),
-                pe[2],
-                "cycles",
-            ),
-            Check::new(
-                "reduction-uipi-vs-kb",
-                "per-event cost, UIPI ÷ KB_Timer",
-                Some(645.0 / 105.0),
-                pe[0] / pe[2].max(1e-9),
-                "×",
-            ),
+            CHECKS[0].judge(pe[0]),
+            CHECKS[1].judge(pe[1]),
+            CHECKS[2].judge(pe[2]),
+            CHECKS[3].judge(pe[0] / pe[2].max(1e-9)),
         ];
         if !at5[0].is_empty() {
-            checks.push(Check::new(
-                "slowdown-5us-uipi",
-                "slowdown at a 5 µs interval, UIPI",
-                Some(6.86),
-                mean(&at5[0]),
-                "%",
-            ));
-            checks.push(Check::new(
-                "slowdown-5us-kb",
-                "slowdown at a 5 µs interval, KB_Timer + tracking",
-                Some(1.06),
-                mean(&at5[2]),
-                "%",
-            ));
+            checks.push(CHECKS[4].judge(mean(&at5[0])));
+            checks.push(CHECKS[5].judge(mean(&at5[2])));
         }
         // Latencies of single deliveries, from the same mechanism.
         let core = CoreParams::default();
         let u = UcodeCosts::default();
         let flush = delivery_cost(&core, &u, &programs::FIB, Strategy::Flush, Route::Posted);
-        checks.push(Check::new(
-            "end-to-end-uipi",
-            "Table 2: senduipi start → handler, UIPI (IPI transit + flush + notification + delivery)",
-            Some(1360.0),
-            (u.ipi_transit_cycles + flush.latency_cycles) as f64,
-            "cycles",
-        ));
+        checks.push(CHECKS[6].judge((u.ipi_transit_cycles + flush.latency_cycles) as f64));
         // §6.1 pathological case: the stack pointer depends on a chain of
         // 50 dependent DRAM misses (≈130 cycles each at 2 GHz, assumption).
         let mut chained = programs::MEMOPS;
         chained.sp_chain_cycles = 50 * DRAM_MISS_CYCLES;
         let worst = delivery_cost(&core, &u, &chained, Strategy::Tracked, Route::Direct);
-        checks.push(Check::new(
-            "tracked-worst-case-latency",
-            "§6.1: tracked delivery latency when SP depends on 50 long-latency loads",
-            Some(7000.0),
-            worst.latency_cycles as f64,
-            "cycles",
-        ));
+        checks.push(CHECKS[7].judge(worst.latency_cycles as f64));
         let flush_chain = delivery_cost(&core, &u, &chained, Strategy::Flush, Route::Direct);
-        checks.push(Check::new(
-            "flush-vs-tracked-worst-case",
-            "§6.1: flush's worst-case latency is an order of magnitude below tracking's (ratio)",
-            Some(10.0),
-            worst.latency_cycles as f64 / flush_chain.latency_cycles.max(1) as f64,
-            "×",
-        ));
+        checks.push(
+            CHECKS[8].judge(worst.latency_cycles as f64 / flush_chain.latency_cycles.max(1) as f64),
+        );
+        let mut series = split_by(series, "program", "");
+        // The paper's per-event means hold across intervals: drawn across
+        // the sweep; its slowdowns are at 5 µs.
+        let (lo, hi) = intervals
+            .iter()
+            .fold((u64::MAX, 0), |(lo, hi), i| (lo.min(*i), hi.max(*i)));
+        for (k, name) in ["paper: UIPI", "paper: xUI SW timer", "paper: xUI KB_Timer"]
+            .iter()
+            .enumerate()
+        {
+            let mut s = Series::new(*name, "interval_us", &["cycles_per_event", "slowdown_pct"])
+                .kind(SeriesKind::Paper)
+                .with(json!({"interval_us": lo, "cycles_per_event": PAPER_PER_EVENT[k]}))
+                .with(json!({"interval_us": hi, "cycles_per_event": PAPER_PER_EVENT[k]}));
+            let slowdown = match k {
+                0 => Some(PAPER_SLOWDOWN_5US[0]),
+                2 => Some(PAPER_SLOWDOWN_5US[1]),
+                _ => None,
+            };
+            if let Some(v) = slowdown {
+                s.push(json!({"interval_us": 5, "slowdown_pct": v}));
+            }
+            series.push(s);
+        }
         Ok(Outcome {
-            series: split_by(series, "program"),
+            series,
+            axes: vec![
+                Axis::new("interval_us", "interrupt interval (µs)").log(),
+                Axis::new("cycles_per_event", "cycles lost per interrupt"),
+                Axis::new("slowdown_pct", "slowdown of the program (%)").log(),
+            ],
             checks,
             notes: vec![
-                "Calibrated inputs are only Table 2 and the Fig. 2 timeline (flush window 424, notification+delivery 262 with delivery 105, uiret 10, receiver 720). Per-event costs come out of the delivery mechanism: flush = squash (ROB occupancy / squash width) + microcode entry + front-end refill twice + exposed microcode and handler + re-issued in-flight misses; tracking = serialising microcode only (UPID processing if routed through a UPID, then delivery) + fetch slots of the handler and uiret.".into(),
+                "Origins: every value is composed — each event is charged the fixed delivery_cost() of its mechanism and the program's mix, and the simulation only counts events — and KB_Timer's per-event cost and 5 µs slowdown are fitted (Fig. 2's 105-cycle delivery is an input). A simulated version would take the flush and drain costs from the pipeline state of the thread actually running; that is not modelled.".into(),
+                "Calibrated inputs are only Table 2 and the Fig. 2 timeline (flush window 424, notification+delivery 262 with delivery 105, uiret 10, receiver 720). Per-event costs are sums over the delivery mechanism's terms: flush = squash (ROB occupancy / squash width) + microcode entry + front-end refill twice + exposed microcode and handler + re-issued in-flight misses; tracking = serialising microcode only (UPID processing if routed through a UPID, then delivery) + fetch slots of the handler and uiret.".into(),
                 "UIPI comes out above the paper's 645: the model's flush cannot be cheaper than the 720-cycle silicon receiver cost of Table 2 that it is calibrated to, plus the refill and lost misses that depend on the program; the paper's gem5 figure is below its own silicon receiver cost, which the model has no mechanism to reproduce.".into(),
                 "xUI with a SW timer comes out above 231 because notification processing is taken as Fig. 2's 262 − 105 = 157 cycles (a lower bound on silicon, including the remote UPID miss); the paper's gem5 model evidently has a cheaper UPID access.".into(),
                 "End-to-end UIPI latency comes out below Table 2's 1360 cycles: the model stops at the first handler instruction, while the paper's measurement ends at an event the sender observes (a further cross-core cache-line transfer and the handler's own work).".into(),

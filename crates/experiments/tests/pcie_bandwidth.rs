@@ -1,9 +1,12 @@
 //! The `pcie-bandwidth` experiment in quick mode: every simulated
-//! bandwidth is within its tolerance of pcie-bench's closed form, the sizes
+//! bandwidth is within its tolerance of pcie-bench's closed form (and says
+//! that its reference is a closed form, not a measurement), the sizes
 //! span 64 B to 4 KiB, and two runs with the same seed agree on everything
 //! but the wall-clock fields.
 
-use nextio_experiments::{ExperimentResult, Params, RunContext, execute, find};
+use nextio_experiments::{
+    ExperimentResult, Origin, Params, Reference, RunContext, Verdict, execute, find,
+};
 
 fn run_quick(seed: u64) -> ExperimentResult {
     let exp = find("pcie-bandwidth").expect("pcie-bandwidth is registered");
@@ -25,19 +28,24 @@ fn every_check_passes_in_quick_mode() {
     assert!(!r.checks.is_empty());
     for c in &r.checks {
         assert_eq!(
-            c.pass,
-            Some(true),
-            "{}: model {} vs paper {:?}",
+            c.verdict,
+            Verdict::Within,
+            "{}: model {} vs closed form {:?}",
             c.id,
             c.model,
             c.paper
+        );
+        // The reference is pcie-bench's formula, not a measurement.
+        assert_eq!(
+            (c.origin, c.reference),
+            (Origin::Validation, Reference::ClosedForm)
         );
     }
     for id in ["write-64B", "read-64B", "write-4096B", "read-4096B"] {
         assert!(r.checks.iter().any(|c| c.id == id), "missing check {id}");
     }
     let names: Vec<&str> = r.series.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["simulated", "pcie-bench model"]);
+    assert_eq!(names, ["simulated", "closed form: pcie-bench model"]);
     assert!(r.sim.packets > 0 && r.sim.simulated_ps > 0);
 }
 

@@ -249,8 +249,8 @@ fn runtime_run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// An experiment run with random small parameters; its own conservation
-/// check must hold.
+/// An experiment run with random small parameters; it must finish, which
+/// includes keeping its own conservation invariants.
 fn experiment_run(seed: u64) -> Result<(), String> {
     let mut rng = SimRng::new(seed).fork("experiment");
     let (name, sets): (&str, Vec<(&str, String)>) = match pick(&mut rng, &[0u8, 1]) {
@@ -274,13 +274,10 @@ fn experiment_run(seed: u64) -> Result<(), String> {
     let exp = nextio_experiments::find(name).ok_or_else(|| format!("no experiment {name}"))?;
     let raw: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let params = Params::resolve(name, exp.params(), true, &raw).map_err(|e| e.to_string())?;
-    let result = execute(exp, RunContext::new(params, seed, true))
+    // Conservation (frames, offloads) is enforced by the run itself: a
+    // broken count is an error, not a check that can be overlooked.
+    execute(exp, RunContext::new(params, seed, true))
         .map_err(|e| format!("{name} {raw:?}: {e}"))?;
-    for c in &result.checks {
-        if c.id.contains("conservation") && c.pass == Some(false) {
-            return Err(format!("{name} {raw:?}: {} failed", c.id));
-        }
-    }
     Ok(())
 }
 
