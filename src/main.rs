@@ -114,10 +114,25 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", one_line(&f.message));
             ExitCode::from(f.status)
         }
     }
+}
+
+/// `message` with control characters escaped, so an error stays one line
+/// whatever a path or value held.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn dispatch(command: Command) -> Result<(), Failure> {
@@ -167,7 +182,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                         done.push((result, svg));
                     }
                     Err(f) => {
-                        eprintln!("error: {}: {}", exp.name(), f.message);
+                        eprintln!("error: {}: {}", exp.name(), one_line(&f.message));
                         failed.push(exp.name());
                     }
                 }
@@ -279,7 +294,7 @@ fn describe_text(exp: &dyn Experiment) -> String {
         s.push_str(&format!(
             "  {:<16} {}{unit}, default {}{quick}{choices}\n      {}\n",
             p.name,
-            p.kind_name(),
+            p.accepts(),
             p.default,
             p.help
         ));

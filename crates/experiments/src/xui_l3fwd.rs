@@ -68,31 +68,37 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "1,4,8",
         "queues",
-        "NIC receive queues",
-    ),
+        "NIC receive queues, 1 to 64",
+    )
+    .int(1, 64)
+    .items(1, 16),
     ParamSpec::new(
         "load",
         ParamKind::F64List,
         "0,0.1,0.2,0.4,0.6,0.8,0.9,1",
         "fraction",
-        "offered load, fraction of the polling maximum",
+        "offered load, fraction of the polling maximum, 0 to 1.5",
     )
-    .quick("0,0.2,0.4,0.8,1"),
+    .quick("0,0.2,0.4,0.8,1")
+    .real(0.0, 1.5)
+    .items(1, 64),
     ParamSpec::new(
         "duration_us",
         ParamKind::U64,
         "10000",
         "µs",
-        "simulated time per point",
+        "simulated time per point, 100 to 10^6 µs (shorter windows hold too few frames for a p95)",
     )
-    .quick("2000"),
+    .quick("2000")
+    .int(100, 1_000_000),
     ParamSpec::new(
         "routes",
         ParamKind::U64,
         "16000",
         "routes",
-        "LPM table size",
-    ),
+        "LPM table size, 1 to 10^6",
+    )
+    .int(1, 1_000_000),
 ];
 
 /// One probe of the LPM table (a hash-table access, L1/L2-resident).

@@ -46,16 +46,18 @@ pub const COMMON_PARAMS: [ParamSpec; 7] = [
         ParamKind::U64,
         "40000",
         "frames",
-        "frames measured per trial",
+        "frames measured per trial, 100 to 10^7 (250× the default)",
     )
-    .quick("6000"),
+    .quick("6000")
+    .int(100, 10_000_000),
     ParamSpec::new(
         "warmup_frames_per_core",
         ParamKind::U64,
         "20000",
         "frames",
-        "frames offered before measuring, per echo core (RFC 2544 trial preparation): several laps of a core's 4096-mbuf pool, after which the packetized echo's loss stops changing",
-    ),
+        "frames offered before measuring, per echo core (RFC 2544 trial preparation): several laps of a core's 4096-mbuf pool, after which the packetized echo's loss stops changing; 0 to 10^6",
+    )
+    .int(0, 1_000_000),
     ParamSpec::new(
         "arrivals",
         ParamKind::Str,
@@ -76,16 +78,25 @@ pub const COMMON_PARAMS: [ParamSpec; 7] = [
         ParamKind::U64,
         "256",
         "flows",
-        "distinct UDP 5-tuples, spread over cores by RSS or the flow table",
-    ),
+        "distinct UDP 5-tuples, spread over cores by RSS or the flow table; 1 to 65536 (the synthetic flows' source addresses are 192.168.x.y)",
+    )
+    .int(1, 65_536),
     ParamSpec::new(
         "pcie_gen",
         ParamKind::U64,
         "3",
         "",
-        "PCIe generation (Ensō §3.3.1: both NICs run at PCIe 3.0 x16)",
-    ),
-    ParamSpec::new("pcie_lanes", ParamKind::U64, "16", "lanes", "PCIe lanes"),
+        "PCIe generation, 1 to 5 (Ensō §3.3.1: both NICs run at PCIe 3.0 x16)",
+    )
+    .int(1, 5),
+    ParamSpec::new(
+        "pcie_lanes",
+        ParamKind::U64,
+        "16",
+        "lanes",
+        "PCIe lanes: 1, 2, 4, 8, 16 or 32",
+    )
+    .int(1, 32),
 ];
 
 /// What every trial of an Ensō experiment shares, from the common

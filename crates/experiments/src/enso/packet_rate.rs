@@ -19,15 +19,18 @@ const PARAMS: &[ParamSpec] = with_common_params![
         ParamKind::U64List,
         "1,2,4,8",
         "cores",
-        "echo cores (one queue or pipe each)",
-    ),
+        "echo cores (one queue or pipe each), 1 to 16 (the DUT has 16)",
+    )
+    .int(1, 16)
+    .items(1, 16),
     ParamSpec::new(
         "frame_bytes",
         ParamKind::U64,
         "64",
         "bytes",
-        "frame size, FCS included",
-    ),
+        "frame size, FCS included, 64 to 1518",
+    )
+    .int(64, 1518),
     ParamSpec::new(
         "interfaces",
         ParamKind::StrList,
@@ -35,14 +38,16 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "",
         "NIC interfaces to compare",
     )
-    .choices(&["enso", "packetized"]),
+    .choices(&["enso", "packetized"])
+    .items(1, 4),
     ParamSpec::new(
         "resolution_gbps",
         ParamKind::F64,
         "0.1",
         "Gb/s",
-        "RFC 2544 search resolution (Ensō §3.3.1: 0.1 Gb/s)",
-    ),
+        "RFC 2544 search resolution (Ensō §3.3.1: 0.1 Gb/s), 0.001 to 100: at most 17 halvings of the 100 Gb/s span",
+    )
+    .real(0.001, 100.0),
 ];
 
 /// Ensō Fig. 5 / §3.3.2.
