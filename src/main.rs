@@ -188,12 +188,12 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 }
             }
             let index = out.join("index.html");
-            std::fs::write(&index, report::index_html(&done))
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", index.display())))?;
+            output::write_atomically(&index, report::index_html(&done).as_bytes())
+                .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
             let summary = out.join("summary.md");
             let results: Vec<ExperimentResult> = done.iter().map(|(r, _)| r.clone()).collect();
-            std::fs::write(&summary, report::summary_markdown(&results))
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", summary.display())))?;
+            output::write_atomically(&summary, report::summary_markdown(&results).as_bytes())
+                .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
             println!(
                 "wrote {} ({} experiments in {:.1} s)",
                 index.display(),
@@ -265,8 +265,7 @@ fn progress_bar(name: &str) -> ProgressBar {
 }
 
 fn write(out: &Path, result: &ExperimentResult) -> Result<PathBuf, Failure> {
-    output::write_result(out, result)
-        .map_err(|e| Failure::usage(format!("cannot write results under {}: {e}", out.display())))
+    output::write_result(out, result).map_err(|e| Failure::usage(format!("cannot write {e}")))
 }
 
 fn describe_text(exp: &dyn Experiment) -> String {

@@ -126,7 +126,7 @@ impl RunContext {
             return Ok(());
         };
         let (records, dropped) = sim.take_trace();
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         let mut text = String::with_capacity(records.len() * 32);
         for r in &records {
             text.push_str(&format!("{} {}\n", r.time.ps(), r.message));
@@ -134,10 +134,8 @@ impl RunContext {
         if dropped > 0 {
             text.push_str(&format!("# {dropped} later records not kept\n"));
         }
-        std::fs::write(
-            dir.join(format!("{}.trace", crate::output::file_stem(label))),
-            text,
-        )?;
+        let path = dir.join(format!("{}.trace", crate::output::file_stem(label)));
+        crate::output::write_atomically(&path, text.as_bytes())?;
         Ok(())
     }
     /// Report progress as a fraction 0–1.

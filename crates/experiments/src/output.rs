@@ -3,6 +3,10 @@
 //!
 //! Output is a pure function of the [`ExperimentResult`]: two runs with the
 //! same seed write byte-identical files except for the wall-clock fields.
+//! Every file is written beside its final name and renamed into place, and
+//! `result.json` last: a failed write (a full disk) names the file, leaves
+//! no partial file behind, and a `result.json` on disk always belongs to a
+//! complete set.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -14,19 +18,43 @@ use serde_json::Value;
 use crate::experiment::{ExperimentResult, Series};
 
 /// Write every artefact of `result` under `out/NAME/`; returns that folder.
+/// An error's message names the file that could not be written.
 pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<PathBuf> {
     let dir = out.join(&result.experiment);
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(&dir).map_err(|e| path_error(&dir, e))?;
     let json = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
-    fs::write(dir.join("result.json"), json + "\n")?;
     for series in &result.series {
-        fs::write(
-            dir.join(format!("{}.csv", file_stem(&series.name))),
-            series_csv(series),
+        write_atomically(
+            &dir.join(format!("{}.csv", file_stem(&series.name))),
+            series_csv(series).as_bytes(),
         )?;
     }
-    fs::write(dir.join("chart.svg"), chart_svg(result))?;
+    write_atomically(&dir.join("chart.svg"), chart_svg(result).as_bytes())?;
+    write_atomically(&dir.join("result.json"), (json + "\n").as_bytes())?;
     Ok(dir)
+}
+
+/// `e` with `path` in its message (its kind kept).
+pub fn path_error(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder,
+/// synced and then renamed into place: `path` is either left as it was or
+/// holds all of `bytes`. An error names `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = nextio_hw::pcap::temporary_path(path);
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(|e| path_error(path, e))
 }
 
 /// A name safe to use as a file name.
