@@ -4,7 +4,10 @@
 //!
 //! The framework (not the experiment) fills in the run's identity, seed,
 //! parameters and simulator statistics, so every `result.json` has the same
-//! shape whoever wrote the experiment.
+//! shape whoever wrote the experiment. What a run read from outside its
+//! parameters (a replayed capture: what it held, what was skipped and why)
+//! is recorded through [`RunContext::record_input`] and lands in
+//! `result.json`'s `inputs` and in its notes.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -54,6 +57,8 @@ pub struct RunContext {
     pub trace_dir: Option<PathBuf>,
     progress: Box<dyn Fn(f64) + Sync>,
     tally: Mutex<SimTally>,
+    inputs: Mutex<Map<String, Value>>,
+    input_notes: Mutex<Vec<String>>,
 }
 
 /// Work done by the simulator during a run, for the speed report.
@@ -91,7 +96,21 @@ impl RunContext {
             trace_dir: None,
             progress: Box::new(|_| {}),
             tally: Mutex::new(SimTally::default()),
+            inputs: Mutex::new(Map::new()),
+            input_notes: Mutex::new(Vec::new()),
         }
+    }
+    /// Record what the run read as input `key` (shown in `result.json`'s
+    /// `inputs`), with a note that says it in words.
+    pub fn record_input(&self, key: &str, what: Value, note: String) {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), what);
+        self.input_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(note);
     }
     pub fn with_progress(mut self, f: impl Fn(f64) + Sync + 'static) -> Self {
         self.progress = Box::new(f);
@@ -318,6 +337,10 @@ pub struct ExperimentResult {
     pub series: Vec<Series>,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
+    /// What the run read besides its parameters (a replayed capture's
+    /// frames, flows and skipped records by reason); absent when nothing.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
     pub sim: SimStats,
 }
 
@@ -328,6 +351,9 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
     let wall_s = started.elapsed().as_secs_f64();
     let tally = ctx.tally();
     let per_s = |n: u64| if wall_s > 0.0 { n as f64 / wall_s } else { 0.0 };
+    let inputs = std::mem::take(&mut *ctx.inputs.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut notes = std::mem::take(&mut *ctx.input_notes.lock().unwrap_or_else(|e| e.into_inner()));
+    notes.extend(outcome.notes);
     Ok(ExperimentResult {
         experiment: exp.name().into(),
         reproduces: exp.reproduces().into(),
@@ -336,7 +362,8 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
         params: ctx.params.to_json(),
         series: outcome.series,
         checks: outcome.checks,
-        notes: outcome.notes,
+        notes,
+        inputs,
         sim: SimStats {
             events: tally.events,
             simulated_ps: tally.simulated_ps,

@@ -28,7 +28,10 @@ fn a_full_disk_names_the_file_and_leaves_the_last_whole_result() {
     assert!(text.contains("result.json"), "{text}");
     assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{text}");
     assert_eq!(std::fs::read_to_string(&json).unwrap(), before);
-    assert!(std::fs::symlink_metadata(&tmp).is_err(), "no temporary left");
+    assert!(
+        std::fs::symlink_metadata(&tmp).is_err(),
+        "no temporary left"
+    );
 
     // Nothing stale is left in the way of the next write.
     output::write_result(&out, &changed).unwrap();

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::harness::{Interface, gbps_to_mpps, run_trial, zero_loss_search};
+use super::harness::{Interface, run_trial, zero_loss_search};
 use super::{Bench, check_cores, check_frame_bytes, interfaces, with_common_params};
 use crate::experiment::{Check, Experiment, Outcome, RunContext, RunError, Series};
 use crate::params::{ParamKind, ParamSpec};
@@ -107,7 +107,7 @@ impl Experiment for EnsoPacketRate {
                 .iter()
                 .zip(&results)
                 .find(|((i, c), _)| *i == iface && *c == n)
-                .map(|(_, (g, _))| gbps_to_mpps(*g, frame_bytes as usize))
+                .map(|(_, (g, _))| bench.mpps(*g, frame_bytes))
         };
         for iface in &interfaces {
             let mut s = Series::new(iface.name(), "cores", &["mpps"]);
@@ -115,7 +115,7 @@ impl Experiment for EnsoPacketRate {
                 if i == iface {
                     s.push(
                         json!({"interface": iface.name(), "cores": n, "frame_bytes": frame_bytes,
-                        "mpps": gbps_to_mpps(*gbps, frame_bytes as usize), "gbps": gbps}),
+                        "mpps": bench.mpps(*gbps, frame_bytes), "gbps": gbps}),
                     );
                 }
             }
