@@ -68,9 +68,9 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "1,4,8",
         "queues",
-        "NIC receive queues, 1 to 64",
+        "NIC receive queues, 1 to 63 (each takes one of the 64 user-interrupt vectors; vector 0 is not used)",
     )
-    .int(1, 64)
+    .int(1, 63)
     .items(1, 16),
     ParamSpec::new(
         "load",
@@ -631,7 +631,7 @@ impl Experiment for XuiL3fwd {
         let loads = ctx.params.f64_list("load");
         let dur = ctx.params.u64("duration_us");
         let routes = ctx.params.u64("routes");
-        if qs.iter().any(|q| *q == 0 || *q > 64)
+        if qs.iter().any(|q| *q == 0 || *q > 63)
             || loads.iter().any(|l| !(0.0..=1.5).contains(l))
             || dur == 0
             || dur > 1_000_000
@@ -639,7 +639,7 @@ impl Experiment for XuiL3fwd {
             || routes > 1_000_000
         {
             return Err(RunError::Config(
-                "queues in 1..=64, load in 0..=1.5, duration_us in 1..=10^6, routes in 1..=10^6"
+                "queues in 1..=63, load in 0..=1.5, duration_us in 100..=10^6, routes in 1..=10^6"
                     .into(),
             ));
         }
