@@ -127,6 +127,15 @@ fn bad_input_is_one_line_and_status_2() {
             "--out",
             "/dev/null/results",
         ],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--quick",
+            "--set",
+            "frames=100",
+            "--pcap",
+            "/dev/null/captures",
+        ],
     ] {
         let out = nextio(&args);
         one_error_line(&args, &out);

@@ -243,9 +243,9 @@ fn run_point(
     }
     let counters = wire.counters();
     if let (Some(dir), Some(cap)) = (&ctx.pcap_dir, wire.take_capture()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         cap.write(&dir.join(format!("ethernet-linerate-{frame_bytes}B.pcap")))
-            .map_err(|e| RunError::Config(e.to_string()))?;
+            .map_err(RunError::from_capture)?;
     }
     let span = last.get() - first.get();
     let n = delivered.get();

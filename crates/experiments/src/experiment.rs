@@ -45,6 +45,19 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+impl RunError {
+    /// A capture that could not be written is an I/O failure (it names
+    /// its path); one that could not be read is bad input.
+    pub fn from_capture(e: nextio_hw::pcap::PcapError) -> RunError {
+        match e {
+            nextio_hw::pcap::PcapError::Write { ref source, .. } => {
+                RunError::Io(std::io::Error::new(source.kind(), e.to_string()))
+            }
+            other => RunError::Config(other.to_string()),
+        }
+    }
+}
+
 /// Everything an experiment's `run` may read, plus the sinks it reports to.
 pub struct RunContext {
     pub params: Params,

@@ -265,11 +265,11 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         t.rate_gbps
     );
     if let Some(dir) = &ctx.pcap_dir {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         for (wire, side) in [(&gen_out, "to-host"), (&dut_out, "from-host")] {
             if let Some(capture) = wire.take_capture() {
                 let path = dir.join(format!("{}-{side}.pcap", crate::output::file_stem(&label)));
-                capture.write(&path).map_err(|e| cfg(&e))?;
+                capture.write(&path).map_err(RunError::from_capture)?;
             }
         }
     }
