@@ -1083,6 +1083,54 @@ mod tests {
         assert_eq!(got[1].0, Time(1_000_000_000_000));
     }
 
+    #[test]
+    fn pcapng_written_by_another_implementation_reads_back() {
+        use pcap_file::Endianness;
+        use pcap_file::pcapng::PcapNgWriter;
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::{
+            InterfaceDescriptionBlock, InterfaceDescriptionOption,
+        };
+        use pcap_file::pcapng::blocks::simple_packet::SimplePacketBlock;
+        use std::borrow::Cow;
+        let d = dir("other");
+        for (k, endianness) in [Endianness::Big, Endianness::Little]
+            .into_iter()
+            .enumerate()
+        {
+            let mut w = PcapNgWriter::with_endianness(Vec::new(), endianness).unwrap();
+            let mut idb = InterfaceDescriptionBlock::new(DataLink::ETHERNET, 0);
+            idb.options = vec![InterfaceDescriptionOption::IfTsResol(9)];
+            w.write_pcapng_block(idb).unwrap();
+            for (ns, data) in [(1_000u64, vec![1u8, 2, 3]), (2_500, vec![4, 5, 6, 7, 8])] {
+                w.write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: std::time::Duration::from_nanos(ns),
+                    original_len: data.len() as u32,
+                    data: Cow::Owned(data),
+                    options: vec![],
+                })
+                .unwrap();
+            }
+            w.write_pcapng_block(SimplePacketBlock {
+                original_len: 2,
+                data: Cow::Owned(vec![9, 9]),
+            })
+            .unwrap();
+            let path = d.join(format!("{k}.pcapng"));
+            std::fs::write(&path, w.into_inner()).unwrap();
+            assert_eq!(
+                read(&path).unwrap(),
+                vec![
+                    (Time(0), vec![1, 2, 3]),
+                    (Time(1_500_000), vec![4, 5, 6, 7, 8]),
+                    (Time(0), vec![9, 9]),
+                ],
+                "{endianness:?}"
+            );
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_full_disk_is_a_write_error_naming_the_path() {
