@@ -73,7 +73,9 @@ pub enum PcapError {
 const LINKTYPE_ETHERNET: u32 = 1;
 /// Largest record libpcap (and so tshark) reads: its `MAXIMUM_SNAPLEN`.
 pub const MAX_RECORD_BYTES: u32 = 262_144;
-/// Largest pcapng block read: 16 MiB, Wireshark's limit for a block.
+/// Largest pcapng block read (16 MiB): far above what a frame of the largest
+/// snap length needs; a longer length is taken as corruption, so a bogus
+/// length field cannot make the reader allocate without bound.
 pub const MAX_BLOCK_BYTES: u32 = 16 << 20;
 
 /// The container format of a capture file.
