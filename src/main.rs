@@ -118,10 +118,25 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {}", f.message);
+            eprintln!("error: {}", one_line(&f.message));
             ExitCode::from(f.status)
         }
     }
+}
+
+/// `message` with control characters escaped, so an error stays one line
+/// whatever a path or value held.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn dispatch(command: Command) -> Result<(), Failure> {
@@ -171,19 +186,22 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                         done.push((result, svg));
                     }
                     Err(f) => {
-                        eprintln!("error: {}: {}", exp.name(), f.message);
+                        eprintln!("error: {}: {}", exp.name(), one_line(&f.message));
                         failed.push(exp.name());
                     }
                 }
             }
             let run = RunInfo::now(GIT_COMMIT);
             let index = out.join("index.html");
-            std::fs::write(&index, report::index_html(&run, &done))
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", index.display())))?;
+            output::write_atomically(&index, report::index_html(&run, &done).as_bytes())
+                .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
             let summary = out.join("summary.md");
             let results: Vec<ExperimentResult> = done.iter().map(|(r, _)| r.clone()).collect();
-            std::fs::write(&summary, report::summary_markdown(&run, &results))
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", summary.display())))?;
+            output::write_atomically(
+                &summary,
+                report::summary_markdown(&run, &results).as_bytes(),
+            )
+            .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
             println!(
                 "all checks: {}",
                 output::tally_line(results.iter().flat_map(|r| &r.checks))
@@ -261,8 +279,7 @@ fn progress_bar(name: &str) -> ProgressBar {
 }
 
 fn write(out: &Path, result: &ExperimentResult) -> Result<PathBuf, Failure> {
-    output::write_result(out, result)
-        .map_err(|e| Failure::usage(format!("cannot write results under {}: {e}", out.display())))
+    output::write_result(out, result).map_err(|e| Failure::usage(format!("cannot write {e}")))
 }
 
 fn describe_text(exp: &dyn Experiment) -> String {
@@ -290,7 +307,7 @@ fn describe_text(exp: &dyn Experiment) -> String {
         s.push_str(&format!(
             "  {:<16} {}{unit}, default {}{quick}{choices}\n      {}\n",
             p.name,
-            p.kind_name(),
+            p.accepts(),
             p.default,
             p.help
         ));

@@ -1,14 +1,50 @@
 //! The command line as a user meets it: listing, running, describing,
-//! reproducible output, and one-line errors with status 2 for bad input.
+//! reproducible output, and one-line errors with status 2 for bad input —
+//! never a hang, an abort or a silently wrong result. Every run here has a
+//! deadline, so an input that would hang fails the test instead.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest any run in these tests may take.
+const DEADLINE: Duration = Duration::from_secs(120);
 
 fn nextio(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextio"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nextio"))
         .args(args)
-        .output()
-        .expect("the nextio binary runs")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the nextio binary runs");
+    let started = Instant::now();
+    while child
+        .try_wait()
+        .expect("the child can be waited for")
+        .is_none()
+    {
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nextio {args:?} did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output collected")
+}
+
+/// Assert `out` is bad input's answer: status 2, one `error:` line.
+fn one_error_line(args: &[&str], out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?} printed:\n{err}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    err
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -46,6 +82,8 @@ fn list_names_every_experiment() {
 
 #[test]
 fn bad_input_is_one_line_and_status_2() {
+    let huge_list = format!("frame_bytes={}", vec!["64"; 20_000].join(","));
+    let newline_path = "traffic_pcap=/no/such\nfile.pcap";
     for args in [
         vec!["run", "no-such-experiment"],
         vec!["run", "ethernet-linerate", "--set", "nope=1"],
@@ -54,17 +92,98 @@ fn bad_input_is_one_line_and_status_2() {
         vec!["run", "ethernet-linerate", "--set", "gbps"],
         vec!["run", "ethernet-linerate", "--seed", "-3"],
         vec!["frobnicate"],
+        // Each of these used to wrap, hang, saturate, exhaust memory or
+        // report a meaningless zero.
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--set",
+            "frames=18446744073709551615",
+        ],
+        vec!["run", "ethernet-linerate", "--set", "gbps=1000000000000"],
+        vec!["run", "ethernet-linerate", "--set", &huge_list],
+        vec!["run", "enso-packet-rate", "--set", "resolution_gbps=1e-16"],
+        vec!["run", "enso-packet-rate", "--set", "resolution_gbps=1e-15"],
+        vec!["run", "enso-pcie-metadata", "--set", "offered_gbps=1e-300"],
+        vec!["run", "enso-cache-misses", "--set", "flows=4294967295"],
+        vec![
+            "run",
+            "enso-cache-misses",
+            "--set",
+            "frames=18446744073709551615",
+        ],
+        vec!["run", "pcie-bandwidth", "--set", "transfers=4294967295"],
+        vec!["run", "xui-timer-core", "--set", "ticks=4294967295"],
+        vec![
+            "run",
+            "xui-receiver-overhead",
+            "--set",
+            "interval_us=18446744073709551615",
+        ],
+        vec!["run", "xui-l3fwd", "--set", "load=NaN"],
+        vec!["run", "xui-l3fwd", "--set", "load=-inf"],
+        vec!["run", "xui-dsa", "--set", "noise_frac=-0.5"],
+        vec!["run", "enso-cache-misses", "--quick", "--set", newline_path],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--quick",
+            "--out",
+            "/dev/null/results",
+        ],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--quick",
+            "--set",
+            "frames=100",
+            "--pcap",
+            "/dev/null/captures",
+        ],
     ] {
         let out = nextio(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?} printed:\n{err}"
-        );
-        assert!(err.starts_with("error: "), "{err}");
+        one_error_line(&args, &out);
     }
+}
+
+#[test]
+fn an_out_of_range_value_is_named_with_its_range() {
+    let args = [
+        "run",
+        "ethernet-linerate",
+        "--set",
+        "frames=18446744073709551615",
+    ];
+    let err = one_error_line(&args, &nextio(&args));
+    assert_eq!(
+        err.trim_end(),
+        "error: parameter `frames`: 18446744073709551615 is outside its range 2..=100000000 frames"
+    );
+    let args = ["run", "enso-packet-rate", "--set", "resolution_gbps=1e-16"];
+    let err = one_error_line(&args, &nextio(&args));
+    assert!(
+        err.contains("`resolution_gbps`") && err.contains("0.001 to 100") && err.contains("1e-16"),
+        "{err}"
+    );
+    // Combinations the ranges alone cannot bound are refused before running.
+    let args = [
+        "run",
+        "xui-receiver-overhead",
+        "--quick",
+        "--set",
+        "interval_us=5000",
+    ];
+    let err = one_error_line(&args, &nextio(&args));
+    assert!(err.contains("interval_us 5000"), "{err}");
+    let args = [
+        "run",
+        "ethernet-linerate",
+        "--quick",
+        "--out",
+        "/dev/null/results",
+    ];
+    let err = one_error_line(&args, &nextio(&args));
+    assert!(err.contains("/dev/null/results"), "{err}");
 }
 
 #[test]
@@ -114,7 +233,7 @@ fn describe_lists_every_declared_check_before_running() {
     let out = nextio(&["run", "enso-packet-rate", "--describe"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("59 Mpps (stated)") && text.contains("origin: fitted"),
+        text.contains("59 Mpps (stated)") && text.contains("origin: simulated"),
         "{text}"
     );
 }
@@ -413,6 +532,228 @@ fn enso_bench_captures_and_replays_pcap() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable pcap"));
+}
+
+/// Records of a pcap as `(secs, frac, incl_len, orig_len, bytes)`, read
+/// directly from its bytes (nanosecond or microsecond magic, either order).
+fn pcap_records(path: &Path) -> Vec<(u32, u32, u32, u32, Vec<u8>)> {
+    let raw = std::fs::read(path).expect("pcap written");
+    let be = raw[..4] == [0xa1, 0xb2, 0x3c, 0x4d] || raw[..4] == [0xa1, 0xb2, 0xc3, 0xd4];
+    let u32_at = |o: usize| {
+        let b: [u8; 4] = raw[o..o + 4].try_into().unwrap();
+        if be {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= raw.len() {
+        let incl = u32_at(off + 8) as usize;
+        out.push((
+            u32_at(off),
+            u32_at(off + 4),
+            incl as u32,
+            u32_at(off + 12),
+            raw[off + 16..off + 16 + incl].to_vec(),
+        ));
+        off += 16 + incl;
+    }
+    out
+}
+
+/// The same frames as a little-endian pcapng file with nanosecond
+/// timestamps: section header, interface description (if_tsresol 9), a
+/// name-resolution block (carries no frame) and one enhanced packet block
+/// per frame.
+fn as_pcapng(records: &[(u32, u32, u32, u32, Vec<u8>)]) -> Vec<u8> {
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = body.len().next_multiple_of(4);
+        let total = (12 + padded) as u32;
+        let mut b = kind.to_le_bytes().to_vec();
+        b.extend(total.to_le_bytes());
+        b.extend_from_slice(body);
+        b.resize(8 + padded, 0);
+        b.extend(total.to_le_bytes());
+        b
+    }
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend(1u16.to_le_bytes());
+    shb.extend(0u16.to_le_bytes());
+    shb.extend((-1i64).to_le_bytes());
+    let mut f = block(0x0a0d_0d0a, &shb);
+    let mut idb = 1u16.to_le_bytes().to_vec();
+    idb.extend(0u16.to_le_bytes());
+    idb.extend(0u32.to_le_bytes());
+    idb.extend([9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend(block(1, &idb));
+    f.extend(block(4, &[0; 4]));
+    for (secs, nanos, incl, orig, bytes) in records {
+        let ts = *secs as u64 * 1_000_000_000 + *nanos as u64;
+        let mut epb = 0u32.to_le_bytes().to_vec();
+        epb.extend(((ts >> 32) as u32).to_le_bytes());
+        epb.extend((ts as u32).to_le_bytes());
+        epb.extend(incl.to_le_bytes());
+        epb.extend(orig.to_le_bytes());
+        epb.extend_from_slice(bytes);
+        f.extend(block(6, &epb));
+    }
+    f
+}
+
+/// A capture the bench wrote, of `frame_bytes` frames: `(pcap path, out dir)`.
+fn captured(name: &str, frame_bytes: &str) -> (PathBuf, PathBuf) {
+    let (out_dir, pcap_dir) = (
+        temp_dir(&format!("{name}-out")),
+        temp_dir(&format!("{name}-pcap")),
+    );
+    let size = format!("frame_bytes={frame_bytes}");
+    let args = [
+        "run",
+        "enso-cache-misses",
+        "--quick",
+        "--set",
+        "interfaces=enso",
+        "--set",
+        "frames=200",
+        "--set",
+        "warmup_frames_per_core=0",
+        "--set",
+        &size,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--pcap",
+        pcap_dir.to_str().unwrap(),
+    ];
+    let out = nextio(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let to_host = std::fs::read_dir(&pcap_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("to-host.pcap"))
+        .expect("generator side");
+    (to_host, out_dir)
+}
+
+/// Run enso-cache-misses replaying `path`; its result.json.
+fn replay(path: &Path, out_dir: &Path) -> serde_json::Value {
+    let replay = format!("traffic_pcap={}", path.display());
+    let args = [
+        "run",
+        "enso-cache-misses",
+        "--quick",
+        "--set",
+        "interfaces=enso",
+        "--set",
+        "frames=200",
+        "--set",
+        "warmup_frames_per_core=0",
+        "--set",
+        &replay,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = nextio(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stable_json(&out_dir.join("enso-cache-misses/result.json"))
+}
+
+#[test]
+fn pcapng_and_snap_length_truncation_are_read_as_tshark_reads_them() {
+    let (pcap, out_dir) = captured("ng", "1518");
+    let records = pcap_records(&pcap);
+    assert_eq!(records.len(), 200);
+
+    // pcapng: the same frames, replayed the same way.
+    let ng = out_dir.join("same.pcapng");
+    std::fs::write(&ng, as_pcapng(&records)).unwrap();
+    let r = replay(&ng, &out_dir);
+    let input = &r["inputs"]["traffic_pcap"];
+    assert_eq!(input["format"], "pcapng", "{input}");
+    assert_eq!(input["replayed_frames"], 200);
+    assert_eq!(input["mean_frame_bytes"], 1518.0);
+    assert_eq!(input["blocks_skipped"]["name resolution"], 1);
+
+    // Every other frame cut by a 100-byte snap length: those are skipped
+    // and counted, the file is not rejected.
+    let cut: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (s, f, incl, orig, bytes))| {
+            if i % 2 == 0 {
+                (*s, *f, 100, *orig, bytes[..100].to_vec())
+            } else {
+                (*s, *f, *incl, *orig, bytes.clone())
+            }
+        })
+        .collect();
+    let truncated = out_dir.join("truncated.pcapng");
+    std::fs::write(&truncated, as_pcapng(&cut)).unwrap();
+    let r = replay(&truncated, &out_dir);
+    let input = &r["inputs"]["traffic_pcap"];
+    assert_eq!(input["skipped"]["truncated"], 100, "{input}");
+    assert_eq!(input["replayed_frames"], 100);
+    assert!(
+        r["notes"][0].as_str().unwrap().contains("100 truncated"),
+        "{}",
+        r["notes"][0]
+    );
+
+    // A capture with nothing usable is one clear error.
+    let all_cut: Vec<_> = cut.iter().step_by(2).cloned().collect();
+    let none = out_dir.join("none.pcapng");
+    std::fs::write(&none, as_pcapng(&all_cut)).unwrap();
+    let arg = format!("traffic_pcap={}", none.display());
+    let args = [
+        "run",
+        "enso-cache-misses",
+        "--quick",
+        "--set",
+        &arg,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let err = one_error_line(&args, &nextio(&args));
+    assert!(
+        err.contains("no frame to replay") && err.contains("100 truncated"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_device_is_refused_not_waited_on() {
+    let dir = temp_dir("fifo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("no-writer.pcap");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    let mut paths = vec![PathBuf::from("/dev/null")];
+    if made.is_ok_and(|s| s.success()) {
+        paths.push(fifo);
+    }
+    for path in paths {
+        let arg = format!("traffic_pcap={}", path.display());
+        let args = [
+            "run",
+            "enso-cache-misses",
+            "--quick",
+            "--set",
+            &arg,
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        let err = one_error_line(&args, &nextio(&args));
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 }
 
 /// Count the records of a big-endian nanosecond pcap of any frame size.

@@ -12,11 +12,15 @@
 //! The echo thread increments the byte at
 //! [`nextio_hw::trafficgen::ECHO_BYTE_OFFSET`] of the UDP payload and
 //! refreshes the UDP checksum, so the generator can verify every echo.
+//!
+//! A host is [`EchoSystem::ready`] once every echo thread has handed its
+//! receive rings to the NIC; a frame offered before then finds its queue
+//! without descriptors and is dropped, so benches start traffic only then.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use nextio_engine::Counters;
+use nextio_engine::{Counters, Notify, Sim};
 use nextio_hw::cache::CoreStats;
 use nextio_hw::cpu::Core;
 use nextio_hw::device::DeviceId;
@@ -67,6 +71,39 @@ impl EchoConfig {
     }
 }
 
+/// Counts down the echo threads still setting up their receive rings.
+pub struct Readiness {
+    pending: Cell<usize>,
+    notify: Notify,
+}
+
+impl Readiness {
+    /// Readiness of `threads` threads, none of them ready yet.
+    pub fn new(sim: &Sim, threads: usize) -> Rc<Readiness> {
+        Rc::new(Readiness {
+            pending: Cell::new(threads),
+            notify: Notify::new(sim),
+        })
+    }
+    /// One thread's receive rings are now the NIC's.
+    pub fn thread_ready(&self) {
+        self.pending.set(self.pending.get().saturating_sub(1));
+        if self.pending.get() == 0 {
+            self.notify.notify();
+        }
+    }
+    /// Whether every thread's rings are the NIC's.
+    pub fn is_ready(&self) -> bool {
+        self.pending.get() == 0
+    }
+    /// Wait until [`Readiness::is_ready`].
+    pub async fn wait(&self) {
+        while !self.is_ready() {
+            self.notify.notified().await;
+        }
+    }
+}
+
 /// A running echo host.
 pub struct EchoSystem {
     pub host: Host,
@@ -76,6 +113,9 @@ pub struct EchoSystem {
     nic_counters: Box<dyn Fn() -> Counters>,
     /// Application counters: `echoed`, and anything else the app counts.
     pub app: Rc<RefCell<Counters>>,
+    /// Whether the drivers have handed their rings to the NIC (a thread
+    /// that fails to start never becomes ready and counts `error`).
+    pub ready: Rc<Readiness>,
 }
 
 impl EchoSystem {

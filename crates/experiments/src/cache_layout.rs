@@ -82,38 +82,44 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64,
         "8192",
         "packets",
-        "packets the NIC writes before the core reads",
+        "packets the NIC writes before the core reads, 1 to 2^20 (128× the default)",
     )
-    .quick("2048"),
+    .quick("2048")
+    .int(1, 1 << 20),
     ParamSpec::new(
         "packet_bytes",
         ParamKind::U64List,
         "64,128,256,512,1024,1500",
         "bytes",
-        "packet sizes (x axis)",
+        "packet sizes (x axis), 1 to 2048 (one 2 KiB buffer)",
     )
-    .quick("64,256,1024"),
+    .quick("64,256,1024")
+    .int(1, 2048)
+    .items(1, 64),
     ParamSpec::new(
         "pool_mib",
         ParamKind::U64,
         "64",
         "MiB",
-        "buffer pool of the scattered layout",
-    ),
+        "buffer pool of the scattered layout, 1 to 4096 MiB",
+    )
+    .int(1, 4096),
     ParamSpec::new(
         "descriptor_bytes",
         ParamKind::U64,
         "16",
         "bytes",
         "descriptor size, 16 or 32 (scattered layout)",
-    ),
+    )
+    .int(16, 32),
     ParamSpec::new(
         "ddio_ways",
         ParamKind::U64,
         "2",
         "ways",
         "LLC ways DDIO may allocate into (of 12)",
-    ),
+    )
+    .int(0, 12),
     ParamSpec::new("prefetch", ParamKind::Str, "on", "", "hardware prefetchers")
         .choices(&["on", "off"]),
 ];

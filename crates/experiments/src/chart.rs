@@ -616,6 +616,7 @@ mod tests {
             axes,
             checks: vec![],
             not_evaluated: vec![],
+            inputs: Default::default(),
             notes: vec![],
             sim: SimStats {
                 events: 0,

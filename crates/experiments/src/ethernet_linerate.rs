@@ -41,24 +41,35 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "64,128,256,512,1024,1518",
         "bytes",
-        "Ethernet frame sizes, FCS included",
-    ),
-    ParamSpec::new("gbps", ParamKind::U64, "100", "Gb/s", "link rate"),
+        "Ethernet frame sizes, FCS included (IEEE 802.3: 64 to 1518)",
+    )
+    .int(64, 1518)
+    .items(1, 64),
+    ParamSpec::new(
+        "gbps",
+        ParamKind::U64,
+        "100",
+        "Gb/s",
+        "link rate, 1 to 1600 (up to 1.6 Tb/s Ethernet)",
+    )
+    .int(1, 1600),
     ParamSpec::new(
         "frames",
         ParamKind::U64,
         "200000",
         "frames",
-        "frames sent per point",
+        "frames sent per point, 2 to 10^8 (500× the default)",
     )
-    .quick("20000"),
+    .quick("20000")
+    .int(2, 100_000_000),
     ParamSpec::new(
         "queue_frames",
         ParamKind::U64,
         "256",
         "frames",
-        "transmit queue capacity",
-    ),
+        "transmit queue capacity, 1 to 65536 (the queue holds real frames, up to 100 MB of them)",
+    )
+    .int(1, 65_536),
 ];
 
 /// The overloaded sender offers this many times the line rate.
@@ -125,8 +136,12 @@ impl Experiment for EthernetLinerate {
                 "frame_bytes {bad} is outside 64..=1518"
             )));
         }
-        let rate = Rate::from_bits_per_s(ctx.params.u64("gbps").saturating_mul(1_000_000_000))
-            .ok_or_else(|| RunError::Config("gbps must be positive".into()))?;
+        let rate = ctx
+            .params
+            .u64("gbps")
+            .checked_mul(1_000_000_000)
+            .and_then(Rate::from_bits_per_s)
+            .ok_or_else(|| RunError::Config("gbps must be 1 to 1600".into()))?;
         let frames = ctx.params.u64("frames");
         if frames < 2 {
             return Err(RunError::Config(
@@ -326,17 +341,22 @@ fn run_point(
         }
     });
     // Enough simulated time for every frame at line rate, with margin.
-    let horizon = Rate::duration_for_bytes(config.rate, (frame_bytes + 20) * frames).times(2)
-        + Duration::from_us(10);
+    let line_bytes = (frame_bytes + 20).checked_mul(frames).ok_or_else(|| {
+        RunError::Config(format!(
+            "{frames} frames of {frame_bytes} B overflow the byte count"
+        ))
+    })?;
+    let horizon =
+        Rate::duration_for_bytes(config.rate, line_bytes).times(2) + Duration::from_us(10);
     sim.run_until(Time::ZERO + horizon);
     if let Some(e) = build_error.borrow_mut().take() {
         return Err(RunError::Config(e));
     }
     let counters = wire.counters();
     if let (Some(dir), Some(cap)) = (&ctx.pcap_dir, wire.take_capture()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         cap.write(&dir.join(format!("{label}.pcap")))
-            .map_err(|e| RunError::Config(e.to_string()))?;
+            .map_err(RunError::from_capture)?;
     }
     let span = last.get() - first.get();
     let n = delivered.get();

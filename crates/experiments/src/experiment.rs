@@ -13,6 +13,11 @@
 //! judged — [`Verdict::Within`], [`Verdict::Miss`] or, without a published
 //! value, [`Verdict::ModelOnly`]. Tolerances cannot be attached after the
 //! model value is known.
+//!
+//! What a run read from outside its parameters (a replayed capture: what
+//! it held, what was skipped and why) is recorded through
+//! [`RunContext::record_input`] and lands in `result.json`'s `inputs` and in
+//! its notes.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -60,6 +65,19 @@ pub enum RunError {
     Declaration(String),
 }
 
+impl RunError {
+    /// A capture that could not be written is an I/O failure (it names
+    /// its path); one that could not be read is bad input.
+    pub fn from_capture(e: nextio_hw::pcap::PcapError) -> RunError {
+        match e {
+            nextio_hw::pcap::PcapError::Write { ref source, .. } => {
+                RunError::Io(std::io::Error::new(source.kind(), e.to_string()))
+            }
+            other => RunError::Config(other.to_string()),
+        }
+    }
+}
+
 /// Everything an experiment's `run` may read, plus the sinks it reports to.
 pub struct RunContext {
     pub params: Params,
@@ -72,6 +90,8 @@ pub struct RunContext {
     pub trace_dir: Option<PathBuf>,
     progress: Box<dyn Fn(f64) + Sync>,
     tally: Mutex<SimTally>,
+    inputs: Mutex<Map<String, Value>>,
+    input_notes: Mutex<Vec<String>>,
 }
 
 /// Work done by the simulator during a run, for the speed report.
@@ -109,7 +129,21 @@ impl RunContext {
             trace_dir: None,
             progress: Box::new(|_| {}),
             tally: Mutex::new(SimTally::default()),
+            inputs: Mutex::new(Map::new()),
+            input_notes: Mutex::new(Vec::new()),
         }
+    }
+    /// Record what the run read as input `key` (shown in `result.json`'s
+    /// `inputs`), with a note that says it in words.
+    pub fn record_input(&self, key: &str, what: Value, note: String) {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), what);
+        self.input_notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(note);
     }
     pub fn with_progress(mut self, f: impl Fn(f64) + Sync + 'static) -> Self {
         self.progress = Box::new(f);
@@ -144,7 +178,7 @@ impl RunContext {
             return Ok(());
         };
         let (records, dropped) = sim.take_trace();
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         let mut text = String::with_capacity(records.len() * 32);
         for r in &records {
             text.push_str(&format!("{} {}\n", r.time.ps(), r.message));
@@ -152,10 +186,8 @@ impl RunContext {
         if dropped > 0 {
             text.push_str(&format!("# {dropped} later records not kept\n"));
         }
-        std::fs::write(
-            dir.join(format!("{}.trace", crate::output::file_stem(label))),
-            text,
-        )?;
+        let path = dir.join(format!("{}.trace", crate::output::file_stem(label)));
+        crate::output::write_atomically(&path, text.as_bytes())?;
         Ok(())
     }
     /// Report progress as a fraction 0–1.
@@ -835,6 +867,10 @@ pub struct ExperimentResult {
     /// without the point a check is taken at).
     pub not_evaluated: Vec<String>,
     pub notes: Vec<String>,
+    /// What the run read besides its parameters (a replayed capture's
+    /// frames, flows and skipped records by reason); absent when nothing.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
     pub sim: SimStats,
 }
 
@@ -863,6 +899,9 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
         .collect();
     let tally = ctx.tally();
     let per_s = |n: u64| if wall_s > 0.0 { n as f64 / wall_s } else { 0.0 };
+    let inputs = std::mem::take(&mut *ctx.inputs.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut notes = std::mem::take(&mut *ctx.input_notes.lock().unwrap_or_else(|e| e.into_inner()));
+    notes.extend(outcome.notes);
     Ok(ExperimentResult {
         experiment: exp.name().into(),
         reproduces: exp.reproduces().into(),
@@ -875,7 +914,8 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
         axes: outcome.axes,
         checks: outcome.checks,
         not_evaluated,
-        notes: outcome.notes,
+        notes,
+        inputs,
         sim: SimStats {
             events: tally.events,
             simulated_ps: tally.simulated_ps,

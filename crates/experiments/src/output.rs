@@ -5,10 +5,13 @@
 //! same seed write byte-identical files except for the wall-clock fields
 //! and the run information (date, command line).
 //!
-//! A rerun into the same folder first removes the files the previous run
-//! wrote there, as listed in its [`MANIFEST`], so no stale CSV of a series
-//! that no longer exists survives; files nextio did not write are left
-//! alone.
+//! A rerun into the same folder removes the files the previous run wrote
+//! there (as listed in its [`MANIFEST`]) and this one did not, so no stale
+//! CSV of a series that no longer exists survives; files nextio did not
+//! write are left alone. Every file is written beside its final name and renamed into
+//! place, and `result.json` last: a failed write (a full disk) names the
+//! file, leaves no partial file behind, and a `result.json` on disk always
+//! belongs to a complete set.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -22,20 +25,16 @@ use crate::experiment::{Check, ExperimentResult, Origin, Series, Verdict};
 /// removes exactly those (and nothing a user put there).
 pub const MANIFEST: &str = ".nextio-files";
 
-/// Write every artefact of `result` under `out/NAME/`, after removing
-/// what the previous run wrote there; returns that folder.
+/// Write every artefact of `result` under `out/NAME/`, then remove what
+/// the previous run wrote there and this one did not; returns that folder.
+/// An error's message names the file that could not be written, and a
+/// failed write leaves the previous run's files as they were.
 pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<PathBuf> {
     let dir = out.join(&result.experiment);
-    fs::create_dir_all(&dir)?;
-    remove_previous(&dir)?;
-    let mut written = Vec::new();
-    let mut write = |name: String, contents: String| -> std::io::Result<()> {
-        fs::write(dir.join(&name), contents)?;
-        written.push(name);
-        Ok(())
-    };
+    fs::create_dir_all(&dir).map_err(|e| path_error(&dir, e))?;
+    let previous = previous_files(&dir).map_err(|e| path_error(&dir, e))?;
     let json = serde_json::to_string_pretty(result).map_err(std::io::Error::other)?;
-    write("result.json".into(), json + "\n")?;
+    let mut written = Vec::new();
     let mut stems: Vec<String> = Vec::new();
     for series in &result.series {
         // Names that differ only in characters a file name cannot keep
@@ -47,39 +46,69 @@ pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<Pa
             stem = format!("{base}-{n}");
             n += 1;
         }
-        write(format!("{stem}.csv"), series_csv(series))?;
+        let name = format!("{stem}.csv");
+        write_atomically(&dir.join(&name), series_csv(series).as_bytes())?;
+        written.push(name);
         stems.push(stem);
     }
-    write("chart.svg".into(), chart_svg(result))?;
+    write_atomically(&dir.join("chart.svg"), chart_svg(result).as_bytes())?;
+    written.push("chart.svg".into());
+    write_atomically(&dir.join("result.json"), (json + "\n").as_bytes())?;
+    written.push("result.json".into());
     written.sort();
-    written.dedup();
-    fs::write(dir.join(MANIFEST), written.join("\n") + "\n")?;
+    for stale in previous.iter().filter(|name| !written.contains(name)) {
+        match fs::remove_file(dir.join(stale)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(path_error(&dir.join(stale), e)),
+        }
+    }
+    write_atomically(&dir.join(MANIFEST), (written.join("\n") + "\n").as_bytes())?;
     Ok(dir)
 }
 
-/// Remove the files the manifest in `dir` lists. Only plain names in
-/// `dir` itself are honoured, so a damaged manifest cannot reach outside.
-fn remove_previous(dir: &Path) -> std::io::Result<()> {
+/// The files the manifest in `dir` lists. Only plain names in `dir`
+/// itself are honoured, so a damaged manifest cannot reach outside.
+fn previous_files(dir: &Path) -> std::io::Result<Vec<String>> {
     let listed = match fs::read_to_string(dir.join(MANIFEST)) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    for name in listed.lines().map(str::trim) {
-        let plain = !name.is_empty()
-            && name != MANIFEST
-            && !name.starts_with('.')
-            && !name.contains(['/', '\\']);
-        if !plain {
-            continue;
-        }
-        match fs::remove_file(dir.join(name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    Ok(listed
+        .lines()
+        .map(str::trim)
+        .filter(|name| {
+            !name.is_empty()
+                && *name != MANIFEST
+                && !name.starts_with('.')
+                && !name.contains(['/', '\\'])
+        })
+        .map(str::to_string)
+        .collect())
+}
+
+/// `e` with `path` in its message (its kind kept).
+pub fn path_error(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder,
+/// synced and then renamed into place: `path` is either left as it was or
+/// holds all of `bytes`. An error names `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = nextio_hw::pcap::temporary_path(path);
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    Ok(())
+    written.map_err(|e| path_error(path, e))
 }
 
 /// A name safe to use as a file name.

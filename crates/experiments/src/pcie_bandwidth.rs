@@ -45,28 +45,39 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "64,128,256,512,1024,1536,2048,3072,4096",
         "bytes",
-        "DMA transfer sizes",
+        "DMA transfer sizes, 1 B to 1 MiB",
     )
-    .quick("64,256,1024,4096"),
+    .quick("64,256,1024,4096")
+    .int(1, 1 << 20)
+    .items(1, 64),
     // Gen 3: the generation of the hosts and NICs pcie-bench measured.
-    ParamSpec::new("gen", ParamKind::U64, "3", "", "PCIe generation (1-5)"),
+    ParamSpec::new("gen", ParamKind::U64, "3", "", "PCIe generation (1-5)").int(1, 5),
     // x16: the widest link common on servers; pcie-bench's model covers x1-x32.
-    ParamSpec::new("lanes", ParamKind::U64, "16", "lanes", "link width"),
+    ParamSpec::new(
+        "lanes",
+        ParamKind::U64,
+        "16",
+        "lanes",
+        "link width: 1, 2, 4, 8, 16 or 32",
+    )
+    .int(1, 32),
     // 256 B MPS and 512 B MRRS: the values pcie-bench's model discussion uses (§3).
     ParamSpec::new(
         "mps",
         ParamKind::U64,
         "256",
         "bytes",
-        "maximum payload size",
-    ),
+        "maximum payload size: a power of two, 128 to 4096",
+    )
+    .int(128, 4096),
     ParamSpec::new(
         "mrrs",
         ParamKind::U64,
         "512",
         "bytes",
-        "maximum read request size",
-    ),
+        "maximum read request size: a power of two, 128 to 4096",
+    )
+    .int(128, 4096),
     // 64 B: the smaller read completion boundary a root complex may
     // advertise (PCIe Base Spec, Link Control register).
     ParamSpec::new(
@@ -74,8 +85,9 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64,
         "64",
         "bytes",
-        "read completion boundary",
-    ),
+        "read completion boundary: 64, 128, 256 or 512",
+    )
+    .int(64, 512),
     // 0: completions in MPS-sized chunks, pcie-bench's default.
     ParamSpec::new(
         "rcb_chunks",
@@ -83,7 +95,8 @@ const PARAMS: &[ParamSpec] = &[
         "0",
         "",
         "1: completions come back in RCB-sized chunks",
-    ),
+    )
+    .int(0, 1),
     // Enough transfers that the quantisation of DLLP/SKIP insertion and the
     // first transfer's latency are far below the 1 % tolerance.
     ParamSpec::new(
@@ -91,9 +104,10 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64,
         "20000",
         "",
-        "transfers per point",
+        "transfers per point, 2 to 10^6 (50× the default); their buffers must fit the host's memory",
     )
-    .quick("2000"),
+    .quick("2000")
+    .int(2, 1_000_000),
     // 0: the spec's tag space for the generation — 256 8-bit extended tags
     // up to gen3, 768 10-bit tags from gen4 (PCIe Base Spec §2.2.6.2).
     ParamSpec::new(
@@ -101,8 +115,9 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64,
         "0",
         "",
-        "outstanding read tags (0: spec maximum for the generation)",
-    ),
+        "outstanding read tags, 0 to 1024 (0: spec maximum for the generation)",
+    )
+    .int(0, 1024),
     // pcie-bench's: the experiment reproduces its closed form, which
     // assumes it; `spec` shows what the spec's Ack coalescing leaves.
     ParamSpec::new(
@@ -185,6 +200,21 @@ impl Experiment for PcieBandwidth {
             return Err(RunError::Config(
                 "at least two transfers per point are needed to measure a rate".into(),
             ));
+        }
+        // Every transfer has its own 4 KiB-aligned buffer in host memory:
+        // refuse what the host cannot hold before anything is built.
+        let memory = MachineSpec::enso_testbed(1).memory_bytes;
+        for &size in &sizes {
+            let need = size
+                .div_ceil(4096)
+                .checked_mul(4096)
+                .and_then(|stride| stride.checked_mul(transfers));
+            if need.is_none_or(|n| n > memory) {
+                return Err(RunError::Config(format!(
+                    "{transfers} transfers of {size} B need more than the host's {} GiB of memory (4 KiB-aligned buffers)",
+                    memory >> 30
+                )));
+            }
         }
 
         let points: Vec<(u64, Op)> = sizes

@@ -357,6 +357,7 @@ mod tests {
             axes: vec![],
             checks,
             not_evaluated: vec![],
+            inputs: Default::default(),
             notes: vec![],
             sim: SimStats {
                 events: 0,

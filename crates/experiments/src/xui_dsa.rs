@@ -47,24 +47,29 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "2,20",
         "µs",
-        "mean completion latency",
-    ),
+        "mean completion latency, 1 to 10000 µs",
+    )
+    .int(1, 10_000)
+    .items(1, 16),
     ParamSpec::new(
         "noise_frac",
         ParamKind::F64List,
         "0,0.25,0.5,0.75,1",
         "× mean",
-        "half-width of the uniform noise, as a fraction of the mean",
+        "half-width of the uniform noise, as a fraction of the mean, 0 to 1",
     )
-    .quick("0,0.5,1"),
+    .quick("0,0.5,1")
+    .real(0.0, 1.0)
+    .items(1, 64),
     ParamSpec::new(
         "requests",
         ParamKind::U64,
         "20000",
         "offloads",
-        "offloads per point",
+        "offloads per point, 1 to 10^6 (50× the default; every latency is kept)",
     )
-    .quick("2000"),
+    .quick("2000")
+    .int(1, 1_000_000),
 ];
 
 /// Client work per offload: build the descriptor and issue the 64-byte

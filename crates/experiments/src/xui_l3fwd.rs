@@ -75,31 +75,37 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "1,4,8",
         "queues",
-        "NIC receive queues",
-    ),
+        "NIC receive queues, 1 to 63 (each takes one of the 64 user-interrupt vectors; vector 0 is not used)",
+    )
+    .int(1, 63)
+    .items(1, 16),
     ParamSpec::new(
         "load",
         ParamKind::F64List,
         "0,0.1,0.2,0.4,0.6,0.8,0.9,1",
         "fraction",
-        "offered load, fraction of the polling maximum",
+        "offered load, fraction of the polling maximum, 0 to 1.5",
     )
-    .quick("0,0.2,0.4,0.8,1"),
+    .quick("0,0.2,0.4,0.8,1")
+    .real(0.0, 1.5)
+    .items(1, 64),
     ParamSpec::new(
         "duration_us",
         ParamKind::U64,
         "10000",
         "µs",
-        "simulated time per point",
+        "simulated time per point, 100 to 10^6 µs (shorter windows hold too few frames for a p95)",
     )
-    .quick("2000"),
+    .quick("2000")
+    .int(100, 1_000_000),
     ParamSpec::new(
         "routes",
         ParamKind::U64,
         "16000",
         "routes",
-        "LPM table size",
-    ),
+        "LPM table size, 1 to 10^6",
+    )
+    .int(1, 1_000_000),
 ];
 
 /// One probe of the LPM table (a hash-table access, L1/L2-resident).
@@ -682,7 +688,7 @@ impl Experiment for XuiL3fwd {
         let loads = ctx.params.f64_list("load");
         let dur = ctx.params.u64("duration_us");
         let routes = ctx.params.u64("routes");
-        if qs.iter().any(|q| *q == 0 || *q > 64)
+        if qs.iter().any(|q| *q == 0 || *q > 63)
             || loads.iter().any(|l| !(0.0..=1.5).contains(l))
             || dur == 0
             || dur > 1_000_000
@@ -690,7 +696,7 @@ impl Experiment for XuiL3fwd {
             || routes > 1_000_000
         {
             return Err(RunError::Config(
-                "queues in 1..=64, load in 0..=1.5, duration_us in 1..=10^6, routes in 1..=10^6"
+                "queues in 1..=63, load in 0..=1.5, duration_us in 100..=10^6, routes in 1..=10^6"
                     .into(),
             ));
         }

@@ -108,17 +108,20 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "1,2,5,10,20,50,100",
         "µs",
-        "interrupt period",
+        "interrupt period, 1 to 10000 µs, at most half the program (so every point has interrupts to count)",
     )
-    .quick("1,5,20,100"),
+    .quick("1,5,20,100")
+    .int(1, 10_000)
+    .items(1, 64),
     ParamSpec::new(
         "program_ms",
         ParamKind::U64,
         "10",
         "ms",
-        "length of the compute program without interrupts",
+        "length of the compute program without interrupts, 1 to 1000",
     )
-    .quick("2"),
+    .quick("2")
+    .int(1, 1000),
 ];
 
 const MECHANISMS: [(&str, Preemption); 3] = [
@@ -164,6 +167,17 @@ impl Experiment for XuiReceiverOverhead {
         let program_ms = ctx.params.u64("program_ms");
         if program_ms == 0 || program_ms > 1000 {
             return Err(RunError::Config("program_ms must be in 1..=1000".into()));
+        }
+        // An interval the program cannot hold twice leaves (almost) no
+        // interrupt to divide by: a meaningless cycles-per-event.
+        if let Some(i) = intervals
+            .iter()
+            .find(|i| i.saturating_mul(2) > program_ms * 1000)
+        {
+            return Err(RunError::Config(format!(
+                "interval_us {i} leaves fewer than two interrupts in a {program_ms} ms program (at most {} µs)",
+                program_ms * 500
+            )));
         }
         let cycles = FREQ.duration_to_cycles(Duration::from_ms(program_ms));
         let mixes = [programs::FIB, programs::LINPACK, programs::MEMOPS];

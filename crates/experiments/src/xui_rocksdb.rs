@@ -37,31 +37,36 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "20,40,60,80,100,120,140,160,180,200,210,220,230,240,250,260,280",
         "krps",
-        "offered load",
+        "offered load, 1 to 2000 krps",
     )
-    .quick("20,100,180,220,240,260,280"),
+    .quick("20,100,180,220,240,260,280")
+    .int(1, 2000)
+    .items(1, 64),
     ParamSpec::new(
         "quantum_us",
         ParamKind::U64,
         "5",
         "µs",
-        "preemption quantum",
-    ),
+        "preemption quantum, 1 to 10000",
+    )
+    .int(1, 10_000),
     ParamSpec::new(
         "workers",
         ParamKind::U64,
         "1",
         "cores",
         "runtime worker cores (1..=64), one run queue each, work stealing on; the paper's set-up (§5.3) runs the RocksDB server in an Aspen runtime on a single core, plus a timer core for UIPI and a packet-forwarding core",
-    ),
+    )
+    .int(1, 64),
     ParamSpec::new(
         "duration_ms",
         ParamKind::U64,
         "1000",
         "ms",
-        "simulated time per point",
+        "simulated time per point, 10 to 60000; the most offered_krps × duration_ms (requests per point, each kept for the digest) at most 2×10^6",
     )
-    .quick("200"),
+    .quick("200")
+    .int(10, 60_000),
 ];
 
 const MECHS: [&str; 3] = ["none", "uipi", "xui"];
@@ -117,6 +122,11 @@ const CHECKS: &[CheckSpec] = &[
     )
     .words(100.0, Tolerance::AtLeast),
 ];
+
+/// Most requests one point may offer (krps × ms): each is kept until the
+/// end of the run, so this bounds a point's memory (model choice: 7× the
+/// default sweep's largest point).
+const MAX_REQUESTS: u64 = 2_000_000;
 
 struct Point {
     achieved_krps: f64,
@@ -346,6 +356,14 @@ impl Experiment for XuiRocksdb {
         {
             return Err(RunError::Config(format!(
                 "offered_krps in 1..=2000, quantum_us > 0, duration_ms in 10..=60000, workers in 1..={MAX_WORKERS}"
+            )));
+        }
+        // Every request's result is kept until the run ends: bound their
+        // number before running.
+        let most = loads.iter().copied().max().unwrap_or(1);
+        if most.saturating_mul(dur) > MAX_REQUESTS {
+            return Err(RunError::Config(format!(
+                "offered_krps {most} × duration_ms {dur} is more than {MAX_REQUESTS} requests per point"
             )));
         }
         let workers = workers as usize;

@@ -72,17 +72,28 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "2,5,10,20,50,100,200",
         "µs",
-        "preemption quantum",
+        "preemption quantum, 1 to 10000 µs, at most half the program (so every point preempts)",
     )
-    .quick("2,5,20,200"),
-    ParamSpec::new("program_ms", ParamKind::U64, "8", "ms", "program length").quick("2"),
+    .quick("2,5,20,200")
+    .int(1, 10_000)
+    .items(1, 64),
+    ParamSpec::new(
+        "program_ms",
+        ParamKind::U64,
+        "8",
+        "ms",
+        "program length, 1 to 1000",
+    )
+    .quick("2")
+    .int(1, 1000),
     ParamSpec::new(
         "check_uops",
         ParamKind::U64,
         "2",
         "µops",
-        "a polling check: load of the flag (L1 hit) and a fused compare-and-branch",
-    ),
+        "a polling check: load of the flag (L1 hit) and a fused compare-and-branch; 0 to 100 (polling then costs at most ~6× the loop body, within the run's 20× horizon)",
+    )
+    .int(0, 100),
 ];
 
 /// µops per loop back-edge of each program (the unrolled inner loop a
@@ -118,11 +129,22 @@ impl Experiment for XuiSafepoints {
         let quanta = ctx.params.u64_list("quantum_us");
         let program_ms = ctx.params.u64("program_ms");
         let check = ctx.params.u64("check_uops");
-        if quanta.contains(&0) || program_ms == 0 || program_ms > 1000 || check > 1000 {
+        if quanta.contains(&0) || program_ms == 0 || program_ms > 1000 || check > 100 {
             return Err(RunError::Config(
-                "quantum_us and program_ms must be positive (program_ms ≤ 1000, check_uops ≤ 1000)"
+                "quantum_us and program_ms must be positive (program_ms ≤ 1000, check_uops ≤ 100)"
                     .into(),
             ));
+        }
+        // A quantum the program cannot hold twice preempts (almost) never:
+        // the overhead would be a meaningless zero.
+        if let Some(q) = quanta
+            .iter()
+            .find(|q| q.saturating_mul(2) > program_ms * 1000)
+        {
+            return Err(RunError::Config(format!(
+                "quantum_us {q} leaves fewer than two preemptions in a {program_ms} ms program (at most {} µs)",
+                program_ms * 500
+            )));
         }
         let cycles = FREQ.duration_to_cycles(Duration::from_ms(program_ms));
         let mechs = ["polling", "safepoint", "uipi"];

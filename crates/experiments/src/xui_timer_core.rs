@@ -44,26 +44,36 @@ const PARAMS: &[ParamSpec] = &[
         ParamKind::U64List,
         "1,2,4,8,16,22,32",
         "cores",
-        "worker cores notified each interval",
+        "worker cores notified each interval, 1 to 256 (each is a simulated core with its caches)",
     )
-    .quick("1,4,16,32"),
+    .quick("1,4,16,32")
+    .int(1, 256)
+    .items(1, 64),
     ParamSpec::new(
         "interval_us",
         ParamKind::U64List,
         "5,10,20,50,100",
         "µs",
-        "preemption interval",
+        "preemption interval, 1 to 10000 µs",
     )
-    .quick("5,20,100"),
+    .quick("5,20,100")
+    .int(1, 10_000)
+    .items(1, 64),
     ParamSpec::new(
         "ticks",
         ParamKind::U64,
         "2000",
         "ticks",
-        "timer ticks simulated per point",
+        "timer ticks simulated per point, 1 to 100000; ticks × the most workers at most 4×10^6 (every UIPI's delivery is recorded)",
     )
-    .quick("300"),
+    .quick("300")
+    .int(1, 100_000),
 ];
+
+/// Most UIPIs one point may send (ticks × workers): the kernel keeps a
+/// record of each delivery, so this bounds a point's memory (model choice:
+/// 60× the default sweep's largest point).
+const MAX_DELIVERIES: u64 = 4_000_000;
 
 /// Per-send overhead in the timer loop beyond `senduipi`: read the TSC and
 /// the next worker's UITT index (assumption: rdtsc-bound, 25 cycles).
@@ -270,6 +280,13 @@ impl Experiment for XuiTimerCore {
             return Err(RunError::Config(
                 "interval_us and ticks must be positive, workers in 1..=256".into(),
             ));
+        }
+        // The kernel records every delivery: bound them before running.
+        let most = workers.iter().copied().max().unwrap_or(1);
+        if ticks.saturating_mul(most) > MAX_DELIVERIES {
+            return Err(RunError::Config(format!(
+                "ticks {ticks} × workers {most} is more than {MAX_DELIVERIES} UIPIs per point"
+            )));
         }
         let mut points = Vec::new();
         for t in [Timer::Setitimer, Timer::Nanosleep, Timer::Spin] {

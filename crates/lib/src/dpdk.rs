@@ -271,8 +271,9 @@ impl Pmd {
     }
 
     /// Hand the filled RX ring to the NIC: all but one descriptor (tail =
-    /// entries - 1), with a doorbell at the thread's time.
-    pub async fn start(&self) -> Result<(), PmdError> {
+    /// entries - 1), with a doorbell at the thread's time. Returns when the
+    /// doorbell reaches the NIC, from which on the ring is the NIC's.
+    pub async fn start(&self) -> Result<Time, PmdError> {
         self.doorbell(regs::rx_tail(self.queue), self.cfg.rx_ring_entries - 1)
             .await
     }
@@ -419,12 +420,14 @@ impl Pmd {
         Ok(n)
     }
 
-    async fn doorbell(&self, register: u64, value: u32) -> Result<(), PmdError> {
+    /// Ring a doorbell; returns when it reaches the NIC.
+    async fn doorbell(&self, register: u64, value: u32) -> Result<Time, PmdError> {
         self.ctx.cycles(Category::Driver, DOORBELL_CYCLES);
-        self.ctx
+        let lands = self
+            .ctx
             .mmio_write(self.regs.offset(register), &value.to_le_bytes(), "doorbell")
             .await?;
-        Ok(())
+        Ok(lands)
     }
 
     /// Whether the write-back status of RX descriptor `i` has DD set, read
@@ -479,7 +482,8 @@ impl Pmd {
     /// writing `GLINT_DYN_CTL` with `INTENA` (a doorbell-priced MMIO write).
     pub async fn rx_intr_enable(&self) -> Result<(), PmdError> {
         self.doorbell(regs::irq_dyn_ctl(self.queue), regs::DYN_CTL_INTENA)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Ask the NIC to compute `m`'s UDP checksum on transmit (E810 L4

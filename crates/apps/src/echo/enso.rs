@@ -26,7 +26,7 @@ use nextio_os::{Host, OsCosts};
 
 use super::{
     CHECKSUM_PATCH_CYCLES, ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem,
-    NotificationMode, config_error,
+    NotificationMode, Readiness, config_error,
 };
 
 /// Most bytes the echo takes from a pipe per batch: 16 KiB, 256 minimum-size
@@ -173,6 +173,9 @@ pub fn build(
         nic: nic.id,
         nic_counters: Box::new(move || handle.borrow().counters().clone()),
         app,
+        // Pipes and notification buffers are registered as the host is
+        // built (control plane, no simulated time): ready at once.
+        ready: Readiness::new(sim, 0),
     })
 }
 

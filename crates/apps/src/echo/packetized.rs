@@ -30,7 +30,9 @@ use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig};
 use nextio_os::{Host, OsCosts};
 
-use super::{ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem, config_error};
+use super::{
+    ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem, Readiness, config_error,
+};
 
 /// Packets asked for per `rx_burst`: DPDK's customary `MAX_PKT_BURST`
 /// of 32 is what l2fwd uses; the issue specifies 64.
@@ -54,6 +56,7 @@ pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
     let bar = process
         .map_bar(nic.id, 0, 0, regs::BAR0_BYTES)
         .map_err(config_error)?;
+    let ready = Readiness::new(sim, config.cores());
     for q in 0..config.cores() {
         let thread = process.thread(q).map_err(config_error)?;
         let pmd = Pmd::new(
@@ -66,11 +69,18 @@ pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
             app.clone(),
         )
         .map_err(config_error)?;
-        let app = app.clone();
+        let (app, ready, s) = (app.clone(), ready.clone(), sim.clone());
         sim.spawn(async move {
-            if pmd.start().await.is_err() {
-                app.borrow_mut().inc("error");
-                return;
+            // The RX tail doorbell hands the ring to the NIC when it lands.
+            match pmd.start().await {
+                Ok(lands) => {
+                    let now = s.now();
+                    s.after(lands - now, move || ready.thread_ready());
+                }
+                Err(_) => {
+                    app.borrow_mut().inc("error");
+                    return;
+                }
             }
             echo_thread(pmd, app).await;
         });
@@ -81,6 +91,7 @@ pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
         nic: nic.id,
         nic_counters: Box::new(move || handle.borrow().counters().clone()),
         app,
+        ready,
     })
 }
 

@@ -22,15 +22,17 @@ const PARAMS: &[ParamSpec] = with_common_params![
         ParamKind::U64,
         "64",
         "bytes",
-        "frame size, FCS included",
-    ),
+        "frame size, FCS included, 64 to 1518",
+    )
+    .int(64, 1518),
     ParamSpec::new(
         "offered_gbps",
         ParamKind::F64,
         "40",
         "Gb/s",
-        "offered line rate (Ensō §3.1.2: the packetized echo peaks at 40 Gb/s on one core)",
-    ),
+        "offered line rate (Ensō §3.1.2: the packetized echo peaks at 40 Gb/s on one core); 0.01 to 100",
+    )
+    .real(0.01, 100.0),
     ParamSpec::new(
         "interfaces",
         ParamKind::StrList,
@@ -38,7 +40,8 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "",
         "NIC interfaces",
     )
-    .choices(&["enso", "packetized"]),
+    .choices(&["enso", "packetized"])
+    .items(1, 4),
 ];
 
 /// Ensō Fig. 3a (packetized, read off the figure) and §3.1.2's closing

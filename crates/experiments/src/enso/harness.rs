@@ -3,12 +3,21 @@
 //! and the RFC 2544 zero-loss throughput search on top.
 //!
 //! One [`Trial`] is one simulation: build the host with the chosen NIC
-//! interface, offer `frames` frames at a rate, let the system drain, and
-//! collect everything the experiments report — generator statistics (loss,
-//! round-trip times measured from the stamped payload bytes), PCIe bytes by
-//! purpose and direction, cache statistics of the echo cores, and the NIC's
-//! and application's counters. Trials are independent and deterministic for
-//! their seed, so sweeps run them in parallel.
+//! interface, wait until its drivers have handed their rings to the NIC
+//! (the start barrier: traffic offered earlier would be lost to set-up, not
+//! to the system under test), offer `frames` frames at a rate — synthetic,
+//! or a capture's frames with their own sizes and flows — let the system
+//! drain, and collect everything the experiments report — generator
+//! statistics (loss, round-trip times measured from the stamped payload
+//! bytes), PCIe bytes by purpose and direction, cache statistics of the
+//! echo cores, and the NIC's and application's counters. Trials are
+//! independent and deterministic for their seed, so sweeps run them in
+//! parallel.
+//!
+//! Bounds: a trial's offered traffic must fit [`MAX_OFFER`] of simulated
+//! time (checked before it runs, so no rate saturates the clock), and a
+//! zero-loss search runs at most [`MAX_HALVINGS`] bisection steps whatever
+//! its resolution.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,7 +29,9 @@ use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
 use nextio_hw::machine::MachineSpec;
 use nextio_hw::pcap::Capture;
 use nextio_hw::pcie::{DirectionCounters, PcieConfig};
-use nextio_hw::trafficgen::{Arrivals, SizeSpec, Source, TrafficConfig, TrafficGen, TrafficStats};
+use nextio_hw::trafficgen::{
+    Arrivals, SizeSpec, Source, Trace, TrafficConfig, TrafficGen, TrafficStats,
+};
 
 use crate::experiment::{RunContext, RunError};
 
@@ -52,6 +63,19 @@ impl Interface {
 /// far above any round trip the model produces (µs), so frames still in
 /// flight are not mistaken for losses.
 const DRAIN: Duration = Duration::from_us(200);
+/// Longest a host may take to hand its rings to the NIC: a doorbell crosses
+/// PCIe in well under a microsecond, so a host not ready by then is broken.
+const READY_WITHIN: Duration = Duration::from_us(100);
+/// Most simulated time a trial's offered traffic may take: 10^6 s, beyond
+/// every legal configuration (the most frames at the lowest rate a search
+/// reaches take under half of it) and far below where the picosecond clock
+/// saturates (≈ 1.8 × 10^7 s).
+pub const MAX_OFFER: Duration = Duration::from_ms(1_000_000_000);
+/// Most bisection steps of a zero-loss search after its line-rate trial:
+/// 100 Gb/s halved 40 times is below 10^-10 Gb/s, finer than any declared
+/// resolution; a step that no longer moves the bounds (float spacing)
+/// ends the search too.
+pub const MAX_HALVINGS: u32 = 40;
 
 /// One simulation of the bench.
 #[derive(Clone, Debug)]
@@ -68,9 +92,10 @@ pub struct Trial {
     /// Distinct flows: enough that RSS / the flow table spreads them over cores.
     pub flows: u32,
     pub arrivals: Arrivals,
-    /// Frames to replay instead of synthetic ones (then `frame_bytes` and
-    /// `flows` only name the trial).
-    pub replay: Option<Arc<Vec<Vec<u8>>>>,
+    /// A capture to replay instead of synthetic frames: its frames' own
+    /// sizes and flows (then `frame_bytes` and `flows` only name the
+    /// trial), spaced by `arrivals`.
+    pub replay: Option<Arc<Trace>>,
     pub pcie: PcieConfig,
     pub seed: u64,
 }
@@ -153,37 +178,68 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         .machine()
         .wire_port(system.nic, 0, to_gen.clone(), dut_port, gen_port)
         .map_err(|e| cfg(&e))?;
-    let traffic = TrafficConfig {
-        source: Source::Synthetic {
+    let source = match &t.replay {
+        Some(trace) => Source::Trace(trace.clone()),
+        None => Source::Synthetic {
             sizes: SizeSpec::Fixed(t.frame_bytes),
             flows: t.flows,
         },
+    };
+    let traffic = TrafficConfig {
+        source,
         arrivals: t.arrivals,
         rate_gbps: t.rate_gbps,
         frames: t.frames,
         warmup_frames: t.warmup_frames,
         seed: t.seed,
     };
+    let offer = traffic
+        .offered_time()
+        .filter(|d| *d <= MAX_OFFER)
+        .ok_or_else(|| {
+            RunError::Config(format!(
+                "{} frames at {} Gb/s take more than the {} s of simulated time a trial may offer",
+                t.warmup_frames.saturating_add(t.frames),
+                t.rate_gbps,
+                MAX_OFFER.as_secs_f64()
+            ))
+        })?;
     if ctx.pcap_dir.is_some() {
         gen_out.set_capture(Capture::new());
         dut_out.set_capture(Capture::new());
     }
-    let generator =
-        TrafficGen::start(&sim, traffic, gen_out.clone(), to_gen).map_err(|e| cfg(&e))?;
-    let frame_s =
-        8.0 * (t.frame_bytes as f64 + PER_FRAME_OVERHEAD_BYTES as f64) / (t.rate_gbps * 1e9);
-    let offer_s = (t.warmup_frames + t.frames) as f64 * frame_s;
-    let end = Time::ZERO + Duration::from_ns_f64(offer_s * 1e9) + DRAIN;
+    // The start barrier: run the host alone until its drivers are ready.
+    let (ready, s) = (system.ready.clone(), sim.clone());
+    sim.spawn(async move {
+        ready.wait().await;
+        s.stop();
+    });
+    sim.run_until(Time::ZERO + READY_WITHIN);
+    if !system.ready.is_ready() {
+        return Err(RunError::Config(format!(
+            "the {} echo host's drivers did not hand their rings to the NIC within {} µs (application counters: {:?})",
+            t.interface.mode_name(),
+            READY_WITHIN.as_us_f64(),
+            system.app.borrow()
+        )));
+    }
     // The cache counters measure the steady state, as perf attached after
     // start-up does: the warm-up's cold misses are zeroed when its frames
     // have been offered.
-    if t.warmup_frames > 0 {
+    let warm_up = TrafficConfig {
+        frames: 0,
+        ..traffic.clone()
+    };
+    if let Some(warm) = warm_up.offered_time().filter(|_| t.warmup_frames > 0) {
         let memory = system.host.machine().memory().clone();
-        let warm_s = t.warmup_frames as f64 * frame_s;
-        sim.after(Duration::from_ns_f64(warm_s * 1e9), move || {
-            memory.borrow_mut().caches.reset_stats()
-        });
+        sim.after(warm, move || memory.borrow_mut().caches.reset_stats());
     }
+    let generator =
+        TrafficGen::start(&sim, traffic, gen_out.clone(), to_gen).map_err(|e| cfg(&e))?;
+    let end = sim.now() + offer + DRAIN;
+    // The cache counters measure the steady state, as perf attached after
+    // start-up does: the warm-up's cold misses are zeroed when its frames
+    // have been offered.
     sim.run_until(end);
 
     let mut nic = system.nic_counters();
@@ -223,11 +279,11 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         t.rate_gbps
     );
     if let Some(dir) = &ctx.pcap_dir {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         for (wire, side) in [(&gen_out, "to-host"), (&dut_out, "from-host")] {
             if let Some(capture) = wire.take_capture() {
                 let path = dir.join(format!("{}-{side}.pcap", crate::output::file_stem(&label)));
-                capture.write(&path).map_err(|e| cfg(&e))?;
+                capture.write(&path).map_err(RunError::from_capture)?;
             }
         }
     }
@@ -248,7 +304,8 @@ pub struct Search {
 
 /// RFC 2544 §26.1 throughput: the highest offered rate in `[lo, hi]` Gb/s
 /// at which `trial(rate)` loses nothing, found by bisection to within
-/// `resolution` Gb/s.
+/// `resolution` Gb/s — or as close as [`MAX_HALVINGS`] steps and float
+/// spacing allow, so no resolution can keep it running.
 pub fn zero_loss_search(
     lo: f64,
     hi: f64,
@@ -267,8 +324,13 @@ pub fn zero_loss_search(
     let (mut pass, mut fail) = (lo, hi);
     let mut passing = None;
     let mut failing = (hi, top);
-    while fail - pass > resolution {
-        let mid = (pass + fail) / 2.0;
+    let mut steps = 0;
+    while fail - pass > resolution && steps < MAX_HALVINGS {
+        steps += 1;
+        let mid = pass + (fail - pass) / 2.0;
+        if !(mid > pass && mid < fail) {
+            break;
+        }
         let r = trial(mid)?;
         if r.zero_loss() {
             pass = mid;
@@ -303,6 +365,21 @@ mod tests {
             replay: None,
             pcie: PcieConfig::default(),
             seed: 1,
+        }
+    }
+
+    /// A trial result that lost frames or not.
+    fn result(lost: bool) -> TrialResult {
+        let mut traffic = TrafficStats::default();
+        traffic.sent = 10;
+        traffic.received = if lost { 9 } else { 10 };
+        TrialResult {
+            traffic,
+            nic: Counters::new(),
+            app: Counters::new(),
+            upstream: DirectionCounters::default(),
+            downstream: DirectionCounters::default(),
+            caches: CoreStats::default(),
         }
     }
 
@@ -345,5 +422,27 @@ mod tests {
         let r = run_trial(&ctx, &t).expect("trial");
         assert!(r.zero_loss(), "lost {} frames", r.traffic.lost());
         assert_eq!(r.traffic.received, 4_000);
+    }
+
+    #[test]
+    fn a_search_ends_whatever_its_resolution() {
+        for resolution in [0.1, 1e-15, 1e-16, 1e-300, 0.0, -1.0] {
+            let mut trials = 0;
+            let s = zero_loss_search(0.0, 100.0, resolution, |rate| {
+                trials += 1;
+                assert!(
+                    trials < 1000,
+                    "resolution {resolution}: the search does not end"
+                );
+                Ok(result(rate > 37.3))
+            })
+            .unwrap();
+            assert!(trials <= 1 + MAX_HALVINGS, "{trials} trials");
+            assert!(
+                s.gbps <= 37.3 && s.gbps > 37.3 - resolution.max(1e-9) - 1e-9,
+                "{resolution}: {}",
+                s.gbps
+            );
+        }
     }
 }

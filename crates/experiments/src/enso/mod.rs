@@ -11,11 +11,14 @@ pub mod pcie_metadata;
 
 use nextio_apps::echo::NotificationMode;
 use nextio_hw::pcie::{DllpSchedule, PcieConfig};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use nextio_hw::trafficgen::{Arrivals, STAMP_BYTES};
-use nextio_hw::{packet, pcap};
+use nextio_hw::pcap;
+use nextio_hw::trafficgen::{Arrivals, MAX_TRACE_BYTES, MAX_TRACE_FRAMES, Trace};
+use serde_json::json;
 
 use crate::experiment::{RunContext, RunError};
 use crate::params::{ParamKind, ParamSpec};
@@ -47,46 +50,57 @@ pub const COMMON_PARAMS: [ParamSpec; 8] = [
         ParamKind::U64,
         "40000",
         "frames",
-        "frames measured per trial",
+        "frames measured per trial, 100 to 10^7 (250× the default)",
     )
-    .quick("6000"),
+    .quick("6000")
+    .int(100, 10_000_000),
     ParamSpec::new(
         "warmup_frames_per_core",
         ParamKind::U64,
         "20000",
         "frames",
-        "frames offered before measuring, per echo core (RFC 2544 trial preparation): several laps of a core's 4096-mbuf pool, after which the packetized echo's loss stops changing",
-    ),
+        "frames offered before measuring, per echo core (RFC 2544 trial preparation): several laps of a core's 4096-mbuf pool, after which the packetized echo's loss stops changing; 0 to 10^6",
+    )
+    .int(0, 1_000_000),
     ParamSpec::new(
         "arrivals",
         ParamKind::Str,
         "constant",
         "",
-        "frame departures from the generator: constant rate (EnsōGen's) or Poisson",
+        "frame departures from the generator: constant rate (EnsōGen's), Poisson, or `trace`: a replayed capture's own inter-arrival times, scaled so the mean is the offered rate (needs traffic_pcap)",
     )
-    .choices(&["constant", "poisson"]),
+    .choices(&["constant", "poisson", "trace"]),
     ParamSpec::new(
         "traffic_pcap",
         ParamKind::Str,
         "none",
         "path",
-        "replay the IPv4/UDP frames of this pcap (looped) instead of synthetic frames; `none` for synthetic",
+        "replay the IPv4/UDP frames of this pcap or pcapng file (looped; their own sizes and flows) instead of synthetic frames; frames that cannot be replayed are skipped and counted in the result; `none` for synthetic",
     ),
     ParamSpec::new(
         "flows",
         ParamKind::U64,
         "256",
         "flows",
-        "distinct UDP 5-tuples, spread over cores by RSS or the flow table",
-    ),
+        "distinct UDP 5-tuples, spread over cores by RSS or the flow table; 1 to 65536 (the synthetic flows' source addresses are 192.168.x.y)",
+    )
+    .int(1, 65_536),
     ParamSpec::new(
         "pcie_gen",
         ParamKind::U64,
         "3",
         "",
-        "PCIe generation (Ensō §3.3.1: both NICs run at PCIe 3.0 x16)",
-    ),
-    ParamSpec::new("pcie_lanes", ParamKind::U64, "16", "lanes", "PCIe lanes"),
+        "PCIe generation, 1 to 5 (Ensō §3.3.1: both NICs run at PCIe 3.0 x16)",
+    )
+    .int(1, 5),
+    ParamSpec::new(
+        "pcie_lanes",
+        ParamKind::U64,
+        "16",
+        "lanes",
+        "PCIe lanes: 1, 2, 4, 8, 16 or 32",
+    )
+    .int(1, 32),
     ParamSpec::new(
         "dllp_schedule",
         ParamKind::Str,
@@ -102,7 +116,7 @@ pub const COMMON_PARAMS: [ParamSpec; 8] = [
 pub struct Bench {
     pub arrivals: Arrivals,
     /// Frames read from `traffic_pcap`, if one was given.
-    pub replay: Option<Arc<Vec<Vec<u8>>>>,
+    pub replay: Option<Arc<Trace>>,
     pub frames: u64,
     pub warmup_frames_per_core: u64,
     pub flows: u32,
@@ -134,13 +148,19 @@ impl Bench {
         };
         pcie.validate()
             .map_err(|e| RunError::Config(e.to_string()))?;
-        let arrivals = match ctx.params.str("arrivals") {
-            "poisson" => Arrivals::Poisson,
-            _ => Arrivals::Constant,
-        };
         let replay = match ctx.params.str("traffic_pcap") {
             "none" => None,
-            path => Some(Arc::new(replay_frames(Path::new(path))?)),
+            path => Some(Arc::new(replay_trace(ctx, Path::new(path))?)),
+        };
+        let arrivals = match ctx.params.str("arrivals") {
+            "poisson" => Arrivals::Poisson,
+            "trace" if replay.is_none() => {
+                return Err(bad(
+                    "arrivals=trace replays a capture's timing: it needs traffic_pcap",
+                ));
+            }
+            "trace" => Arrivals::Recorded,
+            _ => Arrivals::Constant,
         };
         Ok(Bench {
             arrivals,
@@ -150,6 +170,16 @@ impl Bench {
             flows,
             pcie,
         })
+    }
+
+    /// Mpps of traffic at `gbps` line rate: of `frame_bytes` frames, or of
+    /// the replayed capture's mean frame size.
+    pub fn mpps(&self, gbps: f64, frame_bytes: u64) -> f64 {
+        let size = match &self.replay {
+            Some(t) => t.mean_frame_bytes(),
+            None => frame_bytes as f64,
+        };
+        gbps * 1e9 / (8.0 * (size + nextio_hw::ethernet::PER_FRAME_OVERHEAD_BYTES as f64)) / 1e6
     }
 
     /// A constant-rate trial of this bench.
@@ -177,27 +207,90 @@ impl Bench {
     }
 }
 
-/// The frames of a pcap the generator can replay: IPv4/UDP frames with room
-/// for its stamp, at most a full-size Ethernet frame. Anything else in the
-/// file is skipped; a file with none left is an error.
-fn replay_frames(path: &Path) -> Result<Vec<Vec<u8>>, RunError> {
-    let frames = pcap::read(path).map_err(|e| RunError::Config(e.to_string()))?;
-    let total = frames.len();
-    let usable: Vec<Vec<u8>> = frames
-        .into_iter()
-        .map(|(_, bytes)| bytes)
-        .filter(|b| {
-            packet::frame_bytes(b.len()) <= packet::MAX_FRAME_BYTES
-                && packet::parse_udp(b).is_ok_and(|v| v.payload_len >= STAMP_BYTES)
-        })
-        .collect();
-    if usable.is_empty() {
+/// The frames of a capture the generator can replay (see
+/// [`nextio_hw::trafficgen::replay_skip_reason`]), with their capture times;
+/// every other record is skipped and counted by reason, and what was read
+/// is recorded in the run's inputs and notes. A file with no usable frame
+/// is an error that says what it held.
+fn replay_trace(ctx: &RunContext, path: &Path) -> Result<Trace, RunError> {
+    let mut trace = Trace::new();
+    let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let summary = pcap::read_with(path, |t, bytes| match trace.push(t, bytes) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err("trace_full") => ControlFlow::Break(()),
+        Err(reason) => {
+            *skipped.entry(reason).or_default() += 1;
+            ControlFlow::Continue(())
+        }
+    })
+    .map_err(|e| RunError::Config(e.to_string()))?;
+    for (reason, n) in &summary.skipped {
+        *skipped.entry(reason).or_default() += n;
+    }
+    let list = |m: &BTreeMap<&str, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let format = summary.format.map(|f| f.name()).unwrap_or("capture");
+    if trace.is_empty() {
         return Err(RunError::Config(format!(
-            "{}: none of its {total} frames is an IPv4/UDP frame with at least {STAMP_BYTES} payload bytes",
-            path.display()
+            "{}: no frame to replay: of its {} frame records none is an unfragmented Ethernet/IPv4/UDP frame of at most 1518 B with valid checksums and at least 17 payload bytes (skipped: {})",
+            path.display(),
+            summary.records,
+            if skipped.is_empty() {
+                "none".to_string()
+            } else {
+                list(&skipped)
+            }
         )));
     }
-    Ok(usable)
+    let flows = trace.flows().len();
+    let mut note = format!(
+        "Traffic replayed from {} ({format}): {} of its {} frame records, {} flows, mean frame {:.0} B (FCS included), looped as needed; frame_bytes and flows only name the points.",
+        path.display(),
+        trace.len(),
+        summary.records,
+        flows,
+        trace.mean_frame_bytes()
+    );
+    if !skipped.is_empty() {
+        note.push_str(&format!(" Skipped: {}.", list(&skipped)));
+    }
+    if summary.stopped_early {
+        note.push_str(&format!(
+            " Only the first frames were kept (a replay keeps at most {MAX_TRACE_FRAMES} frames or {} MiB).",
+            MAX_TRACE_BYTES >> 20
+        ));
+    }
+    if !summary.blocks_skipped.is_empty() {
+        let blocks: Vec<String> = summary
+            .blocks_skipped
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        note.push_str(&format!(
+            " pcapng blocks without frames skipped: {}.",
+            blocks.join(", ")
+        ));
+    }
+    ctx.record_input(
+        "traffic_pcap",
+        json!({
+            "path": path.display().to_string(),
+            "format": format,
+            "records": summary.records,
+            "replayed_frames": trace.len(),
+            "flows": flows,
+            "mean_frame_bytes": trace.mean_frame_bytes(),
+            "skipped": skipped,
+            "truncated_to_limit": summary.stopped_early,
+            "blocks_skipped": summary.blocks_skipped,
+        }),
+        note,
+    );
+    Ok(trace)
 }
 
 /// The interfaces (or notification modes) named by parameter `key`.

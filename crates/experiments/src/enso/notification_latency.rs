@@ -22,9 +22,11 @@ const PARAMS: &[ParamSpec] = with_common_params![
         ParamKind::F64List,
         "1,10,20,30,40,50,60,70,80,90,100",
         "Gb/s",
-        "offered line rates",
+        "offered line rates, each 0.01 to 100",
     )
-    .quick("10,40,60,100"),
+    .quick("10,40,60,100")
+    .real(0.01, 100.0)
+    .items(1, 64),
     ParamSpec::new(
         "modes",
         ParamKind::StrList,
@@ -32,15 +34,17 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "",
         "notification modes / interfaces",
     )
-    .choices(&["per-packet", "reactive", "prefetch", "packetized"]),
+    .choices(&["per-packet", "reactive", "prefetch", "packetized"])
+    .items(1, 8),
     ParamSpec::new(
         "frame_bytes",
         ParamKind::U64,
         "64",
         "bytes",
-        "frame size, FCS included",
-    ),
-    ParamSpec::new("cores", ParamKind::U64, "1", "cores", "echo cores"),
+        "frame size, FCS included, 64 to 1518",
+    )
+    .int(64, 1518),
+    ParamSpec::new("cores", ParamKind::U64, "1", "cores", "echo cores, 1 to 16").int(1, 16),
 ];
 
 /// A load counts as sustained when less than this fraction is lost.

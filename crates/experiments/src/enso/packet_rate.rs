@@ -11,7 +11,7 @@
 
 use serde_json::json;
 
-use super::harness::{Interface, gbps_to_mpps, run_trial, zero_loss_search};
+use super::harness::{Interface, run_trial, zero_loss_search};
 use super::{Bench, check_cores, check_frame_bytes, interfaces, with_common_params};
 use crate::experiment::{
     Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
@@ -27,15 +27,18 @@ const PARAMS: &[ParamSpec] = with_common_params![
         ParamKind::U64List,
         "1,2,4,8",
         "cores",
-        "echo cores (one queue or pipe each)",
-    ),
+        "echo cores (one queue or pipe each), 1 to 16 (the DUT has 16)",
+    )
+    .int(1, 16)
+    .items(1, 16),
     ParamSpec::new(
         "frame_bytes",
         ParamKind::U64,
         "64",
         "bytes",
-        "frame size, FCS included",
-    ),
+        "frame size, FCS included, 64 to 1518",
+    )
+    .int(64, 1518),
     ParamSpec::new(
         "interfaces",
         ParamKind::StrList,
@@ -43,14 +46,16 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "",
         "NIC interfaces to compare",
     )
-    .choices(&["enso", "packetized"]),
+    .choices(&["enso", "packetized"])
+    .items(1, 4),
     ParamSpec::new(
         "resolution_gbps",
         ParamKind::F64,
         "0.1",
         "Gb/s",
-        "RFC 2544 search resolution (Ensō §3.3.1: 0.1 Gb/s)",
-    ),
+        "RFC 2544 search resolution (Ensō §3.3.1: 0.1 Gb/s), 0.001 to 100: at most 17 halvings of the 100 Gb/s span",
+    )
+    .real(0.001, 100.0),
 ];
 
 /// Ensō Fig. 5 / §3.3.2.
@@ -149,7 +154,7 @@ impl Experiment for EnsoPacketRate {
                 .iter()
                 .zip(&results)
                 .find(|((i, c), _)| *i == iface && *c == n)
-                .map(|(_, (g, _))| gbps_to_mpps(*g, frame_bytes as usize))
+                .map(|(_, (g, _))| bench.mpps(*g, frame_bytes))
         };
         for iface in &interfaces {
             let mut s = Series::new(iface.name(), "cores", &["mpps"]);
@@ -157,7 +162,7 @@ impl Experiment for EnsoPacketRate {
                 if i == iface {
                     s.push(
                         json!({"interface": iface.name(), "cores": n, "frame_bytes": frame_bytes,
-                        "mpps": gbps_to_mpps(*gbps, frame_bytes as usize), "gbps": gbps}),
+                        "mpps": bench.mpps(*gbps, frame_bytes), "gbps": gbps}),
                     );
                 }
             }

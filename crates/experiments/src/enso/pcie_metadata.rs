@@ -26,17 +26,20 @@ const PARAMS: &[ParamSpec] = with_common_params![
         ParamKind::U64List,
         "64,128,256,512,1024,1518",
         "bytes",
-        "frame sizes, FCS included",
+        "frame sizes, FCS included, 64 to 1518",
     )
-    .quick("64,256,1518"),
+    .quick("64,256,1518")
+    .int(64, 1518)
+    .items(1, 64),
     ParamSpec::new(
         "offered_gbps",
         ParamKind::F64,
         "40",
         "Gb/s",
-        "offered line rate: within what one packetized core sustains (Ensō §3.1.2: 40 Gb/s)",
-    ),
-    ParamSpec::new("cores", ParamKind::U64, "1", "cores", "echo cores"),
+        "offered line rate: within what one packetized core sustains (Ensō §3.1.2: 40 Gb/s); 0.01 to 100",
+    )
+    .real(0.01, 100.0),
+    ParamSpec::new("cores", ParamKind::U64, "1", "cores", "echo cores, 1 to 16").int(1, 16),
     ParamSpec::new(
         "interfaces",
         ParamKind::StrList,
@@ -44,7 +47,8 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "",
         "NIC interfaces",
     )
-    .choices(&["enso", "packetized"]),
+    .choices(&["enso", "packetized"])
+    .items(1, 4),
 ];
 
 /// Ensō §2.2 / §3.1.2 and Fig. 3b: up to 39 % of read bandwidth is metadata
