@@ -45,6 +45,11 @@ enum Command {
         /// Seed of every random stream in the run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run every point under N seeds (SEED, SEED+1, …) and report means
+        /// with 95 % confidence intervals.
+        #[arg(long, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
+        seeds: u64,
         /// Override a parameter: KEY=VALUE (repeatable; lists are comma-separated).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -68,6 +73,10 @@ enum Command {
         quick: bool,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run every point under N seeds and report means with 95 % intervals.
+        #[arg(long, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
+        seeds: u64,
         #[arg(long, default_value = "results")]
         out: PathBuf,
         #[arg(long, value_name = "DIR")]
@@ -151,6 +160,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             name,
             quick,
             seed,
+            seeds,
             set,
             out,
             pcap,
@@ -162,7 +172,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 print!("{}", describe_text(exp));
                 return Ok(());
             }
-            let result = run_one(exp, quick, seed, &set, pcap, trace)?;
+            let result = run_seeds(exp, quick, seed, seeds, &set, pcap, trace)?;
             let dir = write(&out, &result)?;
             print!("{}", output::summary_text(&result));
             println!("wrote {}", dir.display());
@@ -171,6 +181,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Reproduce {
             quick,
             seed,
+            seeds,
             out,
             pcap,
         } => {
@@ -178,7 +189,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             let mut done = Vec::new();
             let mut failed = Vec::new();
             for exp in nextio_experiments::all() {
-                match run_one(exp, quick, seed, &[], pcap.clone(), None) {
+                match run_seeds(exp, quick, seed, seeds, &[], pcap.clone(), None) {
                     Ok(result) => {
                         write(&out, &result)?;
                         print!("{}", output::summary_text(&result));
@@ -236,6 +247,33 @@ fn find(name: &str) -> Result<&'static dyn Experiment, Failure> {
             names.join(", ")
         ))
     })
+}
+
+/// Most seeds one run may ask for: each multiplies its time.
+const MAX_SEEDS: u64 = 64;
+
+/// Run `exp` under `seeds` consecutive seeds from `seed` and summarise.
+fn run_seeds(
+    exp: &dyn Experiment,
+    quick: bool,
+    seed: u64,
+    seeds: u64,
+    set: &[String],
+    pcap: Option<PathBuf>,
+    trace: Option<PathBuf>,
+) -> Result<ExperimentResult, Failure> {
+    let mut runs = Vec::new();
+    for k in 0..seeds {
+        runs.push(run_one(
+            exp,
+            quick,
+            seed.wrapping_add(k),
+            set,
+            pcap.clone(),
+            trace.clone(),
+        )?);
+    }
+    Ok(nextio_experiments::seeds::summarise(runs)?)
 }
 
 fn run_one(

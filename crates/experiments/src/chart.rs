@@ -393,6 +393,21 @@ fn draw_lines(
         for (x, y) in pts {
             marker(out, style, x, y, r);
         }
+        // 95 % intervals over seeds, as whiskers.
+        for (x, y, ci) in result.series[*i].xy_ci95(&panel.y) {
+            let (lo, hi) = (y - ci, y + ci);
+            if ci <= 0.0 || !sx.contains(x) || !sy.contains(lo) || !sy.contains(hi) {
+                continue;
+            }
+            let (px, top, bot) = (sx.px(x), sy.px(hi), sy.px(lo));
+            let _ = writeln!(
+                out,
+                "<path stroke=\"{}\" stroke-width=\"1.2\" d=\"M{px:.1},{top:.1}V{bot:.1}M{:.1},{top:.1}h6M{:.1},{bot:.1}h6\"/>",
+                style.colour,
+                px - 3.0,
+                px - 3.0
+            );
+        }
     }
 }
 
@@ -616,6 +631,7 @@ mod tests {
             axes,
             checks: vec![],
             not_evaluated: vec![],
+            seeds: vec![],
             inputs: Default::default(),
             notes: vec![],
             sim: SimStats {

@@ -588,6 +588,7 @@ impl CheckSpec {
             reference: self.reference,
             origin: self.origin,
             verdict: Verdict::of(reference, self.tolerance, model),
+            model_ci95: None,
         }
     }
 }
@@ -635,6 +636,11 @@ pub struct Check {
     pub reference: Reference,
     pub origin: Origin,
     pub verdict: Verdict,
+    /// With several seeds: `model` is their mean and this the half-width of
+    /// its 95 % confidence interval (Student's t); the verdict judges the
+    /// mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ci95: Option<f64>,
 }
 
 impl Check {
@@ -738,6 +744,21 @@ impl Series {
             .filter_map(|p| Some((p.get(&self.x)?.as_f64()?, p.get(y)?.as_f64()?)))
             .collect()
     }
+    /// `(x, y, half-width)` of every point whose `y` has a 95 % interval
+    /// (several seeds, see [`crate::seeds`]).
+    pub fn xy_ci95(&self, y: &str) -> Vec<(f64, f64, f64)> {
+        let ci = format!("{y}_ci95");
+        self.points
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.get(&self.x)?.as_f64()?,
+                    p.get(y)?.as_f64()?,
+                    p.get(&ci)?.as_f64()?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// How a chart shows one field of the series: its title (quantity and
@@ -778,7 +799,7 @@ pub struct Outcome {
 }
 
 /// The simulator's statistics of one run.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SimStats {
     pub events: u64,
     pub simulated_ps: u64,
@@ -858,6 +879,10 @@ pub struct ExperimentResult {
     pub paper: String,
     pub run: RunInfo,
     pub seed: u64,
+    /// Every seed the result summarises, when there were several (see
+    /// [`crate::seeds`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
     pub quick: bool,
     pub params: Value,
     pub series: Vec<Series>,
@@ -908,6 +933,7 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
         paper: exp.paper().into(),
         run: RunInfo::now(None),
         seed: ctx.seed,
+        seeds: Vec::new(),
         quick: ctx.quick,
         params: ctx.params.to_json(),
         series: outcome.series,

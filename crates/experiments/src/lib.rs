@@ -16,6 +16,7 @@ pub mod output;
 pub mod params;
 pub mod pcie_bandwidth;
 pub mod report;
+pub mod seeds;
 mod xui_common;
 pub mod xui_dsa;
 pub mod xui_l3fwd;

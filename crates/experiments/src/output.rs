@@ -222,6 +222,14 @@ pub fn tally_line<'a>(checks: impl IntoIterator<Item = &'a Check>) -> String {
     )
 }
 
+/// A check's model value, with its 95 % interval when several seeds made it.
+pub fn model_text(c: &Check) -> String {
+    match c.model_ci95 {
+        Some(ci) => format!("{} ± {}", number(c.model), number(ci)),
+        None => number(c.model),
+    }
+}
+
 /// Human-readable summary of a result for the terminal: every check with
 /// its verdict, origin, model value and reference.
 pub fn summary_text(result: &ExperimentResult) -> String {
@@ -234,7 +242,7 @@ pub fn summary_text(result: &ExperimentResult) -> String {
             c.id,
             c.verdict.name(),
             c.origin.name(),
-            number(c.model),
+            model_text(c),
             c.unit,
             reference_text(c),
             if c.tolerance.is_some() {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::experiment::{Check, ExperimentResult, Origin, RunInfo, Verdict};
-use crate::output::{number, reference_text, tolerance_text};
+use crate::output::{model_text, reference_text, tolerance_text};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -183,7 +183,7 @@ pub fn index_html(run: &RunInfo, results: &[(ExperimentResult, String)]) -> Stri
                 verdict_html(c.verdict),
                 c.origin.name(),
                 esc(&reference_text(c)),
-                number(c.model),
+                model_text(c),
                 esc(&c.unit),
                 esc(&tolerance_text(c)),
                 err
@@ -321,7 +321,7 @@ pub fn summary_markdown(run: &RunInfo, results: &[ExperimentResult]) -> String {
                 verdict,
                 c.origin.name(),
                 reference_text(c),
-                number(c.model),
+                model_text(c),
                 c.unit,
                 tolerance_text(c)
             );
@@ -357,6 +357,7 @@ mod tests {
             axes: vec![],
             checks,
             not_evaluated: vec![],
+            seeds: vec![],
             inputs: Default::default(),
             notes: vec![],
             sim: SimStats {

@@ -62,6 +62,13 @@ pub enum Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arrivals {
     Constant,
+    /// The constant rate's gaps, each stretched or shrunk by a seeded
+    /// uniform factor in `1 ± jitter_ppm / 10⁶` — the mean rate is kept,
+    /// but runs with different seeds see different interleavings (a
+    /// hardware generator's clock is never perfectly even).
+    Jittered {
+        jitter_ppm: u32,
+    },
     /// Exponential inter-departure times with the configured mean rate.
     Poisson,
     /// A [`Source::Trace`]'s own inter-arrival times, all scaled by one
@@ -474,6 +481,10 @@ impl TrafficGen {
                 let mean_gap_s = line_bytes * 8.0 / (config.rate_gbps * 1e9);
                 let gap_s = match (&config.arrivals, &recorded) {
                     (Arrivals::Poisson, _) => rng.exp(mean_gap_s),
+                    (Arrivals::Jittered { jitter_ppm }, _) => {
+                        let jitter = f64::from((*jitter_ppm).min(1_000_000)) / 1e6;
+                        mean_gap_s * (1.0 + jitter * (2.0 * rng.unit() - 1.0))
+                    }
                     (Arrivals::Recorded, Some((t, scale))) => t.gap_ps(k) as f64 * scale,
                     _ => mean_gap_s,
                 };
@@ -662,6 +673,38 @@ mod tests {
             TrafficGen::start(&sim, bad, w, mb).err(),
             Some(TrafficError::BadRate(_))
         ));
+    }
+
+    /// Jitter changes when frames leave, differently for each seed, but
+    /// keeps the mean rate: the same frames go out over (almost) the same
+    /// time.
+    #[test]
+    fn jittered_departures_depend_on_the_seed_and_keep_the_rate() {
+        let cfg = |arrivals, seed| TrafficConfig {
+            source: Source::Synthetic {
+                sizes: SizeSpec::Fixed(64),
+                flows: 4,
+            },
+            arrivals,
+            rate_gbps: 20.0,
+            frames: 5_000,
+            warmup_frames: 0,
+            seed,
+        };
+        let jitter = Arrivals::Jittered {
+            jitter_ppm: 500_000,
+        };
+        let (a, b, c) = (
+            looped(cfg(jitter, 1)),
+            looped(cfg(jitter, 1)),
+            looped(cfg(jitter, 2)),
+        );
+        assert_eq!((a.first_tx, a.last_tx), (b.first_tx, b.last_tx));
+        assert_ne!(a.last_tx, c.last_tx, "the seed moves departures");
+        let even = looped(cfg(Arrivals::Constant, 1));
+        let span = |s: &TrafficStats| (s.last_tx.unwrap() - s.first_tx.unwrap()).ps() as f64;
+        assert!((span(&a) / span(&even) - 1.0).abs() < 0.02);
+        assert_eq!((a.received, c.received), (5_000, 5_000));
     }
 
     fn udp(size: usize, i: u32) -> Vec<u8> {

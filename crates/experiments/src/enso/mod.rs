@@ -38,13 +38,14 @@ macro_rules! with_common_params {
             $crate::enso::COMMON_PARAMS[5],
             $crate::enso::COMMON_PARAMS[6],
             $crate::enso::COMMON_PARAMS[7],
+            $crate::enso::COMMON_PARAMS[8],
         ]
     };
 }
 pub(crate) use with_common_params;
 
 /// Parameters every Ensō experiment shares.
-pub const COMMON_PARAMS: [ParamSpec; 8] = [
+pub const COMMON_PARAMS: [ParamSpec; 9] = [
     ParamSpec::new(
         "frames",
         ParamKind::U64,
@@ -70,6 +71,14 @@ pub const COMMON_PARAMS: [ParamSpec; 8] = [
         "frame departures from the generator: constant rate (EnsōGen's), Poisson, or `trace`: a replayed capture's own inter-arrival times, scaled so the mean is the offered rate (needs traffic_pcap)",
     )
     .choices(&["constant", "poisson", "trace"]),
+    ParamSpec::new(
+        "jitter",
+        ParamKind::F64,
+        "0",
+        "fraction",
+        "with arrivals=constant: each gap stretched or shrunk by a seeded uniform factor in 1 ± jitter, 0 to 1 (the mean rate is kept); 0 makes every seed give the same run",
+    )
+    .real(0.0, 1.0),
     ParamSpec::new(
         "traffic_pcap",
         ParamKind::Str,
@@ -160,7 +169,12 @@ impl Bench {
                 ));
             }
             "trace" => Arrivals::Recorded,
-            _ => Arrivals::Constant,
+            _ => match ctx.params.f64("jitter") {
+                j if j > 0.0 => Arrivals::Jittered {
+                    jitter_ppm: (j * 1e6).round() as u32,
+                },
+                _ => Arrivals::Constant,
+            },
         };
         Ok(Bench {
             arrivals,
