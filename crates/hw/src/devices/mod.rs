@@ -3,8 +3,10 @@
 //!
 //! * [`dma_bench`] — pcie-bench's DMA engine: streams of back-to-back DMA
 //!   writes or reads, timed from the device;
-//! * [`latency_accel`] — a DSA-like offload device whose work is only a
-//!   latency, with descriptor portal, completion records and MSI-X.
+//! * [`udma`] — the user-space DMA engine (DSA-like): work queues mapped
+//!   into processes, descriptors submitted by MOVDIR64B or ENQCMD,
+//!   virtual addresses translated per PASID, capabilities, batches,
+//!   memmove / fill / compare / CRC-32C, completion records and MSI-X.
 
 pub mod dma_bench;
-pub mod latency_accel;
+pub mod udma;
