@@ -405,6 +405,42 @@ impl Kernel {
         })
     }
 
+    /// Map the frames behind `[va, va + len)` of `from` (page aligned)
+    /// into `to` as well, read-write: a shared mapping (`mmap` of a
+    /// shared file or `shmat`). Returns where `to` sees it.
+    pub fn share_mapping(
+        &mut self,
+        from: Pid,
+        va: VirtAddr,
+        len: u64,
+        to: Pid,
+    ) -> Result<VirtAddr, OsError> {
+        if !va.0.is_multiple_of(PAGE_BYTES) || len == 0 {
+            return Err(OsError::Invalid("a shared mapping is page aligned".into()));
+        }
+        let len = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let ranges = {
+            let m = self.bus.memory.borrow();
+            m.physical_ranges(&self.space(from)?, va, len)?
+        };
+        let at = self.reserve_va(to, len, PAGE_BYTES)?;
+        let space = self.space(to)?;
+        let mut m = self.bus.memory.borrow_mut();
+        let mut off = 0;
+        for (pa, n) in ranges {
+            space.table.map_range(
+                &mut m.phys,
+                at.offset(off),
+                pa,
+                n,
+                PageSize::Base,
+                Perms::USER_RW,
+            )?;
+            off += n;
+        }
+        Ok(at)
+    }
+
     /// `dev`'s IOMMU domain, created and attached on first use (the IOMMU
     /// driver binding a device to its own domain, as VFIO does per group).
     pub fn device_domain(&mut self, dev: DeviceId) -> Result<nextio_hw::fabric::DomainId, OsError> {
