@@ -16,6 +16,12 @@ pub mod output;
 pub mod params;
 pub mod pcie_bandwidth;
 pub mod report;
+mod udma_common;
+pub mod udma_cross_space;
+pub mod udma_offload;
+pub mod udma_p2p;
+pub mod udma_pollution;
+pub mod udma_submission;
 mod xui_common;
 pub mod xui_dsa;
 pub mod xui_l3fwd;
@@ -46,6 +52,11 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &xui_rocksdb::XuiRocksdb,
         &xui_l3fwd::XuiL3fwd,
         &xui_dsa::XuiDsa,
+        &udma_offload::UdmaOffload,
+        &udma_submission::UdmaSubmission,
+        &udma_pollution::UdmaPollution,
+        &udma_cross_space::UdmaCrossSpace,
+        &udma_p2p::UdmaP2p,
     ]
 }
 
