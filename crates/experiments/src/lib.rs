@@ -17,6 +17,12 @@ pub mod params;
 pub mod pcie_bandwidth;
 pub mod report;
 pub mod seeds;
+mod udma_common;
+pub mod udma_cross_space;
+pub mod udma_offload;
+pub mod udma_p2p;
+pub mod udma_pollution;
+pub mod udma_submission;
 mod xui_common;
 pub mod xui_dsa;
 pub mod xui_l3fwd;
@@ -47,6 +53,11 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &xui_rocksdb::XuiRocksdb,
         &xui_l3fwd::XuiL3fwd,
         &xui_dsa::XuiDsa,
+        &udma_offload::UdmaOffload,
+        &udma_submission::UdmaSubmission,
+        &udma_pollution::UdmaPollution,
+        &udma_cross_space::UdmaCrossSpace,
+        &udma_p2p::UdmaP2p,
     ]
 }
 

@@ -7,10 +7,12 @@
 //! (submit → completion seen) and free cycles (the fraction of the core
 //! not spent spinning, in timer signals or in interrupt delivery).
 //!
-//! The accelerator is a device of the host: the client submits each
-//! descriptor with a 64-byte MMIO write to its portal, the device writes
-//! the completion record into the client's memory by DMA and, for xUI,
-//! sends an MSI-X message that the host's APIC forwards to the thread.
+//! The accelerator is the host's user-space DMA engine (`hw::devices::udma`)
+//! with the paper's latency as the work of a no-op descriptor: the client
+//! submits each descriptor with a 64-byte MMIO write (MOVDIR64B) to its
+//! dedicated queue's portal, the engine writes the completion record into
+//! the client's memory by DMA and, for xUI, sends an MSI-X message that
+//! the host's APIC forwards to the thread.
 //!
 //! xUI's free cycles and its latency gap to spinning are *composed*: per
 //! offload the core is busy for assumed submit and completion costs (400
@@ -24,7 +26,10 @@ use std::rc::Rc;
 
 use nextio_engine::{Category, Duration, Notify, SimRng, Time};
 use nextio_hw::device::Device as _;
-use nextio_hw::devices::latency_accel::{LatencyAccel, LatencyDist, build_descriptor, record};
+use nextio_hw::devices::udma::layout::{
+    DESCRIPTOR_BYTES, Descriptor, RECORD_BYTES, flags, opcode, record, status,
+};
+use nextio_hw::devices::udma::{LatencyDist, Udma, UdmaConfig, WqConfig};
 use nextio_hw::fabric::{Attach, DeviceLink, MsiMessage};
 use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, Route, Strategy, UcodeCosts, delivery_cost,
@@ -129,6 +134,17 @@ const CHECKS: &[CheckSpec] = &[
 /// The accelerator's completion interrupt vector.
 const DSA_VECTOR: u8 = 48;
 
+/// A no-op descriptor whose record goes to `record`, tagged `id`,
+/// interrupting through MSI-X entry 0 if asked.
+fn noop_descriptor(record: u64, id: u64, interrupt: bool) -> [u8; DESCRIPTOR_BYTES] {
+    let mut d = Descriptor::new([0u8; DESCRIPTOR_BYTES]).unwrap_or_else(|| unreachable!());
+    let irq = if interrupt { flags::RCI } else { 0 };
+    d.set_op(opcode::NOOP, flags::CRAV | flags::RCR | irq);
+    d.set_completion_addr(record);
+    d.set_tag(id);
+    d.into_inner()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mech {
     Spin,
@@ -154,12 +170,22 @@ fn run_point(
     let sim = run.new_sim();
     let host = xui_host(&sim, 1)?;
     let dist = LatencyDist::new(mean, noise).map_err(|e| cfg_err(&e))?;
+    let engine = Udma::new(
+        UdmaConfig {
+            noop_latency: Some(dist),
+            ..UdmaConfig::default()
+        },
+        SimRng::new(seed).fork("dsa"),
+    )
+    .map_err(|e| cfg_err(&e))?;
     let accel = host
-        .attach(
-            LatencyAccel::new(dist, SimRng::new(seed).fork("dsa")),
-            Attach::RootPort,
-            DeviceLink::integrated(),
-        )
+        .attach(engine, Attach::RootPort, DeviceLink::integrated())
+        .map_err(|e| cfg_err(&e))?;
+    // The OS's driver: queue 0 dedicated, running in the engine's own
+    // IOMMU domain (the record is a DMA buffer of the client).
+    accel
+        .borrow_mut()
+        .configure_wq(0, WqConfig::dedicated(None))
         .map_err(|e| cfg_err(&e))?;
     let os = OsCosts::default();
     let xui = delivery_cost(
@@ -175,7 +201,7 @@ fn run_point(
     // (xUI), or sets an interval timer (periodic polling).
     let client = host.create_process().map_err(|e| cfg_err(&e))?;
     let rec = client
-        .dma_alloc(accel.id, record::BYTES as u64)
+        .dma_alloc(accel.id, RECORD_BYTES as u64)
         .map_err(|e| cfg_err(&e))?;
     let portal = client
         .map_bar(accel.id, 0, 0, 4096)
@@ -225,7 +251,7 @@ fn run_point(
     }
     let ctx = thread.ctx.clone();
     let written = ctx
-        .watch(rec.va, record::BYTES as u64)
+        .watch(rec.va, RECORD_BYTES as u64)
         .map_err(|e| cfg_err(&e))?;
     let lat = Rc::new(RefCell::new(Vec::with_capacity(requests as usize)));
     let failed = Rc::new(std::cell::Cell::new(false));
@@ -241,19 +267,19 @@ fn run_point(
             let mut b = [0u8; 1];
             ctx.peek(rec.va.offset(record::STATUS as u64), &mut b)
                 .is_ok()
-                && b[0] == record::STATUS_SUCCESS
+                && b[0] == status::SUCCESS
         };
         for id in 0..requests {
             // Clear the record, build the descriptor, submit it.
             if ctx
-                .store(rec.va, &[0u8; record::BYTES], Category::Application)
+                .store(rec.va, &[0u8; RECORD_BYTES], Category::Application)
                 .is_err()
             {
                 f.set(true);
                 return;
             }
             ctx.compute(Category::Application, SUBMIT_CYCLES).await;
-            let desc = build_descriptor(rec.iova, id, mech == Mech::Xui);
+            let desc = noop_descriptor(rec.iova, id, mech == Mech::Xui);
             let submitted = ctx.local_now();
             if ctx.mmio_write(portal, &desc, "descriptor").await.is_err() {
                 f.set(true);

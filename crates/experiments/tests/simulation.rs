@@ -253,13 +253,35 @@ fn runtime_run(seed: u64) -> Result<(), String> {
 /// includes keeping its own conservation invariants.
 fn experiment_run(seed: u64) -> Result<(), String> {
     let mut rng = SimRng::new(seed).fork("experiment");
-    let (name, sets): (&str, Vec<(&str, String)>) = match pick(&mut rng, &[0u8, 1]) {
+    let (name, sets): (&str, Vec<(&str, String)>) = match pick(&mut rng, &[0u8, 1, 2, 3]) {
         0 => (
             "xui-l3fwd",
             vec![
                 ("queues", pick(&mut rng, &["1", "2", "4"]).to_string()),
                 ("load", pick(&mut rng, &["0.2", "0.6", "1"]).to_string()),
                 ("duration_us", range(&mut rng, 100, 400).to_string()),
+            ],
+        ),
+        2 => (
+            "udma-offload",
+            vec![
+                (
+                    "sizes",
+                    pick(&mut rng, &["64,4096", "100,5000", "8192"]).to_string(),
+                ),
+                ("ops", range(&mut rng, 2, 8).to_string()),
+                ("inflight", range(&mut rng, 1, 8).to_string()),
+                ("cold", pick(&mut rng, &["0", "1"]).to_string()),
+            ],
+        ),
+        3 => (
+            "udma-cross-space",
+            vec![
+                (
+                    "sizes",
+                    pick(&mut rng, &["64", "3000", "4096,9000"]).to_string(),
+                ),
+                ("messages", range(&mut rng, 1, 6).to_string()),
             ],
         ),
         _ => (

@@ -92,6 +92,22 @@ pub trait Device {
         out: &mut [u8],
     );
 
+    /// A deferrable memory write — what ENQCMD/ENQCMDS send (PCIe DMWr) —
+    /// of `data` to `offset` in BAR `bar` arrived; return whether the
+    /// device took it. Unlike a posted write it is answered: a refusal
+    /// (a shared queue full) tells the submitter to retry. A device with
+    /// no shared queues refuses every one.
+    fn bar_enqueue(
+        &mut self,
+        _cx: &mut DeviceCtx<'_>,
+        _from: Requester,
+        _bar: u8,
+        _offset: u64,
+        _data: &[u8],
+    ) -> bool {
+        false
+    }
+
     /// Time the device takes to answer a BAR read.
     fn bar_read_turnaround_ps(&self) -> u64 {
         0

@@ -11,9 +11,14 @@
 //!   chosen source (none, interval-timer signals, UIPIs from
 //!   a dedicated timer core with flush or tracked delivery, the xUI
 //!   KB_Timer, compiler-inserted polling, or hardware safepoints).
+//! * [`udma`] — the user library of the user-space DMA engine (portal
+//!   submission without system calls, batches, polling) and its
+//!   baselines: CPU copies through the cache model and the
+//!   kernel-mediated path.
 
 pub mod dpdk;
 pub mod enso;
 pub mod runtime;
+pub mod udma;
 
 pub use runtime::{Completion, Job, Preemption, Runtime, RuntimeConfig, RuntimeError};

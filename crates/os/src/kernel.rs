@@ -131,6 +131,9 @@ struct Process {
     next_va: u64,
     uitt: nextio_hw::interrupt::uipi::Uitt,
     fds: BTreeSet<UintrFd>,
+    /// The PASID its address space is bound to on a DMA engine (loaded
+    /// into IA32_PASID when its threads run, for ENQCMD).
+    pasid: Option<u32>,
 }
 
 /// Where a process's mappings start: above the first 4 GiB, as a 64-bit
@@ -246,6 +249,27 @@ impl Kernel {
     pub fn kernel_space(&self) -> AddressSpace {
         self.kernel_space
     }
+    /// Record that `pid`'s address space is bound to `pasid` (the DMA
+    /// engine driver does, after binding it in the IOMMU); its threads
+    /// run with it in IA32_PASID from now on.
+    pub fn set_pasid(&mut self, pid: Pid, pasid: u32) -> Result<(), OsError> {
+        self.procs
+            .get_mut(pid.0)
+            .ok_or(OsError::NoProcess(pid))?
+            .pasid = Some(pasid);
+        for (i, cpu) in self.cpus.iter().enumerate() {
+            if let Some(t) = cpu.current
+                && self.threads[t.0].pid == pid
+            {
+                self.cores[i].set_pasid(Some(pasid));
+            }
+        }
+        Ok(())
+    }
+    /// The PASID `pid` is bound to, if any.
+    pub fn pasid(&self, pid: Pid) -> Option<u32> {
+        self.procs.get(pid.0).and_then(|p| p.pasid)
+    }
     /// The address space of `pid`.
     pub fn space(&self, pid: Pid) -> Result<AddressSpace, OsError> {
         Ok(self.procs.get(pid.0).ok_or(OsError::NoProcess(pid))?.space)
@@ -302,6 +326,7 @@ impl Kernel {
             next_va: USER_VA_BASE,
             uitt: Default::default(),
             fds: BTreeSet::new(),
+            pasid: None,
         });
         Ok(pid)
     }
@@ -378,6 +403,42 @@ impl Kernel {
             iova: va.0,
             len,
         })
+    }
+
+    /// Map the frames behind `[va, va + len)` of `from` (page aligned)
+    /// into `to` as well, read-write: a shared mapping (`mmap` of a
+    /// shared file or `shmat`). Returns where `to` sees it.
+    pub fn share_mapping(
+        &mut self,
+        from: Pid,
+        va: VirtAddr,
+        len: u64,
+        to: Pid,
+    ) -> Result<VirtAddr, OsError> {
+        if !va.0.is_multiple_of(PAGE_BYTES) || len == 0 {
+            return Err(OsError::Invalid("a shared mapping is page aligned".into()));
+        }
+        let len = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let ranges = {
+            let m = self.bus.memory.borrow();
+            m.physical_ranges(&self.space(from)?, va, len)?
+        };
+        let at = self.reserve_va(to, len, PAGE_BYTES)?;
+        let space = self.space(to)?;
+        let mut m = self.bus.memory.borrow_mut();
+        let mut off = 0;
+        for (pa, n) in ranges {
+            space.table.map_range(
+                &mut m.phys,
+                at.offset(off),
+                pa,
+                n,
+                PageSize::Base,
+                Perms::USER_RW,
+            )?;
+            off += n;
+        }
+        Ok(at)
     }
 
     /// `dev`'s IOMMU domain, created and attached on first use (the IOMMU
@@ -529,8 +590,10 @@ impl Kernel {
         cpu.current = Some(tid);
         let t = &mut self.threads[tid.0];
         t.state = ThreadState::Running(core);
-        // Load the thread's address space (CR3) and return to user mode.
+        // Load the thread's address space (CR3) and IA32_PASID, and return
+        // to user mode.
         self.cores[core].set_space(self.procs[t.pid.0].space, Privilege::User);
+        self.cores[core].set_pasid(self.procs[t.pid.0].pasid);
         let mut apics = self.apics.borrow_mut();
         let apic = &mut apics[core];
         let mut late = 0u64;

@@ -11,6 +11,8 @@
 //!
 //! * [`host`] — a host: one machine and its one kernel, the processes and
 //!   threads on it, and the interrupt path from devices to the kernel.
+//! * [`udma`] — the driver of the user-space DMA engine: PASID binding,
+//!   portals, capabilities, and the kernel-mediated (pinning) path.
 //!
 //! The kernel is a functional state machine: it says *what* happens and
 //! *what it costs* in cycles; the layers above decide *when*, on simulated
@@ -19,7 +21,9 @@
 pub mod costs;
 pub mod host;
 pub mod kernel;
+pub mod udma;
 
 pub use costs::OsCosts;
 pub use host::{Host, HostError, InterruptEvent, Process, Thread};
 pub use kernel::{Delivery, DeliveryPath, DmaBuffer, Kernel, OsError, Pid, ThreadState, Tid};
+pub use udma::{Portal, UdmaCosts, UdmaDriver};

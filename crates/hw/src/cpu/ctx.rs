@@ -41,6 +41,20 @@ pub enum MmioAccessError {
     Access(#[from] AccessError),
     #[error(transparent)]
     Mmio(#[from] MmioError),
+    /// ENQCMD with no valid PASID in IA32_PASID raises #GP.
+    #[error("#GP: ENQCMD without a PASID (the process has none)")]
+    NoPasid,
+    #[error("ENQCMD sends a 64-byte command, not {0} bytes")]
+    EnqcmdSize(usize),
+}
+
+/// What ENQCMD writes into the first doubleword of the 64-byte command it
+/// sends (Intel SDM Vol. 2A, ENQCMD): the PASID from IA32_PASID in bits
+/// 19:0 and a clear privilege bit 31, whatever software put there, so a
+/// user process cannot name another address space.
+pub fn enqcmd_stamp(command: &mut [u8; 64], pasid: u32) {
+    let dword = pasid & 0x000f_ffff;
+    command[0..4].copy_from_slice(&dword.to_le_bytes());
 }
 
 /// The execution context of one simulated thread on a core.
@@ -298,6 +312,31 @@ impl CoreCtx {
         let fabric = fabric.clone();
         self.sync().await;
         Ok(fabric.cpu_mmio_write(self.core.id(), pa, data, purpose)?)
+    }
+
+    /// ENQCMD: send the 64-byte `command` to the shared work queue register
+    /// at `va`, the running process's PASID stamped into it; the thread
+    /// stalls until the device answers (the instruction's ZF). Returns
+    /// whether the device accepted it; refused, software retries.
+    pub async fn enqcmd(
+        &self,
+        va: VirtAddr,
+        command: &[u8],
+        purpose: Purpose,
+        category: Category,
+    ) -> Result<bool, MmioAccessError> {
+        let mut cmd: [u8; 64] = command
+            .try_into()
+            .map_err(|_| MmioAccessError::EnqcmdSize(command.len()))?;
+        let pasid = self.core.pasid().ok_or(MmioAccessError::NoPasid)?;
+        enqcmd_stamp(&mut cmd, pasid);
+        let (fabric, pa) = self.mmio_target(va, true)?;
+        let fabric = fabric.clone();
+        self.sync().await;
+        let reply = fabric.cpu_enqcmd(self.core.id(), pa, &cmd, purpose)?;
+        let accepted = reply.recv().await;
+        self.core.charge_until(category, self.sim.now());
+        Ok(accepted)
     }
 
     /// A non-posted MMIO read of `len` bytes at `va`: the thread stalls

@@ -34,6 +34,9 @@ pub struct Core {
     /// The address space the core runs in and at which privilege (its CR3
     /// and CPL); `None` until an OS puts a thread on it.
     space: Cell<Option<(AddressSpace, Privilege)>>,
+    /// The running thread's IA32_PASID MSR: the PASID ENQCMD puts in the
+    /// descriptors it sends; `None` when its process has none.
+    pasid: Cell<Option<u32>>,
 }
 
 impl Core {
@@ -44,6 +47,7 @@ impl Core {
             ledger: RefCell::new(Ledger::new(start)),
             cycle_remainder: Cell::new(0),
             space: Cell::new(None),
+            pasid: Cell::new(None),
         })
     }
     pub fn id(&self) -> usize {
@@ -60,6 +64,14 @@ impl Core {
     /// privilege change; their cost is the caller's to charge).
     pub fn set_space(&self, space: AddressSpace, privilege: Privilege) {
         self.space.set(Some((space, privilege)));
+    }
+    /// The PASID ENQCMD sends (the IA32_PASID MSR).
+    pub fn pasid(&self) -> Option<u32> {
+        self.pasid.get()
+    }
+    /// Load the IA32_PASID MSR (the OS does, on a context switch).
+    pub fn set_pasid(&self, pasid: Option<u32>) {
+        self.pasid.set(pasid);
     }
     /// A copy of the ledger, closed at `now` (unaccounted time is idle).
     pub fn ledger_at(&self, now: Time) -> Ledger {

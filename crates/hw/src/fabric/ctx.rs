@@ -16,7 +16,7 @@ use crate::packet::Frame;
 use crate::pcie::Purpose;
 
 use super::FabricInner;
-use super::dma::{DmaError, Posted};
+use super::dma::{AtsTranslation, DmaError, DmaFault, Posted, Space};
 
 /// What a device handler may do. Handed to every [`Device`] method.
 pub struct DeviceCtx<'a> {
@@ -46,7 +46,23 @@ impl DeviceCtx<'_> {
         purpose: Purpose,
         tag: u64,
     ) -> Result<Posted, DmaError> {
-        self.fabric.dma_write(self.dev, addr, data, purpose, tag)
+        self.fabric
+            .dma_write(self.dev, Space::Domain, addr, data, purpose, tag)
+    }
+
+    /// [`DeviceCtx::dma_write`] in address space `space`: with
+    /// [`Space::Pasid`], `addr` is a virtual address of the process the OS
+    /// bound to that PASID, translated by the IOMMU in its page table.
+    pub fn dma_write_in(
+        &mut self,
+        space: Space,
+        addr: u64,
+        data: &[u8],
+        purpose: Purpose,
+        tag: u64,
+    ) -> Result<Posted, DmaError> {
+        self.fabric
+            .dma_write(self.dev, space, addr, data, purpose, tag)
     }
 
     /// A DMA read of `len` bytes at bus address `addr`; the data arrives
@@ -59,7 +75,36 @@ impl DeviceCtx<'_> {
         purpose: Purpose,
         tag: u64,
     ) -> Result<(), DmaError> {
-        self.fabric.dma_read(self.dev, addr, len, purpose, tag)
+        self.fabric
+            .dma_read(self.dev, Space::Domain, addr, len, purpose, tag)
+    }
+
+    /// [`DeviceCtx::dma_read`] in address space `space` (see
+    /// [`DeviceCtx::dma_write_in`]).
+    pub fn dma_read_in(
+        &mut self,
+        space: Space,
+        addr: u64,
+        len: u64,
+        purpose: Purpose,
+        tag: u64,
+    ) -> Result<(), DmaError> {
+        self.fabric
+            .dma_read(self.dev, space, addr, len, purpose, tag)
+    }
+
+    /// An ATS translation request for `addr` in `space`: the IOMMU walks
+    /// the table (its IOTLB first) and answers with the physical address;
+    /// the answer is known now and reaches the device at `ready`, when a
+    /// careful device may use it (with [`Space::Translated`]). A fault is
+    /// returned instead and moved nothing.
+    pub fn ats_translate(
+        &mut self,
+        space: Space,
+        addr: u64,
+        write: bool,
+    ) -> Result<AtsTranslation, DmaFault> {
+        self.fabric.ats_translate(self.dev, space, addr, write)
     }
 
     /// Earliest time a new DMA read could get a tag and the upstream line.

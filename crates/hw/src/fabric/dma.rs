@@ -73,6 +73,36 @@ impl DmaFault {
     }
 }
 
+/// The address space a DMA's address is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// A bus address: an I/O virtual address of the device's IOMMU
+    /// domain (or physical, with the IOMMU off).
+    Domain,
+    /// A virtual address of the process whose page table the OS bound to
+    /// this PASID of the device (shared virtual addressing). Always sent
+    /// to the root complex untranslated, never straight across a switch.
+    Pasid(u32),
+    /// A physical address the device obtained with an ATS translation
+    /// request ([`super::DeviceCtx::ats_translate`]): the IOMMU lets it
+    /// pass untranslated (PCIe AT = Translated), and a switch may route
+    /// it peer to peer directly.
+    Translated,
+}
+
+/// An address translated for a device by the IOMMU (an ATS completion):
+/// the physical address of the byte asked for, the base page it lies in,
+/// whether the page may be written, and when the answer reaches the
+/// device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtsTranslation {
+    pub pa: u64,
+    pub page_va: u64,
+    pub page_bytes: u64,
+    pub writable: bool,
+    pub ready: Time,
+}
+
 /// A posted write on its way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Posted {
@@ -96,6 +126,33 @@ enum Target {
 }
 
 impl State {
+    fn route_in(&self, from: super::NodeId, space: Space, addr: u64) -> Route {
+        match space {
+            Space::Domain | Space::Translated => self.route(from, addr),
+            Space::Pasid(_) => Route::Host {
+                up: self.topo.up(from, ROOT),
+            },
+        }
+    }
+
+    fn translate(
+        &mut self,
+        mem: &crate::memory::MemorySystem,
+        dev: DeviceId,
+        space: Space,
+        addr: u64,
+        write: bool,
+        dram_extra: Duration,
+    ) -> Result<(PhysAddr, Duration), super::iommu::IommuFault> {
+        match space {
+            Space::Domain => self.iommu.translate(mem, dev, addr, write, dram_extra),
+            Space::Pasid(p) => self
+                .iommu
+                .translate_pasid(mem, dev, p, addr, write, dram_extra),
+            Space::Translated => Ok((PhysAddr(addr), Duration::ZERO)),
+        }
+    }
+
     fn route(&self, from: super::NodeId, addr: u64) -> Route {
         if let Some(w) = self.topo.decode(addr) {
             let target = self.topo.endpoint[w.dev.0 as usize];
@@ -172,6 +229,7 @@ impl FabricInner {
     pub(super) fn dma_write(
         self: &Rc<Self>,
         dev: DeviceId,
+        space: Space,
         addr: u64,
         data: &[u8],
         purpose: Purpose,
@@ -180,7 +238,7 @@ impl FabricInner {
         let fr = self.framing(dev, addr, data.len() as u64)?;
         let now = self.sim.now();
         let mut st = self.state.borrow_mut();
-        let route = st.route(fr.node, addr);
+        let route = st.route_in(fr.node, space, addr);
         let up = match route {
             Route::Direct { path, window } => {
                 let mut sent = now;
@@ -228,7 +286,7 @@ impl FabricInner {
             sent = sent.max(left);
             let translated = {
                 let mem = self.memory.borrow();
-                st.iommu.translate(&mem, dev, a, true, dram_extra)
+                st.translate(&mem, dev, space, a, true, dram_extra)
             };
             match translated {
                 Err(e) => {
@@ -353,6 +411,81 @@ impl FabricInner {
         });
     }
 
+    /// See [`super::DeviceCtx::ats_translate`].
+    pub(super) fn ats_translate(
+        self: &Rc<Self>,
+        dev: DeviceId,
+        space: Space,
+        addr: u64,
+        write: bool,
+    ) -> Result<AtsTranslation, DmaFault> {
+        let now = self.sim.now();
+        let (node, req_hdr, cpl_hdr) = {
+            let devices = self.devices.borrow();
+            let d = devices
+                .get(dev.0 as usize)
+                .ok_or(DmaFault::UnsupportedRequest { addr })?;
+            (d.node, d.request_header, d.completion_header)
+        };
+        let mut st = self.state.borrow_mut();
+        let up = st.topo.up(node, ROOT);
+        let down = st.topo.down(ROOT, node);
+        let rc_latency = st.rc.cfg.latency();
+        let dram_extra = Duration::from_ps(st.rc.cfg.dram_extra_ps);
+        let (_, arrive) = st.send(
+            &up,
+            now,
+            now,
+            req_hdr,
+            0,
+            CreditClass::NonPosted,
+            "translation",
+            rc_latency,
+        );
+        let translated = match space {
+            Space::Translated => Ok((PhysAddr(addr), Duration::ZERO)),
+            _ => {
+                let mem = self.memory.borrow();
+                st.translate(&mem, dev, space, addr, write, dram_extra)
+            }
+        };
+        // The completion carries one 8-byte translation (or an error).
+        let payload = if translated.is_ok() { 8 } else { 0 };
+        let (_, back) = st.send(
+            &down,
+            now,
+            arrive + rc_latency,
+            cpl_hdr,
+            payload,
+            CreditClass::Completion,
+            "translation",
+            Duration::ZERO,
+        );
+        st.counters.inc("ats_requests");
+        match translated {
+            Ok((pa, walk)) => {
+                let ready = back + walk;
+                // The reach of the answer: to the end of the base page.
+                // (The IOMMU may map larger pages; the device caches 4 KiB.)
+                let page_va = addr - addr % crate::mem::PAGE_BYTES;
+                Ok(AtsTranslation {
+                    pa: pa.0,
+                    page_va,
+                    page_bytes: crate::mem::PAGE_BYTES,
+                    writable: write,
+                    ready,
+                })
+            }
+            Err(e) => {
+                st.counters.inc("ats_faults");
+                Err(DmaFault::Iommu {
+                    iova: e.iova,
+                    kind: e.kind,
+                })
+            }
+        }
+    }
+
     /// See [`super::DeviceCtx::read_issue_at`].
     pub(super) fn read_issue_at(&self, dev: DeviceId) -> Time {
         let now = self.sim.now();
@@ -389,6 +522,7 @@ impl FabricInner {
     pub(super) fn dma_read(
         self: &Rc<Self>,
         dev: DeviceId,
+        space: Space,
         addr: u64,
         len: u64,
         purpose: Purpose,
@@ -396,7 +530,7 @@ impl FabricInner {
     ) -> Result<(), DmaError> {
         let fr = self.framing(dev, addr, len)?;
         let now = self.sim.now();
-        let route = self.state.borrow().route(fr.node, addr);
+        let route = self.state.borrow().route_in(fr.node, space, addr);
         let up = match route {
             Route::Direct { path, window } => {
                 let ready = self.acquire_tag(dev, now);
@@ -446,7 +580,7 @@ impl FabricInner {
             );
             let translated = {
                 let mem = self.memory.borrow();
-                st.iommu.translate(&mem, dev, req_addr, false, dram_extra)
+                st.translate(&mem, dev, space, req_addr, false, dram_extra)
             };
             let done = match translated {
                 Err(e) => {

@@ -18,6 +18,15 @@
 //!   outlive its mapping;
 //! * the walk reads the same page-table bytes the OS wrote.
 //!
+//! Shared virtual addressing (VT-d scalable mode, first-level tables): the
+//! OS may bind a process's own page table to a *PASID* of a device; a
+//! request the device tags with that PASID is a virtual address of the
+//! process, walked in the process's table with user permissions (a
+//! PASID-tagged request is a user request, as DSA's are with Priv = 0).
+//! Such translations are cached in a PASID IOTLB tagged by ⟨device,
+//! PASID⟩, which the OS flushes when it changes the process's mappings or
+//! unbinds the PASID.
+//!
 //! Simplification: no paging-structure caches (an IOTLB miss always walks
 //! every level) and no ATS; interrupt remapping is not modelled.
 
@@ -90,6 +99,11 @@ pub(crate) struct Iommu {
     iotlb: Tlb,
     domains: Vec<PageTable>,
     device_domain: BTreeMap<DeviceId, DomainId>,
+    /// First-level tables bound to ⟨device, PASID⟩, each with the tag its
+    /// translations carry in `pasid_tlb`.
+    pasids: BTreeMap<(DeviceId, u32), (PageTable, Asid)>,
+    next_pasid_tag: u16,
+    pasid_tlb: Tlb,
     pub stats: IommuStats,
 }
 
@@ -104,15 +118,62 @@ impl Iommu {
     pub fn new(cfg: IommuConfig) -> Result<Iommu, String> {
         Ok(Iommu {
             iotlb: Tlb::new(cfg.iotlb)?,
+            pasid_tlb: Tlb::new(cfg.iotlb)?,
             cfg,
             domains: Vec::new(),
             device_domain: BTreeMap::new(),
+            pasids: BTreeMap::new(),
+            next_pasid_tag: 0,
             stats: IommuStats::default(),
         })
     }
 
     pub fn iotlb_stats(&self) -> TlbStats {
         self.iotlb.stats()
+    }
+
+    pub fn pasid_tlb_stats(&self) -> TlbStats {
+        self.pasid_tlb.stats()
+    }
+
+    /// Bind `table` (a process's page table) to `pasid` of `dev`,
+    /// replacing (and flushing) any earlier binding.
+    pub fn bind_pasid(
+        &mut self,
+        dev: DeviceId,
+        pasid: u32,
+        table: PageTable,
+    ) -> Result<(), MapError> {
+        self.unbind_pasid(dev, pasid);
+        let tag = Asid(self.next_pasid_tag);
+        self.next_pasid_tag = self
+            .next_pasid_tag
+            .checked_add(1)
+            .ok_or(MapError::Mem(crate::mem::MemError::ZeroSize))?;
+        self.pasids.insert((dev, pasid), (table, tag));
+        Ok(())
+    }
+
+    /// Remove `pasid` of `dev` and flush its translations.
+    pub fn unbind_pasid(&mut self, dev: DeviceId, pasid: u32) {
+        if let Some((_, tag)) = self.pasids.remove(&(dev, pasid)) {
+            self.pasid_tlb.invalidate_asid(tag);
+        }
+    }
+
+    /// Flush the PASID IOTLB's translations of `[va, va + len)` for
+    /// `pasid` of every device (the OS changed the process's mappings).
+    pub fn invalidate_pasid_range(&mut self, table: PageTable, va: u64, len: u64) {
+        for (t, tag) in self.pasids.values() {
+            if *t != table {
+                continue;
+            }
+            let mut at = va - va % crate::mem::PAGE_BYTES;
+            while at < va.saturating_add(len) {
+                self.pasid_tlb.invalidate(*tag, VirtAddr(at));
+                at += crate::mem::PAGE_BYTES;
+            }
+        }
     }
 
     pub fn create_domain(&mut self, mem: &mut MemorySystem) -> Result<DomainId, MapError> {
@@ -190,6 +251,71 @@ impl Iommu {
         }
     }
 
+    /// Translate a PASID-tagged DMA of `dev`: `va` in the process address
+    /// space bound to `pasid`, with user permissions. Returns the physical
+    /// address and the time the translation took.
+    pub fn translate_pasid(
+        &mut self,
+        mem: &MemorySystem,
+        dev: DeviceId,
+        pasid: u32,
+        va: u64,
+        write: bool,
+        dram_extra: Duration,
+    ) -> Result<(PhysAddr, Duration), IommuFault> {
+        self.stats.translations += 1;
+        let fault = |stats: &mut IommuStats, kind: FaultKind| {
+            *stats.faults.entry((dev.0, kind.name())).or_insert(0) += 1;
+            Err(IommuFault { iova: va, kind })
+        };
+        // Without the IOMMU there are no PASID tables: nothing is bound.
+        let bound = if self.cfg.enabled {
+            self.pasids.get(&(dev, pasid)).copied()
+        } else {
+            None
+        };
+        let Some((table, tag)) = bound else {
+            return fault(&mut self.stats, FaultKind::NotMapped);
+        };
+        let (t, cost) = match self.pasid_tlb.lookup(tag, VirtAddr(va)) {
+            Some(t) => (t, Duration::ZERO),
+            None => {
+                let (found, cost) = self.walk(mem, table, VirtAddr(va), dram_extra);
+                let Some(t) = found else {
+                    return fault(&mut self.stats, FaultKind::NotMapped);
+                };
+                self.pasid_tlb.insert(tag, t);
+                (t, cost)
+            }
+        };
+        if let Err(f) = t.permits(VirtAddr(va), Access::new(write, true)) {
+            return fault(&mut self.stats, f.kind);
+        }
+        Ok((t.pa(VirtAddr(va)), cost))
+    }
+
+    /// Walk `table` for `va`, costing each level.
+    fn walk(
+        &mut self,
+        mem: &MemorySystem,
+        table: PageTable,
+        va: VirtAddr,
+        dram_extra: Duration,
+    ) -> (Option<crate::mem::Translation>, Duration) {
+        let walk = table.walk(&mem.phys, va);
+        self.stats.walks += 1;
+        let mut cost = Duration::ZERO;
+        for &entry in walk.entries() {
+            self.stats.walk_reads += 1;
+            cost += Duration::from_ps(self.cfg.walk_step_ps);
+            if !mem.caches.llc_holds(entry) {
+                self.stats.walk_dram_reads += 1;
+                cost += dram_extra;
+            }
+        }
+        (walk.found, cost)
+    }
+
     /// Translate a DMA of `dev` at `iova`. Returns the physical address and
     /// the time the translation took.
     pub fn translate(
@@ -218,17 +344,9 @@ impl Iommu {
             Some(t) => t,
             None => {
                 let table = self.domains[domain.0 as usize];
-                let walk = table.walk(&mem.phys, va);
-                self.stats.walks += 1;
-                for &entry in walk.entries() {
-                    self.stats.walk_reads += 1;
-                    cost += Duration::from_ps(self.cfg.walk_step_ps);
-                    if !mem.caches.llc_holds(entry) {
-                        self.stats.walk_dram_reads += 1;
-                        cost += dram_extra;
-                    }
-                }
-                let Some(t) = walk.found else {
+                let (found, walked) = self.walk(mem, table, va, dram_extra);
+                cost = walked;
+                let Some(t) = found else {
                     return fault(&mut self.stats, FaultKind::NotMapped);
                 };
                 self.iotlb.insert(asid, t);

@@ -94,6 +94,64 @@ impl Fabric {
         Ok(arrive)
     }
 
+    /// Core `core` sends an ENQCMD of `data` to device register address
+    /// `pa` now: a non-posted write the device answers with accepted or
+    /// retry, delivered into the returned mailbox when the completion
+    /// reaches the core. (The caller filled in the PASID, as the
+    /// instruction does.)
+    pub fn cpu_enqcmd(
+        &self,
+        core: usize,
+        pa: PhysAddr,
+        data: &[u8],
+        purpose: Purpose,
+    ) -> Result<Rc<Mailbox<bool>>, MmioError> {
+        let f = &self.0;
+        let (w, hdr) = f.mmio_target(pa, data.len() as u64)?;
+        let now = f.sim.now();
+        let mut st = f.state.borrow_mut();
+        let target = st.topo.endpoint[w.dev.0 as usize];
+        let down = st.topo.down(ROOT, target);
+        let up = st.topo.up(target, ROOT);
+        let rc_latency = st.rc.cfg.latency();
+        let (_, arrive) = st.send(
+            &down,
+            now,
+            now + rc_latency,
+            hdr,
+            tlp::dword_payload_bytes(data.len() as u64),
+            CreditClass::NonPosted,
+            purpose,
+            Duration::ZERO,
+        );
+        let cpl_hdr = f.devices.borrow()[w.dev.0 as usize].completion_header;
+        drop(st);
+        let reply = Rc::new(Mailbox::new(&f.sim));
+        let out = reply.clone();
+        let offset = pa.0 - w.base;
+        let data = data.to_vec();
+        f.schedule(arrive, move |f| {
+            let mut accepted = false;
+            f.with_device(w.dev, |d, cx| {
+                accepted = d.bar_enqueue(cx, Requester::Cpu { core }, w.bar, offset, &data);
+            });
+            let now = f.sim.now();
+            // The answer is a completion without data.
+            let (_, back) = f.state.borrow_mut().send(
+                &up,
+                now,
+                now,
+                cpl_hdr,
+                0,
+                CreditClass::Completion,
+                purpose,
+                Duration::ZERO,
+            );
+            out.push_at(back + rc_latency, accepted);
+        });
+        Ok(reply)
+    }
+
     /// Core `core` reads `len` bytes of device register address `pa` now.
     /// The bytes are delivered into the returned mailbox when the
     /// completion reaches the core.

@@ -42,7 +42,7 @@ use nextio_engine::{Counters, Duration, Sim, Time};
 use thiserror::Error;
 
 pub use ctx::DeviceCtx;
-pub use dma::{DmaError, DmaFault, Posted};
+pub use dma::{AtsTranslation, DmaError, DmaFault, Posted, Space};
 pub use iommu::{DomainId, IommuConfig, IommuStats};
 pub use mmio::MmioError;
 pub use root_complex::{MemorySideStats, RootComplexConfig};
@@ -585,6 +585,46 @@ impl Fabric {
 
     pub fn iotlb_stats(&self) -> TlbStats {
         self.0.state.borrow().iommu.iotlb_stats()
+    }
+
+    /// What the PASID IOTLB (shared-virtual-addressing translations) did.
+    pub fn pasid_tlb_stats(&self) -> TlbStats {
+        self.0.state.borrow().iommu.pasid_tlb_stats()
+    }
+
+    /// Bind the page table `table` (a process's) to `pasid` of `dev`: the
+    /// device's requests tagged with it are that process's virtual
+    /// addresses (the OS's SVA bind).
+    pub fn iommu_bind_pasid(
+        &self,
+        dev: DeviceId,
+        pasid: u32,
+        table: crate::mem::PageTable,
+    ) -> Result<(), FabricError> {
+        if dev.0 as usize >= self.device_count() {
+            return Err(FabricError::NoSuchDevice(dev));
+        }
+        Ok(self
+            .0
+            .state
+            .borrow_mut()
+            .iommu
+            .bind_pasid(dev, pasid, table)?)
+    }
+
+    /// Unbind `pasid` of `dev` and flush its translations.
+    pub fn iommu_unbind_pasid(&self, dev: DeviceId, pasid: u32) {
+        self.0.state.borrow_mut().iommu.unbind_pasid(dev, pasid);
+    }
+
+    /// Flush cached PASID translations of `[va, va + len)` in `table`
+    /// (the OS changed a bound process's mappings).
+    pub fn iommu_flush_pasid_range(&self, table: crate::mem::PageTable, va: u64, len: u64) {
+        self.0
+            .state
+            .borrow_mut()
+            .iommu
+            .invalidate_pasid_range(table, va, len);
     }
 
     pub fn iommu_enabled(&self) -> bool {
