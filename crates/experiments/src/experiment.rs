@@ -899,6 +899,19 @@ pub struct ExperimentResult {
     pub sim: SimStats,
 }
 
+impl ExperimentResult {
+    /// The result with everything the wall clock decides (when the run
+    /// started, how long it took, the rates derived from that) cleared: what
+    /// two runs of one configuration and seed must agree on byte for byte.
+    pub fn without_wall_clock(mut self) -> Self {
+        self.run.started.clear();
+        self.sim.wall_s = 0.0;
+        self.sim.events_per_wall_s = 0.0;
+        self.sim.packets_per_wall_s = 0.0;
+        self
+    }
+}
+
 /// Resolve parameters and run `exp`, timing it on the wall clock. A check
 /// the experiment did not declare, or a declaration that is not coherent,
 /// is an error: no result carries a check that `--describe` did not show.

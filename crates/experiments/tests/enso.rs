@@ -12,11 +12,9 @@ fn run(name: &str, seed: u64, set: &[&str]) -> ExperimentResult {
     let exp = find(name).expect("registered");
     let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
     let params = Params::resolve(exp.name(), exp.params(), true, &set).expect("parameters parse");
-    let mut r = execute(exp, RunContext::new(params, seed, true)).expect("the experiment runs");
-    r.sim.wall_s = 0.0;
-    r.sim.events_per_wall_s = 0.0;
-    r.sim.packets_per_wall_s = 0.0;
-    r
+    execute(exp, RunContext::new(params, seed, true))
+        .expect("the experiment runs")
+        .without_wall_clock()
 }
 
 fn point<'a>(
