@@ -80,7 +80,7 @@ impl Default for NagareConfig {
             stream_buffer_bytes: 64 << 10,
             max_adapters: 8,
             adapter_bytes: 4 << 20,
-            slot_bytes: 16 << 10,
+            slot_bytes: 4 << 10,
             sram_read_ps: 10_000,
             free_batch_bytes: 64 << 10,
             error_interrupt: false,
@@ -357,6 +357,17 @@ impl NagareSwitch {
                 }
                 if !(2..=1024).contains(&entries) || doorbell == 0 {
                     return Err(ConfigError::BadTarget);
+                }
+                // Re-programming an adapter of the same shape (a new
+                // doorbell) keeps its memory: rings already handed to a
+                // device stay where they are.
+                if let Some(ad) = self.adapters[adapter as usize].as_mut()
+                    && ad.kind == kind
+                    && ad.entries == entries
+                    && ad.device == device
+                {
+                    ad.doorbell = doorbell;
+                    return Ok(());
                 }
                 let bytes = Adapter::footprint(kind, entries, self.cfg.slot_bytes);
                 let base = self.adapter_next;
