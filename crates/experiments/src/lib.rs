@@ -11,6 +11,7 @@ pub mod cache_layout;
 pub mod enso;
 pub mod ethernet_linerate;
 pub mod experiment;
+pub mod nagare;
 pub mod output;
 pub mod params;
 pub mod pcie_bandwidth;
@@ -44,6 +45,10 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &xui_rocksdb::XuiRocksdb,
         &xui_l3fwd::XuiL3fwd,
         &xui_dsa::XuiDsa,
+        &nagare::chain::NagareChain,
+        &nagare::switch_latency::NagareSwitchLatency,
+        &nagare::cpu_push::NagareCpuPush,
+        &nagare::acl::NagareAcl,
     ]
 }
 

@@ -163,8 +163,15 @@ impl Nagare {
         }
     }
 
+    /// A stream id neither in the switch's table nor handed out before
+    /// (other processes' chains share the table).
     fn stream_id(&mut self) -> Result<u16, NagareLibError> {
-        if self.next_stream >= self.switch.borrow().config().max_streams {
+        let sw = self.switch.borrow();
+        let max = sw.config().max_streams;
+        while self.next_stream < max && sw.stream_in_use(self.next_stream) {
+            self.next_stream += 1;
+        }
+        if self.next_stream >= max {
             return Err(NagareLibError::NoRoom("another stream"));
         }
         self.next_stream += 1;
@@ -303,8 +310,16 @@ impl Nagare {
         entries: u32,
         doorbell: u64,
     ) -> Result<u16, NagareLibError> {
-        if self.next_adapter >= self.switch.borrow().config().max_adapters {
-            return Err(NagareLibError::NoRoom("another adapter"));
+        {
+            let sw = self.switch.borrow();
+            while self.next_adapter < sw.config().max_adapters
+                && sw.adapter_in_use(self.next_adapter)
+            {
+                self.next_adapter += 1;
+            }
+            if self.next_adapter >= sw.config().max_adapters {
+                return Err(NagareLibError::NoRoom("another adapter"));
+            }
         }
         let a = self.next_adapter;
         self.next_adapter += 1;

@@ -115,6 +115,8 @@ pub struct ChainSystem {
     /// When the CPU finished setting up (the data path may start), or why
     /// it could not.
     pub ready: Rc<RefCell<Option<Result<Time, String>>>>,
+    /// The chain's streams, first to last, once set up (Nagare modes).
+    pub streams: Rc<RefCell<Vec<u16>>>,
     pub flow: FlowKey,
 }
 
@@ -234,6 +236,7 @@ pub fn build(sim: &Sim, cfg: &ChainConfig) -> Result<ChainSystem, ChainError> {
         ml,
         app: Rc::new(RefCell::new(Counters::new())),
         ready: Rc::new(RefCell::new(None)),
+        streams: Rc::new(RefCell::new(Vec::new())),
         flow: client_flow(),
     };
     match cfg.mode {
@@ -295,7 +298,7 @@ fn start_nagare(sim: &Sim, sys: &ChainSystem) -> Result<(), ChainError> {
         flow: sys.flow,
     };
     let (crypto, mlh) = (sys.crypto.clone(), sys.ml.clone());
-    let (app, ready) = (sys.app.clone(), sys.ready.clone());
+    let (app, ready, streams) = (sys.app.clone(), sys.ready.clone(), sys.streams.clone());
     let ctx = thread.ctx;
     let s = sim.clone();
     sim.spawn(async move {
@@ -314,7 +317,8 @@ fn start_nagare(sim: &Sim, sys: &ChainSystem) -> Result<(), ChainError> {
             }
         };
         match lib.create_chain(source, &hops, &mut configure_ring).await {
-            Ok(_) => {
+            Ok(chain) => {
+                *streams.borrow_mut() = chain.streams;
                 app.borrow_mut().add("config_entries", lib.entries_written);
                 ctx.sync().await;
                 *ready.borrow_mut() = Some(Ok(s.now()));

@@ -227,6 +227,17 @@ impl NagareSwitch {
         Some((st.messages_in, st.messages_out, st.bytes_in))
     }
 
+    /// Whether stream `s` is in the table (the driver's view of the table
+    /// it programmed, for allocating ids).
+    pub fn stream_in_use(&self, s: u16) -> bool {
+        self.streams.get(s as usize).is_some_and(Option::is_some)
+    }
+
+    /// Whether adapter `a` is configured.
+    pub fn adapter_in_use(&self, a: u16) -> bool {
+        self.adapters.get(a as usize).is_some_and(Option::is_some)
+    }
+
     /// Error-log entries ever appended.
     pub fn errors(&self) -> u64 {
         self.errors
