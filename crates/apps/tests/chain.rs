@@ -40,6 +40,7 @@ fn every_mode_returns_the_reference_for_every_request() {
         }
         if let Some(n) = &sys.nagare {
             assert_eq!(n.borrow().counters().sum_prefix("drop."), 0, "{mode:?}");
+            n.borrow().conservation().unwrap();
         }
         let fabric = sys.host.machine().fabric().counters();
         assert_eq!(fabric.sum_prefix("drop."), 0, "{mode:?}: {fabric:?}");
@@ -49,8 +50,11 @@ fn every_mode_returns_the_reference_for_every_request() {
 #[test]
 fn a_burst_is_served_whole_in_every_mode() {
     for mode in ChainMode::ALL {
-        let (out, _) = run(mode, 200, 0);
+        let (out, sys) = run(mode, 200, 0);
         assert_eq!(out.wrong, 0, "{mode:?}");
         assert_eq!(out.replies.len(), 200, "{mode:?}");
+        if let Some(n) = &sys.nagare {
+            n.borrow().conservation().unwrap();
+        }
     }
 }

@@ -345,6 +345,7 @@ fn a_native_chain_computes_the_software_reference_and_conserves_messages() {
         assert_eq!((inn, out), (n, n), "stream {s}");
     }
     assert_eq!(sw.counters().sum_prefix("drop."), 0);
+    sw.conservation().unwrap();
     for c in [
         r.crypto.borrow().counters().clone(),
         r.ml.borrow().counters().clone(),
@@ -372,6 +373,7 @@ fn a_bad_tag_is_carried_as_a_status_and_counted_at_the_end_of_the_chain() {
         vec![0, 2]
     );
     assert_eq!(r.nagare.borrow().counters().get("drop.upstream_failed"), 1);
+    r.nagare.borrow().conservation().unwrap();
     assert_eq!(r.crypto.borrow().counters().get("failed_jobs"), 1);
 }
 
@@ -429,6 +431,24 @@ fn legacy_command_queue_accelerators_join_the_chain_through_adapters() {
     assert_eq!(c.get("adapter_completions"), 2 * n);
     assert!(c.get("adapter_waits") > 0);
     assert_eq!(c.sum_prefix("drop."), 0);
+    assert_eq!(r.nagare.borrow().waiting(), 0);
+    r.nagare.borrow().conservation().unwrap();
+    // Another device may neither read the crypto's commands and data in
+    // switch memory nor forge its completions.
+    r.fabric
+        .act(&r.hostile, |_, cx| cx.dma_read(ring0, 64, "snoop", 0))
+        .unwrap();
+    let forged = [0xffu8; 64];
+    r.fabric
+        .act(&r.hostile, |_, cx| {
+            cx.dma_write(ring0, &forged, "forged", 0)
+        })
+        .unwrap();
+    r.sim.run();
+    let sw = r.nagare.borrow();
+    assert_eq!(sw.counters().get(DropReason::AccessDenied.counter()), 2);
+    assert_eq!(sw.counters().get("adapter_spurious_completions"), 0);
+    sw.conservation().unwrap();
 }
 
 #[test]
@@ -470,6 +490,10 @@ fn a_hostile_device_cannot_push_into_another_stream_and_the_victim_is_unharmed()
     assert_eq!(e.reason, DropReason::AccessDenied);
     assert_eq!(e.requester, Offender::Device(r.hostile.id.0));
     assert_eq!(e.stream, 1);
+    let sw = r.nagare.borrow();
+    sw.conservation().unwrap();
+    // Every forged TLP was received and refused.
+    assert_eq!(sw.counters().get("tlps_refused"), 3 * n + 1);
 }
 
 #[test]
@@ -543,6 +567,7 @@ fn the_cpu_pushes_host_memory_into_a_stream_and_copies_host_to_host() {
     let mut flag = [0u8; 8];
     r.mem.borrow().phys.read(PhysAddr(done), &mut flag).unwrap();
     assert_eq!(u64::from_le_bytes(flag), 1);
+    r.nagare.borrow().conservation().unwrap();
 }
 
 /// Added latency of the pipeline on a P2P write across the switch: the

@@ -155,6 +155,7 @@ impl Experiment for NagareAcl {
             .borrow()
             .clone()
             .ok_or_else(|| cfg_err("the error log could not be read"))?;
+        nagare.borrow().conservation().map_err(RunError::Config)?;
         let c = nagare.borrow().counters().clone();
         let denied = c.get(DropReason::AccessDenied.counter());
         let no_stream = c.get(DropReason::NoStream.counter());

@@ -192,6 +192,9 @@ fn loaded(
             out.wrong
         )));
     }
+    if let Some(sw) = &sys.nagare {
+        sw.borrow().conservation().map_err(RunError::Config)?;
+    }
     let got = out.replies.len() as u64;
     let span = out.last_reply - out.first_sent;
     let mut lat: Vec<f64> = out.replies.values().map(|(l, _)| l.as_us_f64()).collect();

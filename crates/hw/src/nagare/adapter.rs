@@ -155,7 +155,6 @@ impl NagareSwitch {
         self.sram[i..i + data.len()].copy_from_slice(&data);
         let e = entry_off as usize;
         self.sram[e..e + 64].copy_from_slice(&entry);
-        self.counters.inc("adapter_submits");
         if cx
             .dma_write(
                 doorbell,
@@ -165,8 +164,16 @@ impl NagareSwitch {
             )
             .is_err()
         {
+            // The device will never learn of it: take the slot back.
+            if let Some(ad) = self.adapters.get_mut(a as usize).and_then(Option::as_mut) {
+                ad.slots[slot as usize] = None;
+                ad.tail = slot;
+            }
             self.drop_msg(DropReason::DmaError);
+            return;
         }
+        self.counters.inc("adapter_submits");
+        self.counters.inc("delivered");
     }
 
     /// The adapter's device wrote SRAM at `off`: if that completed a ring
@@ -201,7 +208,7 @@ impl NagareSwitch {
         let out = ad.outputs + slot as u64 * self.cfg.slot_bytes;
         let waiting = ad.waiting.pop_front();
         match kind {
-            AdapterKind::EnsoTx => self.counters.inc("delivered"),
+            AdapterKind::EnsoTx => self.counters.inc("frames_sent"),
             AdapterKind::CommandQueue => {
                 let n = (out_len as u64).min(self.cfg.slot_bytes) as usize;
                 let payload = self.sram[out as usize..out as usize + n].to_vec();
@@ -215,7 +222,10 @@ impl NagareSwitch {
                     .and_then(|st| st.out_stream);
                 match next {
                     Some(o) => self.messages_on(cx, o, vec![msg]),
-                    None => self.drop_msg(DropReason::NoStream),
+                    None => {
+                        self.counters.inc("messages");
+                        self.drop_msg(DropReason::NoStream);
+                    }
                 }
             }
         }

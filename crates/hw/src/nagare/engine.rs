@@ -243,8 +243,45 @@ impl NagareSwitch {
         self.errors
     }
 
+    /// A message ends here, dropped for `why`.
     pub(super) fn drop_msg(&mut self, why: DropReason) {
-        self.counters.inc(why.counter());
+        self.msg_dropped(why.counter());
+    }
+
+    /// A message ends here, dropped and counted under `counter`.
+    pub(super) fn msg_dropped(&mut self, counter: &'static str) {
+        self.counters.inc(counter);
+        self.counters.inc("messages_dropped");
+    }
+
+    /// Messages waiting in adapters for a free slot.
+    pub fn waiting(&self) -> u64 {
+        self.adapters
+            .iter()
+            .flatten()
+            .map(|a| a.waiting.len() as u64)
+            .sum()
+    }
+
+    /// The switch's conservation laws: every TLP it received was accepted,
+    /// refused, or was not a register; every message formed on a stream
+    /// left the switch (pushed on, written to the host, handed to a
+    /// device's ring), was dropped under one reason, or still waits.
+    pub fn conservation(&self) -> Result<(), String> {
+        let c = &self.counters;
+        let tlps = c.get("tlps_in");
+        let ends = c.get("tlps_accepted") + c.get("tlps_refused") + c.get("bad_register_writes");
+        if tlps != ends {
+            return Err(format!("{tlps} TLPs in, {ends} accounted for: {c:?}"));
+        }
+        let msgs = c.get("messages");
+        let ends = c.get("delivered") + c.get("messages_dropped") + self.waiting();
+        if msgs != ends {
+            return Err(format!(
+                "{msgs} messages formed, {ends} accounted for: {c:?}"
+            ));
+        }
+        Ok(())
     }
 
     /// Drop a TLP: count it, log it, signal the CPU.
@@ -258,6 +295,7 @@ impl NagareSwitch {
         bytes: usize,
     ) {
         self.counters.inc(why.counter());
+        self.counters.inc("tlps_refused");
         let entry = ErrorEntry {
             reason: why,
             requester: match from {
@@ -471,6 +509,7 @@ impl NagareSwitch {
         let Some(st) = self.streams[s as usize].as_mut() else {
             return;
         };
+        self.counters.inc("tlps_accepted");
         st.bytes_in += data.len() as u64;
         st.buf.extend_from_slice(data);
         let msgs = self.form_messages(s);
@@ -553,6 +592,7 @@ impl NagareSwitch {
 
     /// Deliver `msgs`, formed on stream `s`, by its hop.
     pub(super) fn messages_on(&mut self, cx: &mut DeviceCtx<'_>, s: u16, msgs: Vec<Msg>) {
+        self.counters.add("messages", msgs.len() as u64);
         for msg in msgs {
             self.deliver(cx, s, msg);
         }
@@ -570,7 +610,7 @@ impl NagareSwitch {
         };
         st.messages_in += 1;
         if msg.status != status::OK {
-            self.counters.inc("drop.upstream_failed");
+            self.msg_dropped("drop.upstream_failed");
             return;
         }
         let (action, target, adapter) = (st.action, st.target, st.adapter);
@@ -680,35 +720,46 @@ impl NagareSwitch {
             {
                 rx.notifications += data.len() as u64 / 64;
                 self.counters.inc("notifications_absorbed");
+                self.counters.inc("tlps_accepted");
             } else {
                 self.refuse(cx, DropReason::NoStream, from, s as u32, off, data.len());
             }
             return;
         }
+        let Some(a) = self.sram_access(cx, from, off, data.len()) else {
+            return;
+        };
+        self.counters.inc("tlps_accepted");
+        let end = (off as usize + data.len()).min(self.sram.len());
+        self.sram[off as usize..end].copy_from_slice(&data[..end - off as usize]);
+        self.adapter_written(cx, a, off);
+    }
+
+    /// The adapter whose switch memory `off` is, if `from` is that
+    /// adapter's device: only it may read or write there. Anything else is
+    /// refused and logged.
+    fn sram_access(
+        &mut self,
+        cx: &mut DeviceCtx<'_>,
+        from: Requester,
+        off: u64,
+        bytes: usize,
+    ) -> Option<usize> {
         let slot_bytes = self.cfg.slot_bytes;
         let owner = self
             .adapters
             .iter()
             .position(|a| a.as_ref().is_some_and(|a| a.owns(off, slot_bytes)));
         let Some(a) = owner else {
-            self.refuse(cx, DropReason::NoStream, from, u32::MAX, off, data.len());
-            return;
+            self.refuse(cx, DropReason::NoStream, from, u32::MAX, off, bytes);
+            return None;
         };
         let dev = self.adapters[a].as_ref().map(|ad| ad.device);
         if !matches!(from, Requester::Device(d) if Some(d.0) == dev) {
-            self.refuse(
-                cx,
-                DropReason::AccessDenied,
-                from,
-                u32::MAX,
-                off,
-                data.len(),
-            );
-            return;
+            self.refuse(cx, DropReason::AccessDenied, from, u32::MAX, off, bytes);
+            return None;
         }
-        let end = (off as usize + data.len()).min(self.sram.len());
-        self.sram[off as usize..end].copy_from_slice(&data[..end - off as usize]);
-        self.adapter_written(cx, a, off);
+        Some(a)
     }
 
     fn register_write(&mut self, cx: &mut DeviceCtx<'_>, from: Requester, off: u64, data: &[u8]) {
@@ -725,6 +776,7 @@ impl NagareSwitch {
                     );
                     return;
                 }
+                self.counters.inc("tlps_accepted");
                 let r = ConfigEntry::parse(data).and_then(|e| self.configure(e));
                 self.config_status = match r {
                     Ok(()) => 0,
@@ -739,23 +791,27 @@ impl NagareSwitch {
                     self.counters.inc("bad_register_writes");
                     return;
                 };
-                let stream_ok = match cmd.stream {
-                    None => matches!(from, Requester::Cpu { .. }),
-                    Some(s) => {
-                        self.streams
-                            .get(s as usize)
-                            .and_then(Option::as_ref)
-                            .is_some_and(|st| st.allows(Some(CPU_WRITER)))
-                            && matches!(from, Requester::Cpu { .. })
-                    }
-                };
+                if !matches!(from, Requester::Cpu { .. }) {
+                    let s = cmd.stream.map_or(u32::MAX, u32::from);
+                    self.refuse(cx, DropReason::AccessDenied, from, s, off, data.len());
+                    return;
+                }
+                // A push into a stream needs the stream to take the CPU's
+                // pushes; a copy (no stream) only the CPU's own write.
+                let stream_ok = cmd.stream.is_none_or(|s| {
+                    self.streams
+                        .get(s as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|st| st.allows(Some(CPU_WRITER)))
+                });
                 if !stream_ok {
                     let s = cmd.stream.map_or(u32::MAX, u32::from);
                     self.refuse(cx, DropReason::AccessDenied, from, s, off, data.len());
                     return;
                 }
+                self.counters.inc("tlps_accepted");
                 if cmd.len == 0 || cmd.len as u64 > self.cfg.slot_bytes {
-                    self.drop_msg(DropReason::Malformed);
+                    self.counters.inc("drop.bad_push");
                     return;
                 }
                 let id = self.next_push;
@@ -767,7 +823,7 @@ impl NagareSwitch {
                     .is_err()
                 {
                     self.pushes.remove(&id);
-                    self.drop_msg(DropReason::DmaError);
+                    self.counters.inc("drop.push_fault");
                 }
             }
             _ => self.counters.inc("bad_register_writes"),
@@ -788,7 +844,7 @@ impl NagareSwitch {
                         st.seq - 1
                     }
                     None => {
-                        self.drop_msg(DropReason::NoStream);
+                        self.counters.inc("drop.push_no_stream");
                         return;
                     }
                 };
@@ -804,7 +860,7 @@ impl NagareSwitch {
                     .dma_write(cmd.dst, data, "nagare-copy", Tag::Host.encode())
                     .is_err()
                 {
-                    self.drop_msg(DropReason::DmaError);
+                    self.counters.inc("drop.push_fault");
                     return;
                 }
                 self.counters.inc("copies");
@@ -846,6 +902,7 @@ impl Device for NagareSwitch {
         offset: u64,
         data: &[u8],
     ) {
+        self.counters.inc("tlps_in");
         match b {
             bar::REGISTERS => self.register_write(cx, from, offset, data),
             bar::STREAMS => {
@@ -871,8 +928,10 @@ impl Device for NagareSwitch {
         offset: u64,
         out: &mut [u8],
     ) {
+        self.counters.inc("tlps_in");
         match b {
             bar::REGISTERS => {
+                self.counters.inc("tlps_accepted");
                 let v = match offset {
                     regs::CONFIG_STATUS => Some(self.config_status),
                     regs::ERROR_COUNT => Some(self.errors),
@@ -889,31 +948,16 @@ impl Device for NagareSwitch {
                 }
             }
             bar::SRAM => {
-                // A legacy device reads its commands and data; only the
-                // adapter's own device may read its memory.
-                let slot_bytes = self.cfg.slot_bytes;
-                let owner = self
-                    .adapters
-                    .iter()
-                    .flatten()
-                    .find(|a| a.owns(offset, slot_bytes))
-                    .map(|a| a.device);
-                if owner.is_none() || !matches!(from, Requester::Device(d) if Some(d.0) == owner) {
-                    self.refuse(
-                        cx,
-                        DropReason::AccessDenied,
-                        from,
-                        u32::MAX,
-                        offset,
-                        out.len(),
-                    );
+                // A legacy device reads its commands and data.
+                if self.sram_access(cx, from, offset, out.len()).is_none() {
                     return;
                 }
+                self.counters.inc("tlps_accepted");
                 let start = offset as usize;
                 let end = (start + out.len()).min(self.sram.len());
                 out[..end - start].copy_from_slice(&self.sram[start..end]);
             }
-            _ => {}
+            _ => self.counters.inc("bad_register_writes"),
         }
     }
 
@@ -932,7 +976,7 @@ impl Device for NagareSwitch {
         match Tag::decode(tag) {
             Some(Tag::PushRead { id }) => {
                 self.pushes.remove(&id);
-                self.drop_msg(DropReason::DmaError);
+                self.counters.inc("drop.push_fault");
             }
             _ => self.counters.inc("dma_faults"),
         }
