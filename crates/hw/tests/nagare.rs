@@ -497,6 +497,32 @@ fn a_hostile_device_cannot_push_into_another_stream_and_the_victim_is_unharmed()
 }
 
 #[test]
+fn a_refused_push_interrupts_the_cpu_when_asked_to() {
+    let r = rig();
+    r.nagare.borrow_mut().set_error_interrupt(true);
+    r.fabric
+        .set_msix(
+            r.nagare.id,
+            0,
+            nextio_hw::fabric::MsiMessage {
+                core: 0,
+                vector: 77,
+            },
+        )
+        .unwrap();
+    let irqs = Rc::new(RefCell::new(Vec::new()));
+    let i = irqs.clone();
+    r.fabric
+        .set_interrupt_sink(Rc::new(move |m| i.borrow_mut().push(m.vector)));
+    r.native_chain();
+    r.push(&r.hostile, 1, &[0xee; 100], 0);
+    r.push(&r.hostile, 2, &[0xee; 100], 1);
+    r.sim.run();
+    assert_eq!(*irqs.borrow(), vec![77, 77]);
+    assert_eq!(r.nagare.borrow().errors(), 2);
+}
+
+#[test]
 fn bad_configuration_is_refused_with_a_code_and_changes_nothing() {
     let r = rig();
     assert_eq!(

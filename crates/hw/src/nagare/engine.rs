@@ -205,6 +205,12 @@ impl NagareSwitch {
         self.sram_base = sram;
     }
 
+    /// Signal (or stop signalling) error-log entries with MSI-X vector 0
+    /// (the OS's choice when it binds the switch's driver).
+    pub fn set_error_interrupt(&mut self, on: bool) {
+        self.cfg.error_interrupt = on;
+    }
+
     /// Bus address of stream `s`'s window.
     pub fn window(&self, s: u16) -> u64 {
         self.windows_base + s as u64 * self.cfg.window_bytes
