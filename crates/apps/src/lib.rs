@@ -1,6 +1,8 @@
 //! nextio's applications, and the hosts they run on assembled as systems
 //! under test.
 //!
+//! * [`chain`] — the accelerator chain of Nagare's motivating example
+//!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
 //!   payload byte, send back) on either NIC interface, behind one
 //!   [`echo::EchoSystem`] shape so experiments can compare them;
@@ -9,6 +11,7 @@
 //! * [`lpm`] — an IPv4 longest-prefix-match routing table and the l3fwd
 //!   forwarding step over real Ethernet/IPv4/UDP frames (Fig. 8).
 
+pub mod chain;
 pub mod echo;
 pub mod kv;
 pub mod lpm;

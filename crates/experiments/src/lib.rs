@@ -12,6 +12,7 @@ pub mod chart;
 pub mod enso;
 pub mod ethernet_linerate;
 pub mod experiment;
+pub mod nagare;
 pub mod output;
 pub mod params;
 pub mod pcie_bandwidth;
@@ -58,6 +59,10 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &udma_pollution::UdmaPollution,
         &udma_cross_space::UdmaCrossSpace,
         &udma_p2p::UdmaP2p,
+        &nagare::chain::NagareChain,
+        &nagare::switch_latency::NagareSwitchLatency,
+        &nagare::cpu_push::NagareCpuPush,
+        &nagare::acl::NagareAcl,
     ]
 }
 

@@ -82,6 +82,15 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "xui-rocksdb" => &["offered_krps=20", "duration_ms=10"],
         "xui-l3fwd" => &["queues=1", "load=0.2", "duration_us=100", "routes=100"],
         "xui-dsa" => &["mean_us=2", "noise_frac=0", "requests=20"],
+        "udma-offload" => &["sizes=4096", "ops=4"],
+        "udma-submission" => &["sizes=64", "ops=10"],
+        "udma-pollution" => &["working_set_kib=64", "copy_kib=64", "iterations=2"],
+        "udma-cross-space" => &["sizes=64", "messages=5"],
+        "udma-p2p" => &["kib=4", "transfers=2"],
+        "nagare-chain" => &["isolated=1", "loads_kmps=250", "messages=50"],
+        "nagare-switch-latency" => &["stages=10", "cycles_per_stage=10", "clock_ghz=3"],
+        "nagare-cpu-push" => &["sizes=64"],
+        "nagare-acl" => &["messages=50"],
         other => panic!("no small settings for {other}: add them"),
     }
 }
@@ -125,6 +134,11 @@ fn cap(spec: &ParamSpec) -> f64 {
         "offered_krps" => 300.0,
         "workers" => 16.0,
         "queues" => 8.0,
+        "ops" => 64.0,
+        "messages" => 400.0,
+        "working_set_kib" | "copy_kib" | "kib" => 512.0,
+        "iterations" => 8.0,
+        "isolated" => 5.0,
         _ => f64::INFINITY,
     }
 }

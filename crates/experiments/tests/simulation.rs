@@ -14,6 +14,10 @@
 //! * isolation: no DMA of a correct driver faults in the IOMMU;
 //! * determinism: the same seed gives the same counters.
 //!
+//! The accelerator chain of Nagare (every mode) is among the hosts: its
+//! replies must equal the software reference, and the switch must
+//! conserve every TLP and message.
+//!
 //! A failure prints the seed and the command that replays it alone:
 //! `NEXTIO_SIM_SEED=<seed> cargo test -p nextio-experiments --profile ci
 //! --test simulation`. `NEXTIO_SIM_RUNS=<n>` runs more seeds.
@@ -303,9 +307,100 @@ fn experiment_run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// What one accelerator-chain run ended with, for the determinism check.
+#[derive(Debug, PartialEq)]
+struct ChainOutcome {
+    replies: usize,
+    switch: Option<Counters>,
+    crypto: Counters,
+    ml: Counters,
+    events: u64,
+}
+
+/// The accelerator chain (Nagare's §4.1) in a random mode, machine,
+/// pipeline, image size and arrival pattern: every reply is the reference,
+/// every request is answered or counted dropped somewhere, the switch
+/// conserves TLPs and messages, no DMA faults in the IOMMU.
+fn chain_run(seed: u64) -> Result<ChainOutcome, String> {
+    use nextio_apps::chain::{self, ChainConfig, ChainMode};
+    use nextio_hw::device::Device as _;
+    use nextio_hw::nagare::PipelineConfig;
+    let mut rng = SimRng::new(seed).fork("chain");
+    let mode = pick(&mut rng, &ChainMode::ALL);
+    let cores = range(&mut rng, 1, 2) as usize;
+    let mut machine = match pick(&mut rng, &[0u8, 1]) {
+        0 => MachineSpec::enso_testbed(cores),
+        _ => MachineSpec::ice_lake_sp(cores),
+    };
+    machine.fabric.iommu.enabled = pick(&mut rng, &[true, false]);
+    let mut cfg = ChainConfig::new(machine, mode);
+    cfg.pipeline = PipelineConfig {
+        stages: range(&mut rng, 6, 24) as u32,
+        cycles_per_stage: range(&mut rng, 1, 20) as u32,
+        ..PipelineConfig::default()
+    };
+    let image = range(&mut rng, 16, 1400) as usize;
+    let n = range(&mut rng, 20, 300);
+    let interval = Duration::from_ns(pick(&mut rng, &[0u64, 500, 1000, 3000]));
+    let what = format!("{mode:?}, {image} B images, {n} at {interval:?}");
+    let sim = Sim::new();
+    let sys = chain::build(&sim, &cfg).map_err(|e| format!("{what}: {e}"))?;
+    let out = chain::run_client(&sim, &sys, n, image, interval, Duration::from_ms(2))
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.wrong > 0 {
+        return Err(format!(
+            "{what}: {} replies differ from the reference",
+            out.wrong
+        ));
+    }
+    let crypto = sys.crypto.borrow().counters().clone();
+    let ml = sys.ml.borrow().counters().clone();
+    let nic = sys.nic.borrow().counters().clone();
+    let app = sys.app.borrow().clone();
+    let switch = sys.nagare.as_ref().map(|n| n.borrow().counters().clone());
+    if let Some(n) = &sys.nagare {
+        n.borrow()
+            .conservation()
+            .map_err(|e| format!("{what}: {e}"))?;
+    }
+    let dropped = crypto.sum_prefix("drop.")
+        + ml.sum_prefix("drop.")
+        + nic.sum_prefix("drop.")
+        + app.sum_prefix("drop.")
+        + switch.as_ref().map_or(0, |c| c.get("messages_dropped"))
+        + out.wire_drops;
+    if out.replies.len() as u64 + dropped != out.sent {
+        return Err(format!(
+            "{what}: {} replies + {dropped} counted drops for {} requests",
+            out.replies.len(),
+            out.sent
+        ));
+    }
+    let faults = sys
+        .host
+        .machine()
+        .fabric()
+        .counters()
+        .get("drop.iommu_fault");
+    if faults > 0 {
+        return Err(format!("{what}: {faults} IOMMU faults"));
+    }
+    ledgers_balance(&sys.host, &sim).map_err(|e| format!("{what}: {e}"))?;
+    let events = sim.events();
+    sim.shutdown();
+    Ok(ChainOutcome {
+        replies: out.replies.len(),
+        switch,
+        crypto,
+        ml,
+        events,
+    })
+}
+
 fn run_seed(seed: u64) -> Result<(), String> {
     echo_run(seed)?;
     runtime_run(seed)?;
+    chain_run(seed)?;
     experiment_run(seed)
 }
 
@@ -350,4 +445,8 @@ fn the_same_seed_replays_the_same_run() {
     let b = echo_run(seed).unwrap_or_else(|e| panic!("{e}\n{}", replay_hint(seed)));
     assert_eq!(a, b, "{}", replay_hint(seed));
     assert!(a.sent > 0 && a.received > 0);
+    let a = chain_run(seed).unwrap_or_else(|e| panic!("{e}\n{}", replay_hint(seed)));
+    let b = chain_run(seed).unwrap_or_else(|e| panic!("{e}\n{}", replay_hint(seed)));
+    assert_eq!(a, b, "{}", replay_hint(seed));
+    assert!(a.replies > 0);
 }

@@ -15,6 +15,7 @@
 //! * [`interrupt`] — local APIC, UIPI and xUI user interrupts, delivery
 //!   strategies, the KB_Timer and a DSA-like accelerator.
 
+pub mod accel;
 pub mod cache;
 pub mod cpu;
 pub mod device;
@@ -26,6 +27,7 @@ pub mod layout;
 pub mod machine;
 pub mod mem;
 pub mod memory;
+pub mod nagare;
 pub mod nic;
 pub mod packet;
 pub mod pcap;

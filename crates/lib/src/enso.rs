@@ -381,6 +381,14 @@ impl Device {
     /// Busy-poll until a notification or a TX completion has arrived: one
     /// charged wait, woken by the NIC's writes into this buffer.
     pub async fn wait_for_activity(&self) {
+        self.ctx
+            .spin_until(&self.notify, || self.has_activity())
+            .await;
+    }
+
+    /// Whether a notification or a TX completion is waiting (the poll
+    /// loop's test, read without charge: a wait is charged as polling).
+    pub fn has_activity(&self) -> bool {
         let rx = self
             .rx_ring
             .offset(self.rx_head as u64 * NOTIFICATION_BYTES);
@@ -388,18 +396,41 @@ impl Device {
             .tx_ring
             .offset(self.tx_head as u64 * NOTIFICATION_BYTES);
         let tx_pending = self.tx_head != self.tx_tail;
-        let ctx = &self.ctx;
-        // The poll loop's test, read without charge: the wait is charged
-        // as polling.
         let word = |va: VirtAddr, absent: u64| {
             let mut b = [0u8; 8];
-            ctx.peek(va, &mut b)
+            self.ctx
+                .peek(va, &mut b)
                 .map_or(absent, |_| u64::from_le_bytes(b))
         };
-        ctx.spin_until(&self.notify, || {
-            word(rx, 1) != 0 || (tx_pending && word(tx, 1) == 0)
-        })
-        .await;
+        word(rx, 1) != 0 || (tx_pending && word(tx, 1) == 0)
+    }
+
+    /// Whether a TX completion is waiting to be retired.
+    pub fn tx_completion_ready(&self) -> bool {
+        if self.tx_head == self.tx_tail {
+            return false;
+        }
+        let tx = self
+            .tx_ring
+            .offset(self.tx_head as u64 * NOTIFICATION_BYTES);
+        let mut b = [0u8; 8];
+        self.ctx
+            .peek(tx, &mut b)
+            .is_ok_and(|_| u64::from_le_bytes(b) == 0)
+    }
+
+    /// Fire `notify` too whenever the NIC writes into this notification
+    /// buffer (for a loop that polls this device and others).
+    pub fn watch_activity(&self, notify: Rc<Notify>) -> Result<(), EnsoError> {
+        let bytes = (self.rx_entries + self.tx_entries) as u64 * NOTIFICATION_BYTES;
+        self.ctx.watch_with(self.rx_ring, bytes, notify)?;
+        Ok(())
+    }
+
+    /// The DMA buffer holding pipe `p`'s ring (to share it with another
+    /// device that reads received bytes where they sit).
+    pub fn rx_ring_buffer(&self, p: RxPipe) -> Result<DmaBuffer, EnsoError> {
+        Ok(self.rx.get(p.0).ok_or(EnsoError::NoPipe)?.ring)
     }
 
     /// The next up to `max_bytes` bytes of `p`, without consuming them.

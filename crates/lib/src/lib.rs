@@ -5,6 +5,9 @@
 //!
 //! * [`dpdk`] — a DPDK-style poll-mode driver for the packetized NIC;
 //! * [`enso`] — the Ensō library (pipes, notifications) for the Ensō NIC;
+//! * [`cmdq`] — the driver of a QAT-like command-queue accelerator;
+//! * [`nagare`] — Nagare's control library: policy graphs set up once by
+//!   MMIO configuration of the switch, CPU push and copy, the error log;
 //! * [`runtime`] — an Aspen/Caladan-like user-level thread runtime: user
 //!   threads on kernel threads pinned to one or more worker cores, a FIFO
 //!   run queue per core with optional work stealing, and preemption by a
@@ -16,8 +19,10 @@
 //!   baselines: CPU copies through the cache model and the
 //!   kernel-mediated path.
 
+pub mod cmdq;
 pub mod dpdk;
 pub mod enso;
+pub mod nagare;
 pub mod runtime;
 pub mod udma;
 

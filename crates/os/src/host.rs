@@ -20,7 +20,7 @@ use std::rc::Rc;
 use nextio_engine::Sim;
 use nextio_hw::cpu::CoreCtx;
 use nextio_hw::device::{Device, DeviceId};
-use nextio_hw::fabric::{Attach, DeviceHandle, DeviceLink};
+use nextio_hw::fabric::{Attach, DeviceHandle, DeviceLink, SwitchId};
 use nextio_hw::machine::{Machine, MachineError, MachineSpec};
 use nextio_hw::mem::VirtAddr;
 use thiserror::Error;
@@ -114,6 +114,26 @@ impl Host {
         Ok(h)
     }
 
+    /// Attach `dev` as `switch`'s own function (a programmable switch's
+    /// dataplane) and bind it to its own IOMMU domain.
+    pub fn attach_switch_function<D: Device + 'static>(
+        &self,
+        dev: D,
+        switch: SwitchId,
+        link: DeviceLink,
+    ) -> Result<DeviceHandle<D>, HostError> {
+        let h = self
+            .0
+            .machine
+            .fabric()
+            .attach_switch_function(dev, switch, link)
+            .map_err(MachineError::from)?;
+        if self.0.machine.fabric().iommu_enabled() {
+            self.0.kernel.borrow_mut().device_domain(h.id)?;
+        }
+        Ok(h)
+    }
+
     /// Attach `dev` in the machine's NIC slot.
     pub fn attach_nic<D: Device + 'static>(&self, dev: D) -> Result<DeviceHandle<D>, HostError> {
         let link = self.0.machine.spec().nic_link();
@@ -164,6 +184,14 @@ impl Process {
             .kernel()
             .borrow_mut()
             .sys_mmap(self.pid, bytes, huge)
+    }
+
+    /// Let `dev` reach `buf` too (see [`Kernel::dma_share`]).
+    pub fn dma_share(&self, buf: DmaBuffer, dev: DeviceId) -> Result<(), OsError> {
+        self.host
+            .kernel()
+            .borrow_mut()
+            .dma_share(self.pid, buf, dev)
     }
 
     /// Pinned memory for `dev`'s DMA (see [`Kernel::dma_alloc`]).

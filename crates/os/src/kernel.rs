@@ -441,6 +441,28 @@ impl Kernel {
         Ok(at)
     }
 
+    /// Map `buf`, a DMA buffer of `pid`, into `dev`'s IOMMU domain too, at
+    /// the same IOVA (devices sharing one VFIO container see one IOVA
+    /// space): so one device can write what another reads. A no-op with
+    /// the IOMMU off, where every device sees physical addresses.
+    pub fn dma_share(&mut self, pid: Pid, buf: DmaBuffer, dev: DeviceId) -> Result<(), OsError> {
+        let fabric = self.bus.fabric.clone();
+        if !fabric.iommu_enabled() {
+            return Ok(());
+        }
+        let ranges = {
+            let m = self.bus.memory.borrow();
+            m.physical_ranges(&self.space(pid)?, buf.va, buf.len)?
+        };
+        let domain = self.device_domain(dev)?;
+        let mut at = buf.iova;
+        for (pa, n) in ranges {
+            fabric.iommu_map(domain, at, pa, n, true)?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// `dev`'s IOMMU domain, created and attached on first use (the IOMMU
     /// driver binding a device to its own domain, as VFIO does per group).
     pub fn device_domain(&mut self, dev: DeviceId) -> Result<nextio_hw::fabric::DomainId, OsError> {

@@ -33,6 +33,7 @@ use crate::pcie::credits::CreditClass;
 use crate::pcie::{Purpose, tlp};
 
 use super::topology::{BarWindow, Path, ROOT};
+use super::txlog::{Party, TxnKind};
 use super::{FabricInner, State};
 
 /// Largest single DMA a device may issue: bounds the memory a bad
@@ -258,6 +259,15 @@ impl FabricInner {
                     arrived = arrived.max(arrive);
                 }
                 drop(st);
+                self.log_txn(
+                    TxnKind::Write,
+                    Party::Device(dev),
+                    Party::Device(window.dev),
+                    now,
+                    arrived,
+                    data.len() as u64,
+                    purpose,
+                );
                 self.peer_write(dev, window, addr, data.to_vec(), arrived);
                 return Ok(Posted { sent_at: sent });
             }
@@ -346,9 +356,27 @@ impl FabricInner {
         }
         if let Some((window, first_pa, at)) = peer {
             // A write translated into a peer's BAR goes there whole.
+            self.log_txn(
+                TxnKind::Write,
+                Party::Device(dev),
+                Party::Device(window.dev),
+                now,
+                at,
+                data.len() as u64,
+                purpose,
+            );
             self.peer_write(dev, window, first_pa.0, data.to_vec(), at);
         }
         if !writes.is_empty() {
+            self.log_txn(
+                TxnKind::Write,
+                Party::Device(dev),
+                Party::Memory,
+                now,
+                landing,
+                data.len() as u64,
+                purpose,
+            );
             let bytes = data.to_vec();
             self.schedule(landing, move |f| f.land_writes(&bytes, &writes));
         }
@@ -680,6 +708,15 @@ impl FabricInner {
             self.report_fault(dev, arrived, tag, f);
             return Ok(());
         }
+        self.log_txn(
+            TxnKind::Read,
+            Party::Device(dev),
+            Party::Memory,
+            now,
+            arrived,
+            len,
+            purpose,
+        );
         self.schedule(arrived, move |f| {
             let mut data = vec![0u8; len as usize];
             {
@@ -723,6 +760,7 @@ impl FabricInner {
             return;
         }
         self.state.borrow_mut().counters.inc("peer_reads");
+        let issued = self.sim.now();
         self.schedule(at, move |f| {
             let mut data = vec![0u8; len as usize];
             let mut turnaround = 0;
@@ -750,6 +788,15 @@ impl FabricInner {
                 }
             }
             f.release_tag(from, arrived);
+            f.log_txn(
+                TxnKind::Read,
+                Party::Device(from),
+                Party::Device(window.dev),
+                issued,
+                arrived,
+                len,
+                purpose,
+            );
             f.schedule(arrived, move |f| {
                 f.with_device(from, |d, cx| d.dma_read_done(cx, tag, &data));
             });
@@ -792,6 +839,15 @@ impl FabricInner {
         drop(st);
         // Behind every write the device posted before it.
         let at = self.order_posted(dev, arrive + rc_latency);
+        self.log_txn(
+            TxnKind::Interrupt,
+            Party::Device(dev),
+            Party::Cpu,
+            now,
+            at,
+            4,
+            "interrupt",
+        );
         self.schedule(at, move |f| {
             let sink = f.interrupt_sink.borrow().clone();
             match sink {

@@ -16,6 +16,7 @@ use crate::pcie::credits::CreditClass;
 use crate::pcie::{Purpose, tlp};
 
 use super::topology::{BarWindow, ROOT};
+use super::txlog::{Party, TxnKind};
 use super::{Fabric, FabricInner};
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -84,6 +85,15 @@ impl Fabric {
             Duration::ZERO,
         );
         drop(st);
+        f.log_txn(
+            TxnKind::Write,
+            Party::Cpu,
+            Party::Device(w.dev),
+            now,
+            arrive,
+            data.len() as u64,
+            purpose,
+        );
         let offset = pa.0 - w.base;
         let data = data.to_vec();
         f.schedule(arrive, move |f| {
@@ -185,6 +195,7 @@ impl Fabric {
         let reply = Rc::new(Mailbox::new(&f.sim));
         let out = reply.clone();
         let offset = pa.0 - w.base;
+        let now_issued = now;
         f.schedule(arrive, move |f| {
             let mut data = vec![0u8; len as usize];
             let mut turnaround = 0;
@@ -202,6 +213,15 @@ impl Fabric {
                 CreditClass::Completion,
                 purpose,
                 Duration::ZERO,
+            );
+            f.log_txn(
+                TxnKind::Read,
+                Party::Cpu,
+                Party::Device(w.dev),
+                now_issued,
+                back + rc_latency,
+                len,
+                purpose,
             );
             out.push_at(back + rc_latency, data);
         });

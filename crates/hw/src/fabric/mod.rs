@@ -32,6 +32,7 @@ mod mmio;
 pub mod root_complex;
 pub mod switch;
 pub mod topology;
+pub mod txlog;
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -297,11 +298,18 @@ impl State {
             let (done, arrival) = self.topo.links[hop.link].transmit(
                 hop.dir, now, ready, header, payload, class, purpose, consume,
             );
-            arrived = arrival;
             if i == 0 {
                 left_first = done;
             }
-            ready = arrived + forward;
+            // A TLP for a switch's own function is processed by the switch
+            // (its latency and pipeline) before the function sees it.
+            let through_switch = !last || self.topo.is_switch(hop.to);
+            arrived = if through_switch {
+                self.topo.forward(hop.link, hop.to, arrival)
+            } else {
+                arrival
+            };
+            ready = arrived;
         }
         (left_first, arrived)
     }
@@ -313,6 +321,8 @@ pub(crate) struct FabricInner {
     state: RefCell<State>,
     devices: RefCell<Vec<DeviceEntry>>,
     interrupt_sink: RefCell<Option<InterruptSink>>,
+    /// Every transaction, when asked for ([`Fabric::record_transactions`]).
+    txlog: RefCell<Option<Vec<txlog::Txn>>>,
 }
 
 /// A host's interconnect. Cheap to clone; clones share it.
@@ -345,6 +355,7 @@ impl Fabric {
             }),
             devices: RefCell::new(Vec::new()),
             interrupt_sink: RefCell::new(None),
+            txlog: RefCell::new(None),
         })))
     }
 
@@ -385,11 +396,70 @@ impl Fabric {
             .ok_or(FabricError::TooDeep)
     }
 
+    /// Add a programmable switch (Nagare, thesis §4.3) at `at`: a switch
+    /// whose every ingress port runs the match-action pipeline `pipeline`
+    /// (see [`crate::nagare::pipeline`]) on top of `cfg`'s forwarding.
+    pub fn add_programmable_switch(
+        &self,
+        at: Attach,
+        link: PcieConfig,
+        cfg: SwitchConfig,
+        pipeline: crate::nagare::PipelineConfig,
+    ) -> Result<SwitchId, FabricError> {
+        crate::nagare::Program::fits(&pipeline).map_err(|e| FabricError::Config(e.to_string()))?;
+        let sw = self.add_switch(at, link, cfg)?;
+        self.0
+            .state
+            .borrow_mut()
+            .topo
+            .programmable
+            .insert(sw.0, pipeline);
+        Ok(sw)
+    }
+
+    /// Attach `dev` as `switch`'s own function (its upstream port's
+    /// endpoint): it has no link of its own, its BARs are claimed by the
+    /// switch for requests from below whatever the ACS policy, and its
+    /// requests start at the switch. `link` gives the framing its requests
+    /// use (MPS, read request size, tags). This is how a programmable
+    /// switch's dataplane (Nagare's engine) is a device of the fabric.
+    pub fn attach_switch_function<D: Device + 'static>(
+        &self,
+        dev: D,
+        switch: SwitchId,
+        link: DeviceLink,
+    ) -> Result<DeviceHandle<D>, FabricError> {
+        self.parent_node(Attach::Switch(switch))?;
+        self.attach_at(dev, Some(switch.0), Attach::Switch(switch), link)
+    }
+
+    /// Start (or stop, with `false`) logging every transaction; starting
+    /// clears the log.
+    pub fn record_transactions(&self, on: bool) {
+        *self.0.txlog.borrow_mut() = on.then(Vec::new);
+    }
+
+    /// The transactions logged so far (empty when not recording).
+    pub fn transactions(&self) -> Vec<txlog::Txn> {
+        self.0.txlog.borrow().clone().unwrap_or_default()
+    }
+
     /// Attach `dev` at `at` over `link`; its BARs are placed in the MMIO
     /// window. Returns a typed handle.
     pub fn attach<D: Device + 'static>(
         &self,
         dev: D,
+        at: Attach,
+        link: DeviceLink,
+    ) -> Result<DeviceHandle<D>, FabricError> {
+        self.attach_at(dev, None, at, link)
+    }
+
+    /// Attach `dev` below `at`, or, with `function`, at that switch node.
+    fn attach_at<D: Device + 'static>(
+        &self,
+        dev: D,
+        function: Option<NodeId>,
         at: Attach,
         link: DeviceLink,
     ) -> Result<DeviceHandle<D>, FabricError> {
@@ -409,10 +479,13 @@ impl Fabric {
                 .map_err(|_| FabricError::Config("too many devices".into()))?,
         );
         let mut st = self.0.state.borrow_mut();
-        let node = st
-            .topo
-            .add_node(parent, NodeKind::Endpoint, pcie)
-            .ok_or(FabricError::TooDeep)?;
+        let node = match function {
+            Some(n) => n,
+            None => st
+                .topo
+                .add_node(parent, NodeKind::Endpoint, pcie)
+                .ok_or(FabricError::TooDeep)?,
+        };
         st.topo.endpoint.push(node);
         let mut bars = Vec::with_capacity(bar_specs.len());
         for (i, spec) in bar_specs.iter().enumerate() {
@@ -717,6 +790,33 @@ impl Fabric {
 }
 
 impl FabricInner {
+    /// Log a transaction, if transactions are being recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn log_txn(
+        &self,
+        kind: txlog::TxnKind,
+        from: txlog::Party,
+        to: txlog::Party,
+        issued: Time,
+        done: Time,
+        bytes: u64,
+        purpose: Purpose,
+    ) {
+        if let Some(log) = self.txlog.borrow_mut().as_mut() {
+            let id = log.len() as u64;
+            log.push(txlog::Txn {
+                id,
+                kind,
+                from,
+                to,
+                issued,
+                done,
+                bytes,
+                purpose,
+            });
+        }
+    }
+
     /// Run `f` at `at` (which the caller computed from now on).
     fn schedule(self: &Rc<Self>, at: Time, f: impl FnOnce(&Rc<FabricInner>) + 'static) {
         let now = self.sim.now();

@@ -11,7 +11,12 @@
 //! * a path from a node to one of its ancestors (or back) crosses each
 //!   link at most once, in the direction named.
 
+use std::collections::BTreeMap;
+
+use nextio_engine::{Duration, Time};
+
 use crate::device::DeviceId;
+use crate::nagare::pipeline::{Pipeline, PipelineConfig};
 use crate::pcie::{Direction, PcieLink};
 
 use super::switch::SwitchConfig;
@@ -113,6 +118,11 @@ pub(crate) struct Topology {
     pub endpoint: Vec<NodeId>,
     pub next_mmio: u64,
     pub mmio_end: u64,
+    /// Programmable switches (Nagare): their pipeline configuration, and
+    /// one pipeline per ingress port, keyed by (switch, link the TLP came
+    /// in on), made on first use.
+    pub programmable: BTreeMap<NodeId, PipelineConfig>,
+    pub pipelines: BTreeMap<(NodeId, usize), Pipeline>,
 }
 
 impl Topology {
@@ -129,6 +139,8 @@ impl Topology {
             endpoint: Vec::new(),
             next_mmio: mmio_base,
             mmio_end,
+            programmable: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
         }
     }
 
@@ -225,13 +237,42 @@ impl Topology {
     }
 
     /// The lowest switch above both `a` and `b` whose P2P policy forwards
-    /// directly, if the first common ancestor is such a switch.
+    /// directly, if the first common ancestor is such a switch. A switch's
+    /// own function (one end being the switch itself) is always reached
+    /// directly: the switch claims its own windows whatever its ACS policy.
     pub fn direct_p2p_switch(&self, a: NodeId, b: NodeId) -> Option<NodeId> {
         let common = self.common_ancestor(a, b);
         match self.nodes[common.0 as usize].kind {
+            NodeKind::Switch(_) if common == a || common == b => Some(common),
             NodeKind::Switch(cfg) if cfg.p2p == super::switch::P2pPolicy::Direct => Some(common),
             _ => None,
         }
+    }
+
+    /// Whether `n` is a switch.
+    pub fn is_switch(&self, n: NodeId) -> bool {
+        matches!(self.nodes[n.0 as usize].kind, NodeKind::Switch(_))
+    }
+
+    /// When a TLP that arrived at node `n` over `link` at `arrived` is
+    /// ready to leave it: a switch's forwarding latency, plus, in a
+    /// programmable switch, the traversal of its ingress port's pipeline.
+    pub fn forward(&mut self, link: usize, n: NodeId, arrived: Time) -> Time {
+        let base = arrived + Duration::from_ps(self.forward_latency_ps(n));
+        let Some(cfg) = self.programmable.get(&n) else {
+            return base;
+        };
+        let pipeline = match self.pipelines.entry((n, link)) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => match Pipeline::new(cfg) {
+                Ok(p) => e.insert(p),
+                // Configurations are validated when set; an invalid one
+                // never gets here.
+                Err(_) => return base,
+            },
+        };
+        let out = pipeline.traverse(arrived);
+        base + (out - arrived)
     }
 
     fn common_ancestor(&self, mut a: NodeId, mut b: NodeId) -> NodeId {

@@ -43,6 +43,10 @@
 //! and resumes once the port has room: transmit never drops for lack of
 //! room.
 //!
+//! Push (an extension for Nagare, off unless configured): frames written
+//! into BAR1, the TX push window, are sent like TX pipe data but with no
+//! notification to fetch or complete.
+//!
 //! Faults. A DMA the fabric refuses at once (`DmaError`) is counted in
 //! `dma_errors` and its work undone or dropped; one that faults on the way
 //! (the IOMMU refused it) moved no byte. A faulting read is a TX
@@ -126,6 +130,12 @@ pub struct EnsoNicConfig {
     pub max_pipes: usize,
     /// Most notification buffers (threads).
     pub max_notification_buffers: usize,
+    /// Bytes of the TX push window (BAR1), 0 for none: a producer (a
+    /// Nagare switch, thesis §4.3) pushes frames into it by DMA writes, in
+    /// the byte format of a TX pipe, and the NIC sends them with no
+    /// notification, doorbell or read. An extension of this model, off by
+    /// default; the Ensō hardware has no such window.
+    pub push_window_bytes: u64,
 }
 
 impl Default for EnsoNicConfig {
@@ -138,6 +148,7 @@ impl Default for EnsoNicConfig {
             // hardware supports thousands.
             max_pipes: 1024,
             max_notification_buffers: 128,
+            push_window_bytes: 0,
         }
     }
 }
@@ -431,10 +442,14 @@ impl Device for EnsoNic {
     }
 
     fn bars(&self) -> Vec<BarSpec> {
-        vec![BarSpec::new(regs::register_bytes(
+        let mut bars = vec![BarSpec::new(regs::register_bytes(
             self.cfg.max_pipes,
             self.cfg.max_notification_buffers,
-        ))]
+        ))];
+        if self.cfg.push_window_bytes > 0 {
+            bars.push(BarSpec::new(self.cfg.push_window_bytes));
+        }
+        bars
     }
 
     fn ports(&self) -> usize {
@@ -449,6 +464,10 @@ impl Device for EnsoNic {
         offset: u64,
         data: &[u8],
     ) {
+        if bar == 1 && self.cfg.push_window_bytes > 0 {
+            self.tx_pushed(cx, data);
+            return;
+        }
         let reg = match bar {
             0 => regs::decode(offset, self.cfg.max_pipes),
             _ => None,

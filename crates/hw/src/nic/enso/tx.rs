@@ -46,11 +46,21 @@ enum JobState {
     Sending(VecDeque<Frame>),
 }
 
-/// One TX notification handed over by a doorbell.
+/// Where a job's data came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobFrom {
+    /// A TX notification of notification buffer `nb`, in ring slot `slot`:
+    /// completed by writing it back.
+    Notification { nb: usize, slot: u32 },
+    /// A push into the TX push window ([`super::push`]): nothing to
+    /// complete.
+    Push,
+}
+
+/// One TX notification handed over by a doorbell, or one push.
 struct Job {
     seq: u64,
-    nb: usize,
-    slot: u32,
+    from: JobFrom,
     /// The notification as read (zeros if the read failed): written back,
     /// signal cleared, on completion.
     entry: [u8; NOTIFICATION_BYTES as usize],
@@ -67,6 +77,8 @@ pub(super) struct TxEngine {
     next_frame: u64,
     /// The port was full and a wake-up is pending.
     waiting_for_port: bool,
+    /// Bytes of a frame cut by the end of one push, awaiting the rest.
+    push_partial: Vec<u8>,
 }
 
 impl TxEngine {
@@ -103,8 +115,7 @@ impl EnsoNic {
             for slot in first..end {
                 self.tx.jobs.push_back(Job {
                     seq: self.tx.next_seq,
-                    nb: n,
-                    slot,
+                    from: JobFrom::Notification { nb: n, slot },
                     entry: [0; NOTIFICATION_BYTES as usize],
                     state: JobState::Fetching { fetch: seq },
                 });
@@ -119,6 +130,19 @@ impl EnsoNic {
             }
             first = end % entries;
         }
+        self.pump_tx(cx);
+    }
+
+    /// Bytes pushed into the TX push window: a job whose data is here.
+    pub(super) fn tx_pushed(&mut self, cx: &mut DeviceCtx<'_>, data: &[u8]) {
+        self.counters.inc("tx_pushes");
+        self.tx.jobs.push_back(Job {
+            seq: self.tx.next_seq,
+            from: JobFrom::Push,
+            entry: [0; NOTIFICATION_BYTES as usize],
+            state: JobState::Ready(data.to_vec()),
+        });
+        self.tx.next_seq += 1;
         self.pump_tx(cx);
     }
 
@@ -215,12 +239,11 @@ impl EnsoNic {
                 JobState::Failed => job.state = JobState::Sending(VecDeque::new()),
                 JobState::Ready(data) => {
                     let data = std::mem::take(data);
-                    let frames = parse(
-                        &mut self.nbs[job.nb].tx_partial,
-                        &data,
-                        &mut self.tx.next_frame,
-                        &mut self.counters,
-                    );
+                    let partial = match job.from {
+                        JobFrom::Notification { nb, .. } => &mut self.nbs[nb].tx_partial,
+                        JobFrom::Push => &mut self.tx.push_partial,
+                    };
+                    let frames = parse(partial, &data, &mut self.tx.next_frame, &mut self.counters);
                     job.state = JobState::Sending(frames);
                 }
                 JobState::Sending(frames) => {
@@ -249,11 +272,15 @@ impl EnsoNic {
 
     /// Overwrite `job`'s TX notification with its signal cleared.
     fn complete(&mut self, cx: &mut DeviceCtx<'_>, job: &Job) {
+        let JobFrom::Notification { nb: nb_id, slot } = job.from else {
+            self.counters.inc("tx_pushes_sent");
+            return;
+        };
         let mut entry = job.entry;
         TxNotification::new_unchecked(&mut entry[..]).set_signal(0);
-        let nb = &self.nbs[job.nb];
-        let addr = nb.tx_ring + job.slot as u64 * NOTIFICATION_BYTES;
-        let tag = Tag::TxCompletion { nb: job.nb }.encode();
+        let nb = &self.nbs[nb_id];
+        let addr = nb.tx_ring + slot as u64 * NOTIFICATION_BYTES;
+        let tag = Tag::TxCompletion { nb: nb_id }.encode();
         match cx.dma_write(addr, &entry, "notification", tag) {
             Ok(_) => self.counters.inc("notifications.tx_completion"),
             Err(_) => self.counters.inc("dma_errors"),
