@@ -14,7 +14,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nextio_experiments::{
-    Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, output, report,
+    Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, compare, output, report,
 };
 
 /// The commit this binary was built from, if the build could tell.
@@ -81,6 +81,20 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+    },
+    /// Compare two runs (result folders or result.json files) check by check
+    /// and point by point; exit status 1 when a verdict changed.
+    Compare {
+        /// The baseline run.
+        a: PathBuf,
+        /// The run compared with it.
+        b: PathBuf,
+        /// Most differing series points listed.
+        #[arg(long, default_value_t = 40, value_name = "N")]
+        points: usize,
+        /// Also write the comparison (Markdown) to FILE.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -150,6 +164,28 @@ fn one_line(message: &str) -> String {
 
 fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
+        Command::Compare { a, b, points, out } => {
+            let load = |p: &Path| compare::load(p).map_err(|e| Failure::usage(e.to_string()));
+            let c = compare::compare(&load(&a)?, &load(&b)?);
+            let text = compare::render(
+                &c,
+                &a.display().to_string(),
+                &b.display().to_string(),
+                points,
+            );
+            print!("{text}");
+            if let Some(file) = out {
+                output::write_atomically(&file, text.as_bytes())
+                    .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
+            }
+            match c.verdict_changes() {
+                0 => Ok(()),
+                n => Err(Failure {
+                    message: format!("{n} verdict change(s) between the runs"),
+                    status: 1,
+                }),
+            }
+        }
         Command::List => {
             for e in nextio_experiments::all() {
                 println!("{:<28} {}", e.name(), e.reproduces());

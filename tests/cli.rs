@@ -375,6 +375,40 @@ fn same_seed_same_result() {
 }
 
 #[test]
+fn compare_exits_non_zero_only_when_a_verdict_changed() {
+    let (a, b) = (temp_dir("cmp-a"), temp_dir("cmp-b"));
+    for d in [&a, &b] {
+        let d = d.display().to_string();
+        let args = [
+            "run",
+            "ethernet-linerate",
+            "--quick",
+            "--set",
+            "frame_bytes=64",
+            "--out",
+            &d,
+        ];
+        assert!(nextio(&args).status.success());
+    }
+    let (sa, sb) = (a.display().to_string(), b.display().to_string());
+    let same = nextio(&["compare", &sa, &sb]);
+    assert!(same.status.success(), "{same:?}");
+    assert!(String::from_utf8_lossy(&same.stdout).contains("agree on every number"));
+    // Flip one verdict in B's result, as a regressed model would.
+    let file = b.join("ethernet-linerate/result.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    r["checks"][0]["verdict"] = "miss".into();
+    std::fs::write(&file, serde_json::to_vec(&r).unwrap()).unwrap();
+    let changed = nextio(&["compare", &sa, &sb]);
+    assert_eq!(changed.status.code(), Some(1), "{changed:?}");
+    let missing = a.join("nothing-here").display().to_string();
+    one_error_line(
+        &["compare", &sa, &missing],
+        &nextio(&["compare", &sa, &missing]),
+    );
+}
+
+#[test]
 fn pcap_output_opens_as_nanosecond_pcap() {
     let (out_dir, pcap_dir) = (temp_dir("pout"), temp_dir("pcap"));
     let out = nextio(&[

@@ -4,11 +4,12 @@
 //! * [`params`] turns `KEY=VALUE` strings into validated parameters;
 //! * [`experiment`] defines the [`Experiment`] trait and the result record;
 //! * [`output`] and [`report`] write `result.json`, CSVs, SVG charts and the
-//!   `index.html` report;
+//!   `index.html` report; [`compare`] sets two runs side by side;
 //! * one module per experiment family, listed in [`all`].
 
 pub mod cache_layout;
 pub mod chart;
+pub mod compare;
 pub mod enso;
 pub mod ethernet_linerate;
 pub mod experiment;
