@@ -12,10 +12,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nextio_experiments::{
     Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, compare, output, report,
 };
+
+mod progress;
+
+use progress::Progress;
 
 /// The commit this binary was built from, if the build could tell.
 const GIT_COMMIT: Option<&str> = option_env!("NEXTIO_GIT_COMMIT");
@@ -34,7 +37,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List the experiments and the figure each reproduces.
-    List,
+    List {
+        /// Everything `--describe` shows, for every experiment, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one experiment and write DIR/NAME/{result.json, *.csv, chart.svg}.
     Run {
         /// Experiment name (see `nextio list`).
@@ -186,7 +193,34 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 }),
             }
         }
-        Command::List => {
+        Command::List { json: true } => {
+            let list: Vec<serde_json::Value> = nextio_experiments::all()
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "name": e.name(),
+                        "paper": e.paper(),
+                        "reproduces": e.reproduces(),
+                        "about": e.about(),
+                        "params": e.params().iter().map(|p| serde_json::json!({
+                            "name": p.name,
+                            "kind": p.kind_name(),
+                            "unit": p.unit,
+                            "default": p.default,
+                            "quick": p.quick_default,
+                            "accepts": p.accepts(),
+                            "help": p.help,
+                        })).collect::<Vec<_>>(),
+                        "checks": e.checks(),
+                    })
+                })
+                .collect();
+            let text = serde_json::to_string_pretty(&list)
+                .map_err(|e| Failure::usage(format!("cannot render the list: {e}")))?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::List { json: false } => {
             for e in nextio_experiments::all() {
                 println!("{:<28} {}", e.name(), e.reproduces());
             }
@@ -208,7 +242,8 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 print!("{}", describe_text(exp));
                 return Ok(());
             }
-            let result = run_seeds(exp, quick, seed, seeds, &set, pcap, trace)?;
+            let progress = Progress::new(seeds as usize);
+            let result = run_seeds(exp, quick, seed, seeds, &set, pcap, trace, &progress, 0)?;
             let dir = write(&out, &result)?;
             print!("{}", output::summary_text(&result));
             println!("wrote {}", dir.display());
@@ -224,8 +259,21 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             let started = Instant::now();
             let mut done = Vec::new();
             let mut failed = Vec::new();
-            for exp in nextio_experiments::all() {
-                match run_seeds(exp, quick, seed, seeds, &[], pcap.clone(), None) {
+            let all = nextio_experiments::all();
+            let progress = Progress::new(all.len() * seeds as usize);
+            for (i, exp) in all.into_iter().enumerate() {
+                let first = i * seeds as usize;
+                match run_seeds(
+                    exp,
+                    quick,
+                    seed,
+                    seeds,
+                    &[],
+                    pcap.clone(),
+                    None,
+                    &progress,
+                    first,
+                ) {
                     Ok(result) => {
                         write(&out, &result)?;
                         print!("{}", output::summary_text(&result));
@@ -288,7 +336,9 @@ fn find(name: &str) -> Result<&'static dyn Experiment, Failure> {
 /// Most seeds one run may ask for: each multiplies its time.
 const MAX_SEEDS: u64 = 64;
 
-/// Run `exp` under `seeds` consecutive seeds from `seed` and summarise.
+/// Run `exp` under `seeds` consecutive seeds from `seed` and summarise;
+/// the runs are experiments `first..first + seeds` of `progress`.
+#[allow(clippy::too_many_arguments)]
 fn run_seeds(
     exp: &dyn Experiment,
     quick: bool,
@@ -297,17 +347,24 @@ fn run_seeds(
     set: &[String],
     pcap: Option<PathBuf>,
     trace: Option<PathBuf>,
+    progress: &Progress,
+    first: usize,
 ) -> Result<ExperimentResult, Failure> {
     let mut runs = Vec::new();
     for k in 0..seeds {
-        runs.push(run_one(
+        let index = first + k as usize;
+        let shown = progress.start(index, exp.name());
+        let run = run_one(
             exp,
             quick,
             seed.wrapping_add(k),
             set,
             pcap.clone(),
             trace.clone(),
-        )?);
+            &shown,
+        );
+        progress.finish(index, exp.name(), shown);
+        runs.push(run?);
     }
     Ok(nextio_experiments::seeds::summarise(runs)?)
 }
@@ -319,37 +376,16 @@ fn run_one(
     set: &[String],
     pcap: Option<PathBuf>,
     trace: Option<PathBuf>,
+    shown: &progress::Experiment,
 ) -> Result<ExperimentResult, Failure> {
     let params = Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
-    let bar = progress_bar(exp.name());
-    let shown = bar.clone();
-    let started = Instant::now();
     let ctx = RunContext::new(params, seed, quick)
         .with_pcap_dir(pcap)
         .with_trace_dir(trace)
-        .with_progress(move |fraction| {
-            // Only runs longer than a second get a visible bar.
-            if shown.is_hidden() && started.elapsed().as_secs_f64() > 1.0 {
-                shown.set_draw_target(ProgressDrawTarget::stderr());
-            }
-            shown.set_position((fraction * 1000.0) as u64);
-        });
-    let result = nextio_experiments::execute(exp, ctx);
-    bar.finish_and_clear();
-    let mut result = result?;
+        .with_progress(shown.callback());
+    let mut result = nextio_experiments::execute(exp, ctx)?;
     result.run.commit = GIT_COMMIT.map(String::from);
     Ok(result)
-}
-
-fn progress_bar(name: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::hidden());
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>24} [{bar:40}] {percent:>3}% {elapsed}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(name.to_string());
-    bar
 }
 
 fn write(out: &Path, result: &ExperimentResult) -> Result<PathBuf, Failure> {

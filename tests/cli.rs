@@ -18,20 +18,34 @@ fn nextio(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the nextio binary runs");
+    // Drain both pipes while waiting: a child whose output fills a pipe
+    // would otherwise block and look like a hang.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
     let started = Instant::now();
-    while child
-        .try_wait()
-        .expect("the child can be waited for")
-        .is_none()
-    {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            break status;
+        }
         if started.elapsed() > DEADLINE {
             let _ = child.kill();
             let _ = child.wait();
             panic!("nextio {args:?} did not finish within {DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout read"),
+        stderr: stderr.join().expect("stderr read"),
     }
-    child.wait_with_output().expect("output collected")
 }
 
 /// Assert `out` is bad input's answer: status 2, one `error:` line.
@@ -77,6 +91,28 @@ fn list_names_every_experiment() {
     assert!(names.contains(&"ethernet-linerate"));
     for name in names {
         assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn list_json_carries_every_parameter_and_declared_check() {
+    let out = nextio(&["list", "--json"]);
+    assert!(out.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let list = list.as_array().expect("an array");
+    let all = nextio_experiments::all();
+    assert_eq!(list.len(), all.len());
+    for (j, e) in list.iter().zip(&all) {
+        assert_eq!(j["name"], e.name());
+        assert_eq!(j["params"].as_array().unwrap().len(), e.params().len());
+        let ids: Vec<&str> = j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        let declared: Vec<&str> = e.checks().iter().map(|c| c.id).collect();
+        assert_eq!(ids, declared, "{}", e.name());
     }
 }
 
@@ -802,4 +838,33 @@ fn count_pcap_records_any(path: &Path) -> usize {
     }
     assert_eq!(off, raw.len());
     n
+}
+
+#[test]
+fn progress_outside_a_terminal_is_plain_lines_on_stderr() {
+    let out_dir = temp_dir("progress").display().to_string();
+    let args = [
+        "run",
+        "ethernet-linerate",
+        "--quick",
+        "--seeds",
+        "2",
+        "--set",
+        "frame_bytes=64",
+        "--out",
+        &out_dir,
+    ];
+    let out = nextio(&args);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("progress: ethernet-linerate ended (1/2)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("progress: ethernet-linerate ended (2/2)"),
+        "{err}"
+    );
+    assert!(!err.contains('\r'), "no carriage returns in a log: {err:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("progress:"));
 }

@@ -416,7 +416,7 @@ impl Verdict {
 /// give it a reference and a tolerance together (a reference without a
 /// tolerance cannot be declared this way); [`per_point`](CheckSpec::per_point)
 /// makes it a family with one check per sweep point, `ID-POINT`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct CheckSpec {
     pub id: &'static str,
     pub claim: &'static str,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::experiment::{Check, ExperimentResult, Origin, Series, Verdict};
+use crate::experiment::{Axis, Check, ExperimentResult, Origin, Series, Verdict};
 
 /// The list of files nextio wrote into an experiment's folder, so a rerun
 /// removes exactly those (and nothing a user put there).
@@ -47,7 +47,10 @@ pub fn write_result(out: &Path, result: &ExperimentResult) -> std::io::Result<Pa
             n += 1;
         }
         let name = format!("{stem}.csv");
-        write_atomically(&dir.join(&name), series_csv(series).as_bytes())?;
+        write_atomically(
+            &dir.join(&name),
+            series_csv(series, &result.axes).as_bytes(),
+        )?;
         written.push(name);
         stems.push(stem);
     }
@@ -124,9 +127,15 @@ pub fn file_stem(name: &str) -> String {
         .collect()
 }
 
-/// The series as CSV; columns are every field seen, in first-seen order.
-pub fn series_csv(series: &Series) -> String {
-    let mut columns: Vec<&str> = Vec::new();
+/// The series as CSV: the x field, the plotted fields in declared order,
+/// then every other field seen (alphabetically); a header names each
+/// field with its unit where its axis title gives one (`added_ns (ns)`),
+/// and numbers carry six significant digits (`result.json` keeps them
+/// whole).
+pub fn series_csv(series: &Series, axes: &[Axis]) -> String {
+    let mut columns: Vec<&str> = std::iter::once(series.x.as_str())
+        .chain(series.y.iter().map(String::as_str))
+        .collect();
     for p in &series.points {
         for k in p.keys() {
             if !columns.contains(&k.as_str()) {
@@ -134,7 +143,14 @@ pub fn series_csv(series: &Series) -> String {
             }
         }
     }
-    let mut out = columns.join(",");
+    let header: Vec<String> = columns
+        .iter()
+        .map(|c| match axis_unit(axes, c) {
+            Some(unit) => csv_text(&format!("{c} ({unit})")),
+            None => csv_text(c),
+        })
+        .collect();
+    let mut out = header.join(",");
     out.push('\n');
     for p in &series.points {
         let row: Vec<String> = columns
@@ -147,13 +163,45 @@ pub fn series_csv(series: &Series) -> String {
     out
 }
 
+/// The unit an axis title ends with, in parentheses: `latency (µs)` → `µs`.
+fn axis_unit<'a>(axes: &'a [Axis], field: &str) -> Option<&'a str> {
+    let title = axes.iter().find(|a| a.field == field)?.title.trim_end();
+    let inner = title.strip_suffix(')')?;
+    let open = inner.rfind('(')?;
+    let unit = inner[open + 1..].trim();
+    (!unit.is_empty() && unit.len() <= 24).then_some(unit)
+}
+
+/// `v` to six significant digits, without trailing zeros; integers whole.
+pub fn significant(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == v.trunc() && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    let digits = 6 - 1 - v.abs().log10().floor() as i32;
+    if (0..=17).contains(&digits) {
+        let s = format!("{v:.*}", digits as usize);
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.5e}")
+    }
+}
+
+fn csv_text(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 fn csv_cell(v: &Value) -> String {
     match v {
-        Value::String(s) if s.contains([',', '"', '\n']) => {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        }
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => csv_text(s),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(significant).unwrap_or_default(),
+        other => csv_text(&other.to_string()),
     }
 }
 
@@ -266,4 +314,35 @@ pub fn summary_text(result: &ExperimentResult) -> String {
         result.sim.packets_per_wall_s / 1e6
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn significant_keeps_six_digits_and_integers_whole() {
+        assert_eq!(significant(148.80952380952382), "148.81");
+        assert_eq!(significant(0.0019531249), "0.00195312");
+        assert_eq!(significant(12345678.0), "12345678");
+        assert_eq!(significant(2.5), "2.5");
+        assert_eq!(significant(-0.125), "-0.125");
+        assert_eq!(significant(1.0e-21), "1.00000e-21");
+        assert_eq!(significant(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn csv_columns_follow_the_declaration_with_units() {
+        let s = Series::new("s", "size", &["lat_us", "gbps"])
+            .with(json!({"gbps": 1.23456789, "mode": "a,b", "lat_us": 2, "size": 64}));
+        let axes = [
+            Axis::new("size", "transfer (bytes)"),
+            Axis::new("lat_us", "latency (µs)"),
+        ];
+        let csv = series_csv(&s, &axes);
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some("size (bytes),lat_us (µs),gbps,mode"));
+        assert_eq!(lines.next(), Some("64,2,1.23457,\"a,b\""));
+    }
 }
