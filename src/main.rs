@@ -354,13 +354,19 @@ fn run_seeds(
     for k in 0..seeds {
         let index = first + k as usize;
         let shown = progress.start(index, exp.name());
+        let this_seed = seed.wrapping_add(k);
+        // Several seeds write their captures and traces apart.
+        let per_seed = |dir: &Option<PathBuf>| match dir {
+            Some(d) if seeds > 1 => Some(d.join(format!("seed-{this_seed}"))),
+            other => other.clone(),
+        };
         let run = run_one(
             exp,
             quick,
-            seed.wrapping_add(k),
+            this_seed,
             set,
-            pcap.clone(),
-            trace.clone(),
+            per_seed(&pcap),
+            per_seed(&trace),
             &shown,
         );
         progress.finish(index, exp.name(), shown);

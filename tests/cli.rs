@@ -465,7 +465,8 @@ fn pcap_output_opens_as_nanosecond_pcap() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let frames = count_pcap_records(&pcap_dir.join("ethernet-linerate-128B.pcap"));
+    let frames =
+        count_pcap_records(&pcap_dir.join("ethernet-linerate/ethernet-linerate-128B.pcap"));
     assert_eq!(frames, 100);
 }
 
@@ -511,8 +512,9 @@ fn trace_writes_time_ordered_events() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(trace_dir.join("ethernet-linerate-64B.trace"))
-        .expect("trace written");
+    let text =
+        std::fs::read_to_string(trace_dir.join("ethernet-linerate/ethernet-linerate-64B.trace"))
+            .expect("trace written");
     let times: Vec<u64> = text
         .lines()
         .map(|l| l.split(' ').next().unwrap().parse().unwrap())
@@ -554,7 +556,7 @@ fn enso_bench_captures_and_replays_pcap() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let captured: Vec<_> = std::fs::read_dir(&pcap_dir)
+    let captured: Vec<_> = std::fs::read_dir(pcap_dir.join("enso-cache-misses"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -702,7 +704,7 @@ fn captured(name: &str, frame_bytes: &str) -> (PathBuf, PathBuf) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let to_host = std::fs::read_dir(&pcap_dir)
+    let to_host = std::fs::read_dir(pcap_dir.join("enso-cache-misses"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with("to-host.pcap"))

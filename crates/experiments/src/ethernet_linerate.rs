@@ -354,8 +354,7 @@ fn run_point(
     }
     let counters = wire.counters();
     if let (Some(dir), Some(cap)) = (&ctx.pcap_dir, wire.take_capture()) {
-        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
-        cap.write(&dir.join(format!("{label}.pcap")))
+        cap.write(&ctx.artefact_path(dir, &label, "pcap")?)
             .map_err(RunError::from_capture)?;
     }
     let span = last.get() - first.get();

@@ -19,7 +19,7 @@
 //! [`RunContext::record_input`] and lands in `result.json`'s `inputs` and in
 //! its notes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -89,6 +89,11 @@ pub struct RunContext {
     /// traces, if asked.
     pub trace_dir: Option<PathBuf>,
     progress: Box<dyn Fn(f64) + Sync>,
+    /// The experiment running (set by [`execute`]): artefacts go in a
+    /// folder of that name.
+    experiment: &'static str,
+    /// Artefact file names already given out in this run.
+    artefacts: Mutex<std::collections::BTreeSet<PathBuf>>,
     tally: Mutex<SimTally>,
     inputs: Mutex<Map<String, Value>>,
     input_notes: Mutex<Vec<String>>,
@@ -128,6 +133,8 @@ impl RunContext {
             pcap_dir: None,
             trace_dir: None,
             progress: Box::new(|_| {}),
+            experiment: "experiment",
+            artefacts: Mutex::new(Default::default()),
             tally: Mutex::new(SimTally::default()),
             inputs: Mutex::new(Map::new()),
             input_notes: Mutex::new(Vec::new()),
@@ -171,14 +178,31 @@ impl RunContext {
         self.record(SimTally::of(sim, packets));
         self.write_trace(label, sim)
     }
-    /// Write `sim`'s trace to `TRACE_DIR/<label>.trace`, if traces were
-    /// asked for (labels must be unique within a run).
+    /// Where an artefact of this run labelled `label` goes under `dir`:
+    /// `dir/EXPERIMENT/LABEL.EXT`, the folder created. A label given out
+    /// before in this run gets `-2`, `-3`, … so no artefact silently
+    /// overwrites another.
+    pub fn artefact_path(&self, dir: &Path, label: &str, ext: &str) -> Result<PathBuf, RunError> {
+        let folder = dir.join(self.experiment);
+        std::fs::create_dir_all(&folder).map_err(|e| crate::output::path_error(&folder, e))?;
+        let stem = crate::output::file_stem(label);
+        let mut given = self.artefacts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut path = folder.join(format!("{stem}.{ext}"));
+        let mut n = 2;
+        while given.contains(&path) {
+            path = folder.join(format!("{stem}-{n}.{ext}"));
+            n += 1;
+        }
+        given.insert(path.clone());
+        Ok(path)
+    }
+    /// Write `sim`'s trace to `TRACE_DIR/EXPERIMENT/<label>.trace`, if
+    /// traces were asked for.
     pub fn write_trace(&self, label: &str, sim: &Sim) -> Result<(), RunError> {
         let Some(dir) = &self.trace_dir else {
             return Ok(());
         };
         let (records, dropped) = sim.take_trace();
-        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         let mut text = String::with_capacity(records.len() * 32);
         for r in &records {
             text.push_str(&format!("{} {}\n", r.time.ps(), r.message));
@@ -186,7 +210,7 @@ impl RunContext {
         if dropped > 0 {
             text.push_str(&format!("# {dropped} later records not kept\n"));
         }
-        let path = dir.join(format!("{}.trace", crate::output::file_stem(label)));
+        let path = self.artefact_path(dir, label, "trace")?;
         crate::output::write_atomically(&path, text.as_bytes())?;
         Ok(())
     }
@@ -915,7 +939,8 @@ impl ExperimentResult {
 /// Resolve parameters and run `exp`, timing it on the wall clock. A check
 /// the experiment did not declare, or a declaration that is not coherent,
 /// is an error: no result carries a check that `--describe` did not show.
-pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult, RunError> {
+pub fn execute(exp: &dyn Experiment, mut ctx: RunContext) -> Result<ExperimentResult, RunError> {
+    ctx.experiment = exp.name();
     let specs = exp.checks();
     for spec in specs {
         spec.validate().map_err(RunError::Declaration)?;
@@ -969,6 +994,22 @@ pub fn execute(exp: &dyn Experiment, ctx: RunContext) -> Result<ExperimentResult
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artefacts_go_in_the_experiments_folder_and_never_share_a_name() {
+        let dir = std::env::temp_dir().join(format!("nextio-artefacts-{}", std::process::id()));
+        let params = Params::resolve("t", &[], false, &[]).unwrap();
+        let mut ctx = RunContext::new(params, 1, false);
+        ctx.experiment = "some-experiment";
+        let a = ctx.artefact_path(&dir, "trial 1.5gbps", "pcap").unwrap();
+        let b = ctx.artefact_path(&dir, "trial 1.5gbps", "pcap").unwrap();
+        let c = ctx.artefact_path(&dir, "trial 1.5gbps", "trace").unwrap();
+        assert_eq!(a, dir.join("some-experiment/trial_1_5gbps.pcap"));
+        assert_eq!(b, dir.join("some-experiment/trial_1_5gbps-2.pcap"));
+        assert_eq!(c, dir.join("some-experiment/trial_1_5gbps.trace"));
+        assert!(dir.join("some-experiment").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const HIT: CheckSpec =
         CheckSpec::new("rate", "a stated rate", "Mpps", Origin::Simulated).stated(100.0, STATED);

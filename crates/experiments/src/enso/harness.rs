@@ -271,18 +271,18 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         downstream,
         caches,
     };
+    // The rate in full: a search's trials differ in the third decimal.
     let label = format!(
-        "{}-{}core-{}B-{:.1}gbps",
+        "{}-{}core-{}B-{}gbps",
         t.interface.mode_name(),
         t.cores,
         t.frame_bytes,
-        t.rate_gbps
+        crate::output::significant(t.rate_gbps)
     );
     if let Some(dir) = &ctx.pcap_dir {
-        std::fs::create_dir_all(dir).map_err(|e| crate::output::path_error(dir, e))?;
         for (wire, side) in [(&gen_out, "to-host"), (&dut_out, "from-host")] {
             if let Some(capture) = wire.take_capture() {
-                let path = dir.join(format!("{}-{side}.pcap", crate::output::file_stem(&label)));
+                let path = ctx.artefact_path(dir, &format!("{label}-{side}"), "pcap")?;
                 capture.write(&path).map_err(RunError::from_capture)?;
             }
         }
