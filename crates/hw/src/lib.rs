@@ -17,6 +17,7 @@
 
 pub mod accel;
 pub mod cache;
+pub mod coherent;
 pub mod cpu;
 pub mod device;
 pub mod devices;

@@ -16,6 +16,11 @@
 //!   bytes it changed ([`MemorySystem::watch`]): that is how a polling
 //!   driver learns a descriptor was written back, without an event per
 //!   poll;
+//! * memory a device homes over a coherent link (its windows are
+//!   registered with [`MemorySystem::add_homed`]) is not DRAM: ordinary
+//!   loads and stores to it are refused with `AccessError::DeviceHomed`
+//!   and go through [`crate::coherent`] instead, which keeps the chip's
+//!   copies coherent with the home;
 //! * a core pays only the *stall* of an access: cycles beyond an L1d hit
 //!   for every line touched, plus the full cost of any page walk. An L1d
 //!   hit costs nothing extra because software's instruction costs already
@@ -43,6 +48,8 @@ pub enum MemorySystemError {
     Cache(#[from] CacheError),
     #[error("invalid TLB: {0}")]
     Tlb(String),
+    #[error("device-homed window {pa:#x}+{len:#x} is empty, overlaps memory or another window")]
+    HomedWindow { pa: u64, len: u64 },
 }
 
 /// A physical range some task watches for writes.
@@ -65,6 +72,8 @@ pub struct MemorySystem {
     pub caches: Hierarchy,
     mmus: Vec<Mmu>,
     watches: Vec<Watch>,
+    /// Physical windows `[start, end)` homed by devices on a coherent link.
+    homed: Vec<(u64, u64)>,
     sim: Sim,
 }
 
@@ -108,6 +117,7 @@ impl MemorySystem {
             caches: Hierarchy::new(caches)?,
             mmus,
             watches: Vec::new(),
+            homed: Vec::new(),
             sim: sim.clone(),
         })
     }
@@ -142,6 +152,52 @@ impl MemorySystem {
                 w.notify.notify();
             }
         }
+    }
+
+    // ---- device-homed memory ------------------------------------------
+
+    /// Register `[pa, pa + len)` as homed by a device on a coherent link. It
+    /// must lie above physical memory and overlap no other window.
+    pub fn add_homed(&mut self, pa: PhysAddr, len: u64) -> Result<(), MemorySystemError> {
+        let end = pa.0.checked_add(len).filter(|_| len > 0);
+        let bad = MemorySystemError::HomedWindow { pa: pa.0, len };
+        let Some(end) = end else {
+            return Err(bad);
+        };
+        if pa.0 < self.phys.size_bytes() || self.homed.iter().any(|&(s, e)| pa.0 < e && s < end) {
+            return Err(bad);
+        }
+        self.homed.push((pa.0, end));
+        Ok(())
+    }
+
+    /// Whether `pa` is homed by a device.
+    pub fn is_homed(&self, pa: PhysAddr) -> bool {
+        self.homed.iter().any(|&(s, e)| (s..e).contains(&pa.0))
+    }
+
+    /// Translate a core access of `len` bytes at `va` that must lie in
+    /// device-homed memory and in one line of `line_bytes`: the physical
+    /// address and the walk cycles.
+    #[allow(clippy::too_many_arguments)]
+    pub fn homed_target(
+        &mut self,
+        core: usize,
+        space: &AddressSpace,
+        privilege: Privilege,
+        va: VirtAddr,
+        len: u64,
+        write: bool,
+        line_bytes: u64,
+    ) -> Result<(PhysAddr, u64), AccessError> {
+        let t = self.translate(core, space, privilege, va, write)?;
+        let in_line = (va.0 % line_bytes)
+            .checked_add(len)
+            .is_some_and(|e| e <= line_bytes);
+        if t.uncached || !self.is_homed(t.pa) || !in_line || len == 0 {
+            return Err(AccessError::NotHomed(va));
+        }
+        Ok((t.pa, t.walk_cycles))
     }
 
     // ---- the device side -------------------------------------------------
@@ -273,6 +329,9 @@ impl MemorySystem {
             if t.uncached {
                 return Err(AccessError::Mmio(cur));
             }
+            if self.is_homed(t.pa) {
+                return Err(AccessError::DeviceHomed(cur));
+            }
             let n = (PAGE_BYTES - cur.0 % PAGE_BYTES).min(len - done);
             self.phys.check(t.pa, n)?;
             pieces.push((done as usize, t.pa, n as usize));
@@ -392,8 +451,11 @@ fn to_access(e: MemorySystemError) -> AccessError {
     match e {
         MemorySystemError::Mem(m) => AccessError::Mem(m),
         MemorySystemError::Cache(c) => c.into(),
-        // TLBs are built with the memory system; an access cannot meet one.
-        MemorySystemError::Tlb(_) => AccessError::NoAddressSpace,
+        // TLBs and windows are set up with the memory system; an access
+        // cannot meet their errors.
+        MemorySystemError::Tlb(_) | MemorySystemError::HomedWindow { .. } => {
+            AccessError::NoAddressSpace
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use nextio_engine::{Duration, Freq};
 
 use super::prefetch::{PrefetchConfig, Stream};
 use super::stats::{CoreStats, DeviceStats};
-use super::{Cache, CacheConfig, CacheError, LINE_SHIFT};
+use super::{Cache, CacheConfig, CacheError};
 use crate::mem::PhysAddr;
 
 /// Configuration of the whole hierarchy.
@@ -36,6 +36,9 @@ pub struct HierarchyConfig {
     /// Core clock: the Xeon Gold 6346's 3.1 GHz base (Intel ARK).
     pub core_clock: Freq,
     pub prefetch: PrefetchConfig,
+    /// Bytes per cache line at every level: 64 on x86 servers (Intel
+    /// Optimization Reference Manual), 128 on Cavium ThunderX-1.
+    pub line_bytes: u64,
 }
 
 /// What kind of core access a lookup is: it decides which counters it
@@ -75,16 +78,11 @@ pub struct DeviceCost {
     pub dram_writes: u32,
 }
 
-impl DeviceCost {
-    /// Cache lines `[pa, pa + len)` spans.
-    pub fn lines_of(pa: PhysAddr, len: u64) -> u32 {
-        if len == 0 {
-            return 0;
-        }
-        let first = pa.0 >> LINE_SHIFT;
-        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
-        (last - first + 1) as u32
-    }
+/// Lines of `1 << shift` bytes that `[pa, pa + len)` spans: `first..=last`.
+fn line_span(pa: PhysAddr, len: u64, shift: u32) -> std::ops::RangeInclusive<u64> {
+    let first = pa.0 >> shift;
+    let last = pa.0.saturating_add(len.max(1) - 1) >> shift;
+    first..=last
 }
 
 /// A core's private caches and prefetcher state.
@@ -105,6 +103,7 @@ pub struct Hierarchy {
     pub(super) llc: Cache,
     ddio_ways: std::ops::Range<usize>,
     dram_cycles: u64,
+    line_shift: u32,
     device: DeviceStats,
 }
 
@@ -127,12 +126,13 @@ impl Hierarchy {
                 "degree, distance and streams must be non-zero",
             ));
         }
-        let llc = Cache::new(config.llc.clone())?;
+        let line = config.line_bytes;
+        let llc = Cache::with_line_bytes(config.llc.clone(), line)?;
         let mut cores = Vec::with_capacity(config.cores);
         for _ in 0..config.cores {
             cores.push(CoreCaches {
-                l1d: Cache::new(config.l1d.clone())?,
-                l2: Cache::new(config.l2.clone())?,
+                l1d: Cache::with_line_bytes(config.l1d.clone(), line)?,
+                l2: Cache::with_line_bytes(config.l2.clone(), line)?,
                 streams: Vec::with_capacity(p.streams as usize),
                 stream_clock: 0,
                 stats: CoreStats::default(),
@@ -152,12 +152,32 @@ impl Hierarchy {
             llc,
             ddio_ways,
             dram_cycles,
+            line_shift: line.trailing_zeros(),
             device: DeviceStats::default(),
         })
     }
 
     pub fn config(&self) -> &HierarchyConfig {
         &self.config
+    }
+
+    /// Bytes per line.
+    pub fn line_bytes(&self) -> u64 {
+        1 << self.line_shift
+    }
+
+    /// Lines per 4 KiB page, the prefetchers' horizon.
+    pub(super) fn lines_per_page(&self) -> u64 {
+        4096 >> self.line_shift
+    }
+
+    /// Cache lines `[pa, pa + len)` spans (0 for an empty range).
+    pub fn lines_of(&self, pa: PhysAddr, len: u64) -> u32 {
+        if len == 0 {
+            return 0;
+        }
+        let span = line_span(pa, len, self.line_shift);
+        (span.end() - span.start() + 1) as u32
     }
 
     /// DRAM latency in core cycles.
@@ -217,15 +237,28 @@ impl Hierarchy {
         if len == 0 {
             return Ok(cost);
         }
-        let first = pa.0 >> LINE_SHIFT;
-        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
-        for line in first..=last {
+        for line in line_span(pa, len, self.line_shift) {
             self.access_line(core, line, kind, &mut cost);
         }
         Ok(cost)
     }
 
     fn access_line(&mut self, core: usize, line: u64, kind: AccessKind, cost: &mut AccessCost) {
+        self.lookup_line(core, line, kind, cost, false);
+    }
+
+    /// Look `line` up for `core` in L1d, L2 and the LLC, counting the
+    /// access. A line no level holds is fetched from DRAM (and filled on
+    /// the way in), unless it is `homed` by a device, in which case nothing
+    /// is filled and `false` is returned: the coherent link fetches it.
+    fn lookup_line(
+        &mut self,
+        core: usize,
+        line: u64,
+        kind: AccessKind,
+        cost: &mut AccessCost,
+        homed: bool,
+    ) -> bool {
         let l1_lat = self.config.l1d.hit_latency_cycles as u64;
         let l2_lat = self.config.l2.hit_latency_cycles as u64;
         let llc_lat = self.config.llc.hit_latency_cycles as u64;
@@ -244,10 +277,10 @@ impl Hierarchy {
             cost.cycles += l1_lat;
             // Tagged next-line prefetch: the first use of a prefetched line
             // fetches the next one, so an ascending stream stays ahead.
-            if c.l1d.take_prefetched(i) && self.config.prefetch.l1_next_line {
+            if c.l1d.take_prefetched(i) && self.config.prefetch.l1_next_line && !homed {
                 self.prefetch_l1(core, line + 1);
             }
-            return;
+            return true;
         }
         let l2_hit = c.l2.touch_line(line);
         if demand {
@@ -270,6 +303,10 @@ impl Hierarchy {
             if llc_hit {
                 cost.llc_hits += 1;
                 cost.cycles += llc_lat;
+            } else if homed {
+                // Not on chip: the request leaves for the line's home.
+                // Prefetchers never reach into device-homed memory.
+                return false;
             } else {
                 cost.dram_reads += 1;
                 cost.cycles += self.dram_cycles;
@@ -278,6 +315,9 @@ impl Hierarchy {
             self.cores[core].l2.fill_line(line);
         }
         self.cores[core].l1d.fill_line(line);
+        if homed {
+            return true;
+        }
         // The streamer trains on the L2 lookup this miss caused; the
         // next-line prefetcher reacts to the miss itself.
         if self.config.prefetch.l2_streamer {
@@ -286,6 +326,70 @@ impl Hierarchy {
         if self.config.prefetch.l1_next_line {
             self.prefetch_l1(core, line + 1);
         }
+        true
+    }
+
+    // ---- lines homed by a device on a coherent link ---------------------
+
+    /// A core's access to the line holding `pa`, which a device homes over
+    /// a coherent link: looked up and counted like any access, but a line
+    /// the chip does not hold is not read from DRAM. Returns the cost of
+    /// the lookup and whether the chip held the line; if not, the caller
+    /// fetches it from its home and then calls [`Hierarchy::fill_homed`].
+    pub fn access_homed(
+        &mut self,
+        core: usize,
+        pa: PhysAddr,
+        kind: AccessKind,
+    ) -> Result<(AccessCost, bool), CacheError> {
+        let cores = self.cores.len();
+        if core >= cores {
+            return Err(CacheError::NoSuchCore { core, cores });
+        }
+        let mut cost = AccessCost::default();
+        let held = self.lookup_line(core, pa.0 >> self.line_shift, kind, &mut cost, true);
+        Ok((cost, held))
+    }
+
+    /// The line holding `pa` arrived from its home for `core`: it is filled
+    /// into the core's L1d and L2 and the LLC, as a DRAM fill would be.
+    pub fn fill_homed(&mut self, core: usize, pa: PhysAddr) -> Result<(), CacheError> {
+        let cores = self.cores.len();
+        if core >= cores {
+            return Err(CacheError::NoSuchCore { core, cores });
+        }
+        let line = pa.0 >> self.line_shift;
+        self.llc.fill_line(line);
+        let c = &mut self.cores[core];
+        c.l2.fill_line(line);
+        c.l1d.fill_line(line);
+        Ok(())
+    }
+
+    /// Whether any cache of the chip (a core's L1d or L2, or the LLC)
+    /// holds the line of `pa` (no state changes).
+    pub fn chip_holds(&self, pa: PhysAddr) -> bool {
+        let line = pa.0 >> self.line_shift;
+        self.llc.find(line).is_some()
+            || self
+                .cores
+                .iter()
+                .any(|c| c.l1d.find(line).is_some() || c.l2.find(line).is_some())
+    }
+
+    /// The home of `[pa, pa + len)` invalidates it: every copy in every
+    /// core's L1d and L2 and in the LLC is dropped. Returns the copies
+    /// dropped (counted as `snoop_invalidations`).
+    pub fn invalidate_homed(&mut self, pa: PhysAddr, len: u64) -> u32 {
+        let mut dropped = 0u32;
+        for line in line_span(pa, len, self.line_shift) {
+            for c in &mut self.cores {
+                dropped += c.l1d.invalidate_line(line) as u32 + c.l2.invalidate_line(line) as u32;
+            }
+            dropped += self.llc.invalidate_line(line) as u32;
+        }
+        self.device.snoop_invalidations += dropped as u64;
+        dropped
     }
 
     /// A device writes `len` bytes at `pa` (DMA with DDIO): each line is
@@ -298,9 +402,7 @@ impl Hierarchy {
         if len == 0 {
             return cost;
         }
-        let first = pa.0 >> LINE_SHIFT;
-        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
-        for line in first..=last {
+        for line in line_span(pa, len, self.line_shift) {
             cost.lines += 1;
             for c in &mut self.cores {
                 let a = c.l1d.invalidate_line(line);
@@ -343,9 +445,7 @@ impl Hierarchy {
         if len == 0 {
             return cost;
         }
-        let first = pa.0 >> LINE_SHIFT;
-        let last = pa.0.saturating_add(len - 1) >> LINE_SHIFT;
-        for line in first..=last {
+        for line in line_span(pa, len, self.line_shift) {
             cost.lines += 1;
             if self.llc.find(line).is_some() {
                 cost.llc_hits += 1;
@@ -371,7 +471,7 @@ impl Hierarchy {
     /// Whether the LLC holds the line of `pa` (no state changes): what a
     /// device-side walker finds on chip.
     pub fn llc_holds(&self, pa: PhysAddr) -> bool {
-        self.llc.find(pa.0 >> LINE_SHIFT).is_some()
+        self.llc.find(pa.0 >> self.line_shift).is_some()
     }
 }
 
@@ -478,6 +578,7 @@ mod tests {
             dram_latency: Duration::from_ns(80),
             core_clock: Freq::mhz(3100),
             prefetch: PrefetchConfig::off(),
+            line_bytes: 64,
         };
         let mut h = Hierarchy::new(cfg.clone()).unwrap();
         for l in 1..=4 {
@@ -511,6 +612,37 @@ mod tests {
         assert!(!off.llc().contains(line(1)), "stale copy dropped");
         assert!(!off.llc().contains(line(2)));
         assert_eq!(off.device_stats().write_dram, 2);
+    }
+
+    #[test]
+    fn lines_of_128_bytes_and_device_homed_lookups() {
+        let mut cfg = HierarchyConfig::ice_lake(2);
+        cfg.line_bytes = 128;
+        cfg.prefetch = PrefetchConfig::off();
+        let mut h = Hierarchy::new(cfg.clone()).unwrap();
+        assert_eq!(h.lines_of(PhysAddr(0), 128), 1);
+        assert_eq!(h.lines_of(PhysAddr(64), 128), 2);
+        let c = h.access(0, PhysAddr(0), 128, AccessKind::Read).unwrap();
+        assert_eq!((c.lines, c.dram_reads), (1, 1));
+        // A homed line the chip lacks is reported missing, not read from
+        // DRAM, and filled only when its home's data arrives.
+        let pa = PhysAddr(1 << 39);
+        let (c, held) = h.access_homed(0, pa, AccessKind::Read).unwrap();
+        assert!(!held && c.dram_reads == 0 && !h.chip_holds(pa));
+        h.fill_homed(0, pa).unwrap();
+        let (c, held) = h.access_homed(0, pa, AccessKind::Read).unwrap();
+        assert!(held && c.l1d_hits == 1);
+        let (c, held) = h.access_homed(1, pa.offset(64), AccessKind::Read).unwrap();
+        assert!(held && c.llc_hits == 1, "another core finds it in the LLC");
+        // Its home's invalidation drops every copy: two cores' L1d and L2
+        // and the LLC.
+        assert_eq!(h.invalidate_homed(pa, 128), 5);
+        assert!(!h.chip_holds(pa));
+        assert_eq!(h.device_stats().snoop_invalidations, 5);
+        let s = h.stats(1).unwrap();
+        assert_eq!(s.l1d.hits + s.l1d.misses, s.l1d.accesses);
+        cfg.line_bytes = 96;
+        assert!(Hierarchy::new(cfg).is_err());
     }
 
     #[test]
@@ -551,7 +683,7 @@ mod tests {
             ..HierarchyConfig::ice_lake(1)
         };
         let mut h = Hierarchy::new(cfg).unwrap();
-        let line = |l: u64| PhysAddr(l << LINE_SHIFT);
+        let line = |l: u64| PhysAddr(l * super::super::LINE_BYTES);
         h.access(0, line(1), 8, AccessKind::Write).unwrap();
         h.access(0, line(2), 8, AccessKind::Prefetch).unwrap();
         h.access(0, line(3), 8, AccessKind::Walk).unwrap();

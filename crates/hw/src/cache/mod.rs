@@ -6,7 +6,8 @@
 //! answers "which level served this line and what did it cost".
 //!
 //! Policies (simplifications are deliberate and listed here):
-//! * 64-byte lines, set-associative, true LRU per set.
+//! * One line size for every level (64 bytes on x86, 128 on ThunderX-1),
+//!   set-associative, true LRU per set.
 //! * Non-inclusive fill-all: a demand miss fills the line into every level
 //!   that missed (L1d, L2 and, on a DRAM fetch, the LLC); an eviction from
 //!   one level never invalidates another. Ice Lake-SP's real LLC is a
@@ -49,9 +50,9 @@ pub use prefetch::PrefetchConfig;
 pub use set_assoc::{Cache, CacheConfig};
 pub use stats::{CoreStats, DeviceStats, LevelStats};
 
-/// Bytes per cache line (every x86 server core since the Pentium 4).
+/// Bytes per cache line of every x86 server core since the Pentium 4: the
+/// default line ([`HierarchyConfig::line_bytes`] sets a hierarchy's own).
 pub const LINE_BYTES: u64 = 64;
-const LINE_SHIFT: u32 = 6;
 
 /// Invalid cache or hierarchy configuration.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]

@@ -6,11 +6,7 @@
 //! hold whether the prefetchers are on or off. Neither prefetcher crosses
 //! a 4 KiB page, because the next page's frame is unknown to hardware.
 
-use super::LINE_BYTES;
 use super::hierarchy::Hierarchy;
-
-/// Lines per 4 KiB page: the stream prefetcher never crosses a page.
-const LINES_PER_PAGE: u64 = 4096 / LINE_BYTES;
 
 /// The hardware prefetchers of one core.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +87,7 @@ impl Hierarchy {
     /// never crosses a 4 KiB page (the next page's frame is unknown), and
     /// its request is an L2 lookup the streamer trains on.
     pub(super) fn prefetch_l1(&mut self, core: usize, line: u64) {
-        if line.is_multiple_of(LINES_PER_PAGE) || self.cores[core].l1d.find(line).is_some() {
+        if line.is_multiple_of(self.lines_per_page()) || self.cores[core].l1d.find(line).is_some() {
             return;
         }
         if self.config.prefetch.l2_streamer {
@@ -113,7 +109,8 @@ impl Hierarchy {
         let p = &self.config.prefetch;
         let (degree, distance, max_streams) =
             (p.degree as u64, p.distance_lines as u64, p.streams as usize);
-        let page = line / LINES_PER_PAGE;
+        let lines_per_page = self.lines_per_page();
+        let page = line / lines_per_page;
         let c = &mut self.cores[core];
         c.stream_clock += 1;
         let now = c.stream_clock;
@@ -146,8 +143,8 @@ impl Hierarchy {
             s.frontier = line;
             return;
         }
-        let page_first = page * LINES_PER_PAGE;
-        let page_last = page_first + LINES_PER_PAGE - 1;
+        let page_first = page * lines_per_page;
+        let page_last = page_first + lines_per_page - 1;
         let mut next = if dir > 0 {
             s.frontier.max(line)
         } else {

@@ -101,6 +101,7 @@ impl HierarchyConfig {
             dram_latency: Duration::from_ns(80),
             core_clock: Freq::mhz(3100),
             prefetch: PrefetchConfig::default(),
+            line_bytes: super::LINE_BYTES,
         }
     }
 }

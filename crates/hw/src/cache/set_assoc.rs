@@ -7,7 +7,7 @@
 //! `pub(super)` so the hierarchy and prefetchers can drive the cache
 //! without rebuilding a [`PhysAddr`] for every line.
 
-use super::{CacheError, LINE_BYTES, LINE_SHIFT};
+use super::{CacheError, LINE_BYTES};
 use crate::mem::PhysAddr;
 
 const INVALID: u64 = u64::MAX;
@@ -28,7 +28,7 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    fn validate(&self) -> Result<u64, CacheError> {
+    fn validate(&self, line_bytes: u64) -> Result<u64, CacheError> {
         let bad = |reason: String| CacheError::BadConfig {
             level: self.name,
             reason,
@@ -39,7 +39,12 @@ impl CacheConfig {
         if self.ways > 256 {
             return Err(bad(format!("{} ways: at most 256 are modelled", self.ways)));
         }
-        let per_set_bytes = LINE_BYTES * self.ways as u64 * self.slices as u64;
+        if !line_bytes.is_power_of_two() || !(32..=256).contains(&line_bytes) {
+            return Err(bad(format!(
+                "{line_bytes} B lines: a line is a power of two of 32 to 256 bytes"
+            )));
+        }
+        let per_set_bytes = line_bytes * self.ways as u64 * self.slices as u64;
         if self.size_bytes == 0 || !self.size_bytes.is_multiple_of(per_set_bytes) {
             return Err(bad(format!(
                 "size {} B is not a non-zero multiple of line × ways × slices = {per_set_bytes} B",
@@ -66,7 +71,9 @@ pub struct Cache {
     config: CacheConfig,
     ways: usize,
     sets_per_slice: u64,
-    /// Line address (`pa >> 6`) held by each way, `INVALID` if none.
+    /// log2 of the line size: a line address is `pa >> line_shift`.
+    line_shift: u32,
+    /// Line address (`pa >> line_shift`) held by each way, `INVALID` if none.
     tags: Vec<u64>,
     /// Last-use stamp of each way; the smallest in a set is the LRU way.
     stamps: Vec<u64>,
@@ -91,12 +98,19 @@ fn slice_hash(line: u64) -> u64 {
 }
 
 impl Cache {
+    /// A cache of [`LINE_BYTES`] lines.
     pub fn new(config: CacheConfig) -> Result<Cache, CacheError> {
-        let sets_per_slice = config.validate()?;
+        Cache::with_line_bytes(config, LINE_BYTES)
+    }
+
+    /// A cache of `line_bytes` lines (a power of two, 32 to 256 bytes).
+    pub fn with_line_bytes(config: CacheConfig, line_bytes: u64) -> Result<Cache, CacheError> {
+        let sets_per_slice = config.validate(line_bytes)?;
         let lines = (sets_per_slice * config.slices as u64 * config.ways as u64) as usize;
         Ok(Cache {
             ways: config.ways as usize,
             sets_per_slice,
+            line_shift: line_bytes.trailing_zeros(),
             tags: vec![INVALID; lines],
             stamps: vec![0; lines],
             prefetched: vec![false; lines],
@@ -108,6 +122,11 @@ impl Cache {
 
     pub fn config(&self) -> &CacheConfig {
         &self.config
+    }
+
+    /// Bytes per line.
+    pub fn line_bytes(&self) -> u64 {
+        1 << self.line_shift
     }
 
     /// Number of sets over all slices.
@@ -128,7 +147,7 @@ impl Cache {
 
     /// The set the line holding `pa` maps to.
     pub fn set_of(&self, pa: PhysAddr) -> usize {
-        self.set_of_line(pa.0 >> LINE_SHIFT)
+        self.set_of_line(pa.0 >> self.line_shift)
     }
 
     pub(super) fn find(&self, line: u64) -> Option<usize> {
@@ -152,7 +171,7 @@ impl Cache {
 
     /// Whether the line holding `pa` is cached (no LRU update).
     pub fn contains(&self, pa: PhysAddr) -> bool {
-        self.find(pa.0 >> LINE_SHIFT).is_some()
+        self.find(pa.0 >> self.line_shift).is_some()
     }
 
     pub(super) fn touch_line(&mut self, line: u64) -> bool {
@@ -179,7 +198,7 @@ impl Cache {
 
     /// Look the line holding `pa` up, making it most recently used on a hit.
     pub fn touch(&mut self, pa: PhysAddr) -> bool {
-        self.touch_line(pa.0 >> LINE_SHIFT)
+        self.touch_line(pa.0 >> self.line_shift)
     }
 
     /// Insert `line` as most recently used into one of the ways in
@@ -213,8 +232,8 @@ impl Cache {
     /// Insert the line holding `pa` as most recently used, returning the
     /// address of the line evicted to make room, if any.
     pub fn fill(&mut self, pa: PhysAddr) -> Option<PhysAddr> {
-        self.fill_line(pa.0 >> LINE_SHIFT)
-            .map(|l| PhysAddr(l << LINE_SHIFT))
+        self.fill_line(pa.0 >> self.line_shift)
+            .map(|l| PhysAddr(l << self.line_shift))
     }
 
     pub(super) fn invalidate_line(&mut self, line: u64) -> bool {
@@ -230,7 +249,7 @@ impl Cache {
 
     /// Drop the line holding `pa`; whether it was present.
     pub fn invalidate(&mut self, pa: PhysAddr) -> bool {
-        self.invalidate_line(pa.0 >> LINE_SHIFT)
+        self.invalidate_line(pa.0 >> self.line_shift)
     }
 }
 

@@ -110,4 +110,7 @@ pub struct DeviceStats {
     /// Reads of lines only a core's private cache held (snooped on chip).
     pub read_core_snoops: u64,
     pub read_llc_misses: u64,
+    /// Copies of device-homed lines dropped from the chip's caches because
+    /// their home invalidated them over a coherent link.
+    pub snoop_invalidations: u64,
 }

@@ -313,7 +313,7 @@ impl FabricInner {
                     match st.target(pa) {
                         Target::Memory(pa) => {
                             let lines = if ddio_off {
-                                crate::cache::DeviceCost::lines_of(pa, n)
+                                self.memory.borrow().caches.lines_of(pa, n)
                             } else {
                                 0
                             };

@@ -332,7 +332,10 @@ pub struct Fabric(Rc<FabricInner>);
 impl Fabric {
     /// An interconnect with just a root complex in front of `memory`.
     pub fn new(sim: &Sim, memory: SharedMemory, cfg: FabricConfig) -> Result<Fabric, FabricError> {
-        let dram_bytes = memory.borrow().phys.size_bytes();
+        let (dram_bytes, line_bytes) = {
+            let m = memory.borrow();
+            (m.phys.size_bytes(), m.caches.line_bytes())
+        };
         if cfg.mmio_base < dram_bytes {
             return Err(FabricError::Config(format!(
                 "the MMIO window at {:#x} overlaps host memory of {dram_bytes} B",
@@ -348,7 +351,7 @@ impl Fabric {
             memory,
             state: RefCell::new(State {
                 topo: Topology::new(cfg.mmio_base, mmio_end),
-                rc: RootComplex::new(cfg.root_complex).map_err(FabricError::Config)?,
+                rc: RootComplex::new(cfg.root_complex, line_bytes).map_err(FabricError::Config)?,
                 iommu: Iommu::new(cfg.iommu).map_err(FabricError::Config)?,
                 counters: Counters::new(),
                 dram_bytes,

@@ -14,7 +14,7 @@
 use nextio_engine::{Duration, Rate, Serializer, Time};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{DeviceCost, LINE_BYTES};
+use crate::cache::DeviceCost;
 
 /// Timing of the root complex and the memory behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,11 +72,13 @@ pub(crate) struct RootComplex {
     pub cfg: RootComplexConfig,
     dram: Serializer,
     dram_free_at: Time,
+    /// The host's cache-line size: DRAM moves whole lines.
+    line_bytes: u64,
     pub stats: MemorySideStats,
 }
 
 impl RootComplex {
-    pub fn new(cfg: RootComplexConfig) -> Result<RootComplex, String> {
+    pub fn new(cfg: RootComplexConfig, line_bytes: u64) -> Result<RootComplex, String> {
         cfg.validate()?;
         let rate = Rate::from_bits_per_s(cfg.dram_bytes_per_s.saturating_mul(8))
             .ok_or_else(|| "DRAM bandwidth out of range".to_string())?;
@@ -84,6 +86,7 @@ impl RootComplex {
             cfg,
             dram: Serializer::new(rate, 1, 1),
             dram_free_at: Time::ZERO,
+            line_bytes,
             stats: MemorySideStats::default(),
         })
     }
@@ -98,7 +101,7 @@ impl RootComplex {
         }
         let start = at.max(self.dram_free_at);
         self.stats.dram_queued_ps += (start - at).ps();
-        self.dram_free_at = start + self.dram.next(lines as u64 * LINE_BYTES);
+        self.dram_free_at = start + self.dram.next(lines as u64 * self.line_bytes);
         self.dram_free_at
     }
 
@@ -108,7 +111,7 @@ impl RootComplex {
         let lat = self.cfg.latency();
         let at_memory = arrive + lat;
         let data = if cost.llc_misses > 0 {
-            self.stats.dram_read_bytes += cost.llc_misses as u64 * LINE_BYTES;
+            self.stats.dram_read_bytes += cost.llc_misses as u64 * self.line_bytes;
             self.dram(at_memory, cost.llc_misses) + Duration::from_ps(self.cfg.dram_extra_ps)
         } else {
             at_memory
@@ -120,13 +123,13 @@ impl RootComplex {
     /// bound for DRAM (DDIO off). Returns when it is in memory.
     pub fn write(&mut self, arrive: Time, dram_lines: u32) -> Time {
         let at_memory = arrive + self.cfg.latency();
-        self.stats.dram_write_bytes += dram_lines as u64 * LINE_BYTES;
+        self.stats.dram_write_bytes += dram_lines as u64 * self.line_bytes;
         self.dram(at_memory, dram_lines).max(at_memory)
     }
 
     /// Lines DDIO evicted at `at` are written back in the background.
     pub fn write_back(&mut self, at: Time, lines: u32) {
-        self.stats.dram_write_bytes += lines as u64 * LINE_BYTES;
+        self.stats.dram_write_bytes += lines as u64 * self.line_bytes;
         self.dram(at, lines);
     }
 }

@@ -9,6 +9,10 @@
 //! handler the OS installs with [`Machine::route_interrupts`], which
 //! consults the APIC state kept here.
 //!
+//! A machine whose preset has a coherent link ([`MachineSpec::coherent_link`])
+//! also has a [`CoherentFabric`], made when the first device is attached
+//! as a home on it ([`Machine::attach_coherent`]).
+//!
 //! Invariants: the cores, the cache hierarchy, the TLBs and the APICs all
 //! have the same count, fixed when the machine is built; every device of
 //! the machine is in its fabric; a configuration error is an error, never
@@ -23,6 +27,7 @@ use nextio_engine::{Mailbox, Sim};
 use thiserror::Error;
 
 use crate::cache::HierarchyConfig;
+use crate::coherent::{CoherentError, CoherentFabric, CoherentHome, HomeWindow};
 use crate::cpu::{Bus, Core, CoreCtx};
 use crate::device::{Device, DeviceId};
 use crate::ethernet::{FrameSink, LinkConfig, Wire};
@@ -72,6 +77,8 @@ pub enum MachineError {
     Memory(#[from] MemorySystemError),
     #[error(transparent)]
     Fabric(#[from] FabricError),
+    #[error(transparent)]
+    Coherent(#[from] CoherentError),
 }
 
 /// The local APICs of a machine's cores, shared with the OS that programs
@@ -86,6 +93,7 @@ pub struct Machine {
     memory: SharedMemory,
     fabric: Fabric,
     apics: Apics,
+    coherent: RefCell<Option<CoherentFabric>>,
 }
 
 impl Machine {
@@ -119,6 +127,7 @@ impl Machine {
             memory,
             fabric,
             apics,
+            coherent: RefCell::new(None),
         })
     }
 
@@ -169,6 +178,41 @@ impl Machine {
         link: DeviceLink,
     ) -> Result<DeviceHandle<D>, MachineError> {
         Ok(self.fabric.attach(dev, at, link)?)
+    }
+
+    /// The coherent link, once a device is attached as a home on it.
+    pub fn coherent(&self) -> Option<CoherentFabric> {
+        self.coherent.borrow().clone()
+    }
+
+    /// Attach `dev` to the fabric at `at` over `link` (for its ports,
+    /// timers, DMA and interrupts) and make it the home of a window of at
+    /// least `window_bytes` on the preset's coherent link.
+    pub fn attach_coherent<D: CoherentHome + 'static>(
+        &self,
+        dev: D,
+        at: Attach,
+        link: DeviceLink,
+        window_bytes: u64,
+    ) -> Result<(DeviceHandle<D>, HomeWindow), MachineError> {
+        let cfg = self
+            .spec
+            .coherent_link()
+            .ok_or_else(|| MachineError::Config {
+                name: self.spec.name,
+                why: "this machine has no coherent link".into(),
+            })?;
+        let coherent = match self.coherent() {
+            Some(c) => c,
+            None => {
+                let c = CoherentFabric::new(&self.sim, self.memory.clone(), cfg)?;
+                *self.coherent.borrow_mut() = Some(c.clone());
+                c
+            }
+        };
+        let h = self.fabric.attach(dev, at, link)?;
+        let window = coherent.attach_home(&self.fabric, &h, window_bytes)?;
+        Ok((h, window))
     }
 
     /// Send every MSI-X message that reaches the root complex to

@@ -3,9 +3,10 @@
 //! interconnect, the slot a NIC sits in). Every value sits beside its
 //! source or is marked as an assumption.
 
-use nextio_engine::Freq;
+use nextio_engine::{Duration, Freq};
 
-use crate::cache::HierarchyConfig;
+use crate::cache::{CacheConfig, HierarchyConfig, PrefetchConfig};
+use crate::coherent::CoherentConfig;
 use crate::fabric::{FabricConfig, RootComplexConfig};
 use crate::mem::TlbConfig;
 use crate::pcie::PcieConfig;
@@ -19,7 +20,13 @@ const MEMORY_BYTES: u64 = 4 << 30;
 
 impl MachineSpec {
     /// Every preset, by name.
-    pub const NAMES: [&'static str; 3] = ["enso-testbed", "ice-lake-sp", "xui-server"];
+    pub const NAMES: [&'static str; 5] = [
+        "enso-testbed",
+        "ice-lake-sp",
+        "xui-server",
+        "enzian",
+        "cxl-server",
+    ];
 
     /// The preset called `name` with `cores` cores, if there is one.
     pub fn by_name(name: &str, cores: usize) -> Option<MachineSpec> {
@@ -27,6 +34,8 @@ impl MachineSpec {
             "enso-testbed" => Some(MachineSpec::enso_testbed(cores)),
             "ice-lake-sp" => Some(MachineSpec::ice_lake_sp(cores)),
             "xui-server" => Some(MachineSpec::xui_server(cores)),
+            "enzian" => Some(MachineSpec::enzian(cores)),
+            "cxl-server" => Some(MachineSpec::cxl_server(cores)),
             _ => None,
         }
     }
@@ -86,6 +95,96 @@ impl MachineSpec {
         MachineSpec {
             name: "xui-server",
             caches,
+            ..MachineSpec::ice_lake_sp(cores)
+        }
+    }
+
+    /// The coherent link of the preset, if it has one: ECI between the
+    /// ThunderX-1 and the FPGA on Enzian, CXL on `cxl-server`.
+    pub fn coherent_link(&self) -> Option<CoherentConfig> {
+        match self.name {
+            "enzian" => Some(CoherentConfig::eci()),
+            "cxl-server" => Some(CoherentConfig::cxl()),
+            _ => None,
+        }
+    }
+
+    /// Enzian (Cock et al., ASPLOS '22): a 48-core Cavium ThunderX-1
+    /// (CN8890, ARMv8.0) at 2.0 GHz, joined by ECI to a Xilinx XCVU9P FPGA
+    /// that also sits on the CPU's PCIe (Gen3 x16; Enzian FAQ, "the FPGA
+    /// has an x16").
+    ///
+    /// Caches: 128-byte lines; a 32 KiB L1d per core (AnandTech, "ARM
+    /// Challenging Intel in the Server Market", 2014: 78 KB L1I and 32 KB
+    /// L1D per core) — 8-way and a 4-cycle load-to-use are assumptions;
+    /// one 16 MiB 16-way L2 shared by all cores and no L3 (same source).
+    /// The model's hierarchy has a private L2 and a shared LLC: the shared
+    /// L2 is the LLC (40 cycles, assumption), and the private level mirrors
+    /// the L1d (same geometry and latency, so it adds nothing). No DDIO
+    /// (assumption: device writes go to DRAM and drop the L2's copy).
+    /// DRAM: four DDR4-2133 channels (ThunderX-1 product brief), 110 ns to
+    /// load (assumption).
+    ///
+    /// PCIe: one root-complex pass of 446 ns, so that a core's 4-byte read
+    /// of an FPGA register over PCIe takes the 1.292 µs the Lauberhorn
+    /// repository measured (median of 50 back-to-back reads of the FPGA's
+    /// cycle counter, 323 cycles at 250 MHz; enzian-pio-nic
+    /// `data/pcie/pcie_lat.csv`), with the default 200 ns link flight each
+    /// way. The TLB is the Skylake STLB's reach (assumption: the
+    /// ThunderX-1's is not public).
+    pub fn enzian(cores: usize) -> MachineSpec {
+        let l1d = CacheConfig {
+            name: "L1d",
+            size_bytes: 32 << 10,
+            ways: 8,
+            slices: 1,
+            hit_latency_cycles: 4,
+        };
+        let caches = HierarchyConfig {
+            cores,
+            l2: CacheConfig {
+                name: "L2 (mirror of L1d)",
+                ..l1d.clone()
+            },
+            l1d,
+            llc: CacheConfig {
+                name: "L2 (shared)",
+                size_bytes: 16 << 20,
+                ways: 16,
+                slices: 1,
+                hit_latency_cycles: 40,
+            },
+            ddio_ways: 0,
+            dram_latency: Duration::from_ns(110),
+            core_clock: Freq::mhz(2000),
+            prefetch: PrefetchConfig::default(),
+            line_bytes: 128,
+        };
+        MachineSpec {
+            name: "enzian",
+            cores,
+            caches,
+            tlb: TlbConfig::SKYLAKE_STLB,
+            memory_bytes: MEMORY_BYTES,
+            fabric: FabricConfig {
+                root_complex: RootComplexConfig {
+                    latency_ps: 446_000,
+                    dram_bytes_per_s: 4 * 17_064_000_000,
+                    ..RootComplexConfig::default()
+                },
+                ..FabricConfig::default()
+            },
+            nic_slot: PcieConfig::gen_lanes(3, 16),
+        }
+    }
+
+    /// A modern x86 server with a CXL 3.0 device: the `ice-lake-sp`
+    /// machine (64-byte lines) with the CXL link of
+    /// [`CoherentConfig::cxl`] (assumption: no CXL 3.0 host with
+    /// back-invalidation is documented with cache numbers yet).
+    pub fn cxl_server(cores: usize) -> MachineSpec {
+        MachineSpec {
+            name: "cxl-server",
             ..MachineSpec::ice_lake_sp(cores)
         }
     }

@@ -31,6 +31,10 @@ pub enum AccessError {
     Mmio(VirtAddr),
     #[error("address {:#x} is ordinary memory, not a device register", .0.0)]
     NotMmio(VirtAddr),
+    #[error("address {:#x} is homed by a device: reach it through the coherent link", .0.0)]
+    DeviceHomed(VirtAddr),
+    #[error("address {:#x} is not homed by a device on a coherent link", .0.0)]
+    NotHomed(VirtAddr),
     #[error("core {0} is not part of this host")]
     NoSuchCore(usize),
     #[error("this thread has no address space to access memory through")]
