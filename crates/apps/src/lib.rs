@@ -9,9 +9,11 @@
 //! * [`kv`] — a key-value store serving GET and SCAN over real stored
 //!   values (the RocksDB stand-in of the xUI paper's Fig. 7);
 //! * [`lpm`] — an IPv4 longest-prefix-match routing table and the l3fwd
-//!   forwarding step over real Ethernet/IPv4/UDP frames (Fig. 8).
+//!   forwarding step over real Ethernet/IPv4/UDP frames (Fig. 8);
+//! * [`rpc_client`] — an ONC RPC client over UDP on the DPDK-style driver.
 
 pub mod chain;
 pub mod echo;
 pub mod kv;
 pub mod lpm;
+pub mod rpc_client;

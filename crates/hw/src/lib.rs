@@ -30,6 +30,7 @@ pub mod mem;
 pub mod memory;
 pub mod nagare;
 pub mod nic;
+pub mod oncrpc;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;

@@ -22,6 +22,7 @@
 pub mod cmdq;
 pub mod dpdk;
 pub mod enso;
+pub mod lauberhorn;
 pub mod nagare;
 pub mod runtime;
 pub mod udma;

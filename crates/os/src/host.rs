@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_engine::Sim;
+use nextio_hw::coherent::{CoherentHome, HomeWindow};
 use nextio_hw::cpu::CoreCtx;
 use nextio_hw::device::{Device, DeviceId};
 use nextio_hw::fabric::{Attach, DeviceHandle, DeviceLink, SwitchId};
@@ -138,6 +139,22 @@ impl Host {
     pub fn attach_nic<D: Device + 'static>(&self, dev: D) -> Result<DeviceHandle<D>, HostError> {
         let link = self.0.machine.spec().nic_link();
         self.attach(dev, Attach::RootPort, link)
+    }
+
+    /// Attach `dev` in the NIC slot and make it the home of a window of at
+    /// least `window_bytes` on the machine's coherent link (binding it to
+    /// its IOMMU domain like any device).
+    pub fn attach_coherent<D: CoherentHome + 'static>(
+        &self,
+        dev: D,
+        window_bytes: u64,
+    ) -> Result<(DeviceHandle<D>, HomeWindow), HostError> {
+        let m = &self.0.machine;
+        let (h, w) = m.attach_coherent(dev, Attach::RootPort, m.spec().nic_link(), window_bytes)?;
+        if m.fabric().iommu_enabled() {
+            self.0.kernel.borrow_mut().device_domain(h.id)?;
+        }
+        Ok((h, w))
     }
 
     /// Call `f` with every interrupt the kernel handles.

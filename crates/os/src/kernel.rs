@@ -515,6 +515,98 @@ impl Kernel {
         Ok(va)
     }
 
+    /// Map `len` bytes of physical memory from `pa` (page aligned) that
+    /// is not DRAM — a window a device homes on a coherent link — into
+    /// `pid`, cacheable, read-write. Returns its virtual address.
+    pub fn map_device_memory(
+        &mut self,
+        pid: Pid,
+        pa: PhysAddr,
+        len: u64,
+    ) -> Result<VirtAddr, OsError> {
+        if !pa.0.is_multiple_of(PAGE_BYTES) || len == 0 || !self.bus.memory.borrow().is_homed(pa) {
+            return Err(OsError::Invalid(format!(
+                "{:#x}+{len:#x} is not page-aligned device-homed memory",
+                pa.0
+            )));
+        }
+        let len = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let va = self.reserve_va(pid, len, PAGE_BYTES)?;
+        let space = self.space(pid)?;
+        let mut m = self.bus.memory.borrow_mut();
+        space
+            .table
+            .map_range(&mut m.phys, va, pa, len, PageSize::Base, Perms::USER_RW)?;
+        Ok(va)
+    }
+
+    /// Map device-homed memory at `pa` into the kernel's own address
+    /// space, where the direct map would put it (`DIRECT_MAP_BASE + pa`),
+    /// supervisor-only. Returns that address.
+    pub fn map_kernel_device_memory(
+        &mut self,
+        pa: PhysAddr,
+        len: u64,
+    ) -> Result<VirtAddr, OsError> {
+        if !pa.0.is_multiple_of(PAGE_BYTES) || len == 0 || !self.bus.memory.borrow().is_homed(pa) {
+            return Err(OsError::Invalid(format!(
+                "{:#x}+{len:#x} is not page-aligned device-homed memory",
+                pa.0
+            )));
+        }
+        let len = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let va = VirtAddr(DIRECT_MAP_BASE + pa.0);
+        let mut m = self.bus.memory.borrow_mut();
+        self.kernel_space.table.map_range(
+            &mut m.phys,
+            va,
+            pa,
+            len,
+            PageSize::Base,
+            Perms::KERNEL_RW,
+        )?;
+        Ok(va)
+    }
+
+    /// Take a ready (not running) thread off its run queue: it waits,
+    /// blocked, until [`Kernel::wake`] or [`Kernel::run_thread`].
+    pub fn park(&mut self, tid: Tid) -> Result<(), OsError> {
+        let t = self.thread(tid)?;
+        if t.state != ThreadState::Ready {
+            return Err(OsError::Invalid(format!("thread {tid:?} is not ready")));
+        }
+        let core = t.home_core;
+        self.cpus[core].runq.retain(|&x| x != tid);
+        self.threads[tid.0].state = ThreadState::Blocked;
+        Ok(())
+    }
+
+    /// Make `tid` (a ready or blocked thread of `core`) the one running on
+    /// `core` now; the thread running before, if any, becomes ready.
+    /// Returns the cycles of the switch (0 if `tid` already runs).
+    pub fn run_thread(&mut self, core: usize, tid: Tid, now_cycles: u64) -> Result<u64, OsError> {
+        self.check_core(core)?;
+        let t = self.thread(tid)?;
+        if t.home_core != core || t.state == ThreadState::Exited {
+            return Err(OsError::Invalid(format!(
+                "thread {tid:?} cannot run on core {core}"
+            )));
+        }
+        if self.cpus[core].current == Some(tid) {
+            return Ok(0);
+        }
+        self.cpus[core].runq.retain(|&x| x != tid);
+        if let Some(p) = self.cpus[core].current {
+            self.switch_out(core, p);
+            self.threads[p.0].state = ThreadState::Ready;
+            self.cpus[core].runq.push_back(p);
+        }
+        self.threads[tid.0].futex_wait = None;
+        self.switch_in(core, tid, now_cycles);
+        self.counters.inc("context_switches");
+        Ok(self.costs.context_switch_cycles)
+    }
+
     /// A new thread of `pid`, pinned to `core`, put on that run queue.
     pub fn create_thread(&mut self, pid: Pid, core: usize) -> Result<Tid, OsError> {
         if pid.0 >= self.procs.len() {

@@ -21,6 +21,7 @@
 pub mod costs;
 pub mod host;
 pub mod kernel;
+pub mod lauberhorn;
 pub mod udma;
 
 pub use costs::OsCosts;

@@ -13,4 +13,5 @@
 //! or counted under a `drop.*` reason.
 
 pub mod enso;
+pub mod lauberhorn;
 pub mod packetized;
