@@ -10,10 +10,13 @@
 //!   values (the RocksDB stand-in of the xUI paper's Fig. 7);
 //! * [`lpm`] — an IPv4 longest-prefix-match routing table and the l3fwd
 //!   forwarding step over real Ethernet/IPv4/UDP frames (Fig. 8);
-//! * [`rpc_client`] — an ONC RPC client over UDP on the DPDK-style driver.
+//! * [`rpc_client`] — an ONC RPC client over UDP on the DPDK-style driver;
+//! * [`rpc_server`] — a user-level ONC RPC server (the software baseline)
+//!   over a datagram source: kernel bypass here, kernel sockets later.
 
 pub mod chain;
 pub mod echo;
 pub mod kv;
 pub mod lpm;
 pub mod rpc_client;
+pub mod rpc_server;

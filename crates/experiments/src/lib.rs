@@ -13,6 +13,7 @@ pub mod compare;
 pub mod enso;
 pub mod ethernet_linerate;
 pub mod experiment;
+pub mod lauberhorn;
 pub mod nagare;
 pub mod output;
 pub mod params;
@@ -64,6 +65,11 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &nagare::switch_latency::NagareSwitchLatency,
         &nagare::cpu_push::NagareCpuPush,
         &nagare::acl::NagareAcl,
+        &lauberhorn::rtt::LauberhornRtt,
+        &lauberhorn::rpc_cycles::LauberhornRpcCycles,
+        &lauberhorn::large::LauberhornLarge,
+        &lauberhorn::nested::LauberhornNested,
+        &lauberhorn::dynamic::LauberhornDynamic,
     ]
 }
 

@@ -91,6 +91,11 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "nagare-switch-latency" => &["stages=10", "cycles_per_stage=10", "clock_ghz=3"],
         "nagare-cpu-push" => &["sizes=64"],
         "nagare-acl" => &["messages=50"],
+        "lauberhorn-rtt" => &["systems=eci", "sizes=64", "iterations=5"],
+        "lauberhorn-rpc-cycles" => &["requests=20", "warmup=5"],
+        "lauberhorn-large" => &["sizes=256,4096", "iterations=5"],
+        "lauberhorn-nested" => &["requests=20", "warmup=5"],
+        "lauberhorn-dynamic" => &["requests=50"],
         other => panic!("no small settings for {other}: add them"),
     }
 }
@@ -128,6 +133,7 @@ fn cap(spec: &ParamSpec) -> f64 {
         "duration_ms" => 20.0,
         "duration_us" => 500.0,
         "requests" => 200.0,
+        "warmup" => 50.0,
         "routes" => 2_000.0,
         "flows" => 4_096.0,
         "queue_frames" => 4_096.0,
@@ -415,6 +421,24 @@ fn worst_legal_values_finish_quickly() {
         ("xui-rocksdb", &["offered_krps=2000", "quantum_us=10000"]),
         ("xui-l3fwd", &["queues=63", "load=1.5"]),
         ("xui-dsa", &["mean_us=10000", "noise_frac=1", "requests=5"]),
+        (
+            "lauberhorn-rtt",
+            &[
+                "systems=eci,cxl,pcie-pio,pcie-dma,pcie-dma-x86",
+                "sizes=1,16000",
+            ],
+        ),
+        ("lauberhorn-large", &["sizes=1,16000", "machine=cxl"]),
+        (
+            "lauberhorn-dynamic",
+            &[
+                "processes=8",
+                "rpc_cores=7",
+                "handler_us=20",
+                "hot_load=0.2",
+                "burst_us=10000",
+            ],
+        ),
     ];
     for (name, values) in worst {
         let e = all().iter().position(|x| x.name() == *name).unwrap();

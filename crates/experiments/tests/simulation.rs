@@ -79,7 +79,7 @@ fn echo_run(seed: u64) -> Result<EchoOutcome, String> {
     let mut rng = SimRng::new(seed).fork("echo");
     let interface = pick(&mut rng, &[0u8, 1, 2, 3]);
     let cores = range(&mut rng, 1, 3) as usize;
-    let mut machine = match pick(&mut rng, &[0u8, 1]) {
+    let mut machine = match pick(&mut rng, &[0u8, 1, 2]) {
         0 => MachineSpec::enso_testbed(cores),
         _ => MachineSpec::ice_lake_sp(cores),
     };
@@ -257,7 +257,7 @@ fn runtime_run(seed: u64) -> Result<(), String> {
 /// includes keeping its own conservation invariants.
 fn experiment_run(seed: u64) -> Result<(), String> {
     let mut rng = SimRng::new(seed).fork("experiment");
-    let (name, sets): (&str, Vec<(&str, String)>) = match pick(&mut rng, &[0u8, 1, 2, 3]) {
+    let (name, sets): (&str, Vec<(&str, String)>) = match pick(&mut rng, &[0u8, 1, 2, 3, 4]) {
         0 => (
             "xui-l3fwd",
             vec![
@@ -286,6 +286,13 @@ fn experiment_run(seed: u64) -> Result<(), String> {
                     pick(&mut rng, &["64", "3000", "4096,9000"]).to_string(),
                 ),
                 ("messages", range(&mut rng, 1, 6).to_string()),
+            ],
+        ),
+        4 => (
+            "lauberhorn-rpc-cycles",
+            vec![
+                ("requests", range(&mut rng, 20, 120).to_string()),
+                ("warmup", range(&mut rng, 0, 20).to_string()),
             ],
         ),
         _ => (

@@ -94,6 +94,9 @@ pub struct RpcServer {
     counters: RefCell<Counters>,
     /// Looped-back messages received (for loopback benchmarks).
     messages: RefCell<Vec<Vec<u8>>>,
+    /// Whether the process stays in its user loop after a request the
+    /// kernel dispatched (§6 ①); off, every request takes the kernel path.
+    stay_in_user_loop: std::cell::Cell<bool>,
 }
 
 /// Bytes of text each procedure's code pointer is given.
@@ -122,6 +125,7 @@ impl RpcServer {
             costs,
             counters: RefCell::new(Counters::new()),
             messages: RefCell::new(Vec::new()),
+            stay_in_user_loop: std::cell::Cell::new(true),
         });
         let reg = os.register_process(process, server.clone(), (text, text_len))?;
         for (&code, e) in &server.by_code {
@@ -145,6 +149,12 @@ impl RpcServer {
 
     pub fn counters(&self) -> Counters {
         self.counters.borrow().clone()
+    }
+    /// Stay in the user loop after a kernel-dispatched request (the
+    /// default), or give the core back at once so that every request
+    /// takes the kernel's dispatch path.
+    pub fn set_user_loop(&self, on: bool) {
+        self.stay_in_user_loop.set(on);
     }
     /// Messages looped back to this process so far.
     pub fn take_messages(&self) -> Vec<Vec<u8>> {
@@ -231,6 +241,9 @@ impl RpcProcess for RpcServer {
 
     fn user_loop<'a>(&'a self, ctx: &'a CoreCtx, core: usize) -> LocalFuture<'a, LoopExit> {
         Box::pin(async move {
+            if !self.stay_in_user_loop.get() {
+                return LoopExit::Yield;
+            }
             loop {
                 let ch = self.channels.borrow().get(core).cloned();
                 let Some(mut ch) = ch else {

@@ -524,9 +524,28 @@ impl Kernel {
         pa: PhysAddr,
         len: u64,
     ) -> Result<VirtAddr, OsError> {
-        if !pa.0.is_multiple_of(PAGE_BYTES) || len == 0 || !self.bus.memory.borrow().is_homed(pa) {
+        if !self.bus.memory.borrow().is_homed(pa) {
             return Err(OsError::Invalid(format!(
-                "{:#x}+{len:#x} is not page-aligned device-homed memory",
+                "{:#x} is not device-homed memory",
+                pa.0
+            )));
+        }
+        self.map_physical(pid, pa, len, Perms::USER_RW)
+    }
+
+    /// Map `len` bytes of physical memory from `pa` (page aligned) into
+    /// `pid` with `perms`: memory a driver owns and shares with one
+    /// process (a buffer the device writes and the process reads).
+    pub fn map_physical(
+        &mut self,
+        pid: Pid,
+        pa: PhysAddr,
+        len: u64,
+        perms: Perms,
+    ) -> Result<VirtAddr, OsError> {
+        if !pa.0.is_multiple_of(PAGE_BYTES) || len == 0 {
+            return Err(OsError::Invalid(format!(
+                "{:#x}+{len:#x} is not a page-aligned range",
                 pa.0
             )));
         }
@@ -536,7 +555,7 @@ impl Kernel {
         let mut m = self.bus.memory.borrow_mut();
         space
             .table
-            .map_range(&mut m.phys, va, pa, len, PageSize::Base, Perms::USER_RW)?;
+            .map_range(&mut m.phys, va, pa, len, PageSize::Base, perms)?;
         Ok(va)
     }
 

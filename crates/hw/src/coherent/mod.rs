@@ -280,6 +280,41 @@ impl CoherentFabric {
             .collect())
     }
 
+    /// Store whole lines `lines` (each `(va, bytes)`, line-aligned) with
+    /// their reads for ownership in flight together, at most
+    /// [`CoherentConfig::store_outstanding`] at a time.
+    pub async fn store_lines(
+        &self,
+        ctx: &CoreCtx,
+        lines: &[(VirtAddr, &[u8])],
+        category: Category,
+    ) -> Result<(), CoherentError> {
+        ctx.sync().await;
+        let mut in_flight: std::collections::VecDeque<(u64, Rc<Mailbox<Reply>>)> =
+            Default::default();
+        let mut done = Vec::with_capacity(lines.len());
+        for &(va, data) in lines {
+            let (line, miss) = self.lookup(ctx, va, data.len() as u64, Intent::Write, category)?;
+            if miss {
+                while in_flight.len() >= self.0.cfg.store_outstanding {
+                    let (l, m) = in_flight.pop_front().expect("not empty");
+                    self.wait(ctx, l, &m, category).await?;
+                }
+                let reply = self.issue(ctx, line, Intent::Write)?;
+                in_flight.push_back((line, reply));
+            }
+            done.push((line, (va.0 % self.0.cfg.line_bytes) as usize, data));
+        }
+        for (l, m) in in_flight {
+            self.wait(ctx, l, &m, category).await?;
+        }
+        let mut st = self.0.state.borrow_mut();
+        for (line, off, data) in done {
+            st.dir.line(line).write(off, data);
+        }
+        Ok(())
+    }
+
     /// Make the line of `va` readable (or writable) in the chip, charging
     /// the core; returns the line address.
     async fn access(

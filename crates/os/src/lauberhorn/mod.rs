@@ -39,7 +39,7 @@ use nextio_hw::cpu::CoreCtx;
 use nextio_hw::fabric::{DeviceHandle, MsiMessage};
 use nextio_hw::mem::{PhysAddr, VirtAddr};
 use nextio_hw::nic::lauberhorn::layout::{CHANNEL_BYTES, Half, LineRole, WindowLayout};
-use nextio_hw::nic::lauberhorn::{Endpoint, LauberhornConfig, LauberhornNic, regs};
+use nextio_hw::nic::lauberhorn::{Destination, Endpoint, LauberhornConfig, LauberhornNic, regs};
 use nextio_hw::oncrpc::Signature;
 
 use crate::host::{Host, Process};
@@ -49,9 +49,9 @@ pub use steps::{Step, StepMeter};
 
 /// The interrupt vector the NIC's messages (wake, preempt) arrive on.
 pub const LH_VECTOR: u8 = 0x41;
-/// Bytes of each user channel's DMA buffer (two halves of 8 KiB: a
-/// request up to 8 KiB of native arguments).
-pub const CHANNEL_DMA_BYTES: u64 = 16 << 10;
+/// Bytes of each user channel's DMA buffer (two halves of 16 KiB: a
+/// request up to 16 KiB of native arguments).
+pub const CHANNEL_DMA_BYTES: u64 = 32 << 10;
 
 /// A future a process's runtime returns to the kernel.
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -144,6 +144,19 @@ pub struct ServiceEndpoint {
     pub results: Signature,
 }
 
+/// A remote procedure a process asks the kernel to let it call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingCall {
+    pub ip: std::net::Ipv4Addr,
+    pub port: u16,
+    pub mac: [u8; 6],
+    pub prog: u32,
+    pub vers: u32,
+    pub proc_: u32,
+    pub args: Signature,
+    pub results: Signature,
+}
+
 struct CoreState {
     /// An interrupt from the NIC arrived and is not yet handled.
     irq: Cell<bool>,
@@ -159,6 +172,11 @@ pub(crate) struct Inner {
     costs: LauberhornOsCosts,
     /// The kernel's mapping of each core's kernel channel.
     kernel_channels: Vec<VirtAddr>,
+    /// The driver's DMA pool for the user channels (one buffer per
+    /// channel, so every channel's bus addresses are distinct in the
+    /// device's IOMMU domain), owned by the driver's own process.
+    dma_pool: crate::kernel::DmaBuffer,
+    driver_pid: Pid,
     slots: RefCell<Vec<Option<SlotInfo>>>,
     cores: Vec<CoreState>,
     background: RefCell<Option<BackgroundWork>>,
@@ -241,6 +259,14 @@ impl LauberhornOs {
                 )
                 .map_err(|e| LauberhornOsError::Host(e.to_string()))?;
         }
+        // The driver's DMA pool: a buffer per user channel.
+        let driver = host
+            .create_process()
+            .map_err(|e| LauberhornOsError::Host(e.to_string()))?;
+        let dma_pool = driver.dma_alloc(
+            nic.id,
+            CHANNEL_DMA_BYTES * (layout.slots * layout.cores) as u64,
+        )?;
         let sim = host.sim().clone();
         let inner = Rc::new(Inner {
             host: host.clone(),
@@ -250,6 +276,8 @@ impl LauberhornOs {
             layout,
             costs,
             kernel_channels,
+            dma_pool,
+            driver_pid: driver.pid(),
             slots: RefCell::new((0..slots).map(|_| None).collect()),
             cores: (0..cores)
                 .map(|_| CoreState {
@@ -317,7 +345,6 @@ impl LauberhornOs {
             .ok_or(LauberhornOsError::NoSlot(inner.layout.slots))?;
         let pid = process.pid();
         let cores = inner.layout.cores;
-        let dma = process.dma_alloc(inner.nic.id, CHANNEL_DMA_BYTES * cores as u64)?;
         let mut channels = Vec::with_capacity(cores);
         let mut threads = Vec::with_capacity(cores);
         for c in 0..cores {
@@ -332,16 +359,34 @@ impl LauberhornOs {
                 .kernel()
                 .borrow_mut()
                 .map_device_memory(pid, pa, CHANNEL_BYTES)?;
-            let off = c as u64 * CHANNEL_DMA_BYTES;
-            inner
-                .nic
-                .borrow_mut()
-                .set_channel_dma(ch, dma.iova + off, CHANNEL_DMA_BYTES)?;
+            // This channel's piece of the driver's pool, shared with the
+            // process read-only: the NIC writes it, the process reads it.
+            let off = (slot * cores + c) as u64 * CHANNEL_DMA_BYTES;
+            let piece_va = inner.dma_pool.va.offset(off);
+            let piece_pa = {
+                let k = inner.host.kernel().borrow();
+                let space = k.space(inner.driver_pid)?;
+                let m = k.bus().memory.borrow();
+                m.physical_ranges(&space, piece_va, CHANNEL_DMA_BYTES)
+                    .map_err(OsError::from)?[0]
+                    .0
+            };
+            let user_va = inner.host.kernel().borrow_mut().map_physical(
+                pid,
+                piece_pa,
+                CHANNEL_DMA_BYTES,
+                nextio_hw::mem::Perms::USER_RO,
+            )?;
+            inner.nic.borrow_mut().set_channel_dma(
+                ch,
+                inner.dma_pool.iova_of(piece_va),
+                CHANNEL_DMA_BYTES,
+            )?;
             channels.push(ChannelIo::new(
                 inner.coh.clone(),
                 inner.layout,
                 va,
-                Some((dma.va.offset(off), CHANNEL_DMA_BYTES)),
+                Some((user_va, CHANNEL_DMA_BYTES)),
             ));
             let mut k = inner.host.kernel().borrow_mut();
             let tid = k.create_thread(pid, c)?;
@@ -388,6 +433,35 @@ impl LauberhornOs {
             data: e.data,
             args: e.args,
             results: e.results,
+        })?)
+    }
+
+    /// Let a registered process call out (a nested RPC, §7): the NIC
+    /// encodes its calls to `to` and turns the replies into continuations
+    /// for that process only. Returns the destination's index, which the
+    /// process names in its calls.
+    pub fn register_destination(
+        &self,
+        pid: Pid,
+        to: OutgoingCall,
+    ) -> Result<u16, LauberhornOsError> {
+        let slot = self
+            .0
+            .slots
+            .borrow()
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.pid == pid))
+            .ok_or(LauberhornOsError::NotRegistered(pid))?;
+        Ok(self.0.nic.borrow_mut().install_destination(Destination {
+            ip: to.ip,
+            port: to.port,
+            mac: to.mac,
+            prog: to.prog,
+            vers: to.vers,
+            proc_: to.proc_,
+            slot,
+            args: to.args,
+            results: to.results,
         })?)
     }
 

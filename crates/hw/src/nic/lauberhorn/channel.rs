@@ -111,7 +111,7 @@ impl LauberhornNic {
             self.respond(id, &line, Grant::Exclusive);
             return;
         }
-        self.retire_rx(ch, 1 - p);
+        self.retire_rx(cx.now(), ch, 1 - p);
         let rx = &mut self.channels[ch].rx;
         if rx.held.is_some() {
             self.counters.inc("drop.double_hold");
@@ -127,7 +127,7 @@ impl LauberhornNic {
     }
 
     /// The core is done with receive line `q` of `ch`: fetch its result.
-    pub(super) fn retire_rx(&mut self, ch: usize, q: u8) {
+    pub(super) fn retire_rx(&mut self, now: nextio_engine::Time, ch: usize, q: u8) {
         let Some(slot) = self.channels[ch].rx.slots[q as usize].take() else {
             return;
         };
@@ -157,6 +157,7 @@ impl LauberhornNic {
                     let pa = self.line_pa(ch, Half::Rx, LineRole::Overflow(k));
                     self.invalidate(pa, Invalidate::Clean, t);
                 }
+                self.collect_started.insert(cid, now);
                 self.collects.insert(
                     cid,
                     Collect::Result {
@@ -399,6 +400,10 @@ impl LauberhornNic {
         *want -= 1;
         if *want > 0 {
             return;
+        }
+        if let Some(t) = self.collect_started.remove(&cid) {
+            self.fetch_ps += (cx.now() - t).ps();
+            self.counters.inc("results_fetched");
         }
         match self.collects.remove(&cid).expect("present") {
             Collect::Result { req, ctrl, ovf, .. } => self.finish_result(cx, req, ctrl, ovf),

@@ -7,9 +7,9 @@
 //! Window: channel `i` occupies `[i × CHANNEL_BYTES, (i+1) × CHANNEL_BYTES)`.
 //! Channels `0..cores` are the cores' kernel channels; channel
 //! `cores + slot × cores + core` is process `slot`'s user channel on
-//! `core`. Each channel is 16 KiB, page aligned (the OS maps a channel
+//! `core`. Each channel is 32 KiB, page aligned (the OS maps a channel
 //! into exactly one address space): the receive half at +0, the transmit
-//! half at +8 KiB; in each half control line 0 at +0, control line 1 one
+//! half at +16 KiB; in each half control line 0 at +0, control line 1 one
 //! line further, then overflow lines.
 //!
 //! A receive control line (NIC → core), little-endian:
@@ -24,9 +24,9 @@
 use crate::oncrpc::{XdrType, XdrValue};
 
 /// Bytes of one channel in the window.
-pub const CHANNEL_BYTES: u64 = 16 << 10;
+pub const CHANNEL_BYTES: u64 = 32 << 10;
 /// Offset of the transmit half of a channel.
-pub const TX_HALF: u64 = 8 << 10;
+pub const TX_HALF: u64 = 16 << 10;
 /// Offset of the inline payload in a control line.
 pub const CTRL_INLINE_OFFSET: usize = 32;
 
@@ -395,7 +395,7 @@ mod tests {
             slots: 3,
         };
         assert_eq!(w.channels(), 16);
-        assert_eq!(w.overflow_lines(), 62);
+        assert_eq!(w.overflow_lines(), 126);
         assert_eq!(w.inline_bytes(), 96);
         let ch = w.user_channel(2, 1);
         assert_eq!(w.owner(ch), (1, Some(2)));
@@ -403,7 +403,7 @@ mod tests {
         for (half, which) in [
             (Half::Rx, LineRole::Ctrl(1)),
             (Half::Tx, LineRole::Ctrl(0)),
-            (Half::Rx, LineRole::Overflow(61)),
+            (Half::Rx, LineRole::Overflow(125)),
             (Half::Tx, LineRole::Overflow(3)),
         ] {
             let off = w.offset(ch, half, which);

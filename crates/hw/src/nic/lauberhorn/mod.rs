@@ -33,6 +33,7 @@
 mod channel;
 pub mod endpoint;
 pub mod layout;
+pub mod pio;
 pub mod regs;
 mod rx;
 mod sched;
@@ -255,12 +256,23 @@ pub struct LauberhornNic {
     /// Requests whose handler made a nested call, by seq: their reply
     /// comes from the continuation.
     deferred: BTreeMap<u32, Request>,
+    /// Nested calls the NIC refused (bad destination or arguments), by
+    /// (slot, the deferring request's seq): that request is answered
+    /// with an error when its deferral arrives, never left waiting.
+    refused_calls: std::collections::BTreeSet<(usize, u32)>,
     /// Looped-back messages in the pipelines: (ready, channel, message).
     loop_pipe: VecDeque<(Time, usize, Request)>,
     /// Lines the chip wrote back on eviction, by physical address.
     writebacks: BTreeMap<u64, Vec<u8>>,
     /// The longest a load was held before its answer, in ps.
     max_held_ps: u64,
+    /// Per reply sent: frame arrival to the reply leaving, and the
+    /// clean-invalidate that fetched the result (retire to result in
+    /// hand), summed in ps.
+    service_ps: u64,
+    fetch_ps: u64,
+    /// When each retirement's collect started, by collect id.
+    collect_started: BTreeMap<u64, Time>,
     next_xid: u32,
     next_seq: u32,
     counters: Counters,
@@ -295,9 +307,13 @@ impl LauberhornNic {
             flushes: BTreeMap::new(),
             calls: BTreeMap::new(),
             deferred: BTreeMap::new(),
+            refused_calls: Default::default(),
             loop_pipe: VecDeque::new(),
             writebacks: BTreeMap::new(),
             max_held_ps: 0,
+            service_ps: 0,
+            fetch_ps: 0,
+            collect_started: BTreeMap::new(),
             next_xid: 0x4c48_0000,
             next_seq: 1,
             counters: Counters::new(),
@@ -333,6 +349,16 @@ impl LauberhornNic {
     /// The longest any load was held before it was answered.
     pub fn max_held_ps(&self) -> u64 {
         self.max_held_ps
+    }
+    /// Mean time from a request's frame arriving to its reply leaving,
+    /// over the replies sent (ps).
+    pub fn mean_service_ps(&self) -> u64 {
+        self.service_ps / self.counters.get("replies").max(1)
+    }
+    /// Mean time to fetch a result back from the chip: the retirement's
+    /// clean-invalidate until the result is in hand (ps).
+    pub fn mean_fetch_ps(&self) -> u64 {
+        self.fetch_ps / self.counters.get("results_fetched").max(1)
     }
     /// Requests queued for `slot`.
     pub fn queued(&self, slot: usize) -> usize {

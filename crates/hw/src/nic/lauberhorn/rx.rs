@@ -18,6 +18,9 @@ use crate::packet::{
 };
 use std::collections::BTreeMap;
 
+/// Refused nested calls remembered at most (see `refuse`).
+const REFUSED_CALLS_MAX: usize = 4096;
+
 /// The counter of a reply the NIC sends itself with status `s`.
 fn nic_replied(s: AcceptStat) -> &'static str {
     match s {
@@ -176,6 +179,12 @@ impl LauberhornNic {
             return;
         };
         if hdr.stat == super::rx_stat::DEFERRED {
+            if self.refused_calls.remove(&(req.slot, req.seq)) {
+                // Its nested call was refused: no continuation will come.
+                self.counters.inc("replies.system_err");
+                self.error_reply(cx, &req);
+                return;
+            }
             // A nested call is under way; its continuation will answer.
             self.counters.inc("deferred");
             self.deferred.insert(req.seq, req);
@@ -207,6 +216,10 @@ impl LauberhornNic {
         match results {
             Some(r) => {
                 self.counters.inc("replies");
+                // Frame arrival (before the decode pipeline) to departure
+                // (after the encode pipeline).
+                let leaves = cx.now() + Duration::from_ps(self.cfg.tx_pipeline_ps);
+                self.service_ps += (leaves - req.arrived).ps() + self.cfg.rx_pipeline_ps;
                 let msg = oncrpc::build_reply(req.xid, AcceptStat::Success, &r);
                 self.emit(cx, req.reply_flow, req.reply_macs, &msg);
             }
@@ -223,6 +236,17 @@ impl LauberhornNic {
         self.emit(cx, req.reply_flow, req.reply_macs, &msg);
     }
 
+    /// Remember that `slot`'s nested call for request `orig` was refused
+    /// (bounded: a process that makes calls for requests it never defers
+    /// only loses its own error replies).
+    fn refuse(&mut self, slot: usize, orig: u32) {
+        if self.refused_calls.len() < REFUSED_CALLS_MAX {
+            self.refused_calls.insert((slot, orig));
+        } else {
+            self.counters.inc("drop.refused_calls_full");
+        }
+    }
+
     /// An outgoing call by `slot` to destination `dest`, with native
     /// arguments `args`, on behalf of the deferred request `orig`.
     pub(super) fn call_out(
@@ -235,10 +259,12 @@ impl LauberhornNic {
     ) {
         let Some(d) = self.dests.get(dest).cloned().filter(|d| d.slot == slot) else {
             self.counters.inc("drop.bad_destination");
+            self.refuse(slot, orig);
             return;
         };
         let Some(vals) = super::layout::decode_native(args, &d.args) else {
             self.counters.inc("drop.bad_call_args");
+            self.refuse(slot, orig);
             return;
         };
         let xid = self.next_xid;

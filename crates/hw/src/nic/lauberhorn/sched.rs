@@ -163,7 +163,7 @@ impl LauberhornNic {
     /// A core's load reached its kernel channel (`slot` None) or the user
     /// channel of `slot`: it is in that mode now, and whatever it was
     /// given in its other channels is done.
-    pub(super) fn note_poll(&mut self, _cx: &mut DeviceCtx<'_>, core: usize, slot: Option<usize>) {
+    pub(super) fn note_poll(&mut self, cx: &mut DeviceCtx<'_>, core: usize, slot: Option<usize>) {
         let layout = self.layout.expect("attached");
         let mode = match slot {
             Some(s) => CoreMode::User(s),
@@ -184,7 +184,7 @@ impl LauberhornNic {
             .collect();
         for ch in others {
             for q in 0..2 {
-                self.retire_rx(ch, q);
+                self.retire_rx(cx.now(), ch, q);
             }
             // A load left held there (the core moved on without it being
             // answered) cannot be outstanding: a core waits in one load.

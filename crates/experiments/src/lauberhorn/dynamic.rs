@@ -1,0 +1,517 @@
+//! `lauberhorn-dynamic` — the paper's central claim (§4, §6, Fig. 5):
+//! with more RPC endpoints than cores and load that moves between them,
+//! Lauberhorn keeps tail latency low without dedicating a core to each
+//! endpoint. Several server processes each serve one procedure; time is
+//! cut into bursts, and in each burst one process (in turn) is hot while
+//! the others get a trickle. Open-loop Poisson arrivals, the same
+//! schedule on every system.
+//!
+//! * Lauberhorn: a few RPC cores for all processes. The NIC sends a
+//!   request to the process's user loop if one waits, else to a kernel
+//!   dispatch thread, which switches to the process; a user loop idling
+//!   while another process has work is told YIELDNOW; an idle core is
+//!   retired and called back by interrupt.
+//! * Kernel bypass with static core assignment: one dedicated core per
+//!   service busy-polling its own queue (RSS steers each service's flow
+//!   to it), a user-level ONC RPC server on each — one DPDK-style
+//!   process with a thread per service, as a bypass deployment runs.
+//!
+//! The Linux kernel UDP path (the paper's other baseline) is not part of
+//! this model yet.
+//!
+//! Measured: per-request round trips at the client (p50, p99) and CPU
+//! efficiency — the handlers' work (requests × handler time) over the time
+//! the service held its cores (everything but idle; a busy-polling core and
+//! a core stalled in a held load are both held).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use nextio_engine::{Category, Duration, SimRng, Time};
+use nextio_hw::machine::MachineSpec;
+use nextio_hw::nic::lauberhorn::LauberhornConfig;
+use nextio_hw::nic::packetized::{
+    IndirectionTable, MICROSOFT_RSS_KEY, PacketizedConfig, PacketizedNic, regs, rss_hash,
+};
+use nextio_hw::oncrpc::{AcceptStat, XdrType, XdrValue};
+use nextio_hw::packet::{FlowKey, Macs, build_udp};
+use nextio_lib::dpdk::{Pmd, PmdConfig};
+use nextio_lib::lauberhorn::{
+    Outcome as RpcOutcome, Procedure, RpcServer, RuntimeCosts, compute_handler,
+};
+use nextio_os::{Host, OsCosts};
+use serde_json::json;
+
+use super::common::{cfg_err, client_host, lauberhorn_host};
+use crate::experiment::{
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, Series, SeriesKind,
+    SimTally, Tolerance,
+};
+use crate::params::{ParamKind, ParamSpec};
+use nextio_apps::rpc_server::{DpdkIo, SoftRpcCosts, SoftRpcServer};
+
+pub struct LauberhornDynamic;
+
+/// The first process's program; process `i` serves `PROG0 + i`.
+const PROG0: u32 = 0x2000_0100;
+/// The server cores' clock (Enzian's ThunderX-1), to turn handler time
+/// into cycles.
+const GHZ: f64 = 2.0;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec::new(
+        "processes",
+        ParamKind::U64,
+        "4",
+        "",
+        "server processes (endpoints)",
+    )
+    .int(2, 8),
+    ParamSpec::new(
+        "rpc_cores",
+        ParamKind::U64,
+        "2",
+        "",
+        "Lauberhorn's RPC cores (bypass uses one per process)",
+    )
+    .int(1, 8),
+    ParamSpec::new(
+        "handler_us",
+        ParamKind::F64,
+        "2",
+        "µs",
+        "each handler's compute time",
+    )
+    .real(0.1, 20.0),
+    ParamSpec::new(
+        "hot_load",
+        ParamKind::F64,
+        "0.5",
+        "",
+        "the hot process's offered handler work, in cores (0.5 keeps one bypass core, which also runs the software stack, below saturation)",
+    )
+    .real(0.2, 1.0),
+    ParamSpec::new(
+        "cold_share",
+        ParamKind::F64,
+        "0.05",
+        "",
+        "each cold process's rate as a share of the hot rate",
+    )
+    .real(0.0, 1.0),
+    ParamSpec::new(
+        "burst_us",
+        ParamKind::F64,
+        "200",
+        "µs",
+        "how long one process stays hot",
+    )
+    .real(10.0, 10_000.0),
+    ParamSpec::new("requests", ParamKind::U64, "6000", "", "calls per system")
+        .quick("800")
+        .int(10, 100_000),
+];
+
+const CHECKS: &[CheckSpec] = &[
+    CheckSpec::new(
+        "p99-lauberhorn-over-bypass",
+        "p99 round trip, Lauberhorn on the RPC cores ÷ bypass with a core per process (§4: 'performance better than the fastest kernel-bypass approaches' while dynamic, read as ≤ 1)",
+        "ratio",
+        Origin::Simulated,
+    )
+    .words(1.0, Tolerance::AtMost),
+    CheckSpec::new(
+        "efficiency-lauberhorn-over-bypass",
+        "CPU efficiency (handler work ÷ core time held), Lauberhorn ÷ bypass (§4: better efficiency for dynamic workloads, read as > 1)",
+        "ratio",
+        Origin::Simulated,
+    )
+    .words(1.0, Tolerance::AtLeast),
+    CheckSpec::new(
+        "p99-lauberhorn-us",
+        "p99 round trip on Lauberhorn",
+        "µs",
+        Origin::Simulated,
+    ),
+];
+
+#[derive(Clone, Copy)]
+struct Load {
+    processes: usize,
+    handler_us: f64,
+    hot_load: f64,
+    cold_share: f64,
+    burst_us: f64,
+    requests: u64,
+}
+
+/// The arrival schedule: (time from the start, process), Poisson with the
+/// hot process changing every burst.
+fn schedule(load: Load, seed: u64) -> Vec<(Duration, usize)> {
+    let mut rng = SimRng::new(seed).fork("lauberhorn-dynamic-arrivals");
+    let hot_rate = load.hot_load / load.handler_us; // per µs
+    let cold_rate = hot_rate * load.cold_share;
+    let total = hot_rate + cold_rate * (load.processes - 1) as f64;
+    let mut t = 0.0;
+    let mut out = Vec::with_capacity(load.requests as usize);
+    for _ in 0..load.requests {
+        t += rng.exp(1.0 / total);
+        let hot = (t / load.burst_us) as usize % load.processes;
+        // Which process: the hot one with its share of the rate.
+        let u = rng.below(1 << 20) as f64 / (1u64 << 20) as f64 * total;
+        let p = if u < hot_rate {
+            hot
+        } else {
+            let k = ((u - hot_rate) / cold_rate.max(f64::MIN_POSITIVE)) as usize;
+            let others: Vec<usize> = (0..load.processes).filter(|x| *x != hot).collect();
+            others[k.min(others.len() - 1)]
+        };
+        out.push((Duration::from_ps((t * 1e6) as u64), p));
+    }
+    out
+}
+
+fn procedure(i: usize, handler_cycles: u64) -> Procedure {
+    Procedure {
+        prog: PROG0 + i as u32,
+        vers: 1,
+        proc_: 1,
+        args: vec![XdrType::U64],
+        results: vec![XdrType::U64],
+        handler: compute_handler(handler_cycles, |a| match a[0].as_u64() {
+            Some(x) => RpcOutcome::Reply(vec![XdrValue::U64(x ^ 0x5a5a)]),
+            None => RpcOutcome::Error(AcceptStat::GarbageArgs),
+        }),
+        continuation: None,
+        nested_results: vec![],
+    }
+}
+
+struct Run {
+    p50_us: f64,
+    p99_us: f64,
+    efficiency: f64,
+    held_cores: f64,
+    tally: SimTally,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Picoseconds `cores` have been held (anything but idle) up to `now`.
+fn held_ps(cores: &[Rc<nextio_hw::cpu::Core>], now: Time) -> u64 {
+    cores
+        .iter()
+        .map(|c| {
+            let l = c.ledger_at(now);
+            l.total().ps().saturating_sub(l.get(Category::Idle).ps())
+        })
+        .sum()
+}
+
+/// Drive `client` through `sched` open-loop, `ports[p]` the source port
+/// of process `p`'s calls; returns the round trips (µs), the window (µs)
+/// and the core time `cores` were held in it (µs).
+fn drive(
+    sim: &nextio_engine::Sim,
+    mut client: nextio_apps::rpc_client::RpcClient,
+    sched: Vec<(Duration, usize)>,
+    ports: Vec<u16>,
+    cores: Vec<Rc<nextio_hw::cpu::Core>>,
+    horizon: Duration,
+) -> Result<(Vec<f64>, f64, f64), RunError> {
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    sim.spawn(async move {
+        if client.pmd().start().await.is_err() {
+            return;
+        }
+        let start = client.pmd().ctx().local_now();
+        let held0 = held_ps(&cores, start);
+        let n = sched.len();
+        let mut rtts = Vec::with_capacity(n);
+        let mut bad = 0u64;
+        let mut next = 0;
+        while rtts.len() + (bad as usize) < n {
+            let now = client.pmd().ctx().local_now();
+            if next < n && now >= start + sched[next].0 {
+                let p = sched[next].1;
+                client.set_src_port(ports[p]);
+                if client
+                    .send(PROG0 + p as u32, 1, 1, &[XdrValue::U64(next as u64)])
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                next += 1;
+                continue;
+            }
+            let Ok(replies) = client.receive(false).await else {
+                return;
+            };
+            for r in replies {
+                if r.stat == AcceptStat::Success {
+                    rtts.push((r.received - r.sent).as_us_f64());
+                } else {
+                    bad += 1;
+                }
+            }
+        }
+        let end = client.pmd().ctx().local_now();
+        let held = held_ps(&cores, end).saturating_sub(held0);
+        *o.borrow_mut() = Some((rtts, bad, start, end, held));
+    });
+    sim.run_until(Time::ZERO + horizon);
+    let (rtts, bad, start, end, held) = out
+        .borrow_mut()
+        .take()
+        .ok_or_else(|| RunError::Config("not every call was answered in time".into()))?;
+    if bad > 0 {
+        return Err(RunError::Config(format!("{bad} calls failed")));
+    }
+    Ok((rtts, (end - start).as_us_f64(), held as f64 / 1e6))
+}
+
+fn cores_of(host: &Host, n: usize) -> Vec<Rc<nextio_hw::cpu::Core>> {
+    (0..n)
+        .filter_map(|c| host.machine().core(c).cloned())
+        .collect()
+}
+
+fn summarise(rtts: Vec<f64>, work_us: f64, held: f64, window_us: f64, tally: SimTally) -> Run {
+    let mut v = rtts;
+    v.sort_by(f64::total_cmp);
+    Run {
+        p50_us: percentile(&v, 0.5),
+        p99_us: percentile(&v, 0.99),
+        efficiency: work_us / held.max(f64::MIN_POSITIVE),
+        held_cores: held / window_us.max(f64::MIN_POSITIVE),
+        tally,
+    }
+}
+
+fn lauberhorn(
+    run: &RunContext,
+    load: Load,
+    cores: usize,
+    sched: Vec<(Duration, usize)>,
+    horizon: Duration,
+) -> Result<Run, RunError> {
+    let sim = run.new_sim();
+    let cfg = LauberhornConfig {
+        cores,
+        slots: load.processes,
+        ..LauberhornConfig::default()
+    };
+    let (host, os) = lauberhorn_host(&sim, MachineSpec::enzian(cores), cfg.clone())?;
+    let cycles = (load.handler_us * 1000.0 * GHZ) as u64;
+    let mut apps = Vec::new();
+    for i in 0..load.processes {
+        let p = host.create_process().map_err(cfg_err)?;
+        apps.push(
+            RpcServer::register(&os, &p, vec![procedure(i, cycles)], RuntimeCosts::default())
+                .map_err(cfg_err)?,
+        );
+    }
+    os.start();
+    let (client, wires) =
+        client_host(run, &sim, &host, os.nic().id, cfg.ip, cfg.rpc_port, cfg.mac)?;
+    let ports = vec![5000; load.processes];
+    let (rtts, window, held) = drive(&sim, client, sched, ports, cores_of(&host, cores), horizon)?;
+    let work = load.requests as f64 * load.handler_us;
+    let r = summarise(rtts, work, held, window, SimTally::of(&sim, load.requests));
+    wires.write(run, "lauberhorn-dynamic")?;
+    sim.shutdown();
+    Ok(r)
+}
+
+/// A source port whose flow RSS steers to `queue` of `queues`.
+fn port_for_queue(
+    queue: usize,
+    queues: usize,
+    dst: (std::net::Ipv4Addr, u16),
+    mac: [u8; 6],
+) -> Option<u16> {
+    let lut = IndirectionTable::round_robin(2048, queues)?;
+    (5000..u16::MAX).find(|&port| {
+        let flow = FlowKey {
+            src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: dst.0,
+            src_port: port,
+            dst_port: dst.1,
+        };
+        let macs = Macs {
+            src: [0x02, 0, 0, 0, 0, 1],
+            dst: mac,
+        };
+        build_udp(macs, flow, &[0; 64], 128)
+            .ok()
+            .is_some_and(|f| lut.queue(rss_hash(&MICROSOFT_RSS_KEY, &f)) == queue)
+    })
+}
+
+fn bypass(
+    run: &RunContext,
+    load: Load,
+    sched: Vec<(Duration, usize)>,
+    horizon: Duration,
+) -> Result<Run, RunError> {
+    let sim = run.new_sim();
+    let n = load.processes;
+    let host = Host::new(&sim, MachineSpec::enzian(n), OsCosts::default()).map_err(cfg_err)?;
+    let nic = host
+        .attach_nic(
+            PacketizedNic::new(PacketizedConfig {
+                queues: n,
+                ..PacketizedConfig::default()
+            })
+            .map_err(cfg_err)?,
+        )
+        .map_err(cfg_err)?;
+    let cfg = LauberhornConfig::default();
+    let costs = SoftRpcCosts::default();
+    let cycles = (load.handler_us * 1000.0 * GHZ) as u64;
+    // One DPDK-style process with a thread per service, each on its own
+    // core and queue (the NIC has one IOMMU domain, whose addresses are
+    // the process's).
+    let p = host.create_process().map_err(cfg_err)?;
+    for i in 0..n {
+        let t = p.thread(i).map_err(cfg_err)?;
+        let bar = p.map_bar(nic.id, 0, 0, regs::BAR0_BYTES).map_err(cfg_err)?;
+        let pmd = Pmd::new(
+            t.ctx,
+            &p,
+            &nic,
+            bar,
+            i,
+            PmdConfig::default(),
+            Rc::new(RefCell::new(nextio_engine::Counters::new())),
+        )
+        .map_err(cfg_err)?;
+        let mut server = SoftRpcServer::new(
+            DpdkIo::new(pmd, cfg.mac, costs),
+            vec![procedure(i, cycles)],
+            costs,
+        );
+        sim.spawn(async move {
+            server.serve(None).await;
+        });
+    }
+    let (client, wires) = client_host(run, &sim, &host, nic.id, cfg.ip, cfg.rpc_port, cfg.mac)?;
+    let ports = (0..n)
+        .map(|q| port_for_queue(q, n, (cfg.ip, cfg.rpc_port), cfg.mac))
+        .collect::<Option<Vec<u16>>>()
+        .ok_or_else(|| cfg_err("no source port steers to every queue"))?;
+    let (rtts, window, held) = drive(&sim, client, sched, ports, cores_of(&host, n), horizon)?;
+    let work = load.requests as f64 * load.handler_us;
+    let r = summarise(rtts, work, held, window, SimTally::of(&sim, load.requests));
+    wires.write(run, "kernel-bypass-dynamic")?;
+    sim.shutdown();
+    Ok(r)
+}
+
+impl Experiment for LauberhornDynamic {
+    fn name(&self) -> &'static str {
+        "lauberhorn-dynamic"
+    }
+    fn reproduces(&self) -> &'static str {
+        "Lauberhorn (HotOS '25) §4/§6, Fig. 5: more endpoints than cores under bursty load — p99 and CPU efficiency against static kernel bypass"
+    }
+    fn about(&self) -> &'static str {
+        "Several server processes each serve one procedure; one at a time is hot (bursts rotate), the others get a trickle, open-loop Poisson from a client host. Lauberhorn serves all of them from a few RPC cores (user loops, kernel dispatch, YIELDNOW, retiring idle cores); kernel bypass gives each process its own busy-polling core and RSS-steered queue. Reports p50/p99 round trips and CPU efficiency."
+    }
+    fn paper(&self) -> &'static str {
+        "Lauberhorn (HotOS '25)"
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn checks(&self) -> &'static [CheckSpec] {
+        CHECKS
+    }
+    fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
+        let load = Load {
+            processes: ctx.params.u64("processes") as usize,
+            handler_us: ctx.params.f64("handler_us"),
+            hot_load: ctx.params.f64("hot_load"),
+            cold_share: ctx.params.f64("cold_share"),
+            burst_us: ctx.params.f64("burst_us"),
+            requests: ctx.params.u64("requests"),
+        };
+        let cores = ctx.params.u64("rpc_cores") as usize;
+        if cores >= load.processes {
+            return Err(RunError::Config(
+                "rpc_cores must be fewer than processes (more endpoints than cores)".into(),
+            ));
+        }
+        let sched = schedule(load, ctx.seed);
+        let span = sched.last().map_or(Duration::ZERO, |x| x.0);
+        // Far beyond the schedule plus every request served one by one.
+        let horizon = Duration::from_us(
+            10_000
+                + 2 * (span.as_us_f64() as u64)
+                + load.requests * (10 + 2 * load.handler_us as u64),
+        );
+        let res = ctx.sweep(&[0usize, 1], |_, &i| {
+            if i == 0 {
+                lauberhorn(ctx, load, cores, sched.clone(), horizon)
+            } else {
+                bypass(ctx, load, sched.clone(), horizon)
+            }
+        })?;
+        let (lh, by) = (&res[0], &res[1]);
+        let mut s = Series::new(
+            "systems",
+            "system",
+            &["p99_us", "p50_us", "efficiency", "held_cores"],
+        );
+        for (i, (name, r)) in [("lauberhorn", lh), ("kernel-bypass (core per process)", by)]
+            .into_iter()
+            .enumerate()
+        {
+            ctx.record(r.tally);
+            s.push(json!({
+                "system": name, "index": i, "p50_us": r.p50_us, "p99_us": r.p99_us,
+                "efficiency": r.efficiency, "held_cores": r.held_cores,
+            }));
+        }
+        let ratio = Series::new("ratios", "system", &["ratio"])
+            .with(json!({"system": "p99 Lauberhorn ÷ bypass", "ratio": lh.p99_us / by.p99_us}))
+            .with(json!({"system": "efficiency Lauberhorn ÷ bypass", "ratio": lh.efficiency / by.efficiency}));
+        let bound = Series::new("§4: parity (bound)", "system", &["ratio"])
+            .kind(SeriesKind::Paper)
+            .with(json!({"system": "p99 Lauberhorn ÷ bypass", "ratio": 1.0}))
+            .with(json!({"system": "efficiency Lauberhorn ÷ bypass", "ratio": 1.0}));
+        Ok(Outcome {
+            series: vec![s, ratio, bound],
+            axes: vec![
+                Axis::new("system", "system"),
+                Axis::new("p99_us", "p99 round trip (µs)"),
+                Axis::new("p50_us", "p50 round trip (µs)"),
+                Axis::new("efficiency", "handler work ÷ core time held"),
+                Axis::new("held_cores", "cores held on average"),
+                Axis::new("ratio", "Lauberhorn ÷ bypass"),
+            ],
+            checks: vec![
+                CHECKS[0].judge(lh.p99_us / by.p99_us),
+                CHECKS[1].judge(lh.efficiency / by.efficiency),
+                CHECKS[2].judge(lh.p99_us),
+            ],
+            notes: vec![
+                format!(
+                    "{} processes, Lauberhorn on {cores} RPC cores, bypass on {} dedicated cores; handlers {} µs; the hot process offers {} cores' load for {} µs at a time.",
+                    load.processes, load.processes, load.handler_us, load.hot_load, load.burst_us
+                ),
+                "The paper has no numbers for this (Fig. 5 is a diagram); the checks read its claims as bounds. Both systems see the same seeded arrival schedule; every call must be answered successfully or the run fails.".into(),
+                "The Linux kernel UDP baseline is missing: the kernel's socket path is not in this model yet.".into(),
+                "Where the differences come from: Lauberhorn lets every RPC core enter the hot process's user loop, so a burst is served by all its cores, while static bypass serves it from the one core it assigned, which also pays the software stack (parse, demultiplex, unmarshal, marshal: about 1 µs per call) on top of the handler; at hot_load 0.7 that one core saturates. Lauberhorn's cores stay held (stalled in held loads) throughout, because the cold processes' trickle keeps them from retiring: its efficiency gain is from holding fewer cores, not from releasing them.".into(),
+                "Static bypass with fewer cores than processes would have to time-share processes on a core; that variant is not modelled — bypass here gets a core per process, its best tail at its worst efficiency.".into(),
+            ],
+        })
+    }
+}
