@@ -7,6 +7,7 @@
 //!   `index.html` report; [`compare`] sets two runs side by side;
 //! * one module per experiment family, listed in [`all`].
 
+pub mod accio;
 pub mod cache_layout;
 pub mod chart;
 pub mod compare;
@@ -70,6 +71,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &lauberhorn::large::LauberhornLarge,
         &lauberhorn::nested::LauberhornNested,
         &lauberhorn::dynamic::LauberhornDynamic,
+        &accio::linux_breakdown::AccioLinuxBreakdown,
     ]
 }
 

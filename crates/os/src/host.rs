@@ -51,7 +51,9 @@ type Listener = Rc<dyn Fn(&InterruptEvent)>;
 struct HostInner {
     machine: Machine,
     kernel: Rc<RefCell<Kernel>>,
-    listener: RefCell<Option<Listener>>,
+    /// Everyone listening to the kernel's interrupts, in the order they
+    /// asked (each subsystem picks out the vectors it owns).
+    listeners: RefCell<Vec<Listener>>,
 }
 
 /// A host. Cheap to clone; clones share it.
@@ -66,7 +68,7 @@ impl Host {
         let host = Host(Rc::new(HostInner {
             machine,
             kernel,
-            listener: RefCell::new(None),
+            listeners: RefCell::new(Vec::new()),
         }));
         let weak = Rc::downgrade(&host.0);
         host.0
@@ -78,13 +80,14 @@ impl Host {
                     .borrow_mut()
                     .interrupt(core, vector, false)
                     .unwrap_or_default();
-                let listener = h.listener.borrow().clone();
-                if let Some(l) = listener {
-                    l(&InterruptEvent {
-                        core,
-                        vector,
-                        deliveries,
-                    });
+                let listeners = h.listeners.borrow().clone();
+                let event = InterruptEvent {
+                    core,
+                    vector,
+                    deliveries,
+                };
+                for l in listeners {
+                    l(&event);
                 }
             }));
         Ok(host)
@@ -157,9 +160,19 @@ impl Host {
         Ok((h, w))
     }
 
-    /// Call `f` with every interrupt the kernel handles.
+    /// Call `f` with every interrupt the kernel handles (after the
+    /// listeners added before it).
     pub fn on_interrupt(&self, f: impl Fn(&InterruptEvent) + 'static) {
-        *self.0.listener.borrow_mut() = Some(Rc::new(f));
+        self.0.listeners.borrow_mut().push(Rc::new(f));
+    }
+
+    /// A handle on the existing process `pid`.
+    pub fn process(&self, pid: Pid) -> Result<Process, OsError> {
+        self.0.kernel.borrow().space(pid)?;
+        Ok(Process {
+            host: self.clone(),
+            pid,
+        })
     }
 
     /// A new process.

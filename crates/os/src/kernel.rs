@@ -475,17 +475,15 @@ impl Kernel {
         Ok(d)
     }
 
-    /// Map `len` bytes of `dev`'s BAR `bar` from `offset` (page aligned)
-    /// into `pid`, uncached, as `mmap` of a VFIO region or a UIO device
-    /// file does. Returns the virtual address of `offset`.
-    pub fn map_bar(
-        &mut self,
-        pid: Pid,
+    /// `dev`'s BAR `bar`, checked to hold the page-aligned range
+    /// `[offset, offset + len)`.
+    pub fn bar_range(
+        &self,
         dev: DeviceId,
         bar: u8,
         offset: u64,
         len: u64,
-    ) -> Result<VirtAddr, OsError> {
+    ) -> Result<nextio_hw::fabric::BarWindow, OsError> {
         let w = self
             .bus
             .fabric
@@ -500,6 +498,21 @@ impl Kernel {
                 w.bytes
             )));
         }
+        Ok(w)
+    }
+
+    /// Map `len` bytes of `dev`'s BAR `bar` from `offset` (page aligned)
+    /// into `pid`, uncached, as `mmap` of a VFIO region or a UIO device
+    /// file does. Returns the virtual address of `offset`.
+    pub fn map_bar(
+        &mut self,
+        pid: Pid,
+        dev: DeviceId,
+        bar: u8,
+        offset: u64,
+        len: u64,
+    ) -> Result<VirtAddr, OsError> {
+        let w = self.bar_range(dev, bar, offset, len)?;
         let len = len.div_ceil(PAGE_BYTES) * PAGE_BYTES;
         let va = self.reserve_va(pid, len, PAGE_BYTES)?;
         let space = self.space(pid)?;
@@ -703,6 +716,96 @@ impl Kernel {
             self.cpus[c].runq.push_back(tid);
         }
         Ok(())
+    }
+
+    /// Make a blocked thread ready at the *head* of its home core's run
+    /// queue: it runs next (a scheduler that takes threads a hardware
+    /// ready queue named before the software run queue).
+    pub fn wake_front(&mut self, tid: Tid) -> Result<(), OsError> {
+        let t = self.thread_mut(tid)?;
+        if t.state == ThreadState::Blocked {
+            t.state = ThreadState::Ready;
+            t.futex_wait = None;
+            let c = t.home_core;
+            self.cpus[c].runq.push_front(tid);
+        }
+        Ok(())
+    }
+
+    /// The thread's home core (where it runs and is queued).
+    pub fn home_core(&self, tid: Tid) -> Result<usize, OsError> {
+        Ok(self.thread(tid)?.home_core)
+    }
+
+    /// Move a thread that is not running to `core` (a migration by the
+    /// load balancer or `sched_setaffinity`): a ready thread changes run
+    /// queues, a blocked one will be woken there.
+    pub fn migrate(&mut self, tid: Tid, core: usize) -> Result<(), OsError> {
+        self.check_core(core)?;
+        let t = self.thread(tid)?;
+        let (from, state) = (t.home_core, t.state);
+        match state {
+            ThreadState::Running(_) => {
+                return Err(OsError::Invalid(format!(
+                    "thread {tid:?} is running; only a thread off its core migrates"
+                )));
+            }
+            ThreadState::Exited => return Err(OsError::NoThread(tid)),
+            ThreadState::Ready => {
+                self.cpus[from].runq.retain(|x| *x != tid);
+                self.cpus[core].runq.push_back(tid);
+            }
+            ThreadState::Blocked => {}
+        }
+        self.thread_mut(tid)?.home_core = core;
+        self.counters.inc("migrations");
+        Ok(())
+    }
+
+    /// The running thread on `core` exits; the next ready thread, if any,
+    /// runs. Its resources are the caller's to release first.
+    pub fn exit_current(&mut self, core: usize, now_cycles: u64) -> Result<Option<Tid>, OsError> {
+        self.check_core(core)?;
+        let Some(tid) = self.cpus[core].current else {
+            return Err(OsError::NotRunning(Tid(usize::MAX)));
+        };
+        self.block_current(core, now_cycles)?;
+        self.threads[tid.0].state = ThreadState::Exited;
+        self.counters.inc("thread_exits");
+        Ok(self.cpus[core].current)
+    }
+
+    /// Map the pages of `[va, va + len)` of `owner` into `to` as well (a
+    /// shared-memory segment both attach, as `shm_open` + `mmap` or a
+    /// hugepage file do): the same frames, at a new address in `to`.
+    pub fn sys_shm_attach(
+        &mut self,
+        owner: Pid,
+        va: VirtAddr,
+        len: u64,
+        to: Pid,
+    ) -> Result<VirtAddr, OsError> {
+        if len == 0 || !va.0.is_multiple_of(HUGE_PAGE_BYTES) || !len.is_multiple_of(HUGE_PAGE_BYTES)
+        {
+            return Err(OsError::Invalid(
+                "shared segments are whole hugepages, hugepage aligned".into(),
+            ));
+        }
+        let ranges = {
+            let m = self.bus.memory.borrow();
+            m.physical_ranges(&self.space(owner)?, va, len)?
+        };
+        let dst = self.reserve_va(to, len, HUGE_PAGE_BYTES)?;
+        let space = self.space(to)?;
+        let mut m = self.bus.memory.borrow_mut();
+        let mut at = dst;
+        for (pa, n) in ranges {
+            space
+                .table
+                .map_range(&mut m.phys, at, pa, n, PageSize::Huge, Perms::USER_RW)?;
+            at = at.offset(n);
+        }
+        Ok(dst)
     }
 
     fn switch_out(&mut self, core: usize, tid: Tid) {

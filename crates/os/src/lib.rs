@@ -13,6 +13,13 @@
 //!   threads on it, and the interrupt path from devices to the kernel.
 //! * [`udma`] — the driver of the user-space DMA engine: PASID binding,
 //!   portals, capabilities, and the kernel-mediated (pinning) path.
+//! * [`sched`] — timed dispatch of threads on cores (blocking, wake-ups,
+//!   context switches, hooks for hardware ready queues);
+//! * [`irq`] — interrupt context: kernel handlers for device vectors;
+//! * [`kmem`] — kernel DMA memory and register mappings;
+//! * [`net`] — the kernel's UDP/IPv4 stack in Linux's shape (NAPI,
+//!   sockets, qdisc, an ice-like driver), reusable by every design that
+//!   needs an ordinary kernel path.
 //!
 //! The kernel is a functional state machine: it says *what* happens and
 //! *what it costs* in cycles; the layers above decide *when*, on simulated
@@ -20,11 +27,17 @@
 
 pub mod costs;
 pub mod host;
+pub mod irq;
 pub mod kernel;
 pub mod lauberhorn;
 pub mod udma;
+pub mod kmem;
+pub mod net;
+pub mod sched;
 
 pub use costs::OsCosts;
 pub use host::{Host, HostError, InterruptEvent, Process, Thread};
+pub use irq::{Interrupts, IrqHandler};
 pub use kernel::{Delivery, DeliveryPath, DmaBuffer, Kernel, OsError, Pid, ThreadState, Tid};
 pub use udma::{Portal, UdmaCosts, UdmaDriver};
+pub use sched::{Dispatcher, SchedHook};

@@ -63,6 +63,11 @@ pub struct CoreCtx {
     sim: Sim,
     core: Rc<Core>,
     bus: Option<Bus>,
+    /// The address space and privilege accesses are made in, when they are
+    /// not the core's current ones: kernel code entered from a thread or an
+    /// interrupt runs in the kernel's space without rewriting the core's
+    /// register, so the interrupted thread's view is never disturbed.
+    space: Option<(crate::mem::AddressSpace, crate::memory::Privilege)>,
 }
 
 impl CoreCtx {
@@ -74,6 +79,7 @@ impl CoreCtx {
             sim: sim.clone(),
             core,
             bus: None,
+            space: None,
         }
     }
     /// A thread starting on `core` of a host whose memory and fabric are
@@ -84,7 +90,26 @@ impl CoreCtx {
             sim: sim.clone(),
             core,
             bus: Some(bus),
+            space: None,
         }
+    }
+    /// The same thread's context making its accesses in `space` at
+    /// `privilege` instead of the core's current address space: the view
+    /// kernel code has of memory while it runs on this core (a system call
+    /// or an interrupt handler). Time and ledger stay the core's.
+    pub fn in_space(
+        &self,
+        space: crate::mem::AddressSpace,
+        privilege: crate::memory::Privilege,
+    ) -> CoreCtx {
+        CoreCtx {
+            space: Some((space, privilege)),
+            ..self.clone()
+        }
+    }
+    /// The address space and privilege this context's accesses are made in.
+    pub fn access_space(&self) -> Option<(crate::mem::AddressSpace, crate::memory::Privilege)> {
+        self.space.or_else(|| self.core.space())
     }
     /// The host's memory and fabric, if the thread has them.
     pub fn bus(&self) -> Option<&Bus> {
@@ -164,7 +189,7 @@ impl CoreCtx {
         AccessError,
     > {
         let bus = self.bus.as_ref().ok_or(AccessError::NoAddressSpace)?;
-        let (space, privilege) = self.core.space().ok_or(AccessError::NoAddressSpace)?;
+        let (space, privilege) = self.access_space().ok_or(AccessError::NoAddressSpace)?;
         Ok((&bus.memory, space, privilege))
     }
 
@@ -284,17 +309,28 @@ impl CoreCtx {
     fn mmio_target(
         &self,
         va: VirtAddr,
+        len: u64,
         write: bool,
-    ) -> Result<(&Fabric, crate::mem::PhysAddr), AccessError> {
+    ) -> Result<(&Fabric, crate::mem::PhysAddr), MmioAccessError> {
         let (mem, space, privilege) = self.memory_and_space()?;
         let bus = self.bus.as_ref().ok_or(AccessError::NoAddressSpace)?;
         let t = mem
             .borrow_mut()
             .translate(self.core.id(), &space, privilege, va, write)?;
         if !t.uncached {
-            return Err(AccessError::NotMmio(va));
+            return Err(AccessError::NotMmio(va).into());
         }
         self.cycles(Category::Driver, t.walk_cycles);
+        // The core's own check of guarded registers: a precise fault of
+        // the access, before anything leaves the core.
+        bus.fabric.check_cpu_access(
+            self.core.id(),
+            t.pa,
+            len,
+            write,
+            space.asid,
+            privilege == crate::memory::Privilege::User,
+        )?;
         Ok((&bus.fabric, t.pa))
     }
 
@@ -308,7 +344,7 @@ impl CoreCtx {
         data: &[u8],
         purpose: Purpose,
     ) -> Result<Time, MmioAccessError> {
-        let (fabric, pa) = self.mmio_target(va, true)?;
+        let (fabric, pa) = self.mmio_target(va, data.len() as u64, true)?;
         let fabric = fabric.clone();
         self.sync().await;
         Ok(fabric.cpu_mmio_write(self.core.id(), pa, data, purpose)?)
@@ -348,7 +384,7 @@ impl CoreCtx {
         purpose: Purpose,
         category: Category,
     ) -> Result<Vec<u8>, MmioAccessError> {
-        let (fabric, pa) = self.mmio_target(va, false)?;
+        let (fabric, pa) = self.mmio_target(va, len, false)?;
         let fabric = fabric.clone();
         self.sync().await;
         let reply = fabric.cpu_mmio_read(self.core.id(), pa, len, purpose)?;

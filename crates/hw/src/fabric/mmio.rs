@@ -4,14 +4,20 @@
 //! Invariants: an MMIO access is one TLP (at most the device link's MPS);
 //! an address no BAR decodes is refused before anything is sent; a read's
 //! completion reaches the core after the device answered, never before.
+//!
+//! Core-side guards: a BAR may be guarded by a check the *core* makes
+//! before the access leaves it (Accio's I/O Connection Table protects its
+//! rows by address-space id "via the same mechanism used for TLB memory
+//! protection", §4). A refused access is a precise fault of the
+//! instruction: nothing is sent and the device never sees it.
 
 use std::rc::Rc;
 
 use nextio_engine::{Duration, Mailbox, Time};
 use thiserror::Error;
 
-use crate::device::Requester;
-use crate::mem::PhysAddr;
+use crate::device::{DeviceId, Requester};
+use crate::mem::{Asid, PhysAddr};
 use crate::pcie::credits::CreditClass;
 use crate::pcie::{Purpose, tlp};
 
@@ -29,6 +35,78 @@ pub enum MmioError {
     TooLong { len: u64, max: u64 },
     #[error("an MMIO access at {:#x} of {len} B runs past its BAR", .pa.0)]
     PastBar { pa: PhysAddr, len: u64 },
+    #[error("the core refused the access at {:#x}: {fault:?}", .pa.0)]
+    Guarded { pa: PhysAddr, fault: GuardFault },
+}
+
+/// A core-side MMIO access as a guard sees it, before it leaves the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuAccess {
+    pub core: usize,
+    pub dev: DeviceId,
+    pub bar: u8,
+    /// Offset in the BAR.
+    pub offset: u64,
+    pub len: u64,
+    pub write: bool,
+    /// The address space the core runs in, and whether in user mode.
+    pub asid: Asid,
+    pub user: bool,
+}
+
+/// Why a guard refused an access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardFault {
+    /// The running address space (or privilege) may not make it: a
+    /// protection fault, as for a page the process may not touch.
+    Protection,
+    /// What the access names is not resident in the hardware table: a
+    /// miss, to be refilled by the OS (as a software-managed TLB misses).
+    Miss,
+}
+
+/// A check the core makes on every access to a guarded BAR.
+pub trait MmioGuard {
+    fn check(&self, access: &CpuAccess) -> Result<(), GuardFault>;
+}
+
+impl Fabric {
+    /// Make every core access to `dev`'s BAR `bar` pass `guard` first.
+    pub fn guard_bar(&self, dev: DeviceId, bar: u8, guard: std::rc::Rc<dyn MmioGuard>) {
+        self.0.guards.borrow_mut().insert((dev, bar), guard);
+    }
+
+    /// The core-side check of an access of `len` bytes at `pa` by `core`
+    /// running in `asid` (in user mode if `user`): `Ok` for an address no
+    /// guard covers.
+    pub fn check_cpu_access(
+        &self,
+        core: usize,
+        pa: PhysAddr,
+        len: u64,
+        write: bool,
+        asid: Asid,
+        user: bool,
+    ) -> Result<(), MmioError> {
+        let Some(w) = self.0.state.borrow().topo.decode(pa.0) else {
+            return Ok(());
+        };
+        let guard = self.0.guards.borrow().get(&(w.dev, w.bar)).cloned();
+        let Some(guard) = guard else { return Ok(()) };
+        let access = CpuAccess {
+            core,
+            dev: w.dev,
+            bar: w.bar,
+            offset: pa.0 - w.base,
+            len,
+            write,
+            asid,
+            user,
+        };
+        guard
+            .check(&access)
+            .map_err(|fault| MmioError::Guarded { pa, fault })
+    }
 }
 
 impl FabricInner {

@@ -45,7 +45,7 @@ use thiserror::Error;
 pub use ctx::DeviceCtx;
 pub use dma::{AtsTranslation, DmaError, DmaFault, Posted, Space};
 pub use iommu::{DomainId, IommuConfig, IommuStats};
-pub use mmio::MmioError;
+pub use mmio::{CpuAccess, GuardFault, MmioError, MmioGuard};
 pub use root_complex::{MemorySideStats, RootComplexConfig};
 pub use switch::{P2pPolicy, SwitchConfig};
 pub use topology::{BarWindow, NodeId};
@@ -323,6 +323,8 @@ pub(crate) struct FabricInner {
     interrupt_sink: RefCell<Option<InterruptSink>>,
     /// Every transaction, when asked for ([`Fabric::record_transactions`]).
     txlog: RefCell<Option<Vec<txlog::Txn>>>,
+    /// Core-side checks on BARs whose protection the cores enforce.
+    guards: RefCell<BTreeMap<(DeviceId, u8), Rc<dyn MmioGuard>>>,
 }
 
 /// A host's interconnect. Cheap to clone; clones share it.
@@ -359,6 +361,7 @@ impl Fabric {
             devices: RefCell::new(Vec::new()),
             interrupt_sink: RefCell::new(None),
             txlog: RefCell::new(None),
+            guards: RefCell::new(BTreeMap::new()),
         })))
     }
 

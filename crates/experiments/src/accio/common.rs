@@ -1,0 +1,206 @@
+//! What every Accio experiment shares: the hosts of the paper's testbed
+//! (§8.1: the FPGA prototype or a server-class Accio host as client, Xeon
+//! servers with E810s running Linux), the wires between them with the
+//! NIC timestamps the paper's methodology relies on, and checks that say
+//! where their value comes from.
+//!
+//! Hardware timestamps: the paper reports processing time as the
+//! software round trip minus the NIC's (§8.1). A [`Stamps`] tap sits on
+//! a wire's receiving end and records, per datagram sequence number (the
+//! first 8 payload bytes, big-endian), when its last bit reached the NIC
+//! (`rx`) and when its first bit left the sender's MAC (`tx`, the arrival
+//! minus the frame's serialisation and the propagation delay, which the
+//! wire model fixes exactly).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::rc::Rc;
+
+use nextio_engine::{Duration, Sim, Time};
+use nextio_hw::ethernet::{FrameSink, LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
+use nextio_hw::machine::MachineSpec;
+use nextio_hw::packet::{Frame, parse_udp};
+use nextio_os::OsCosts;
+use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
+
+use crate::experiment::{Check, RunError};
+
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+pub const SERVER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+/// The echo server's port.
+pub const ECHO_PORT: u16 = 7000;
+
+/// The message sizes of Fig. 6 (64 B to 1024 B of UDP payload).
+pub const FIG6_SIZES: &str = "64,128,256,512,1024";
+
+/// Where a check's model value comes from (the project's four origins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Simulated,
+    Composed,
+    Validation,
+    Fitted,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Simulated => "simulated",
+            Origin::Composed => "composed",
+            Origin::Validation => "validation",
+            Origin::Fitted => "fitted",
+        }
+    }
+}
+
+/// A check judged with `tolerance` (declared by the caller before the
+/// run), its origin written into the claim.
+pub fn check(
+    id: &str,
+    claim: &str,
+    origin: Origin,
+    paper: Option<f64>,
+    model: f64,
+    unit: &str,
+    tolerance: Option<f64>,
+) -> Check {
+    let c = Check::new(
+        id,
+        format!("[{}] {claim}", origin.name()),
+        paper,
+        model,
+        unit,
+    );
+    match tolerance {
+        Some(t) => c.within(t),
+        None => c,
+    }
+}
+
+/// The kernel of Accio's Linux test servers (Table 1): fitted costs, and
+/// their context switch in the OS model.
+pub fn testbed_os() -> (OsCosts, LinuxNetCosts) {
+    (
+        OsCosts {
+            context_switch_cycles: LinuxNetCosts::ACCIO_TESTBED_CONTEXT_SWITCH_CYCLES,
+            ..OsCosts::default()
+        },
+        LinuxNetCosts::accio_testbed(),
+    )
+}
+
+/// One of the Linux test servers of §8.1 at `ip`, with a neighbour entry
+/// for `peer`, `cores` cores, its NIC interrupt on core `irq_core`.
+pub fn linux_server(
+    sim: &Sim,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    peer: (Ipv4Addr, [u8; 6]),
+    cores: usize,
+    irq_core: usize,
+) -> Result<LinuxHost, RunError> {
+    let (os, costs) = testbed_os();
+    let mut net = NetConfig::new(ip, mac, costs);
+    net.neighbours.push(peer);
+    net.irq_core = irq_core;
+    LinuxHost::build(sim, MachineSpec::accio_server(cores), os, net).map_err(cfg)
+}
+
+/// A configuration error from anything displayable.
+pub fn cfg(e: impl std::fmt::Display) -> RunError {
+    RunError::Config(e.to_string())
+}
+
+/// Per-sequence-number NIC timestamps of one wire direction.
+#[derive(Default)]
+pub struct StampLog {
+    /// First bit left the sender's MAC.
+    pub tx: BTreeMap<u64, Time>,
+    /// Last bit reached the receiving NIC.
+    pub rx: BTreeMap<u64, Time>,
+}
+
+/// A stamp log shared between a tap and the experiment reading it.
+pub type SharedStamps = Rc<RefCell<StampLog>>;
+
+/// A tap in front of a wire's receiver: timestamps, then delivers.
+pub struct Stamps {
+    inner: Rc<dyn FrameSink>,
+    link: LinkConfig,
+    pub log: Rc<RefCell<StampLog>>,
+}
+
+impl Stamps {
+    pub fn new(inner: Rc<dyn FrameSink>, link: LinkConfig) -> Stamps {
+        Stamps {
+            inner,
+            link,
+            log: Rc::new(RefCell::new(StampLog::default())),
+        }
+    }
+}
+
+/// The sequence number of a datagram: its first 8 payload bytes.
+pub fn sequence_of(frame: &[u8]) -> Option<u64> {
+    let v = parse_udp(frame).ok()?;
+    let p = frame.get(v.payload_offset..v.payload_offset + 8)?;
+    Some(u64::from_be_bytes(p.try_into().ok()?))
+}
+
+impl FrameSink for Stamps {
+    fn deliver(&self, at: Time, frame: Frame) {
+        if let Some(seq) = sequence_of(&frame.bytes) {
+            let ser = self
+                .link
+                .rate
+                .duration_for_bytes(frame.frame_bytes() as u64 + PER_FRAME_OVERHEAD_BYTES);
+            let start = Time(at.ps().saturating_sub((ser + self.link.propagation).ps()));
+            let mut log = self.log.borrow_mut();
+            log.rx.entry(seq).or_insert(at);
+            log.tx.entry(seq).or_insert(start);
+        }
+        self.inner.deliver(at, frame);
+    }
+}
+
+/// Join two hosts' NIC port 0 with timestamping taps at both ends.
+/// Returns the logs of the wires `a → b` and `b → a`.
+pub fn join_stamped(
+    a: &nextio_hw::machine::Machine,
+    a_dev: nextio_hw::device::DeviceId,
+    b: &nextio_hw::machine::Machine,
+    b_dev: nextio_hw::device::DeviceId,
+    link: LinkConfig,
+) -> Result<(SharedStamps, SharedStamps), RunError> {
+    let to_b = Rc::new(Stamps::new(
+        b.fabric().port_sink(b_dev, 0).map_err(cfg)?,
+        link,
+    ));
+    let to_a = Rc::new(Stamps::new(
+        a.fabric().port_sink(a_dev, 0).map_err(cfg)?,
+        link,
+    ));
+    let (log_ab, log_ba) = (to_b.log.clone(), to_a.log.clone());
+    let a_to_b = Rc::new(Wire::new(a.sim(), link, to_b));
+    let b_to_a = Rc::new(Wire::new(b.sim(), link, to_a));
+    a.fabric().connect_port(a_dev, 0, a_to_b).map_err(cfg)?;
+    b.fabric().connect_port(b_dev, 0, b_to_a).map_err(cfg)?;
+    Ok((log_ab, log_ba))
+}
+
+/// Mean of `xs` (0 when empty).
+pub fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        0.0
+    } else {
+        xs.iter().sum::<f64>() / xs.len() as f64
+    }
+}
+
+/// `d` in microseconds.
+pub fn us(d: Duration) -> f64 {
+    d.as_us_f64()
+}
