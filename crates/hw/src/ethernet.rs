@@ -142,6 +142,9 @@ pub struct Wire {
     rx: Rc<dyn FrameSink>,
     counters: RefCell<Counters>,
     capture: RefCell<Option<Capture>>,
+    /// The link is up (a cable in both ends). A frame sent on a link
+    /// that is down is lost, counted as `drop.link_down`.
+    up: std::cell::Cell<bool>,
 }
 
 impl Wire {
@@ -153,7 +156,17 @@ impl Wire {
             rx,
             counters: RefCell::new(Counters::new()),
             capture: RefCell::new(None),
+            up: std::cell::Cell::new(true),
         }
+    }
+
+    /// Take the link down (a cable pulled) or bring it back.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(up);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.get()
     }
 
     /// Record every accepted frame, stamped with the time its first bit left.
@@ -190,6 +203,11 @@ impl Wire {
         let now = self.sim.now();
         let frame_bytes = frame.frame_bytes() as u64;
         let mut c = self.counters.borrow_mut();
+        if !self.up.get() {
+            // The sender's MAC puts it out; nothing is at the other end.
+            c.inc("drop.link_down");
+            return Ok(now);
+        }
         match self.tx.borrow_mut().transmit(now, frame_bytes) {
             Ok((start, arrival)) => {
                 c.inc("accepted");

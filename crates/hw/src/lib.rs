@@ -13,9 +13,12 @@
 //! * [`nic`] — the packetized and Ensō NICs;
 //! * [`cpu`] — cores, their time ledgers and the cost interface software uses;
 //! * [`interrupt`] — local APIC, UIPI and xUI user interrupts, delivery
-//!   strategies, the KB_Timer and a DSA-like accelerator.
+//!   strategies, the KB_Timer and a DSA-like accelerator;
+//! * [`accio`] — Accio's I/O Connection Table, its ready queue, prioritised
+//!   interrupt and control events, and the per-connection ring layout.
 
 pub mod accel;
+pub mod accio;
 pub mod cache;
 pub mod coherent;
 pub mod cpu;

@@ -142,6 +142,33 @@ pub fn build_udp(
     Ok(bytes)
 }
 
+/// Build an Ethernet/IPv4/UDP frame carrying exactly `payload` as the
+/// UDP datagram (its length field says so), the frame padded with zeros
+/// after the IP packet up to the Ethernet minimum, as a MAC pads it.
+/// What a socket's `sendto` puts on the wire.
+pub fn build_udp_datagram(
+    macs: Macs,
+    flow: FlowKey,
+    payload: &[u8],
+) -> Result<Vec<u8>, PacketError> {
+    let size = (payload.len() + UDP_HEADERS_BYTES + FCS_BYTES).max(MIN_FRAME_BYTES);
+    if size > MAX_FRAME_BYTES {
+        return Err(PacketError::PayloadTooLarge {
+            payload: payload.len(),
+            frame: MAX_FRAME_BYTES,
+        });
+    }
+    let builder = PacketBuilder::ethernet2(macs.src, macs.dst)
+        .ipv4(flow.src_ip.octets(), flow.dst_ip.octets(), 64)
+        .udp(flow.src_port, flow.dst_port);
+    let mut bytes = Vec::with_capacity(size - FCS_BYTES);
+    builder
+        .write(&mut bytes, payload)
+        .map_err(|e| PacketError::Malformed(e.to_string()))?;
+    bytes.resize(size - FCS_BYTES, 0);
+    Ok(bytes)
+}
+
 /// A parsed UDP frame: its flow and where its payload sits in the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpView {
@@ -278,6 +305,18 @@ mod tests {
         assert_eq!(parse_udp(&bytes), Err(PacketError::BadUdpChecksum));
         refresh_udp_checksum(&mut bytes).unwrap();
         assert!(parse_udp(&bytes).is_ok());
+    }
+
+    #[test]
+    fn a_short_datagram_keeps_its_length_in_a_padded_frame() {
+        let bytes = build_udp_datagram(Macs::default(), flow(), b"8 bytes!").unwrap();
+        assert_eq!(frame_bytes(bytes.len()), MIN_FRAME_BYTES);
+        let v = parse_udp(&bytes).unwrap();
+        assert_eq!(v.payload_len, 8);
+        assert_eq!(&bytes[v.payload_offset..v.payload_offset + 8], b"8 bytes!");
+        assert!(build_udp_datagram(Macs::default(), flow(), &[0; 1473]).is_err());
+        let full = build_udp_datagram(Macs::default(), flow(), &[1; 1472]).unwrap();
+        assert_eq!(frame_bytes(full.len()), MAX_FRAME_BYTES);
     }
 
     #[test]

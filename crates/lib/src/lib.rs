@@ -3,6 +3,9 @@
 //! through the cache model via `CoreCtx::load`/`store`) and pays for its
 //! instructions with `CoreCtx::cycles`.
 //!
+//! * [`accio`] — Accio's POSIX-shaped socket library: `send`/`recv` on the
+//!   connection's ring and its row in the I/O Connection Table, one
+//!   blocking call when a ring is empty or full;
 //! * [`dpdk`] — a DPDK-style poll-mode driver for the packetized NIC;
 //! * [`enso`] — the Ensō library (pipes, notifications) for the Ensō NIC;
 //! * [`cmdq`] — the driver of a QAT-like command-queue accelerator;
@@ -20,6 +23,7 @@
 //!   kernel-mediated path.
 
 pub mod cmdq;
+pub mod accio;
 pub mod dpdk;
 pub mod enso;
 pub mod lauberhorn;

@@ -775,6 +775,25 @@ impl Kernel {
         Ok(self.cpus[core].current)
     }
 
+    /// Map the physical frames `[pa, pa + len)` (hugepage aligned) into
+    /// `pid`, user read-write: memory the kernel allocated for a device
+    /// and shares with the process (Accio's rings). Returns their address.
+    pub fn map_frames(&mut self, pid: Pid, pa: PhysAddr, len: u64) -> Result<VirtAddr, OsError> {
+        if len == 0 || !pa.0.is_multiple_of(HUGE_PAGE_BYTES) || !len.is_multiple_of(HUGE_PAGE_BYTES)
+        {
+            return Err(OsError::Invalid(
+                "shared frames are whole hugepages, hugepage aligned".into(),
+            ));
+        }
+        let va = self.reserve_va(pid, len, HUGE_PAGE_BYTES)?;
+        let space = self.space(pid)?;
+        let mut m = self.bus.memory.borrow_mut();
+        space
+            .table
+            .map_range(&mut m.phys, va, pa, len, PageSize::Huge, Perms::USER_RW)?;
+        Ok(va)
+    }
+
     /// Map the pages of `[va, va + len)` of `owner` into `to` as well (a
     /// shared-memory segment both attach, as `shm_open` + `mmap` or a
     /// hugepage file do): the same frames, at a new address in `to`.

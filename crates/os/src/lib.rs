@@ -17,6 +17,9 @@
 //!   context switches, hooks for hardware ready queues);
 //! * [`irq`] — interrupt context: kernel handlers for device vectors;
 //! * [`kmem`] — kernel DMA memory and register mappings;
+//! * [`accio`] — Accio's kernel part: accelerate, the wait call, the miss
+//!   handler, the table's interrupts and scheduler hook, fallback and
+//!   return, migration and release of rows;
 //! * [`net`] — the kernel's UDP/IPv4 stack in Linux's shape (NAPI,
 //!   sockets, qdisc, an ice-like driver), reusable by every design that
 //!   needs an ordinary kernel path.
@@ -25,6 +28,7 @@
 //! *what it costs* in cycles; the layers above decide *when*, on simulated
 //! cores.
 
+pub mod accio;
 pub mod costs;
 pub mod host;
 pub mod irq;

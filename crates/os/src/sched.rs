@@ -53,7 +53,9 @@ pub trait SchedHook {
 }
 
 struct Slot {
-    ctx: CoreCtx,
+    /// The thread's context on its current core (replaced when it
+    /// migrates).
+    ctx: RefCell<CoreCtx>,
     notify: Notify,
     /// Switched in by someone else: the thread pays the switch itself
     /// when it resumes.
@@ -100,7 +102,7 @@ impl Dispatcher {
         self.0.threads.borrow_mut().insert(
             thread.tid,
             Rc::new(Slot {
-                ctx: thread.ctx.clone(),
+                ctx: RefCell::new(thread.ctx.clone()),
                 notify: Notify::new(&sim),
                 owed: Cell::new(false),
                 pending: Cell::new(false),
@@ -162,14 +164,15 @@ impl Dispatcher {
     /// The kernel's context-switch path for `tid`, charged on its core.
     async fn switch_in(&self, slot: &Slot, tid: Tid) {
         let cs = self.0.host.kernel().borrow().costs.context_switch_cycles;
-        slot.ctx.cycles(Category::ContextSwitch, cs);
-        let core = slot.ctx.core().id();
-        let kctx = self.kernel_ctx(&slot.ctx);
+        let ctx = slot.ctx.borrow().clone();
+        ctx.cycles(Category::ContextSwitch, cs);
+        let core = ctx.core().id();
+        let kctx = self.kernel_ctx(&ctx);
         let hooks = self.0.hooks.borrow().clone();
         for h in hooks {
             h.switched_in(&kctx, core, tid).await;
         }
-        slot.ctx.sync().await;
+        ctx.sync().await;
         self.0.counters.borrow_mut().inc("switches");
     }
 
@@ -179,7 +182,18 @@ impl Dispatcher {
         let hooks = self.0.hooks.borrow().clone();
         for h in hooks {
             if let Some(first) = h.pick_first(kctx, core).await {
-                self.0.host.kernel().borrow_mut().wake_front(first)?;
+                let running = matches!(
+                    self.0.host.kernel().borrow().state(first)?,
+                    ThreadState::Running(_)
+                );
+                if running {
+                    // The thread about to block is itself ready again.
+                    if let Ok(s) = self.slot(first) {
+                        s.pending.set(true);
+                    }
+                } else {
+                    self.0.host.kernel().borrow_mut().wake_front(first)?;
+                }
                 self.0.counters.borrow_mut().inc("hook_picks");
             }
         }
@@ -200,13 +214,14 @@ impl Dispatcher {
     /// idles; returns once `tid` has been woken and runs again.
     pub async fn block(&self, tid: Tid) -> Result<(), OsError> {
         let slot = self.slot(tid)?;
-        slot.ctx.sync().await;
+        let ctx = slot.ctx.borrow().clone();
+        ctx.sync().await;
         if slot.pending.replace(false) {
             self.0.counters.borrow_mut().inc("blocks_averted");
             return Ok(());
         }
-        let core = slot.ctx.core().id();
-        let kctx = self.kernel_ctx(&slot.ctx);
+        let core = ctx.core().id();
+        let kctx = self.kernel_ctx(&ctx);
         self.consult_hooks(&kctx, core).await?;
         if slot.pending.replace(false) {
             self.0.counters.borrow_mut().inc("blocks_averted");
@@ -217,7 +232,7 @@ impl Dispatcher {
             if k.current(core) != Some(tid) {
                 return Err(OsError::NotRunning(tid));
             }
-            k.block_current(core, Self::now_cycles(&slot.ctx))?
+            k.block_current(core, Self::now_cycles(&ctx))?
         };
         self.0.counters.borrow_mut().inc("blocks");
         self.hand_over(next);
@@ -278,25 +293,42 @@ impl Dispatcher {
     /// The running thread `tid` exits; the core goes to the next thread.
     pub async fn exit(&self, tid: Tid) -> Result<(), OsError> {
         let slot = self.slot(tid)?;
-        slot.ctx.sync().await;
-        let core = slot.ctx.core().id();
-        let kctx = self.kernel_ctx(&slot.ctx);
+        let ctx = slot.ctx.borrow().clone();
+        ctx.sync().await;
+        let core = ctx.core().id();
+        let kctx = self.kernel_ctx(&ctx);
         self.consult_hooks(&kctx, core).await?;
         let next = {
             let mut k = self.0.host.kernel().borrow_mut();
             if k.current(core) != Some(tid) {
                 return Err(OsError::NotRunning(tid));
             }
-            k.exit_current(core, Self::now_cycles(&slot.ctx))?
+            k.exit_current(core, Self::now_cycles(&ctx))?
         };
         self.0.threads.borrow_mut().remove(&tid);
         self.hand_over(next);
         Ok(())
     }
 
-    /// The context `tid` runs in.
+    /// The context `tid` runs in (on its current core).
     pub fn ctx(&self, tid: Tid) -> Result<CoreCtx, OsError> {
-        Ok(self.slot(tid)?.ctx.clone())
+        Ok(self.slot(tid)?.ctx.borrow().clone())
+    }
+
+    /// Move `tid`, which is not running, to `core`; returns its context
+    /// there (the thread's code continues in it once woken).
+    pub fn migrate(&self, tid: Tid, core: usize) -> Result<CoreCtx, OsError> {
+        let slot = self.slot(tid)?;
+        let ctx = self
+            .0
+            .host
+            .machine()
+            .ctx(core)
+            .ok_or(OsError::NoCore(core))?;
+        self.0.host.kernel().borrow_mut().migrate(tid, core)?;
+        *slot.ctx.borrow_mut() = ctx.clone();
+        self.0.counters.borrow_mut().inc("migrations");
+        Ok(ctx)
     }
 
     /// Blocks, wake-ups, switches and hook picks so far.

@@ -3,7 +3,10 @@
 //! * [`enso`] — the Ensō NIC: Ensō Pipes, notification buffers, reactive
 //!   notifications;
 //! * [`packetized`] — an E810-like NIC with descriptor rings and per-packet
-//!   buffers (the interface Ensō compares against).
+//!   buffers (the interface Ensō compares against);
+//! * [`accio`] — Accio's NIC: the packetized NIC for the kernel path and a
+//!   UDP offload engine serving accelerated connections through the I/O
+//!   Connection Table.
 //!
 //! A NIC reaches host memory only by DMA through its
 //! [`crate::device::DeviceCtx`] (every transfer attributed to a purpose
@@ -12,6 +15,7 @@
 //! ports. Every frame that reaches a NIC ends up delivered to host memory
 //! or counted under a `drop.*` reason.
 
+pub mod accio;
 pub mod enso;
 pub mod lauberhorn;
 pub mod packetized;

@@ -22,7 +22,9 @@ use nextio_hw::cpu::CoreCtx;
 use nextio_hw::device::DeviceId;
 use nextio_hw::fabric::MsiMessage;
 use nextio_hw::mem::VirtAddr;
-use nextio_hw::packet::{FlowKey, MAX_FRAME_BYTES, Macs, UDP_HEADERS_BYTES, build_udp, parse_udp};
+use nextio_hw::packet::{
+    FlowKey, MAX_FRAME_BYTES, Macs, UDP_HEADERS_BYTES, build_udp_datagram, parse_udp,
+};
 
 use super::ice::{Doorbell, IceConfig, IceDriver, PacketizedQueues, RxFrame, ring};
 use super::skb::{BufId, RxStamps, SKB_BUFFER_BYTES, Skb, SkbPool};
@@ -94,6 +96,9 @@ struct State {
     pool: SkbPool,
     socks: Sockets,
     qdisc: VecDeque<(BufId, u16)>,
+    /// The link has carrier: without it the qdisc holds what it has
+    /// (`netif_carrier_off` stops the queue) until carrier returns.
+    carrier: bool,
     counters: Counters,
 }
 
@@ -180,6 +185,7 @@ impl NetStack {
                 pool,
                 socks: Sockets::default(),
                 qdisc: VecDeque::new(),
+                carrier: true,
                 counters: Counters::new(),
             }),
             cfg,
@@ -424,28 +430,54 @@ impl NetStack {
         let dst = dst.or(remote).ok_or(NetError::NoDestination)?;
         let local = local.ok_or(NetError::NoDestination)?;
         ctx.cycles(Category::NetworkStack, c.udp_send_cycles);
-        let mac = self
-            .neighbour(dst.0)
-            .ok_or(NetError::HostUnreachable(dst.0))?;
         // copy_from_user into a fresh skb.
         let mut payload = vec![0u8; len];
         ctx.load(buf, &mut payload, Category::NetworkStack)?;
-        let frame_size = (len + UDP_HEADERS_BYTES + nextio_hw::packet::FCS_BYTES)
-            .max(nextio_hw::packet::MIN_FRAME_BYTES);
+        let kctx = self.0.disp.kernel_ctx(ctx);
+        self.output(&kctx, local, dst, &payload).await?;
+        Ok(len)
+    }
+
+    /// A datagram the kernel itself sends (Accio's fallback drains a
+    /// connection's ring this way): UDP, IP, qdisc and driver, from kernel
+    /// code `kctx`, with `payload` already in kernel hands.
+    pub async fn send_from_kernel(
+        &self,
+        kctx: &CoreCtx,
+        local: SockAddr,
+        dst: SockAddr,
+        payload: &[u8],
+    ) -> Result<(), NetError> {
+        kctx.cycles(Category::NetworkStack, self.0.cfg.costs.udp_send_cycles);
+        self.output(kctx, local, dst, payload).await
+    }
+
+    /// Build the frame in an skb and hand it to the qdisc.
+    async fn output(
+        &self,
+        kctx: &CoreCtx,
+        local: SockAddr,
+        dst: SockAddr,
+        payload: &[u8],
+    ) -> Result<(), NetError> {
+        let c = self.0.cfg.costs;
+        let len = payload.len();
+        let mac = self
+            .neighbour(dst.0)
+            .ok_or(NetError::HostUnreachable(dst.0))?;
         let flow = FlowKey {
             src_ip: local.0,
             dst_ip: dst.0,
             src_port: local.1,
             dst_port: dst.1,
         };
-        let frame = build_udp(
+        let frame = build_udp_datagram(
             Macs {
                 src: self.0.cfg.mac,
                 dst: mac,
             },
             flow,
-            &payload,
-            frame_size,
+            payload,
         )
         .map_err(|_| NetError::TooLong(len))?;
         let skb = {
@@ -458,21 +490,50 @@ impl NetStack {
                 }
             }
         };
-        let kctx = self.0.disp.kernel_ctx(ctx);
         let kva = self.0.state.borrow().pool.kva(skb);
         kctx.store(kva, &frame, Category::NetworkStack)?;
-        ctx.cycles(Category::NetworkStack, c.copy_cycles(len as u64));
-        ctx.cycles(Category::NetworkStack, c.ip_output_cycles);
-        ctx.cycles(Category::NetworkStack, c.qdisc_cycles);
+        kctx.cycles(Category::NetworkStack, c.copy_cycles(len as u64));
+        kctx.cycles(Category::NetworkStack, c.ip_output_cycles);
+        kctx.cycles(Category::NetworkStack, c.qdisc_cycles);
         let db = {
             let mut st = self.0.state.borrow_mut();
             st.counters.inc("sent_datagrams");
-            self.enqueue_tx(&mut st, &kctx, skb, frame.len() as u16)?
+            self.enqueue_tx(&mut st, kctx, skb, frame.len() as u16)?
         };
         if let Some(db) = db {
-            ring(&kctx, self.0.regs, db).await?;
+            ring(kctx, self.0.regs, db).await?;
         }
-        Ok(len)
+        Ok(())
+    }
+
+    /// Carrier lost or back; with it back the qdisc runs again.
+    pub async fn set_carrier(&self, kctx: &CoreCtx, up: bool) -> Result<(), NetError> {
+        let db = {
+            let mut st = self.0.state.borrow_mut();
+            st.carrier = up;
+            st.counters
+                .inc(if up { "carrier_up" } else { "carrier_down" });
+            if up {
+                self.run_qdisc(&mut st, kctx)?
+            } else {
+                None
+            }
+        };
+        if let Some(db) = db {
+            ring(kctx, self.0.regs, db).await?;
+        }
+        Ok(())
+    }
+
+    /// Make `tid` the reader to wake when a datagram reaches `id` (a
+    /// blocking wait that is not `recvfrom` itself, such as Accio's).
+    pub fn set_waiter(&self, id: SocketId, tid: Tid) {
+        self.0.state.borrow_mut().socks.get_mut(id).waiter = Some(tid);
+    }
+
+    /// Datagrams held by the qdisc.
+    pub fn qdisc_len(&self) -> usize {
+        self.0.state.borrow().qdisc.len()
     }
 
     /// The qdisc takes `buf` and runs: frames go to the driver while its
@@ -496,6 +557,9 @@ impl NetStack {
     fn run_qdisc(&self, st: &mut State, kctx: &CoreCtx) -> Result<Option<Doorbell>, NetError> {
         let c = self.0.cfg.costs;
         let mut db = None;
+        if !st.carrier {
+            return Ok(None);
+        }
         while let Some(&(buf, len)) = st.qdisc.front() {
             if !st.driver.tx_has_room() {
                 let State { driver, pool, .. } = st;
