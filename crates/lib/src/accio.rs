@@ -69,6 +69,10 @@ impl LibCosts {
     }
 }
 
+/// Refills of one row access before the library gives up (one is enough
+/// unless another core's kernel took the row away in between).
+const MAX_REFILLS: u32 = 4;
+
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum LibError {
     /// The core refused an access to a row: another address space's, or
@@ -79,6 +83,8 @@ pub enum LibError {
     BadFd(Fd),
     #[error("EMSGSIZE: {0} B")]
     TooLong(usize),
+    #[error("connection {0}'s row is still not resident after a refill")]
+    StillMissing(u32),
     #[error("the ring holds a record the NIC cannot have written")]
     Corrupt,
     #[error(transparent)]
@@ -207,6 +213,10 @@ impl Accio {
     /// Load or store `field` of `a`'s row, refilling on a miss.
     async fn row(&mut self, a: &Accel, field: u64, store: Option<u64>) -> Result<u64, RowFault> {
         let va = a.info.row.offset(field);
+        // A refill makes the row resident before it returns, so one retry
+        // suffices; a bound turns a kernel that says "resident" for a row
+        // the core cannot find into an error, not a spin.
+        let mut refills = 0;
         loop {
             let r = match store {
                 Some(v) => {
@@ -231,7 +241,11 @@ impl Accio {
                     GuardFault::Protection => {
                         return Err(RowFault::Err(LibError::Protection(a.info.conn)));
                     }
+                    GuardFault::Miss if refills >= MAX_REFILLS => {
+                        return Err(RowFault::Err(LibError::StillMissing(a.info.conn)));
+                    }
                     GuardFault::Miss => {
+                        refills += 1;
                         match self.os.refill(&self.ctx, self.tid, a.info.conn).await {
                             Ok(Refill::Resident) => continue,
                             Ok(Refill::Fallback) => return Err(RowFault::Fallback),

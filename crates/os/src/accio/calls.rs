@@ -273,6 +273,7 @@ impl AccioOs {
             st.counters.inc("accelerated");
         }
         let kctx = self.0.disp.kernel_ctx(ctx);
+        let _held = self.0.lock.lock().await;
         self.install(&kctx, conn, core).await?;
         Ok(Accelerated {
             conn,
@@ -319,6 +320,8 @@ impl AccioOs {
         }
         let kctx = self.0.disp.kernel_ctx(ctx);
         let core = ctx.core().id();
+        let held = self.0.lock.lock().await;
+        self.0.state.borrow_mut().protect[core] = Some(conn);
         self.install(&kctx, conn, core).await?;
         let (bit, ptr) = match dir {
             Dir::Rx => (state::RX_SUSPENDED, row::RX_TAIL),
@@ -353,6 +356,7 @@ impl AccioOs {
         }
         self.0.stack.set_waiter(c.sock, tid);
         self.0.state.borrow_mut().counters.inc("waits_blocked");
+        drop(held);
         self.0.disp.block(tid).await?;
         if let Some(cc) = self.0.state.borrow_mut().conns.get_mut(&conn) {
             cc.waiting = None;
@@ -385,7 +389,10 @@ impl AccioOs {
             return Ok(Refill::Fallback);
         }
         let kctx = self.0.disp.kernel_ctx(ctx);
-        self.install(&kctx, conn, ctx.core().id()).await?;
+        let core = ctx.core().id();
+        let _held = self.0.lock.lock().await;
+        self.0.state.borrow_mut().protect[core] = Some(conn);
+        self.install(&kctx, conn, core).await?;
         Ok(Refill::Resident)
     }
 
@@ -455,6 +462,7 @@ impl AccioOs {
     /// Release `conn`: its row out of the table, its flow out of the NIC,
     /// its fallback socket closed.
     async fn release(&self, kctx: &CoreCtx, conn: u32) -> Result<(), AccioError> {
+        let _held = self.0.lock.lock().await;
         let slot = self.0.state.borrow().conns.get(&conn).and_then(|c| c.slot);
         if let Some((core, s)) = slot {
             self.evict(kctx, core, s).await?;
@@ -465,6 +473,9 @@ impl AccioOs {
                 return Ok(());
             };
             st.by_fd.remove(&(c.pid, c.fd));
+            for p in st.protect.iter_mut().filter(|p| **p == Some(conn)) {
+                *p = None;
+            }
             st.free_conns.push(conn);
             st.counters.inc("released");
             c
@@ -535,9 +546,11 @@ impl AccioOs {
             .filter(|(_, c)| c.tid == tid && c.slot.is_some())
             .map(|(k, _)| *k)
             .collect();
+        let held = self.0.lock.lock().await;
         for conn in mine {
             self.install(kctx, conn, core).await?;
         }
+        drop(held);
         self.0.state.borrow_mut().counters.inc("migrations");
         Ok(ctx)
     }

@@ -179,6 +179,7 @@ impl AccioOs {
                 break;
             };
             self.0.state.borrow_mut().counters.inc("control_events");
+            let _held = self.0.lock.lock().await;
             match e.kind {
                 EventKind::Miss => self.nic_missed(kctx, e.conn).await?,
                 EventKind::LinkDown | EventKind::EngineError => {

@@ -27,6 +27,7 @@
 mod calls;
 pub mod costs;
 mod irq;
+mod lock;
 mod table;
 
 use std::cell::RefCell;
@@ -192,6 +193,9 @@ struct State {
     arenas: BTreeMap<Pid, Arena>,
     /// Round-robin victim pointer per core.
     victim: Vec<usize>,
+    /// Per core, the connection its thread's last refill installed: not a
+    /// victim while the access that missed is retried.
+    protect: Vec<Option<u32>>,
     engine_ready: bool,
     counters: Counters,
 }
@@ -207,6 +211,8 @@ struct Inner {
     table_kva: VirtAddr,
     nic_kva: VirtAddr,
     cfg: AccioConfig,
+    /// Held across every multi-access change of the table's slots.
+    lock: lock::TableLock,
     state: RefCell<State>,
 }
 
@@ -351,6 +357,7 @@ impl AccioHost {
             nic: nic.clone(),
             table_kva,
             nic_kva,
+            lock: lock::TableLock::new(sim),
             state: RefCell::new(State {
                 conns: BTreeMap::new(),
                 next_conn: 0,
@@ -360,6 +367,7 @@ impl AccioHost {
                 windows: BTreeMap::new(),
                 arenas: BTreeMap::new(),
                 victim: vec![0; cores],
+                protect: vec![None; cores],
                 engine_ready: true,
                 counters: Counters::new(),
             }),

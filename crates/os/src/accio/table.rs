@@ -12,7 +12,10 @@
 //! row evicted while ready has its owner woken by the kernel instead.
 //!
 //! Invariant: the kernel's `resident` map and the table's valid slots
-//! agree after every install and eviction.
+//! agree after every install and eviction. Callers of `install`, `evict`
+//! and the field accessors hold the table lock (`lock.rs`): two of these
+//! sequences interleaved at their MMIO waits could pick the same free
+//! slot.
 
 use nextio_engine::Category;
 use nextio_hw::accio::regs::{self as ict, CONN_VALID, kernel, row, state};
@@ -115,7 +118,15 @@ impl AccioOs {
             let slots = self.0.cfg.table.slots;
             let victim = {
                 let mut st = self.0.state.borrow_mut();
-                let v = st.victim[core] % slots;
+                let mut v = st.victim[core] % slots;
+                // Never the row the core's thread refilled last (the one
+                // its retried access needs), unless it is the only one:
+                // a NIC-side refill in between would otherwise take it
+                // away again, and again.
+                let keep = st.protect[core];
+                if slots > 1 && keep.is_some() && st.resident.get(&(core, v)).copied() == keep {
+                    v = (v + 1) % slots;
+                }
                 st.victim[core] = (v + 1) % slots;
                 v
             };
@@ -148,6 +159,14 @@ impl AccioOs {
             conn as u64 | CONN_VALID,
         )
         .await?;
+        // Read the id back: MMIO writes are posted, and the read's
+        // completion cannot pass them, so when it returns the row is in
+        // the slot for every core-side check (the usual flush of posted
+        // writes). Without it a retried access could miss again.
+        let back = self
+            .kread(kctx, ict::slot_field(core, slot, row::CONN))
+            .await?;
+        debug_assert_eq!(back, conn as u64 | CONN_VALID, "the row landed whole");
         self.nic_cmd(kctx, FlowOp::Invalidate, core, conn).await?;
         self.nic_cmd(kctx, FlowOp::Retry, core, conn).await?;
         Ok(())
