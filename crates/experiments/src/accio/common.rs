@@ -1,8 +1,7 @@
 //! What every Accio experiment shares: the hosts of the paper's testbed
 //! (§8.1: the FPGA prototype or a server-class Accio host as client, Xeon
 //! servers with E810s running Linux), the wires between them with the
-//! NIC timestamps the paper's methodology relies on, and checks that say
-//! where their value comes from.
+//! NIC timestamps the paper's methodology relies on.
 //!
 //! Hardware timestamps: the paper reports processing time as the
 //! software round trip minus the NIC's (§8.1). A [`Stamps`] tap sits on
@@ -24,7 +23,7 @@ use nextio_hw::packet::{Frame, parse_udp};
 use nextio_os::OsCosts;
 use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
 
-use crate::experiment::{Check, RunError};
+use crate::experiment::RunError;
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -36,49 +35,8 @@ pub const ECHO_PORT: u16 = 7000;
 /// The message sizes of Fig. 6 (64 B to 1024 B of UDP payload).
 pub const FIG6_SIZES: &str = "64,128,256,512,1024";
 
-/// Where a check's model value comes from (the project's four origins).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    Simulated,
-    Composed,
-    Validation,
-    Fitted,
-}
-
-impl Origin {
-    pub fn name(self) -> &'static str {
-        match self {
-            Origin::Simulated => "simulated",
-            Origin::Composed => "composed",
-            Origin::Validation => "validation",
-            Origin::Fitted => "fitted",
-        }
-    }
-}
-
-/// A check judged with `tolerance` (declared by the caller before the
-/// run), its origin written into the claim.
-pub fn check(
-    id: &str,
-    claim: &str,
-    origin: Origin,
-    paper: Option<f64>,
-    model: f64,
-    unit: &str,
-    tolerance: Option<f64>,
-) -> Check {
-    let c = Check::new(
-        id,
-        format!("[{}] {claim}", origin.name()),
-        paper,
-        model,
-        unit,
-    );
-    match tolerance {
-        Some(t) => c.within(t),
-        None => c,
-    }
-}
+/// The paper whose claims these experiments judge.
+pub const PAPER: &str = "Accio (NINeS '26)";
 
 /// The kernel of Accio's Linux test servers (Table 1): fitted costs, and
 /// their context switch in the OS model.
