@@ -72,6 +72,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &lauberhorn::nested::LauberhornNested,
         &lauberhorn::dynamic::LauberhornDynamic,
         &accio::linux_breakdown::AccioLinuxBreakdown,
+        &accio::latency::AccioLatency,
     ]
 }
 

@@ -9,4 +9,6 @@
 //! check helper every one of them uses.
 
 pub mod common;
+pub mod latency;
 pub mod linux_breakdown;
+pub mod pingpong;
