@@ -73,6 +73,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &lauberhorn::dynamic::LauberhornDynamic,
         &accio::linux_breakdown::AccioLinuxBreakdown,
         &accio::latency::AccioLatency,
+        &accio::cpu::AccioCpu,
     ]
 }
 

@@ -9,6 +9,7 @@
 //! check helper every one of them uses.
 
 pub mod common;
+pub mod cpu;
 pub mod latency;
 pub mod linux_breakdown;
 pub mod pingpong;

@@ -80,6 +80,9 @@ pub struct PingResult {
     /// Per message, µs (as simulated on the client's platform, unscaled).
     pub processing_us: Vec<f64>,
     pub rtt_us: Vec<f64>,
+    /// The server's turnaround per message (request's last bit in to the
+    /// echo's first bit out), µs.
+    pub turnaround_us: Vec<f64>,
     /// Busy share of the client's core between the first send and the last
     /// receive.
     pub cpu_busy: f64,
@@ -238,6 +241,7 @@ pub fn run(ctx: &RunContext, p: PingPong, label: &str) -> Result<PingResult, Run
     let (ab, ba) = (to_server.borrow(), to_client.borrow());
     let mut processing_us = Vec::new();
     let mut rtt_us = Vec::new();
+    let mut turnaround_us = Vec::new();
     for ((seq, t0), (seq2, t1)) in l.sent.iter().zip(&l.got) {
         if seq != seq2 {
             return Err(RunError::Config(format!("{label}: echo {seq2} for {seq}")));
@@ -247,6 +251,9 @@ pub fn run(ctx: &RunContext, p: PingPong, label: &str) -> Result<PingResult, Run
         };
         let sw = *t1 - *t0;
         let hw = *h1 - *h0;
+        if let (Some(a), Some(b)) = (ab.rx.get(seq), ba.tx.get(seq)) {
+            turnaround_us.push((*b - *a).as_us_f64());
+        }
         rtt_us.push(sw.as_us_f64());
         processing_us.push(sw.as_us_f64() - hw.as_us_f64());
     }
@@ -269,6 +276,7 @@ pub fn run(ctx: &RunContext, p: PingPong, label: &str) -> Result<PingResult, Run
     Ok(PingResult {
         processing_us,
         rtt_us,
+        turnaround_us,
         cpu_busy,
         breakdown_us,
         tally,
