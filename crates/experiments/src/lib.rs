@@ -74,6 +74,9 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &accio::linux_breakdown::AccioLinuxBreakdown,
         &accio::latency::AccioLatency,
         &accio::cpu::AccioCpu,
+        &accio::multiplex::AccioMultiplex,
+        &accio::ict_pressure::AccioIctPressure,
+        &accio::fallback::AccioFallback,
     ]
 }
 

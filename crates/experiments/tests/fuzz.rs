@@ -96,6 +96,12 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "lauberhorn-large" => &["sizes=256,4096", "iterations=5"],
         "lauberhorn-nested" => &["requests=20", "warmup=5"],
         "lauberhorn-dynamic" => &["requests=50"],
+        "accio-linux-breakdown" => &["sizes=64", "datagrams=5", "kernel=testbed"],
+        "accio-latency" => &["sizes=64", "messages=5"],
+        "accio-cpu" => &["slowdowns=1,40", "messages=5"],
+        "accio-multiplex" => &["processes=1,4", "messages=3"],
+        "accio-ict-pressure" => &["sockets=16,80", "rounds=1"],
+        "accio-fallback" => &["datagrams=50", "down_us=20"],
         other => panic!("no small settings for {other}: add them"),
     }
 }
@@ -145,6 +151,10 @@ fn cap(spec: &ParamSpec) -> f64 {
         "working_set_kib" | "copy_kib" | "kib" => 512.0,
         "iterations" => 8.0,
         "isolated" => 5.0,
+        "datagrams" => 50.0,
+        "processes" => 8.0,
+        "sockets" => 256.0,
+        "rounds" => 2.0,
         _ => f64::INFINITY,
     }
 }

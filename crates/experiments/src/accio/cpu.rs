@@ -16,7 +16,7 @@ use serde_json::json;
 use super::common::{PAPER, mean};
 use super::pingpong::{self, PingPong, Platform, System};
 use crate::experiment::{
-    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series,
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
 };
 use crate::params::{ParamKind, ParamSpec};
 
@@ -157,6 +157,13 @@ impl Experiment for AccioCpu {
             if *s == 40 {
                 at40[k] = Some(pct);
             }
+        }
+        for (i, (name, _, _)) in CLIENTS.iter().enumerate() {
+            series.push(
+                Series::new(format!("paper: {name}"), "slowdown", &["cpu_pct"])
+                    .kind(SeriesKind::Paper)
+                    .with(json!({"slowdown": 40, "cpu_pct": CHECKS[i].paper})),
+            );
         }
         let mut checks = Vec::new();
         if let [Some(a), Some(l), Some(d)] = at40 {

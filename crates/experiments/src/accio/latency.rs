@@ -19,7 +19,8 @@ use serde_json::json;
 use super::common::{FIG6_SIZES, PAPER, mean};
 use super::pingpong::{self, PingPong, Platform, System};
 use crate::experiment::{
-    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, Tolerance,
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
+    Tolerance,
 };
 use crate::params::{ParamKind, ParamSpec};
 
@@ -187,6 +188,15 @@ impl Experiment for AccioLatency {
             }
             at.insert((*name, *size), m);
         }
+        series.push(
+            Series::new(
+                "paper: accio 200× ≈ 0.5 µs",
+                "size_bytes",
+                &["processing_us"],
+            )
+            .kind(SeriesKind::Paper)
+            .with(json!({"size_bytes": 64, "processing_us": CHECKS[2].paper})),
+        );
         let mut checks = Vec::new();
         let first = sizes.iter().copied().min().unwrap_or(64) as usize;
         let last = sizes.iter().copied().max().unwrap_or(64) as usize;

@@ -33,7 +33,8 @@ use super::common::{
     linux_server, mean,
 };
 use crate::experiment::{
-    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SimTally,
+    Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, STATED, Series, SeriesKind,
+    SimTally,
 };
 use crate::params::{ParamKind, ParamSpec};
 
@@ -344,11 +345,35 @@ impl Experiment for AccioLinuxBreakdown {
             }
             series.push(sr);
         }
+        // Table 1, drawn at 64 B (it names no size).
+        series.push(
+            Series::new(
+                "paper: Table 1",
+                "size_bytes",
+                &[
+                    "nic_to_kernel_us",
+                    "header_us",
+                    "kernel_to_user_us",
+                    "total_us",
+                ],
+            )
+            .kind(SeriesKind::Paper)
+            .with(json!({
+                "size_bytes": 64,
+                "nic_to_kernel_us": CHECKS[0].paper,
+                "header_us": CHECKS[1].paper,
+                "kernel_to_user_us": CHECKS[2].paper,
+                "total_us": CHECKS[3].paper,
+            })),
+        );
         Ok(Outcome {
             series,
             axes: vec![
                 Axis::new("size_bytes", "UDP payload (B)"),
-                Axis::new("total_us", "time (µs)"),
+                Axis::new("nic_to_kernel_us", "NIC to kernel (µs)"),
+                Axis::new("header_us", "kernel header processing (µs)"),
+                Axis::new("kernel_to_user_us", "kernel to user space (µs)"),
+                Axis::new("total_us", "NIC to user space (µs)"),
             ],
             checks,
             notes: vec![

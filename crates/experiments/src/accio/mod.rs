@@ -10,6 +10,10 @@
 
 pub mod common;
 pub mod cpu;
+pub mod fallback;
+pub mod ict_pressure;
 pub mod latency;
 pub mod linux_breakdown;
+pub mod multi;
+pub mod multiplex;
 pub mod pingpong;
