@@ -76,6 +76,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &accio::cpu::AccioCpu,
         &accio::multiplex::AccioMultiplex,
         &accio::ict_pressure::AccioIctPressure,
+        &accio::throughput::AccioThroughput,
         &accio::fallback::AccioFallback,
     ]
 }

@@ -102,6 +102,7 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "accio-multiplex" => &["processes=1,4", "messages=3"],
         "accio-ict-pressure" => &["sockets=16,80", "rounds=1"],
         "accio-fallback" => &["datagrams=50", "down_us=20"],
+        "accio-throughput" => &["duration_us=50", "platforms=server"],
         other => panic!("no small settings for {other}: add them"),
     }
 }
@@ -138,6 +139,7 @@ fn cap(spec: &ParamSpec) -> f64 {
         "ticks" => 20.0,
         "duration_ms" => 20.0,
         "duration_us" => 500.0,
+        "down_us" => 2_000.0,
         "requests" => 200.0,
         "warmup" => 50.0,
         "routes" => 2_000.0,

@@ -17,3 +17,4 @@ pub mod linux_breakdown;
 pub mod multi;
 pub mod multiplex;
 pub mod pingpong;
+pub mod throughput;
