@@ -78,6 +78,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &accio::ict_pressure::AccioIctPressure,
         &accio::throughput::AccioThroughput,
         &accio::fallback::AccioFallback,
+        &accio::dpdk_multiprocess::DpdkMultiprocess,
     ]
 }
 

@@ -103,6 +103,7 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "accio-ict-pressure" => &["sockets=16,80", "rounds=1"],
         "accio-fallback" => &["datagrams=50", "down_us=20"],
         "accio-throughput" => &["duration_us=50", "platforms=server"],
+        "dpdk-multiprocess" => &["processes=1,2", "messages=3"],
         other => panic!("no small settings for {other}: add them"),
     }
 }

@@ -11,6 +11,8 @@
 //! * [`cmdq`] — the driver of a QAT-like command-queue accelerator;
 //! * [`nagare`] — Nagare's control library: policy graphs set up once by
 //!   MMIO configuration of the switch, CPU push and copy, the error log;
+//! * [`shm_fifo`] — a packet FIFO in shared memory between processes (DPDK's
+//!   multi-process sharing of one NIC);
 //! * [`runtime`] — an Aspen/Caladan-like user-level thread runtime: user
 //!   threads on kernel threads pinned to one or more worker cores, a FIFO
 //!   run queue per core with optional work stealing, and preemption by a
@@ -30,5 +32,6 @@ pub mod lauberhorn;
 pub mod nagare;
 pub mod runtime;
 pub mod udma;
+pub mod shm_fifo;
 
 pub use runtime::{Completion, Job, Preemption, Runtime, RuntimeConfig, RuntimeError};

@@ -10,6 +10,7 @@
 
 pub mod common;
 pub mod cpu;
+pub mod dpdk_multiprocess;
 pub mod fallback;
 pub mod ict_pressure;
 pub mod latency;
