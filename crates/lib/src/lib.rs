@@ -24,14 +24,14 @@
 //!   baselines: CPU copies through the cache model and the
 //!   kernel-mediated path.
 
-pub mod cmdq;
 pub mod accio;
+pub mod cmdq;
 pub mod dpdk;
 pub mod enso;
 pub mod lauberhorn;
 pub mod nagare;
 pub mod runtime;
-pub mod udma;
 pub mod shm_fifo;
+pub mod udma;
 
 pub use runtime::{Completion, Job, Preemption, Runtime, RuntimeConfig, RuntimeError};

@@ -366,7 +366,7 @@ impl CoreCtx {
             .map_err(|_| MmioAccessError::EnqcmdSize(command.len()))?;
         let pasid = self.core.pasid().ok_or(MmioAccessError::NoPasid)?;
         enqcmd_stamp(&mut cmd, pasid);
-        let (fabric, pa) = self.mmio_target(va, true)?;
+        let (fabric, pa) = self.mmio_target(va, cmd.len() as u64, true)?;
         let fabric = fabric.clone();
         self.sync().await;
         let reply = fabric.cpu_enqcmd(self.core.id(), pa, &cmd, purpose)?;
