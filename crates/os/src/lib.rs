@@ -33,15 +33,15 @@ pub mod costs;
 pub mod host;
 pub mod irq;
 pub mod kernel;
-pub mod lauberhorn;
-pub mod udma;
 pub mod kmem;
+pub mod lauberhorn;
 pub mod net;
 pub mod sched;
+pub mod udma;
 
 pub use costs::OsCosts;
 pub use host::{Host, HostError, InterruptEvent, Process, Thread};
 pub use irq::{Interrupts, IrqHandler};
 pub use kernel::{Delivery, DeliveryPath, DmaBuffer, Kernel, OsError, Pid, ThreadState, Tid};
-pub use udma::{Portal, UdmaCosts, UdmaDriver};
 pub use sched::{Dispatcher, SchedHook};
+pub use udma::{Portal, UdmaCosts, UdmaDriver};

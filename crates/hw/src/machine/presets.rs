@@ -157,6 +157,8 @@ impl MachineSpec {
             hit_latency_cycles: 3,
         };
         let caches = HierarchyConfig {
+            // Rocket's 64-byte lines.
+            line_bytes: 64,
             cores,
             l2: CacheConfig {
                 name: "L2 (mirror of L1d)",
