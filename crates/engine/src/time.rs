@@ -216,6 +216,37 @@ impl Rate {
     }
 }
 
+/// A [`Freq`] in a configuration file: a whole number of hertz, never 0
+/// (`#[serde(with = "nextio_engine::time::as_hz")]`).
+pub mod as_hz {
+    use super::Freq;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(f: &Freq, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(f.hz())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Freq, D::Error> {
+        let hz = u64::deserialize(d)?;
+        Freq::from_hz(hz).ok_or_else(|| D::Error::custom("a clock of 0 Hz never ticks"))
+    }
+}
+
+/// A [`Rate`] in a configuration file: a whole number of bits per second,
+/// never 0 (`#[serde(with = "nextio_engine::time::as_bits_per_s")]`).
+pub mod as_bits_per_s {
+    use super::Rate;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(r: &Rate, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(r.bits_per_s())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        let bps = u64::deserialize(d)?;
+        Rate::from_bits_per_s(bps)
+            .ok_or_else(|| D::Error::custom("a link of 0 bit/s carries nothing"))
+    }
+}
+
 /// Turns a stream of transmissions at a fixed rate into exact picosecond
 /// spans: each call returns the whole picoseconds of its bytes and keeps the
 /// fraction for the next one, so `n` back-to-back sends take exactly

@@ -180,7 +180,7 @@ impl Experiment for XuiReceiverOverhead {
             )));
         }
         let cycles = FREQ.duration_to_cycles(Duration::from_ms(program_ms));
-        let mixes = [programs::FIB, programs::LINPACK, programs::MEMOPS];
+        let mixes = [programs::fib(), programs::linpack(), programs::memops()];
         let mut points = Vec::new();
         for (m, p) in MECHANISMS {
             for mix in mixes {
@@ -233,11 +233,11 @@ impl Experiment for XuiReceiverOverhead {
         // Latencies of single deliveries, from the same mechanism.
         let core = CoreParams::default();
         let u = UcodeCosts::default();
-        let flush = delivery_cost(&core, &u, &programs::FIB, Strategy::Flush, Route::Posted);
+        let flush = delivery_cost(&core, &u, &programs::fib(), Strategy::Flush, Route::Posted);
         checks.push(CHECKS[6].judge((u.ipi_transit_cycles + flush.latency_cycles) as f64));
         // §6.1 pathological case: the stack pointer depends on a chain of
         // 50 dependent DRAM misses (≈130 cycles each at 2 GHz, assumption).
-        let mut chained = programs::MEMOPS;
+        let mut chained = programs::memops();
         chained.sp_chain_cycles = 50 * DRAM_MISS_CYCLES;
         let worst = delivery_cost(&core, &u, &chained, Strategy::Tracked, Route::Direct);
         checks.push(CHECKS[7].judge(worst.latency_cycles as f64));

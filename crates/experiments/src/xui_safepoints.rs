@@ -150,7 +150,7 @@ impl Experiment for XuiSafepoints {
         let mechs = ["polling", "safepoint", "uipi"];
         let mut points = Vec::new();
         for m in mechs {
-            for mix in [programs::MATMUL, programs::BASE64] {
+            for mix in [programs::matmul(), programs::base64()] {
                 for &q in &quanta {
                     points.push((m, mix, q));
                 }

@@ -217,7 +217,7 @@ fn runtime_run(seed: u64) -> Result<(), String> {
     let mut cfg = RuntimeConfig::new(
         preemption,
         Duration::from_us(range(&mut rng, 5, 20)),
-        programs::FIB,
+        programs::fib(),
     );
     cfg.work_stealing = pick(&mut rng, &[true, false]);
     let cores: Vec<usize> = (0..workers).collect();

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use nextio_engine::{Counters, Duration, Mailbox, Rate, Serializer, Sim, Time};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::packet::Frame;
@@ -23,27 +24,27 @@ use crate::pcap::Capture;
 /// (12) bytes that accompany every frame on the wire (IEEE 802.3 §4.4.2).
 pub const PER_FRAME_OVERHEAD_BYTES: u64 = 20;
 
-/// Configuration of one direction of a link.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Configuration of one direction of a link: a preset's `[ethernet]`,
+/// where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LinkConfig {
+    #[serde(
+        rename = "rate_bits_per_s",
+        with = "nextio_engine::time::as_bits_per_s"
+    )]
     pub rate: Rate,
-    /// Signal propagation delay (≈ 5 ns per metre of fibre or copper).
+    /// Signal propagation delay.
+    #[serde(rename = "propagation_ps")]
     pub propagation: Duration,
     /// Frames that may wait for the line while another is sent; more are dropped.
     pub queue_frames: usize,
 }
 
 impl Default for LinkConfig {
+    /// The root preset's Ethernet port.
     fn default() -> Self {
-        LinkConfig {
-            rate: Rate::gbps(100),
-            // A 1 m direct-attach cable: ~5 ns/m propagation.
-            propagation: Duration::from_ns(5),
-            // 256 frames of transmit buffering; a MAC FIFO plus the NIC's
-            // TX ring in front of it are far deeper, so this is a choice
-            // of the experiment, not a datasheet value.
-            queue_frames: 256,
-        }
+        nextio_presets::root_section("ethernet")
     }
 }
 

@@ -54,7 +54,7 @@ fn sim_and_memory() -> (Sim, SharedMemory) {
         &sim,
         64 << 20,
         HierarchyConfig::ice_lake(1),
-        TlbConfig::SKYLAKE_STLB,
+        TlbConfig::skylake_stlb(),
     )
     .unwrap()
     .shared();

@@ -107,7 +107,7 @@ fn rig(iommu: bool) -> Rig {
         &sim,
         256 << 20,
         HierarchyConfig::ice_lake(1),
-        TlbConfig::SKYLAKE_STLB,
+        TlbConfig::skylake_stlb(),
     )
     .unwrap()
     .shared();

@@ -86,7 +86,7 @@ fn memory(sim: &Sim) -> SharedMemory {
         sim,
         256 << 20,
         HierarchyConfig::ice_lake(1),
-        TlbConfig::SKYLAKE_STLB,
+        TlbConfig::skylake_stlb(),
     )
     .unwrap()
     .shared()

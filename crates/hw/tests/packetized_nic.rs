@@ -45,7 +45,7 @@ fn bench_with(cfg: PacketizedConfig, iommu: bool, out_link: LinkConfig) -> Bench
         &sim,
         256 << 20,
         HierarchyConfig::ice_lake(1),
-        TlbConfig::SKYLAKE_STLB,
+        TlbConfig::skylake_stlb(),
     )
     .unwrap()
     .shared();

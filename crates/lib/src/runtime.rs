@@ -748,7 +748,7 @@ mod tests {
     fn run(p: Preemption, jobs: &[u64]) -> (Vec<Completion>, u64, usize, u64) {
         let sim = Sim::new();
         let host = host(&sim, 2);
-        let cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::FIB);
+        let cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::fib());
         let rt = Runtime::start(&host, cfg, 0, Some(1)).unwrap();
         for (i, c) in jobs.iter().enumerate() {
             rt.submit(Job {
@@ -815,7 +815,7 @@ mod tests {
     fn the_quantum_is_honoured() {
         let sim = Sim::new();
         let host = host(&sim, 2);
-        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::FIB);
+        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::fib());
         assert_eq!(cfg.ticks_per_quantum(), 1);
         let rt = Runtime::start(&host, cfg, 0, Some(1)).unwrap();
         // 2 × 200 µs of work at 2 GHz, the second arriving mid-interval.
@@ -891,7 +891,7 @@ mod tests {
         let host = host(&sim, n + 1);
         let ws: Vec<usize> = (0..n).collect();
         let t = host.machine().core(n).unwrap().clone();
-        let mut cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::FIB);
+        let mut cfg = RuntimeConfig::new(p, Duration::from_us(5), programs::fib());
         cfg.work_stealing = stealing;
         let rt = Runtime::start_multi(&host, cfg, &ws, Some(n)).unwrap();
         let jobs = jobs.to_vec();
@@ -1042,7 +1042,7 @@ mod tests {
     fn bad_worker_sets_are_errors() {
         let sim = Sim::new();
         let host = host(&sim, 2);
-        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::FIB);
+        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::from_us(5), programs::fib());
         assert_eq!(
             Runtime::start_multi(&host, cfg, &[], None).err(),
             Some(RuntimeError::NoWorkers)
@@ -1075,9 +1075,9 @@ mod tests {
     fn bad_configuration_is_an_error() {
         let sim = Sim::new();
         let host = host(&sim, 1);
-        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::ZERO, programs::FIB);
+        let cfg = RuntimeConfig::new(Preemption::KbTimer, Duration::ZERO, programs::fib());
         assert!(Runtime::start(&host, cfg, 0, None).is_err());
-        let mut mix = programs::FIB;
+        let mut mix = programs::fib();
         mix.ipc = 0.0;
         let cfg = RuntimeConfig::new(Preemption::None, Duration::from_us(1), mix);
         assert!(Runtime::start(&host, cfg, 0, None).is_err());

@@ -10,35 +10,58 @@
 //! path allocates nothing.
 
 use nextio_engine::{Duration, Freq};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::prefetch::{PrefetchConfig, Stream};
 use super::stats::{CoreStats, DeviceStats};
 use super::{Cache, CacheConfig, CacheError};
 use crate::mem::PhysAddr;
 
-/// Configuration of the whole hierarchy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Configuration of the whole hierarchy: a preset's `[machine.caches]`
+/// (the sources of its values are there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HierarchyConfig {
+    /// Set by the machine ([`crate::machine::MachineSpec::with_cores`]).
+    #[serde(skip)]
     pub cores: usize,
-    pub l1d: CacheConfig,
-    pub l2: CacheConfig,
-    pub llc: CacheConfig,
-    /// LLC ways device writes may allocate into. Intel DDIO's default is 2
-    /// ways (the IIO LLC WAYS register; measured on Skylake-SP's 11-way
-    /// LLC by Farshin et al., "Reexamining Direct Cache Access to Optimize
-    /// I/O Intensive Applications for Multi-hundred-gigabit Networks",
-    /// USENIX ATC 2020). 0 disables DDIO: device writes go to DRAM.
-    pub ddio_ways: u32,
-    /// Load-to-use latency of DRAM. ~80 ns is typical of a loaded-idle
-    /// DDR4-3200 Xeon socket (Intel Memory Latency Checker idle latencies
-    /// published for Ice Lake-SP are in the 80-90 ns range).
-    pub dram_latency: Duration,
-    /// Core clock: the Xeon Gold 6346's 3.1 GHz base (Intel ARK).
+    /// Core clock.
+    #[serde(rename = "core_clock_hz", with = "nextio_engine::time::as_hz")]
     pub core_clock: Freq,
+    /// LLC ways device writes may allocate into (DDIO); 0 disables DDIO:
+    /// device writes go to DRAM.
+    pub ddio_ways: u32,
+    /// Load-to-use latency of DRAM.
+    #[serde(rename = "dram_latency_ps")]
+    pub dram_latency: Duration,
+    #[serde(deserialize_with = "level::<L1D, _>")]
+    pub l1d: CacheConfig,
+    #[serde(deserialize_with = "level::<L2, _>")]
+    pub l2: CacheConfig,
+    #[serde(deserialize_with = "level::<LLC, _>")]
+    pub llc: CacheConfig,
     pub prefetch: PrefetchConfig,
     /// Bytes per cache line at every level: 64 on x86 servers (Intel
     /// Optimization Reference Manual), 128 on Cavium ThunderX-1.
     pub line_bytes: u64,
+}
+
+/// Most cache lines a hierarchy may hold over all its cores and levels:
+/// 4 GiB of 64-byte lines, far above any CPU modelled, so that no
+/// configuration asks for unbounded tag memory.
+const MAX_LINES: u64 = 1 << 26;
+/// Most prefetch streams a core tracks (real ones track 32).
+const MAX_STREAMS: u32 = 1024;
+
+const L1D: u8 = 0;
+const L2: u8 = 1;
+const LLC: u8 = 2;
+
+/// A cache level read from a configuration, named after its level.
+fn level<'de, const L: u8, D: Deserializer<'de>>(d: D) -> Result<CacheConfig, D::Error> {
+    let mut c = CacheConfig::deserialize(d)?;
+    c.name = ["L1d", "L2", "LLC"][L as usize];
+    Ok(c)
 }
 
 /// What kind of core access a lookup is: it decides which counters it
@@ -124,6 +147,20 @@ impl Hierarchy {
             return Err(bad(
                 "prefetcher",
                 "degree, distance and streams must be non-zero",
+            ));
+        }
+        if p.streams > MAX_STREAMS {
+            return Err(bad("prefetcher", "at most 1024 streams are modelled"));
+        }
+        // Tags of every level are allocated up front: bound them before.
+        let lines = |c: &CacheConfig| c.size_bytes / config.line_bytes.max(1);
+        let total = (config.cores as u64)
+            .saturating_mul(lines(&config.l1d).saturating_add(lines(&config.l2)))
+            .saturating_add(lines(&config.llc));
+        if total > MAX_LINES {
+            return Err(bad(
+                "hierarchy",
+                "more than 2^26 cache lines over all cores and levels (4 GiB of caches)",
             ));
         }
         let line = config.line_bytes;

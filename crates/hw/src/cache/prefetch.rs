@@ -6,42 +6,35 @@
 //! hold whether the prefetchers are on or off. Neither prefetcher crosses
 //! a 4 KiB page, because the next page's frame is unknown to hardware.
 
+use serde::{Deserialize, Serialize};
+
 use super::hierarchy::Hierarchy;
 
-/// The hardware prefetchers of one core.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The hardware prefetchers of one core: a preset's
+/// `[machine.caches.prefetch]`, where each value's source is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrefetchConfig {
     /// The L2 streamer: watches L2 lookups (L1d misses) for ascending or
     /// descending line sequences within a 4 KiB page and prefetches ahead
-    /// into L2 (Intel Optimization Reference Manual, "Data Prefetch to the
-    /// L2 and Last Level Cache").
+    /// into L2.
     pub l2_streamer: bool,
-    /// Lines the streamer issues per triggering lookup; the manual says it
-    /// "may issue two prefetch requests on every L2 lookup".
+    /// Lines the streamer issues per triggering lookup.
     pub degree: u32,
-    /// How far ahead of the demand stream it may run; the manual: "up to 20
-    /// lines ahead".
+    /// How far ahead of the demand stream it may run.
     pub distance_lines: u32,
-    /// Streams tracked at once; the manual: "up to 32 streams".
+    /// Streams tracked at once.
     pub streams: u32,
-    /// The L1d next-line ("DCU") prefetcher (same manual, "Data Prefetch
-    /// to L1 Data Cache": triggered by ascending accesses to recently
-    /// loaded data). Modelled as tagged next-line prefetch (Smith, 1982):
-    /// a demand miss, or the first demand hit on a prefetched line, fetches
-    /// the next line of the same 4 KiB page into L1d.
+    /// The L1d next-line ("DCU") prefetcher, modelled as tagged next-line
+    /// prefetch: a demand miss, or the first demand hit on a prefetched
+    /// line, fetches the next line of the same 4 KiB page into L1d.
     pub l1_next_line: bool,
 }
 
 impl Default for PrefetchConfig {
+    /// The root preset's prefetchers.
     fn default() -> Self {
-        // Both are enabled out of the box on Intel servers.
-        PrefetchConfig {
-            l2_streamer: true,
-            degree: 2,
-            distance_lines: 20,
-            streams: 32,
-            l1_next_line: true,
-        }
+        nextio_presets::root_section("machine.caches.prefetch")
     }
 }
 

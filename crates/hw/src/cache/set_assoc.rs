@@ -7,15 +7,20 @@
 //! `pub(super)` so the hierarchy and prefetchers can drive the cache
 //! without rebuilding a [`PhysAddr`] for every line.
 
+use serde::{Deserialize, Serialize};
+
 use super::{CacheError, LINE_BYTES};
 use crate::mem::PhysAddr;
 
 const INVALID: u64 = u64::MAX;
 
-/// Geometry and latency of one cache.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Geometry and latency of one cache (a `[machine.caches.*]` section of
+/// a preset, where each value's source is).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Name used in error messages.
+    /// Name used in error messages: the level, set by the hierarchy.
+    #[serde(skip)]
     pub name: &'static str,
     /// Total capacity over all slices.
     pub size_bytes: u64,

@@ -46,33 +46,23 @@ use crate::memory::MemorySystem;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DomainId(pub u16);
 
-/// Configuration of the IOMMU.
+/// Configuration of the IOMMU: a preset's `[machine.fabric.iommu]`, where
+/// each value's source is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IommuConfig {
     /// Translate DMA (off: device addresses are physical addresses).
     pub enabled: bool,
-    #[serde(skip, default = "default_iotlb")]
-    pub iotlb: TlbConfig,
-    /// Cost of one level of a page walk whose entry is on chip. 70 ns:
-    /// fitted to pcie-bench's IO-TLB miss penalty — median 64 B DMA read
-    /// latency 600 ns within an IO-TLB's reach, 880 ns beyond it, with
-    /// 4 KiB pages on a Xeon E5-2630 v4 (pcie-bench data repository,
-    /// `lat_dma_sweep_rd_rnd_64`, `iommu-nosp` vs without) — over a
-    /// four-level walk of LLC-resident tables: 280 ns / 4.
+    /// Cost of one level of a page walk whose entry is on chip.
     pub walk_step_ps: u64,
-}
-
-fn default_iotlb() -> TlbConfig {
-    TlbConfig::IOTLB_64
+    /// The IOTLB's geometry.
+    pub iotlb: TlbConfig,
 }
 
 impl Default for IommuConfig {
+    /// The root preset's IOMMU.
     fn default() -> Self {
-        IommuConfig {
-            enabled: true,
-            iotlb: TlbConfig::IOTLB_64,
-            walk_step_ps: 70_000,
-        }
+        nextio_presets::root_section("machine.fabric.iommu")
     }
 }
 

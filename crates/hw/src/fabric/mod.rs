@@ -40,6 +40,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::rc::Rc;
 
 use nextio_engine::{Counters, Duration, Sim, Time};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use ctx::DeviceCtx;
@@ -62,26 +63,22 @@ use iommu::Iommu;
 use root_complex::RootComplex;
 use topology::{NodeKind, Path, ROOT, Topology};
 
-/// Configuration of a host's interconnect (beyond its links).
-#[derive(Clone, Debug, PartialEq)]
+/// Configuration of a host's interconnect (beyond its links): a preset's
+/// `[machine.fabric]`, where each value's source is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FabricConfig {
-    pub root_complex: RootComplexConfig,
-    pub iommu: IommuConfig,
     /// Where device BARs are placed: a window above any host memory.
     pub mmio_base: u64,
     pub mmio_bytes: u64,
+    pub root_complex: RootComplexConfig,
+    pub iommu: IommuConfig,
 }
 
 impl Default for FabricConfig {
+    /// The root preset's fabric.
     fn default() -> Self {
-        FabricConfig {
-            root_complex: RootComplexConfig::default(),
-            iommu: IommuConfig::default(),
-            // 1 TiB up: above the host memory of any machine modelled, as a
-            // BIOS places 64-bit BARs above the top of memory.
-            mmio_base: 1 << 40,
-            mmio_bytes: 1 << 40,
-        }
+        nextio_presets::root_section("machine.fabric")
     }
 }
 
@@ -102,17 +99,17 @@ pub struct SwitchId(pub NodeId);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceLink {
     pub pcie: PcieConfig,
-    /// Non-posted requests the device may have outstanding: 256, an 8-bit
-    /// tag with Extended Tag Field Enable (PCIe Base Spec §2.2.6.2); gen4+
-    /// devices may use 10-bit tags (768).
+    /// Non-posted requests the device may have outstanding (its read tags).
     pub read_tags: u32,
 }
 
 impl Default for DeviceLink {
+    /// The root preset's NIC slot and read tags.
     fn default() -> Self {
         DeviceLink {
             pcie: PcieConfig::default(),
-            read_tags: 256,
+            read_tags: nextio_presets::root_section::<crate::machine::MachineSpec>("machine")
+                .nic_read_tags,
         }
     }
 }

@@ -16,32 +16,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::DeviceCost;
 
-/// Timing of the root complex and the memory behind it.
+/// Timing of the root complex and the memory behind it: a preset's
+/// `[machine.fabric.root_complex]`, where each value's source is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RootComplexConfig {
     /// One pass between a root port and the LLC (or from a core to a root
-    /// port, for MMIO). 50 ns: an assumption, the remainder once two
-    /// link flights are taken from the 500 ns LLC-hit DMA read round
-    /// trip (see [`crate::pcie::PcieConfig::flight_ps`]).
+    /// port, for MMIO).
     pub latency_ps: u64,
-    /// Extra latency of a DMA read served by DRAM rather than the LLC:
-    /// 40 ns, pcie-bench's median 64 B read latency cold (600 ns) minus
-    /// warm (560 ns) on a Xeon E5-2630 v4 (pcie-bench data repository,
-    /// `lat_dma_details`, `Rand Cold` vs `Rand HWarm`, 8 KiB window).
+    /// Extra latency of a DMA read served by DRAM rather than the LLC.
     pub dram_extra_ps: u64,
     /// DRAM bandwidth available to device traffic, bytes per second.
     pub dram_bytes_per_s: u64,
 }
 
 impl Default for RootComplexConfig {
+    /// The root preset's root complex.
     fn default() -> Self {
-        RootComplexConfig {
-            latency_ps: 50_000,
-            dram_extra_ps: 40_000,
-            // Four channels of DDR4-2666 (21.3 GB/s each): the Core
-            // i9-9960X of the Ensō testbed (Intel ARK).
-            dram_bytes_per_s: 4 * 21_328_000_000,
-        }
+        nextio_presets::root_section("machine.fabric.root_complex")
     }
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 /// What a switch does with a request from one downstream port aimed at
 /// another downstream port's window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum P2pPolicy {
     /// ACS P2P Request Redirect: up to the root complex and its IOMMU.
     RedirectUpstream,
@@ -22,22 +23,20 @@ pub enum P2pPolicy {
     Direct,
 }
 
-/// Configuration of one switch.
+/// Configuration of one switch: a preset's `[switch]`, where each value's
+/// source is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
-    /// Port-to-port latency of a TLP through the switch. 150 ns: Broadcom
-    /// specifies "~150 ns" cut-through port-to-port latency for its PEX
-    /// 8700/8600 switches (product briefs); modelled per TLP after its
-    /// last byte arrived (store-and-forward), an upper bound.
+    /// Port-to-port latency of a TLP through the switch, charged after its
+    /// last byte arrived (store-and-forward).
     pub forward_latency_ps: u64,
     pub p2p: P2pPolicy,
 }
 
 impl Default for SwitchConfig {
+    /// The root preset's switch.
     fn default() -> Self {
-        SwitchConfig {
-            forward_latency_ps: 150_000,
-            p2p: P2pPolicy::RedirectUpstream,
-        }
+        nextio_presets::root_section("switch")
     }
 }

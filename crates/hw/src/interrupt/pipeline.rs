@@ -23,89 +23,83 @@
 //! Per-event costs reported in Fig. 4 (645/231/105 cycles) are *not* inputs:
 //! they come out of [`delivery_cost`].
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Core parameters (Table 3).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Core parameters (xUI Table 3): a preset's `[xui.core]`, where each
+/// value's source is. The clock is the machine's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoreParams {
-    pub freq_mhz: u64,
     pub rob_entries: u32,
     pub fetch_width: u32,
     pub squash_width: u32,
     pub retire_width: u32,
     /// Fetch-to-dispatch depth: cycles before a redirected front end
-    /// delivers its first µop. Not in Table 3; a Golden Cove-class front
-    /// end (the paper's Sapphire Rapids) is about 20 stages — assumption.
+    /// delivers its first µop.
     pub frontend_depth_cycles: u32,
 }
 
 impl Default for CoreParams {
+    /// The root preset's core.
     fn default() -> Self {
-        CoreParams {
-            freq_mhz: 2000, // Table 3
-            rob_entries: 384,
-            fetch_width: 6,
-            squash_width: 10,
-            retire_width: 10,
-            frontend_depth_cycles: 20,
-        }
+        nextio_presets::root_section("xui.core")
     }
 }
 
-/// Costs of the user-interrupt microcode and instructions, in cycles.
-#[derive(Clone, Copy, Debug, PartialEq)]
+impl CoreParams {
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        if self.rob_entries == 0
+            || self.fetch_width == 0
+            || self.squash_width == 0
+            || self.retire_width == 0
+        {
+            return Err(PipelineError::BadCore(
+                "the ROB and the fetch, squash and retire widths must be non-zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Costs of the user-interrupt microcode and instructions, in cycles: a
+/// preset's `[xui.ucode]`, where each value's source (Table 2, Fig. 2) is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UcodeCosts {
-    /// Fig. 2: last program instruction → first notification-processing
-    /// event, measured on the calibration loop (≈424 cycles).
+    /// Last program instruction → first notification-processing event,
+    /// measured on the calibration loop.
     pub flush_window_cycles: u64,
-    /// Fig. 2 / §4.2: delivery microcode, step (5) of §3.3 (105 cycles).
+    /// Delivery microcode, step (5) of §3.3.
     pub delivery_cycles: u64,
-    /// Fig. 2: notification processing (step 4): read the UPID that a
-    /// remote core wrote (a cache miss), move PIR to UIRR, clear ON with a
-    /// locked RMW. Notification + delivery ≥ 262 cycles ⇒ 262 − 105.
+    /// Notification processing (step 4): read the UPID that a remote core
+    /// wrote (a cache miss), move PIR to UIRR, clear ON with a locked RMW.
     pub notification_cycles: u64,
-    /// Fig. 2: `uiret` ≈ 10 cycles.
     pub uiret_cycles: u64,
     /// µops of `uiret` (it pops SP/PC/flags and sets UIF).
     pub uiret_uops: u64,
     /// An empty handler (save/restore, bump a counter), executed in an
-    /// empty pipeline: Table 2 receiver cost 720 − (424 + 262 + 10).
+    /// empty pipeline.
     pub handler_cycles: u64,
     /// µops of that handler, for the fetch slots it takes when tracked.
     pub handler_uops: u64,
-    /// Table 2: `senduipi` 383 cycles (279 of them serialising stalls).
     pub senduipi_cycles: u64,
-    /// Table 2: `clui` 2, `stui` 32 cycles.
     pub clui_cycles: u64,
     pub stui_cycles: u64,
-    /// `testui` reads UIF into CF: a register read (assumed 1 cycle).
+    /// `testui` reads UIF into CF.
     pub testui_cycles: u64,
-    /// Fig. 2: senduipi start → interrupt at the receiver ≈ 380 cycles
-    /// (ICR write, APIC message over the interconnect).
+    /// senduipi start → interrupt at the receiver (ICR write, APIC message
+    /// over the interconnect).
     pub ipi_transit_cycles: u64,
-    /// ROB occupancy of the Fig. 2 calibration loop (an rdtsc-and-store
-    /// loop; rdtsc limits it to a short window). Used only to split the
+    /// ROB occupancy of the Fig. 2 calibration loop. Used only to split the
     /// measured flush window into squash, refill and microcode entry.
     pub calibration_occupancy: u32,
 }
 
 impl Default for UcodeCosts {
+    /// The root preset's microcode costs.
     fn default() -> Self {
-        UcodeCosts {
-            flush_window_cycles: 424,
-            delivery_cycles: 105,
-            notification_cycles: 262 - 105,
-            uiret_cycles: 10,
-            uiret_uops: 12,
-            handler_cycles: 720 - (424 + 262 + 10),
-            handler_uops: 12,
-            senduipi_cycles: 383,
-            clui_cycles: 2,
-            stui_cycles: 32,
-            testui_cycles: 1,
-            ipi_transit_cycles: 380,
-            calibration_occupancy: 64,
-        }
+        nextio_presets::root_section("xui.ucode")
     }
 }
 
@@ -120,9 +114,13 @@ impl UcodeCosts {
     }
 }
 
-/// A compute program's pipeline behaviour.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A compute program's pipeline behaviour: a preset's `[programs.*]` or an
+/// application's `mix`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InstrMix {
+    /// Set by whoever names the program.
+    #[serde(skip)]
     pub name: &'static str,
     /// Retired µops per cycle in steady state.
     pub ipc: f64,
@@ -164,6 +162,8 @@ pub struct DeliveryCost {
 
 #[derive(Clone, Debug, PartialEq, Error)]
 pub enum PipelineError {
+    #[error("core: {0}")]
+    BadCore(&'static str),
     #[error("instruction mix {0}: IPC must be positive and at most the retire width")]
     BadIpc(&'static str),
     #[error("instruction mix {0}: ROB occupancy exceeds the ROB")]
@@ -171,6 +171,12 @@ pub enum PipelineError {
 }
 
 impl InstrMix {
+    /// The same mix under another name.
+    pub fn named(mut self, name: &'static str) -> InstrMix {
+        self.name = name;
+        self
+    }
+
     pub fn validate(&self, core: &CoreParams) -> Result<(), PipelineError> {
         if !(self.ipc > 0.0 && self.ipc <= core.retire_width as f64) {
             return Err(PipelineError::BadIpc(self.name));
@@ -233,50 +239,91 @@ pub fn delivery_cost(
     }
 }
 
-/// The compute programs of §6.1 (Fig. 4 and Fig. 5), as instruction mixes.
-/// IPC and occupancy are characteristic of each kernel class on a
-/// Golden Cove-class core (assumed; the paper gives none):
-/// * fib — call/return-bound integer recursion, short window;
-/// * linpack — FP multiply-add chains that fill the ROB;
-/// * memops — streaming memory ops, the window full of outstanding misses;
-/// * matmul — FP-heavy loop nest; base64 — table-lookup byte loop.
+/// The compute programs of §6.1 (Fig. 4 and Fig. 5) as instruction mixes,
+/// with the loop bodies and the dependent-load chain the experiments build
+/// from them: a preset's `[programs]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Programs {
+    /// Call/return-bound integer recursion, short window.
+    #[serde(deserialize_with = "programs::fib_mix")]
+    pub fib: InstrMix,
+    /// FP multiply-add chains that fill the ROB.
+    #[serde(deserialize_with = "programs::linpack_mix")]
+    pub linpack: InstrMix,
+    /// Streaming memory ops, the window full of outstanding misses.
+    #[serde(deserialize_with = "programs::memops_mix")]
+    pub memops: InstrMix,
+    /// FP-heavy loop nest.
+    #[serde(deserialize_with = "programs::matmul_mix")]
+    pub matmul: InstrMix,
+    /// Table-lookup byte loop.
+    #[serde(deserialize_with = "programs::base64_mix")]
+    pub base64: InstrMix,
+    pub loops: LoopBodies,
+    pub sp_chain: SpChain,
+}
+
+/// µops per loop back-edge of the looping programs (where polling checks
+/// and safepoints go).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopBodies {
+    pub matmul_body_uops: u32,
+    pub base64_body_uops: u32,
+}
+
+/// §6.1's pathological chain of dependent loads that feeds the stack
+/// pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpChain {
+    /// Latency of one load of the chain (a DRAM miss).
+    pub miss_cycles: u64,
+}
+
+impl Default for Programs {
+    /// The root preset's programs.
+    fn default() -> Self {
+        nextio_presets::root_section("programs")
+    }
+}
+
+impl Programs {
+    pub fn validate(&self, core: &CoreParams) -> Result<(), PipelineError> {
+        for mix in [
+            self.fib,
+            self.linpack,
+            self.memops,
+            self.matmul,
+            self.base64,
+        ] {
+            mix.validate(core)?;
+        }
+        Ok(())
+    }
+}
+
+/// The root preset's programs, one by one.
 pub mod programs {
-    use super::InstrMix;
-    pub const FIB: InstrMix = InstrMix {
-        name: "fib",
-        ipc: 2.2,
-        rob_occupancy: 120,
-        inflight_miss_cycles: 0,
-        sp_chain_cycles: 0,
-    };
-    pub const LINPACK: InstrMix = InstrMix {
-        name: "linpack",
-        ipc: 2.6,
-        rob_occupancy: 300,
-        inflight_miss_cycles: 10,
-        sp_chain_cycles: 0,
-    };
-    pub const MEMOPS: InstrMix = InstrMix {
-        name: "memops",
-        ipc: 1.2,
-        rob_occupancy: 360,
-        inflight_miss_cycles: 80,
-        sp_chain_cycles: 0,
-    };
-    pub const MATMUL: InstrMix = InstrMix {
-        name: "matmul",
-        ipc: 2.8,
-        rob_occupancy: 280,
-        inflight_miss_cycles: 10,
-        sp_chain_cycles: 0,
-    };
-    pub const BASE64: InstrMix = InstrMix {
-        name: "base64",
-        ipc: 3.0,
-        rob_occupancy: 200,
-        inflight_miss_cycles: 0,
-        sp_chain_cycles: 0,
-    };
+    use super::{InstrMix, Programs};
+    use serde::{Deserialize, Deserializer};
+
+    macro_rules! program {
+        ($get:ident, $de:ident, $name:literal) => {
+            pub fn $get() -> InstrMix {
+                Programs::default().$get
+            }
+            pub(super) fn $de<'de, D: Deserializer<'de>>(d: D) -> Result<InstrMix, D::Error> {
+                Ok(InstrMix::deserialize(d)?.named($name))
+            }
+        };
+    }
+    program!(fib, fib_mix, "fib");
+    program!(linpack, linpack_mix, "linpack");
+    program!(memops, memops_mix, "memops");
+    program!(matmul, matmul_mix, "matmul");
+    program!(base64, base64_mix, "base64");
 }
 
 #[cfg(test)]
@@ -300,7 +347,7 @@ mod tests {
     fn tracking_loses_no_work_and_direct_routes_skip_the_upid() {
         let core = CoreParams::default();
         let u = UcodeCosts::default();
-        for mix in [programs::FIB, programs::LINPACK, programs::MEMOPS] {
+        for mix in [programs::fib(), programs::linpack(), programs::memops()] {
             let f = delivery_cost(&core, &u, &mix, Strategy::Flush, Route::Posted);
             let t = delivery_cost(&core, &u, &mix, Strategy::Tracked, Route::Posted);
             let k = delivery_cost(&core, &u, &mix, Strategy::Tracked, Route::Direct);
@@ -322,7 +369,7 @@ mod tests {
     fn a_chain_into_the_stack_pointer_delays_tracked_delivery() {
         let core = CoreParams::default();
         let u = UcodeCosts::default();
-        let mut mix = programs::FIB;
+        let mut mix = programs::fib();
         let base = delivery_cost(&core, &u, &mix, Strategy::Tracked, Route::Direct);
         mix.sp_chain_cycles = 50 * 130; // 50 dependent misses (§6.1)
         let slow = delivery_cost(&core, &u, &mix, Strategy::Tracked, Route::Direct);

@@ -24,6 +24,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_engine::{Mailbox, Sim};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cache::HierarchyConfig;
@@ -40,16 +41,22 @@ use crate::memory::{MemorySystem, MemorySystemError, SharedMemory};
 use crate::packet::Frame;
 use crate::pcie::PcieConfig;
 
-/// Everything a machine is built from.
-#[derive(Clone, Debug, PartialEq)]
+/// Everything a machine is built from: a preset's `[machine]` section
+/// (where each value's source is) and the core count the caller chooses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MachineSpec {
     /// The preset's name, for results and errors.
+    #[serde(skip)]
     pub name: &'static str,
+    #[serde(skip)]
     pub cores: usize,
+    pub memory_bytes: u64,
+    /// Read tags of the device in the NIC slot.
+    pub nic_read_tags: u32,
     /// Cache geometry and latencies; its `core_clock` is the cores' clock.
     pub caches: HierarchyConfig,
     pub tlb: TlbConfig,
-    pub memory_bytes: u64,
     pub fabric: FabricConfig,
     /// The slot a NIC is attached in.
     pub nic_slot: PcieConfig,
@@ -65,7 +72,10 @@ impl MachineSpec {
 
     /// The NIC slot as a device link.
     pub fn nic_link(&self) -> DeviceLink {
-        DeviceLink::pcie(self.nic_slot.clone())
+        DeviceLink {
+            pcie: self.nic_slot.clone(),
+            read_tags: self.nic_read_tags,
+        }
     }
 }
 

@@ -1,208 +1,82 @@
 //! Named machines: the hosts the papers' evaluations ran on, as far as
 //! the model needs them (cores and clock, caches, TLB, memory, the
-//! interconnect, the slot a NIC sits in). Every value sits beside its
-//! source or is marked as an assumption.
+//! interconnect, the slot a NIC sits in), read from the `[machine]`
+//! section of the shipped host presets (`presets/*.toml`), which hold
+//! every value beside its source. A new machine is a new preset file.
 
-use nextio_engine::{Duration, Freq};
+use nextio_presets::{PresetError, Tree};
 
-use crate::cache::{CacheConfig, HierarchyConfig, PrefetchConfig};
 use crate::coherent::CoherentConfig;
-use crate::fabric::{FabricConfig, RootComplexConfig};
-use crate::mem::TlbConfig;
-use crate::pcie::PcieConfig;
 
 use super::MachineSpec;
 
-/// Physical memory of a modelled host. Only frames software touches cost
-/// anything, so this is a ceiling, not a footprint: 4 GiB holds the
-/// hugepages of 8 cores' pipes or mempools with margin.
-const MEMORY_BYTES: u64 = 4 << 30;
-
 impl MachineSpec {
-    /// Every preset, by name.
-    pub const NAMES: [&'static str; 7] = [
-        "enso-testbed",
-        "ice-lake-sp",
-        "xui-server",
-        "enzian",
-        "cxl-server",
-        "accio-server",
-        "accio-prototype",
-    ];
+    /// Every shipped preset, by name.
+    pub fn names() -> Vec<&'static str> {
+        nextio_presets::names()
+    }
 
-    /// The preset called `name` with `cores` cores, if there is one.
+    /// The machine of shipped preset `name` with `cores` cores.
+    pub fn preset(name: &str, cores: usize) -> Result<MachineSpec, PresetError> {
+        MachineSpec::from_tree(nextio_presets::preset(name)?, cores)
+    }
+
+    /// The machine of a resolved configuration with `cores` cores, named
+    /// after the shipped preset it derives from (a configuration laid over
+    /// a preset keeps that preset's name).
+    pub fn from_tree(tree: &Tree, cores: usize) -> Result<MachineSpec, PresetError> {
+        let mut spec: MachineSpec = tree.section("machine")?;
+        spec.name = nextio_presets::names()
+            .into_iter()
+            .find(|n| *n == tree.name())
+            .unwrap_or("custom");
+        Ok(spec.with_cores(cores))
+    }
+
+    /// The shipped preset called `name` with `cores` cores, if there is one.
     pub fn by_name(name: &str, cores: usize) -> Option<MachineSpec> {
-        match name {
-            "enso-testbed" => Some(MachineSpec::enso_testbed(cores)),
-            "ice-lake-sp" => Some(MachineSpec::ice_lake_sp(cores)),
-            "xui-server" => Some(MachineSpec::xui_server(cores)),
-            "enzian" => Some(MachineSpec::enzian(cores)),
-            "cxl-server" => Some(MachineSpec::cxl_server(cores)),
-            "accio-server" => Some(MachineSpec::accio_server(cores)),
-            "accio-prototype" => Some(MachineSpec::accio_prototype(cores)),
-            _ => None,
-        }
+        MachineSpec::preset(name, cores).ok()
     }
 
-    /// The Ensō paper's device under test (§3.3.1): an Intel Core
-    /// i9-9960X (Skylake-X, 3.1 GHz base, 22 MB LLC) with its NICs on PCIe
-    /// Gen3 x16, both the Ensō FPGA NIC and the E810 (Ensō §3.3.1). Memory:
-    /// the i9-9960X's four DDR4-2666 channels (Intel ARK).
+    /// The Ensō paper's device under test (§3.3.1): an Intel Core i9-9960X
+    /// with both the Ensō NIC and the E810 on PCIe 3.0 x16 (`enso-testbed`).
     pub fn enso_testbed(cores: usize) -> MachineSpec {
-        MachineSpec {
-            name: "enso-testbed",
-            cores,
-            caches: HierarchyConfig::skylake_x(cores),
-            tlb: TlbConfig::SKYLAKE_STLB,
-            memory_bytes: MEMORY_BYTES,
-            fabric: FabricConfig {
-                root_complex: RootComplexConfig {
-                    dram_bytes_per_s: 4 * 21_328_000_000,
-                    ..RootComplexConfig::default()
-                },
-                ..FabricConfig::default()
-            },
-            nic_slot: PcieConfig::gen_lanes(3, 16),
-        }
+        shipped("enso-testbed", cores)
     }
 
-    /// A Xeon Gold 6346 (Ice Lake-SP, 3.1 GHz, 36 MiB LLC) with eight
-    /// DDR4-3200 channels (Intel ARK), its NIC on PCIe Gen3 x16 as an
-    /// E810-CQDA2 (Gen4 x16 capable, assumption: run at Gen3 for
-    /// comparison with the Ensō testbed).
+    /// A Xeon Gold 6346 (Ice Lake-SP) with an E810 (`ice-lake-sp`).
     pub fn ice_lake_sp(cores: usize) -> MachineSpec {
-        MachineSpec {
-            name: "ice-lake-sp",
-            cores,
-            caches: HierarchyConfig::ice_lake(cores),
-            tlb: TlbConfig::SKYLAKE_STLB,
-            memory_bytes: MEMORY_BYTES,
-            fabric: FabricConfig {
-                root_complex: RootComplexConfig {
-                    dram_bytes_per_s: 8 * 25_600_000_000,
-                    ..RootComplexConfig::default()
-                },
-                ..FabricConfig::default()
-            },
-            nic_slot: PcieConfig::gen_lanes(3, 16),
-        }
+        shipped("ice-lake-sp", cores)
     }
 
-    /// The xUI evaluation's core (xUI Table 3: a Sapphire Rapids-like
-    /// out-of-order core at 2 GHz) with an Ice Lake-SP cache hierarchy
-    /// clocked at it (assumption: the paper's gem5 model gives no cache
-    /// latencies in ns; Sapphire Rapids' geometry is close to Ice Lake-SP's)
-    /// and the E810-like NIC of its l3fwd study on PCIe Gen3 x16.
+    /// The xUI evaluation's Sapphire Rapids-like host at 2 GHz (`xui-server`).
     pub fn xui_server(cores: usize) -> MachineSpec {
-        let mut caches = HierarchyConfig::ice_lake(cores);
-        caches.core_clock = Freq::mhz(2000);
-        MachineSpec {
-            name: "xui-server",
-            caches,
-            ..MachineSpec::ice_lake_sp(cores)
-        }
+        shipped("xui-server", cores)
+    }
+
+    /// Enzian (Cock et al., ASPLOS '22): a 48-core Cavium ThunderX-1 at
+    /// 2.0 GHz with 128-byte lines, joined by ECI to an FPGA that also sits
+    /// on its PCIe (`enzian`).
+    pub fn enzian(cores: usize) -> MachineSpec {
+        shipped("enzian", cores)
+    }
+
+    /// A modern x86 server with a CXL 3.0 device (`cxl-server`).
+    pub fn cxl_server(cores: usize) -> MachineSpec {
+        shipped("cxl-server", cores)
     }
 
     /// Accio's test servers (§8.1, Table 1): a Xeon Gold 6240 (Cascade
-    /// Lake, 18 cores per socket, 24.75 MiB LLC, six DDR4-2933 channels;
-    /// Intel ARK), clocked at the ≈2 GHz average the paper observed rather
-    /// than its 2.6 GHz label (§8.2), with the E810 on PCIe Gen3 x16
-    /// (Cascade Lake's root ports are Gen3). Cascade Lake's core and
-    /// caches are Skylake-SP's: L1d and L2 as the Skylake-X preset; the
-    /// LLC is 18 slices of 1.375 MiB, 11-way.
+    /// Lake) at the ≈2 GHz the paper observed, with the E810 on PCIe Gen3
+    /// x16 (`accio-server`).
     pub fn accio_server(cores: usize) -> MachineSpec {
-        let mut caches = HierarchyConfig::skylake_x(cores);
-        caches.llc.size_bytes = (18 * 1408) << 10;
-        caches.llc.slices = 18;
-        caches.core_clock = Freq::mhz(2000);
-        MachineSpec {
-            name: "accio-server",
-            cores,
-            caches,
-            tlb: TlbConfig::SKYLAKE_STLB,
-            memory_bytes: MEMORY_BYTES,
-            fabric: FabricConfig {
-                root_complex: RootComplexConfig {
-                    dram_bytes_per_s: 6 * 23_466_000_000,
-                    ..RootComplexConfig::default()
-                },
-                ..FabricConfig::default()
-            },
-            nic_slot: PcieConfig::gen_lanes(3, 16),
-        }
+        shipped("accio-server", cores)
     }
 
-    /// Accio's FPGA prototype (§7, §8.1): four Rocket cores, the system
-    /// bus, the peripherals and the NIC all at 50 MHz, 2 GiB of DDR4 on the
-    /// VCU118. Its caches: Rocket's default 32 KiB L1d (§8.1; 8-way and a
-    /// 3-cycle load-to-use are assumptions) and one shared 512 KiB L2
-    /// (§8.1; 8-way and 24 cycles from a core are assumptions), no L3. The
-    /// model's hierarchy has a private L2 and a shared LLC: the shared L2
-    /// is the LLC, and the private level mirrors the L1d (same geometry
-    /// and latency, so it adds nothing). Device writes go into the L2, the
-    /// chip's point of coherence (all its ways stand for DDIO's). DRAM:
-    /// 400 ns behind the L2 (20 bus cycles; assumption), and no more than
-    /// the 64-bit bus carries, 400 MB/s (§7). One crossing of the system
-    /// bus between a core or device and its target is 35 cycles (700 ns):
-    /// half the 70-cycle CPU–NIC round trip of §7. Its TLB: Rocket's
-    /// 32-entry fully associative DTLB (assumption: no L2 TLB).
+    /// Accio's FPGA prototype (§7, §8.1): four Rocket cores at 50 MHz on a
+    /// VCU118 (`accio-prototype`).
     pub fn accio_prototype(cores: usize) -> MachineSpec {
-        use crate::cache::CacheConfig;
-        use nextio_engine::Duration;
-        let l1d = CacheConfig {
-            name: "L1d",
-            size_bytes: 32 << 10,
-            ways: 8,
-            slices: 1,
-            hit_latency_cycles: 3,
-        };
-        let caches = HierarchyConfig {
-            // Rocket's 64-byte lines.
-            line_bytes: 64,
-            cores,
-            l2: CacheConfig {
-                name: "L2 (mirror of L1d)",
-                ..l1d.clone()
-            },
-            l1d,
-            llc: CacheConfig {
-                name: "L2",
-                size_bytes: 512 << 10,
-                ways: 8,
-                slices: 1,
-                hit_latency_cycles: 24,
-            },
-            ddio_ways: 8,
-            dram_latency: Duration::from_ns(400),
-            core_clock: Freq::mhz(50),
-            prefetch: crate::cache::PrefetchConfig {
-                l1_next_line: false,
-                l2_streamer: false,
-                ..crate::cache::PrefetchConfig::default()
-            },
-        };
-        MachineSpec {
-            name: "accio-prototype",
-            cores,
-            caches,
-            tlb: TlbConfig {
-                entries: 32,
-                ways: 32,
-            },
-            memory_bytes: 2 << 30,
-            fabric: FabricConfig {
-                root_complex: RootComplexConfig {
-                    latency_ps: 700_000,
-                    dram_extra_ps: 400_000,
-                    dram_bytes_per_s: 400_000_000,
-                },
-                ..FabricConfig::default()
-            },
-            nic_slot: PcieConfig {
-                flight_ps: 0,
-                ..PcieConfig::gen_lanes(3, 16)
-            },
-        }
+        shipped("accio-prototype", cores)
     }
 
     /// The coherent link of the preset, if it has one: ECI between the
@@ -214,84 +88,43 @@ impl MachineSpec {
             _ => None,
         }
     }
+}
 
-    /// Enzian (Cock et al., ASPLOS '22): a 48-core Cavium ThunderX-1
-    /// (CN8890, ARMv8.0) at 2.0 GHz, joined by ECI to a Xilinx XCVU9P FPGA
-    /// that also sits on the CPU's PCIe (Gen3 x16; Enzian FAQ, "the FPGA
-    /// has an x16").
-    ///
-    /// Caches: 128-byte lines; a 32 KiB L1d per core (AnandTech, "ARM
-    /// Challenging Intel in the Server Market", 2014: 78 KB L1I and 32 KB
-    /// L1D per core) — 8-way and a 4-cycle load-to-use are assumptions;
-    /// one 16 MiB 16-way L2 shared by all cores and no L3 (same source).
-    /// The model's hierarchy has a private L2 and a shared LLC: the shared
-    /// L2 is the LLC (40 cycles, assumption), and the private level mirrors
-    /// the L1d (same geometry and latency, so it adds nothing). No DDIO
-    /// (assumption: device writes go to DRAM and drop the L2's copy).
-    /// DRAM: four DDR4-2133 channels (ThunderX-1 product brief), 110 ns to
-    /// load (assumption).
-    ///
-    /// PCIe: one root-complex pass of 446 ns, so that a core's 4-byte read
-    /// of an FPGA register over PCIe takes the 1.292 µs the Lauberhorn
-    /// repository measured (median of 50 back-to-back reads of the FPGA's
-    /// cycle counter, 323 cycles at 250 MHz; enzian-pio-nic
-    /// `data/pcie/pcie_lat.csv`), with the default 200 ns link flight each
-    /// way. The TLB is the Skylake STLB's reach (assumption: the
-    /// ThunderX-1's is not public).
-    pub fn enzian(cores: usize) -> MachineSpec {
-        let l1d = CacheConfig {
-            name: "L1d",
-            size_bytes: 32 << 10,
-            ways: 8,
-            slices: 1,
-            hit_latency_cycles: 4,
-        };
-        let caches = HierarchyConfig {
-            cores,
-            l2: CacheConfig {
-                name: "L2 (mirror of L1d)",
-                ..l1d.clone()
-            },
-            l1d,
-            llc: CacheConfig {
-                name: "L2 (shared)",
-                size_bytes: 16 << 20,
-                ways: 16,
-                slices: 1,
-                hit_latency_cycles: 40,
-            },
-            ddio_ways: 0,
-            dram_latency: Duration::from_ns(110),
-            core_clock: Freq::mhz(2000),
-            prefetch: PrefetchConfig::default(),
-            line_bytes: 128,
-        };
-        MachineSpec {
-            name: "enzian",
-            cores,
-            caches,
-            tlb: TlbConfig::SKYLAKE_STLB,
-            memory_bytes: MEMORY_BYTES,
-            fabric: FabricConfig {
-                root_complex: RootComplexConfig {
-                    latency_ps: 446_000,
-                    dram_bytes_per_s: 4 * 17_064_000_000,
-                    ..RootComplexConfig::default()
-                },
-                ..FabricConfig::default()
-            },
-            nic_slot: PcieConfig::gen_lanes(3, 16),
+/// A shipped preset's machine; every shipped preset resolves (tested).
+fn shipped(name: &str, cores: usize) -> MachineSpec {
+    match MachineSpec::preset(name, cores) {
+        Ok(spec) => spec,
+        Err(e) => panic!("shipped preset `{name}` does not resolve (tested): {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_preset_is_a_machine_that_builds() {
+        for name in MachineSpec::names() {
+            let spec = MachineSpec::preset(name, 2).unwrap();
+            assert_eq!(spec.name, name);
+            assert_eq!(spec.caches.cores, 2);
+            let sim = nextio_engine::Sim::new();
+            super::super::Machine::new(&sim, spec).unwrap();
         }
+        assert!(MachineSpec::by_name("no-such-host", 1).is_none());
     }
 
-    /// A modern x86 server with a CXL 3.0 device: the `ice-lake-sp`
-    /// machine (64-byte lines) with the CXL link of
-    /// [`CoherentConfig::cxl`] (assumption: no CXL 3.0 host with
-    /// back-invalidation is documented with cache numbers yet).
-    pub fn cxl_server(cores: usize) -> MachineSpec {
-        MachineSpec {
-            name: "cxl-server",
-            ..MachineSpec::ice_lake_sp(cores)
-        }
+    #[test]
+    fn presets_keep_their_sources_values() {
+        // The Ensō testbed's LLC and clock (Ensō §3.3.1), the xUI server's
+        // clock (xUI Table 3).
+        let enso = MachineSpec::enso_testbed(1);
+        assert_eq!(enso.caches.llc.size_bytes, 22 << 20);
+        assert_eq!(enso.caches.core_clock.hz(), 3_100_000_000);
+        assert_eq!(
+            MachineSpec::xui_server(1).caches.core_clock.hz(),
+            2_000_000_000
+        );
+        assert_eq!(MachineSpec::ice_lake_sp(1).caches.llc.size_bytes, 36 << 20);
     }
 }

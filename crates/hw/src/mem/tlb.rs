@@ -10,44 +10,44 @@
 //! * invalidation is explicit, as in hardware: changing a page table does
 //!   not update a TLB, the OS (or IOMMU driver) must invalidate.
 
+use serde::{Deserialize, Serialize};
+
 use super::address_space::Asid;
 use super::page_table::{PageSize, Translation};
 use super::{VirtAddr, page_table::Perms};
 use crate::mem::PhysAddr;
 
-/// Geometry of a TLB.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Geometry of a TLB: a preset's `[machine.tlb]` (a core's STLB) or
+/// `[machine.fabric.iommu.iotlb]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlbConfig {
     pub entries: u32,
     pub ways: u32,
 }
 
+/// Most entries a modelled TLB may have (real ones have thousands).
+const MAX_ENTRIES: u32 = 1 << 20;
+
 impl TlbConfig {
-    /// A Skylake-SP core's shared second-level TLB: 1536 entries, 12-way,
-    /// for 4 KiB and 2 MiB pages (Intel 64 and IA-32 Architectures
-    /// Optimization Reference Manual, Skylake server microarchitecture,
-    /// "STLB"). First-level dTLB hits are free in the model, so the STLB's
+    /// A Skylake-SP core's shared second-level TLB: the `skylake-x`
+    /// preset's. First-level dTLB hits are free in the model, so the STLB's
     /// reach is what decides whether an access walks.
-    pub const SKYLAKE_STLB: TlbConfig = TlbConfig {
-        entries: 1536,
-        ways: 12,
-    };
-    /// An IOMMU's IOTLB: 64 entries. pcie-bench measured DMA read latency
-    /// rising by ~280 ns once a random-access window exceeds 256 KiB of
-    /// 4 KiB pages (64 pages) on a Xeon E5-2630 v4 with the IOMMU on
-    /// (Neugebauer et al., SIGCOMM'18 §6.4; pcie-bench data repository,
-    /// `lat_dma_sweep_rd_rnd_64`, `iommu-nosp`). Fully associative: the
-    /// measurement shows a reach, not a set structure.
-    pub const IOTLB_64: TlbConfig = TlbConfig {
-        entries: 64,
-        ways: 64,
-    };
+    pub fn skylake_stlb() -> TlbConfig {
+        nextio_presets::root_section("machine.tlb")
+    }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.entries == 0 || self.ways == 0 || !self.entries.is_multiple_of(self.ways) {
             return Err(format!(
                 "a TLB of {} entries cannot be {}-way",
                 self.entries, self.ways
+            ));
+        }
+        if self.entries > MAX_ENTRIES {
+            return Err(format!(
+                "a TLB of {} entries: at most {MAX_ENTRIES} are modelled",
+                self.entries
             ));
         }
         Ok(())
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn lru_within_a_set_and_reach_is_the_entry_count() {
-        let mut tlb = Tlb::new(TlbConfig::IOTLB_64).unwrap();
+        let mut tlb = Tlb::new(crate::fabric::IommuConfig::default().iotlb).unwrap();
         for p in 0..64u64 {
             tlb.insert(Asid(3), t(p << 12, p << 12, PageSize::Base));
         }

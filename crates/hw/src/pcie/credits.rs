@@ -26,13 +26,15 @@ use super::PcieError;
 /// Bytes per data credit (PCIe Base Spec §2.6.1: one credit is 4 DW).
 pub const CREDIT_UNIT_BYTES: u64 = 16;
 
-/// What a receiver advertises.
+/// What a receiver advertises: a preset's `[machine.nic_slot.credits]`,
+/// where each value's source is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreditConfig {
     /// The receiver never limits its transmitter: a root port, which
     /// drains its receive queues into the on-chip fabric faster than any
-    /// link fills them (assumption; it is also what pcie-bench's closed
-    /// form assumes).
+    /// link fills them (an assumption, which pcie-bench's closed form
+    /// makes too).
     #[serde(default)]
     pub unlimited: bool,
     /// Posted request headers (PH).
@@ -44,17 +46,10 @@ pub struct CreditConfig {
 }
 
 impl Default for CreditConfig {
-    /// Assumption: 128 PH, 1024 PD (16 KiB) and 64 NPH, of the order
-    /// switch and device ports advertise (tens to hundreds of headers,
-    /// kilobytes of data); nextio found no datasheet that publishes them for
-    /// the modelled parts. Root ports are [`CreditConfig::UNLIMITED`].
+    /// The root preset's NIC-slot credits. Root ports are
+    /// [`CreditConfig::UNLIMITED`].
     fn default() -> Self {
-        CreditConfig {
-            unlimited: false,
-            posted_headers: 128,
-            posted_data: 1024,
-            non_posted_headers: 64,
-        }
+        nextio_presets::root_section("machine.nic_slot.credits")
     }
 }
 

@@ -30,8 +30,10 @@ pub use lane::{DllpSchedule, Lane};
 /// purpose of the transfer it belongs to.
 pub type Purpose = &'static str;
 
-/// Configuration of one link.
+/// Configuration of one link: a preset's `[machine.nic_slot]`, where each
+/// value's source is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PcieConfig {
     /// PCIe generation 1–5 (2.5, 5, 8, 16, 32 GT/s per lane).
     pub generation: u8,
@@ -52,41 +54,20 @@ pub struct PcieConfig {
     pub ecrc: bool,
     /// Time from a TLP's last byte leaving one port to its arrival, usable,
     /// at the other: the wire plus both ends' physical- and data-link-layer
-    /// pipelines. 200 ns is an assumption: nextio splits the 500 ns round
-    /// trip of a 64 B DMA read that hits the LLC into two link flights and
-    /// two 50 ns root-complex passes (pcie-bench measured medians of
-    /// 546–560 ns on a Xeon E5-2630 v4 host with an NFP-6000, including the
-    /// device's own DMA engine, which the model leaves out; data repository
-    /// `lat_dma_sizes`, `lat_dma_details`).
+    /// pipelines.
     pub flight_ps: u64,
-    /// Flow-control credits each receiver on the link advertises.
-    pub credits: CreditConfig,
-    /// When Ack and UpdateFC DLLPs go out: as the spec allows (the
-    /// default), or as pcie-bench's closed form assumes.
+    /// When Ack and UpdateFC DLLPs go out: as the spec allows, or as
+    /// pcie-bench's closed form assumes.
     #[serde(default)]
     pub dllp_schedule: DllpSchedule,
+    /// Flow-control credits each receiver on the link advertises.
+    pub credits: CreditConfig,
 }
 
 impl Default for PcieConfig {
+    /// The root preset's NIC slot.
     fn default() -> Self {
-        PcieConfig {
-            // Gen 3 x8: the link of the NFP-6000 and NetFPGA-SUME boards
-            // pcie-bench measured (SIGCOMM'18); MPS 256 B and MRRS 512 B:
-            // the values its model discussion uses (§3).
-            generation: 3,
-            lanes: 8,
-            mps_bytes: 256,
-            mrrs_bytes: 512,
-            // 64 B: the smaller of the two completion boundaries a root
-            // complex may advertise (PCIe Base Spec, Link Control RCB bit).
-            rcb_bytes: 64,
-            rcb_chunks: false,
-            addr64: true,
-            ecrc: false,
-            flight_ps: 200_000,
-            credits: CreditConfig::default(),
-            dllp_schedule: DllpSchedule::Spec,
-        }
+        nextio_presets::root_section("machine.nic_slot")
     }
 }
 

@@ -84,6 +84,7 @@ pub mod steering;
 mod tx;
 
 use nextio_engine::Counters;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
@@ -94,16 +95,12 @@ pub use layout::{
     frame_len_from_header, padded_len,
 };
 pub use regs::{REGISTER_BYTES, REGISTER_PAGE_BYTES, Register};
-pub use rx::{MAX_DMA_BURST_BYTES, RX_DROPS};
+pub use rx::RX_DROPS;
 pub use steering::FallbackPolicy;
 
 /// Default entries per notification ring (Ensō software default
 /// `kNotificationBufSize` = 16384).
 pub const DEFAULT_NOTIFICATION_ENTRIES: u32 = 16384;
-
-/// Default RX FIFO in front of the PCIe link: model choice (tens of KiB of
-/// on-chip buffer, as an FPGA NIC has), not fitted.
-pub const DEFAULT_RX_FIFO_BYTES: u64 = 64 << 10;
 
 /// Most register pages (pipes plus notification buffers) a NIC may have:
 /// a 4 GiB BAR. An assumption that only bounds what a configuration can
@@ -111,18 +108,24 @@ pub const DEFAULT_RX_FIFO_BYTES: u64 = 64 << 10;
 const MAX_REGISTER_PAGES: u64 = 1 << 20;
 
 /// When the NIC sends RX notifications.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NotificationPolicy {
     /// One per appended frame.
     PerPacket,
     /// At most one outstanding per pipe; re-armed by a head update.
+    #[default]
     Reactive,
 }
 
-/// Static configuration of the NIC.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Static configuration of the NIC: a preset's `[nic.enso]` (where each
+/// value's source is) and what the host builder chooses: the notification
+/// and steering policies and the push window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnsoNicConfig {
+    #[serde(skip)]
     pub policy: NotificationPolicy,
+    #[serde(skip)]
     pub fallback: FallbackPolicy,
     /// Bytes of packet data that may wait for the PCIe link; more are dropped.
     pub rx_fifo_bytes: u64,
@@ -135,21 +138,18 @@ pub struct EnsoNicConfig {
     /// the byte format of a TX pipe, and the NIC sends them with no
     /// notification, doorbell or read. An extension of this model, off by
     /// default; the Ensō hardware has no such window.
+    #[serde(skip)]
     pub push_window_bytes: u64,
+    /// Largest DMA write the NIC issues for packet data; longer appends
+    /// are split. A multiple of the pipes' 64-byte quantum.
+    pub max_dma_burst_bytes: u64,
 }
 
 impl Default for EnsoNicConfig {
+    /// The root preset's Ensō NIC, reactive notifications, flows spread by
+    /// hash.
     fn default() -> Self {
-        EnsoNicConfig {
-            policy: NotificationPolicy::Reactive,
-            fallback: FallbackPolicy::Hash,
-            rx_fifo_bytes: DEFAULT_RX_FIFO_BYTES,
-            // Model choice: enough for any host built here; the Ensō
-            // hardware supports thousands.
-            max_pipes: 1024,
-            max_notification_buffers: 128,
-            push_window_bytes: 0,
-        }
+        nextio_presets::root_section("nic.enso")
     }
 }
 
@@ -287,6 +287,15 @@ impl EnsoNic {
             return Err(EnsoNicError::Config(format!(
                 "RX FIFO of {} B cannot hold one maximum-size frame",
                 cfg.rx_fifo_bytes
+            )));
+        }
+        if cfg.max_dma_burst_bytes == 0
+            || !cfg.max_dma_burst_bytes.is_multiple_of(LINE_BYTES)
+            || cfg.max_dma_burst_bytes > PIPE_BYTES
+        {
+            return Err(EnsoNicError::Config(format!(
+                "a DMA burst of {} B is not a multiple of 64 B up to a pipe's 2 MiB",
+                cfg.max_dma_burst_bytes
             )));
         }
         if cfg.max_pipes == 0 || cfg.max_notification_buffers == 0 {

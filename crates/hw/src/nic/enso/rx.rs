@@ -18,11 +18,6 @@ use super::layout::{LINE_BYTES, NOTIFICATION_BYTES, PIPE_BYTES, RxNotification, 
 use super::{EnsoNic, NotificationPolicy, Tag};
 use crate::device::DeviceCtx;
 
-/// Largest DMA write burst the NIC issues for packet data (brief of this
-/// model, after the Ensō hardware's 512-byte DMA bursts); longer appends are
-/// split.
-pub const MAX_DMA_BURST_BYTES: u64 = 512;
-
 /// Every reason a received frame is dropped: with `appended`, they account
 /// for every `rx_frames`.
 pub const RX_DROPS: [&str; 5] = [
@@ -122,7 +117,7 @@ impl EnsoNic {
         let mut done = 0u64;
         while done < padded {
             let burst = (padded - done)
-                .min(MAX_DMA_BURST_BYTES)
+                .min(self.cfg.max_dma_burst_bytes)
                 .min(PIPE_BYTES - tail);
             let data = &self.scratch[done as usize..(done + burst) as usize];
             match cx.dma_write(ring + tail, data, "packet-data", tag) {

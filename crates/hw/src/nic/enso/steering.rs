@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use crate::packet::FlowKey;
 
 /// How an unmatched flow picks among the fallback pipes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FallbackPolicy {
     /// A hash of the 5-tuple (a flow always lands in the same pipe).
+    #[default]
     Hash,
     /// Each unmatched frame goes to the next fallback pipe in turn.
     RoundRobin,

@@ -63,6 +63,7 @@ mod tx;
 use std::collections::VecDeque;
 
 use nextio_engine::{Counters, Duration};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
@@ -83,68 +84,50 @@ use rx::{PacketBuffer, RxQueue};
 use tag::{Op, Sequence, Tag};
 use tx::{Port, TxQueue};
 
-/// How the NIC is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the NIC is built: a preset's `[nic.packetized]` (where each
+/// value's source is) and the queue count the host builder chooses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PacketizedConfig {
     /// Queue pairs (RX + TX).
+    #[serde(skip, default = "one")]
     pub queues: usize,
-    /// Entries of the RSS indirection table: 2048, the E810 PF-wide LUT
-    /// (ice `ICE_LUT_PF_SIZE`). Filled round-robin over the queues, as
-    /// DPDK's ice PMD does by default.
+    /// Entries of the RSS indirection table, filled round-robin over the
+    /// queues.
     pub rss_lut_entries: usize,
-    /// RX descriptors fetched per DMA read. Model choice: 32, one DPDK
-    /// `rx_free_thresh` (32, ice default) worth, so one tail doorbell's
-    /// refill is one fetch (a 1 KiB read: two 512 B MRRS requests).
+    /// RX descriptors fetched per DMA read.
     pub rx_desc_fetch_batch: u32,
     /// Descriptors the NIC caches per RX queue, fetched or being fetched.
-    /// Model choice: two fetch batches, so one fetch can be in flight while
-    /// the other is used.
     pub rx_desc_cache: u32,
-    /// Most RX descriptors written back in one DMA write. Model choice: 4
-    /// (128 B, two cache lines); a partial batch also goes out
-    /// [`PacketizedConfig::rx_wb_delay`] after its first packet's bytes
-    /// left the NIC, so batching only happens when packets arrive faster
-    /// than PCIe turns them around.
+    /// Most RX descriptors written back in one DMA write; a partial batch
+    /// also goes out [`PacketizedConfig::rx_wb_delay`] after its first
+    /// packet's bytes left the NIC.
     pub rx_wb_batch: u32,
     /// How long after the first packet of a partial write-back batch has
-    /// left the NIC the batch is written back anyway. Model choice: 250 ns,
-    /// the time a posted write takes to reach memory on the default fabric
-    /// (200 ns link flight, `PcieConfig::flight_ps`, plus 50 ns root
-    /// complex, `RootComplexConfig::latency_ps`): the write-back goes out
-    /// about when that packet lands. A NIC cannot see the landing itself;
-    /// the E810's write-back timer (`GLINT_DYN_CTL.WB_ON_ITR`) plays this
-    /// role, at an interval the datasheet leaves to the ITR setting.
+    /// left the NIC the batch is written back anyway.
+    #[serde(rename = "rx_wb_delay_ps")]
     pub rx_wb_delay: Duration,
-    /// TX descriptors fetched per DMA read. Model choice: 32 (512 B, one
-    /// MRRS-sized read), one DPDK `tx_rs_thresh` (32, ice default) worth.
+    /// TX descriptors fetched per DMA read.
     pub tx_desc_fetch_batch: u32,
-    /// On-NIC receive packet buffer. Model choice: 512 KiB, a round value
-    /// of the order of the E810's per-port receive buffering; only the
-    /// loss pattern under overload depends on it.
+    /// On-NIC receive packet buffer.
     pub rx_buffer_bytes: u64,
-    /// Largest frame a descriptor's buffer may receive (DPDK's 2048 B data
-    /// room); longer frames would need scatter, which the model lacks.
+    /// Largest frame a descriptor's buffer may receive; longer frames would
+    /// need scatter, which the model lacks.
     pub rx_max_frame_bytes: u64,
     /// Time from a frame's last bit arriving to the NIC being ready to DMA
-    /// it (parser, RSS, packet buffer). Model choice: 0; the E810's
-    /// pipeline latency is not published.
+    /// it (parser, RSS, packet buffer).
+    #[serde(rename = "rx_pipeline_ps")]
     pub rx_pipeline: Duration,
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Default for PacketizedConfig {
+    /// The root preset's packetized NIC with one queue pair.
     fn default() -> Self {
-        PacketizedConfig {
-            queues: 1,
-            rss_lut_entries: 2048,
-            rx_desc_fetch_batch: 32,
-            rx_desc_cache: 64,
-            rx_wb_batch: 4,
-            rx_wb_delay: Duration::from_ns(250),
-            tx_desc_fetch_batch: 32,
-            rx_buffer_bytes: 512 << 10,
-            rx_max_frame_bytes: 2048,
-            rx_pipeline: Duration::ZERO,
-        }
+        nextio_presets::root_section("nic.packetized")
     }
 }
 
@@ -155,6 +138,11 @@ pub enum NicError {
     #[error("queue {queue} does not exist (the NIC has {queues})")]
     NoSuchQueue { queue: usize, queues: usize },
 }
+
+/// Bounds that keep what a configuration asks of the NIC's own state
+/// finite (real NICs are far below them).
+const MAX_LUT_ENTRIES: usize = 1 << 16;
+const MAX_DESC_CACHE: u32 = 1 << 16;
 
 impl PacketizedConfig {
     pub fn validate(&self) -> Result<(), NicError> {
@@ -167,6 +155,12 @@ impl PacketizedConfig {
         }
         if self.rss_lut_entries == 0 || !self.rss_lut_entries.is_power_of_two() {
             return bad("the RSS table size must be a power of two");
+        }
+        if self.rss_lut_entries > MAX_LUT_ENTRIES {
+            return bad("the RSS table may have at most 65536 entries");
+        }
+        if self.rx_desc_cache > MAX_DESC_CACHE || self.tx_desc_fetch_batch > MAX_DESC_CACHE {
+            return bad("a descriptor cache or fetch may hold at most 65536 descriptors");
         }
         if self.rx_desc_fetch_batch == 0 || self.tx_desc_fetch_batch == 0 {
             return bad("descriptor fetch batches must be at least one descriptor");
