@@ -2,10 +2,12 @@
 //! into a report.
 //!
 //! Raw arguments become a validated configuration in one place
-//! ([`Cli`] → [`nextio_experiments::Params::resolve`]); every user error —
-//! unknown experiment, unknown key, unparsable value, unwritable folder —
-//! prints a single `error:` line and exits with status 2. Nothing panics on
-//! bad input.
+//! ([`Cli`] → [`nextio_experiments::Params::resolve`] for parameters,
+//! [`nextio_experiments::primitives::install`] for primitive costs, which
+//! happens before anything is built); every user error — unknown
+//! experiment, unknown key or primitive, unparsable value, unreadable
+//! configuration file, unwritable folder — prints a single `error:` line
+//! and exits with status 2. Nothing panics on bad input.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +15,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use nextio_experiments::{
-    Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, compare, output, report,
+    Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, compare, output,
+    primitives, report,
 };
 
 mod progress;
@@ -42,6 +45,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the host presets, or print one as a whole configuration file
+    /// (every primitive with its source) to edit and pass to `--config`.
+    Presets {
+        /// A preset to print.
+        name: Option<String>,
+    },
     /// Run one experiment and write DIR/NAME/{result.json, *.csv, chart.svg}.
     Run {
         /// Experiment name (see `nextio list`).
@@ -57,9 +66,16 @@ enum Command {
         #[arg(long, default_value_t = 1, value_name = "N",
               value_parser = clap::value_parser!(u64).range(1..=MAX_SEEDS))]
         seeds: u64,
-        /// Override a parameter: KEY=VALUE (repeatable; lists are comma-separated).
+        /// Override a parameter, KEY=VALUE (lists are comma-separated), or a
+        /// primitive cost by its dotted path, PATH=VALUE (see --describe).
+        /// Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Lay a configuration file (TOML, preset format: a whole
+        /// configuration from `nextio presets NAME`, or only the values to
+        /// change) over the host presets.
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
         /// Output folder.
         #[arg(long, default_value = "results")]
         out: PathBuf,
@@ -88,6 +104,9 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+        /// Lay a configuration file over the host presets (as for `run`).
+        #[arg(long, value_name = "FILE.toml")]
+        config: Option<PathBuf>,
     },
     /// Compare two runs (result folders or result.json files) check by check
     /// and point by point; exit status 1 when a verdict changed.
@@ -226,18 +245,40 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Presets { name } => {
+            match name {
+                None => {
+                    for p in nextio_presets::PRESETS {
+                        let t = nextio_presets::shipped(p.name)
+                            .map_err(|e| Failure::usage(e.to_string()))?;
+                        println!("{:<16} {}", p.name, t.description());
+                    }
+                }
+                Some(name) => {
+                    let t = nextio_presets::shipped(&name)
+                        .map_err(|e| Failure::usage(e.to_string()))?;
+                    print!("{}", t.to_toml());
+                }
+            }
+            Ok(())
+        }
         Command::Run {
             name,
             quick,
             seed,
             seeds,
             set,
+            config,
             out,
             pcap,
             trace,
             describe,
         } => {
             let exp = find(&name)?;
+            let (prims, set): (Vec<String>, Vec<String>) = set
+                .into_iter()
+                .partition(|s| primitives::is_primitive_path(s));
+            install(config.as_deref(), &prims)?;
             if describe {
                 print!("{}", describe_text(exp));
                 return Ok(());
@@ -255,7 +296,9 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             seeds,
             out,
             pcap,
+            config,
         } => {
+            install(config.as_deref(), &[])?;
             let started = Instant::now();
             let mut done = Vec::new();
             let mut failed = Vec::new();
@@ -321,6 +364,21 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// Fix the primitives of this process: `config` laid over the presets,
+/// then the `prims` assignments.
+fn install(config: Option<&Path>, prims: &[String]) -> Result<(), Failure> {
+    let text = match config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let label = config.map(|p| p.display().to_string()).unwrap_or_default();
+    primitives::install(text.as_deref().map(|t| (t, label.as_str())), prims)
+        .map_err(|e| Failure::usage(e.to_string()))
 }
 
 fn find(name: &str) -> Result<&'static dyn Experiment, Failure> {
@@ -453,5 +511,6 @@ fn describe_text(exp: &dyn Experiment) -> String {
             c.origin.meaning()
         ));
     }
+    s.push_str(&primitives::describe(exp));
     s
 }

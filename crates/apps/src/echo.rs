@@ -18,7 +18,9 @@
 //! without descriptors and is dropped, so benches start traffic only then.
 
 use std::cell::{Cell, RefCell};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::{Counters, Notify, Sim};
 use nextio_hw::cache::CoreStats;
@@ -27,23 +29,36 @@ use nextio_hw::device::DeviceId;
 use nextio_hw::machine::MachineSpec;
 use nextio_hw::pcie::DirectionCounters;
 use nextio_os::Host;
+use serde::{Deserialize, Serialize};
 
 pub mod enso;
 pub mod packetized;
 
-/// The echo application's own instructions per packet, the same on both
-/// interfaces: check the header, increment the payload byte, queue the
-/// packet for transmission. Assumption: about twenty instructions retiring
-/// at four per cycle (Skylake's retire width); memory accesses are
-/// cache-costed separately.
-pub const ECHO_APP_CYCLES_PER_PACKET: u64 = 5;
+/// The echo application's primitives: a preset's `[apps.echo]`, where
+/// each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoCosts {
+    /// Its own instructions per packet, the same on both interfaces (check
+    /// the header, increment the payload byte, queue the packet for
+    /// transmission); memory accesses are cache-costed separately.
+    pub packet_cycles: u64,
+    /// Patching the UDP checksum in software after the increment (RFC 1624
+    /// incremental update). Only the Ensō echo pays it: the E810 computes
+    /// TX checksums in hardware, the Ensō NIC has no such offload.
+    pub checksum_patch_cycles: u64,
+    /// Most bytes the Ensō echo takes from a pipe per batch, so the NIC
+    /// sends one batch (and software frees it) while the next is processed.
+    pub enso_batch_bytes: NonZeroU64,
+    /// Packets the packetized echo asks for per `rx_burst`.
+    pub rx_burst: NonZeroUsize,
+}
 
-/// Patching the UDP checksum in software after the increment (RFC 1624
-/// incremental update: about 8 one's-complement adds, folds and a store at
-/// ~2 instructions per cycle). Only the Ensō echo pays it: the E810
-/// computes TX checksums in hardware, the Ensō NIC has no such offload.
-/// Model choice, not fitted.
-pub const CHECKSUM_PATCH_CYCLES: u64 = 4;
+/// The root preset's echo application (read once per process).
+pub fn costs() -> &'static EchoCosts {
+    static COSTS: OnceLock<EchoCosts> = OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.echo"))
+}
 
 /// How the Ensō NIC notifies software (Ensō paper §3.2, Figs. 6–7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! Invariant: a GET of a loaded key returns exactly the value stored.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use nextio_engine::{Duration, SimRng};
 use nextio_hw::interrupt::pipeline::InstrMix;
@@ -124,15 +125,12 @@ impl Bimodal {
     }
 }
 
-/// RocksDB's pipeline behaviour: pointer-chasing through memtables and
-/// block cache, moderate IPC, many misses in flight (assumption).
-pub const ROCKSDB_MIX: InstrMix = InstrMix {
-    name: "rocksdb",
-    ipc: 1.5,
-    rob_occupancy: 250,
-    inflight_miss_cycles: 40,
-    sp_chain_cycles: 0,
-};
+/// RocksDB's pipeline behaviour (pointer-chasing through memtables and
+/// block cache): the preset's `[apps.kv]`, where each value's source is.
+pub fn rocksdb_mix() -> InstrMix {
+    static MIX: OnceLock<InstrMix> = OnceLock::new();
+    *MIX.get_or_init(|| nextio_presets::root_section::<InstrMix>("apps.kv").named("rocksdb"))
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,11 +12,14 @@
 //!   forwarding step over real Ethernet/IPv4/UDP frames (Fig. 8);
 //! * [`rpc_client`] — an ONC RPC client over UDP on the DPDK-style driver;
 //! * [`rpc_server`] — a user-level ONC RPC server (the software baseline)
-//!   over a datagram source: kernel bypass here, kernel sockets later.
+//!   over a datagram source: kernel bypass here, kernel sockets later;
+//! * [`primitives`] — the preset sections the applications read their
+//!   costs from.
 
 pub mod chain;
 pub mod echo;
 pub mod kv;
 pub mod lpm;
+pub mod primitives;
 pub mod rpc_client;
 pub mod rpc_server;

@@ -280,6 +280,9 @@ fn run_point(
 }
 
 impl Experiment for CacheLayout {
+    fn host(&self) -> &'static str {
+        "ice-lake-sp"
+    }
     fn name(&self) -> &'static str {
         "cache-layout"
     }

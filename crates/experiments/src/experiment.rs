@@ -49,6 +49,12 @@ pub trait Experiment: Sync {
     fn checks(&self) -> &'static [CheckSpec];
     /// Run with validated parameters.
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError>;
+    /// The shipped host preset its machine is built as, whose primitives
+    /// `--describe` lists (`presets/*.toml`; sections outside `machine`
+    /// are the same in every preset).
+    fn host(&self) -> &'static str {
+        "skylake-x"
+    }
 }
 
 #[derive(Debug, Error)]
@@ -945,6 +951,7 @@ pub fn execute(exp: &dyn Experiment, mut ctx: RunContext) -> Result<ExperimentRe
     for spec in specs {
         spec.validate().map_err(RunError::Declaration)?;
     }
+    crate::primitives::record_changes(exp, &ctx);
     let started = std::time::Instant::now();
     let outcome = exp.run(&ctx)?;
     let wall_s = started.elapsed().as_secs_f64();

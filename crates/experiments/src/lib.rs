@@ -19,6 +19,7 @@ pub mod nagare;
 pub mod output;
 pub mod params;
 pub mod pcie_bandwidth;
+pub mod primitives;
 pub mod report;
 pub mod seeds;
 mod udma_common;

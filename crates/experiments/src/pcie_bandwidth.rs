@@ -164,6 +164,9 @@ struct PointResult {
 }
 
 impl Experiment for PcieBandwidth {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "pcie-bandwidth"
     }

@@ -381,6 +381,9 @@ fn run_point(
 }
 
 impl Experiment for UdmaCrossSpace {
+    fn host(&self) -> &'static str {
+        "ice-lake-sp"
+    }
     fn name(&self) -> &'static str {
         "udma-cross-space"
     }

@@ -253,6 +253,9 @@ fn run_point(
 }
 
 impl Experiment for UdmaOffload {
+    fn host(&self) -> &'static str {
+        "ice-lake-sp"
+    }
     fn name(&self) -> &'static str {
         "udma-offload"
     }

@@ -381,6 +381,9 @@ fn run_point(
 }
 
 impl Experiment for UdmaP2p {
+    fn host(&self) -> &'static str {
+        "ice-lake-sp"
+    }
     fn name(&self) -> &'static str {
         "udma-p2p"
     }

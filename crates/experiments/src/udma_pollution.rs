@@ -219,6 +219,9 @@ fn run_point(
 }
 
 impl Experiment for UdmaPollution {
+    fn host(&self) -> &'static str {
+        "ice-lake-sp"
+    }
     fn name(&self) -> &'static str {
         "udma-pollution"
     }

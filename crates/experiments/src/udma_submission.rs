@@ -205,6 +205,9 @@ fn run_point(
 }
 
 impl Experiment for UdmaSubmission {
+    fn host(&self) -> &'static str {
+        "ice-lake-sp"
+    }
     fn name(&self) -> &'static str {
         "udma-submission"
     }

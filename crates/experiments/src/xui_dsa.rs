@@ -23,6 +23,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::{Category, Duration, Notify, SimRng, Time};
 use nextio_hw::device::Device as _;
@@ -35,6 +36,7 @@ use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, Route, Strategy, UcodeCosts, delivery_cost,
 };
 use nextio_os::{DeliveryPath, OsCosts, OsError};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::experiment::{
@@ -77,23 +79,32 @@ const PARAMS: &[ParamSpec] = &[
     .int(1, 1_000_000),
 ];
 
-/// Client work per offload: build the descriptor and issue the 64-byte
-/// portal store (MOVDIR64B; the PCIe crossing itself is timed by the
-/// fabric), assumption ≈200 ns.
-const SUBMIT_CYCLES: u64 = 400;
-/// Consuming a completion record and recycling the buffer (assumption).
-const COMPLETE_CYCLES: u64 = 200;
-/// Seeing a completion record the device just wrote: the line was
-/// invalidated (a miss) and the spin branch mispredicts (§2: ≈100 cycles).
-const POLL_HIT_CYCLES: u64 = 100;
-/// The client's pipeline while it waits (a light loop; assumption).
-const CLIENT_MIX: InstrMix = InstrMix {
-    name: "offload-client",
-    ipc: 2.0,
-    rob_occupancy: 100,
-    inflight_miss_cycles: 0,
-    sp_chain_cycles: 0,
-};
+/// The offload client's primitives: a preset's `[apps.offload_client]`,
+/// where each value's source is. Seeing a completion record the device
+/// just wrote costs the runtime's `poll_hit_cycles` (the line was
+/// invalidated and the spin branch mispredicts).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffloadClientCosts {
+    /// Build the descriptor and issue the 64-byte portal store (the PCIe
+    /// crossing itself is timed by the fabric).
+    pub submit_cycles: u64,
+    /// Consume a completion record and recycle the buffer.
+    pub complete_cycles: u64,
+    /// The client's pipeline while it waits.
+    #[serde(deserialize_with = "client_mix")]
+    pub mix: InstrMix,
+}
+
+fn client_mix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InstrMix, D::Error> {
+    Ok(InstrMix::deserialize(d)?.named("offload-client"))
+}
+
+/// The root preset's client (read once per process).
+fn costs() -> &'static OffloadClientCosts {
+    static COSTS: OnceLock<OffloadClientCosts> = OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.offload_client"))
+}
 
 /// §6.2.3 / Fig. 9: xUI leaves 75 % of the cycles free at 2 µs and stays
 /// within 0.2 µs of spinning's latency.
@@ -191,7 +202,7 @@ fn run_point(
     let xui = delivery_cost(
         &CoreParams::default(),
         &UcodeCosts::default(),
-        &CLIENT_MIX,
+        &costs().mix,
         Strategy::Tracked,
         Route::Direct,
     );
@@ -278,7 +289,8 @@ fn run_point(
                 f.set(true);
                 return;
             }
-            ctx.compute(Category::Application, SUBMIT_CYCLES).await;
+            ctx.compute(Category::Application, costs().submit_cycles)
+                .await;
             let desc = noop_descriptor(rec.iova, id, mech == Mech::Xui);
             let submitted = ctx.local_now();
             if ctx.mmio_write(portal, &desc, "descriptor").await.is_err() {
@@ -288,7 +300,11 @@ fn run_point(
             match mech {
                 Mech::Spin => {
                     ctx.spin_until(&w, || complete(&ctx)).await;
-                    ctx.compute(Category::Polling, POLL_HIT_CYCLES).await;
+                    ctx.compute(
+                        Category::Polling,
+                        nextio_lib::runtime::defaults().poll_hit_cycles,
+                    )
+                    .await;
                 }
                 Mech::Periodic => {
                     // setitimer with period = mean: the thread sleeps; each
@@ -306,7 +322,11 @@ fn run_point(
                         ctx.cycles(Category::Kernel, os.itimer_tick_cycles());
                         ctx.sync().await;
                         if complete(&ctx) {
-                            ctx.compute(Category::Polling, POLL_HIT_CYCLES).await;
+                            ctx.compute(
+                                Category::Polling,
+                                nextio_lib::runtime::defaults().poll_hit_cycles,
+                            )
+                            .await;
                             break;
                         }
                     }
@@ -321,7 +341,8 @@ fn run_point(
                 }
             }
             l.borrow_mut().push(ctx.local_now() - submitted);
-            ctx.compute(Category::Application, COMPLETE_CYCLES).await;
+            ctx.compute(Category::Application, costs().complete_cycles)
+                .await;
         }
     });
     sim.run();
@@ -369,6 +390,9 @@ fn run_point(
 }
 
 impl Experiment for XuiDsa {
+    fn host(&self) -> &'static str {
+        "xui-server"
+    }
     fn name(&self) -> &'static str {
         "xui-dsa"
     }

@@ -43,7 +43,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::num::NonZeroUsize;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_apps::lpm::{Lpm, forward};
 use nextio_engine::{Category, Counters, Duration, Mailbox, Notify, Sim, SimRng, Time};
@@ -58,6 +60,7 @@ use nextio_hw::packet::{self, FlowKey, Macs};
 use nextio_hw::trafficgen::{Arrivals, Source, TrafficConfig, TrafficGen};
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig, PmdError};
 use nextio_os::DeliveryPath;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::experiment::{
@@ -108,24 +111,33 @@ const PARAMS: &[ParamSpec] = &[
     .int(1, 1_000_000),
 ];
 
-/// One probe of the LPM table (a hash-table access, L1/L2-resident).
-/// Assumption, kept from the model's first version.
-const PROBE_CYCLES: u64 = 8;
-/// l3fwd's per-packet work besides the lookup and the driver: header
-/// parse and checks, MAC rewrite, output-port choice. Model choice: of the
-/// order of the echo application's cost on the same driver (its frame
-/// access is charged by the cache model, not here).
-const L3FWD_CYCLES: u64 = 20;
-/// DPDK l3fwd's `MAX_PKT_BURST`.
-const BURST: usize = 32;
-/// l3fwd's pipeline when interrupted (idle or in the poll loop).
-const ROUTER_MIX: InstrMix = InstrMix {
-    name: "l3fwd",
-    ipc: 2.0,
-    rob_occupancy: 150,
-    inflight_miss_cycles: 0,
-    sp_chain_cycles: 0,
-};
+/// The router's primitives: a preset's `[apps.l3fwd]`, where each value's
+/// source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L3fwdCosts {
+    /// One probe of the LPM table (a hash-table access, L1/L2-resident).
+    pub probe_cycles: u64,
+    /// l3fwd's per-packet work besides the lookup and the driver: header
+    /// parse and checks, MAC rewrite, output-port choice (its frame access
+    /// is charged by the cache model, not here).
+    pub route_cycles: u64,
+    /// Packets per burst (never 0).
+    pub burst: NonZeroUsize,
+    /// l3fwd's pipeline when interrupted (idle or in the poll loop).
+    #[serde(deserialize_with = "l3fwd_mix")]
+    pub mix: InstrMix,
+}
+
+fn l3fwd_mix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InstrMix, D::Error> {
+    Ok(InstrMix::deserialize(d)?.named("l3fwd"))
+}
+
+/// The root preset's router (read once per process).
+fn costs() -> &'static L3fwdCosts {
+    static COSTS: OnceLock<L3fwdCosts> = OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.l3fwd"))
+}
 /// Device vector of queue 0's MSI-X entry; queue q uses `NIC_VECTOR + q`.
 /// Model choice (any vector the kernel has not taken).
 const NIC_VECTOR: u8 = 40;
@@ -239,7 +251,10 @@ fn route_one(pmd: &mut Pmd, table: &Lpm, m: Mbuf) -> Result<bool, PmdError> {
         .map(|v| table.lookup(v.flow.dst_ip.into()).1 as u64)
         .unwrap_or(0);
     let ctx = pmd.ctx().clone();
-    ctx.cycles(Category::Application, L3FWD_CYCLES + probes * PROBE_CYCLES);
+    ctx.cycles(
+        Category::Application,
+        costs().route_cycles + probes * costs().probe_cycles,
+    );
     if forward(table, frame).is_err() {
         return Ok(false);
     }
@@ -257,7 +272,7 @@ async fn serve(
     rx: &mut Vec<Mbuf>,
     tx: &mut Vec<Mbuf>,
 ) -> Result<usize, PmdError> {
-    let n = pmd.rx_burst(rx, BURST).await?;
+    let n = pmd.rx_burst(rx, costs().burst.get()).await?;
     if n == 0 {
         return Ok(0);
     }
@@ -304,7 +319,10 @@ async fn polling_router(
     app: Rc<RefCell<Counters>>,
     spinning: Rc<Cell<bool>>,
 ) {
-    let (mut rx, mut tx) = (Vec::with_capacity(BURST), Vec::with_capacity(BURST));
+    let (mut rx, mut tx) = (
+        Vec::with_capacity(costs().burst.get()),
+        Vec::with_capacity(costs().burst.get()),
+    );
     let Some(ctx) = pmds.first().map(|p| p.ctx().clone()) else {
         return;
     };
@@ -348,14 +366,17 @@ async fn xui_router(
     table: Rc<Lpm>,
     app: Rc<RefCell<Counters>>,
 ) {
-    let (mut rx, mut tx) = (Vec::with_capacity(BURST), Vec::with_capacity(BURST));
+    let (mut rx, mut tx) = (
+        Vec::with_capacity(costs().burst.get()),
+        Vec::with_capacity(costs().burst.get()),
+    );
     let Some(ctx) = pmds.first().map(|p| p.ctx().clone()) else {
         return;
     };
     let irq = delivery_cost(
         &CoreParams::default(),
         &UcodeCosts::default(),
-        &ROUTER_MIX,
+        &costs().mix,
         Strategy::Tracked,
         Route::Direct,
     );
@@ -665,6 +686,9 @@ fn run_point(
 }
 
 impl Experiment for XuiL3fwd {
+    fn host(&self) -> &'static str {
+        "xui-server"
+    }
     fn name(&self) -> &'static str {
         "xui-l3fwd"
     }

@@ -15,7 +15,7 @@
 
 use nextio_engine::Duration;
 use nextio_hw::interrupt::pipeline::{
-    CoreParams, Route, Strategy, UcodeCosts, delivery_cost, programs,
+    CoreParams, Programs, Route, Strategy, UcodeCosts, delivery_cost, programs,
 };
 use nextio_lib::Preemption;
 use serde_json::json;
@@ -28,9 +28,6 @@ use crate::params::{ParamKind, ParamSpec};
 use crate::xui_common::{FREQ, mean, run_single_job, split_by};
 
 pub struct XuiReceiverOverhead;
-
-/// A DRAM miss at 2 GHz (≈65 ns; assumption).
-const DRAM_MISS_CYCLES: u64 = 130;
 
 /// Fig. 4, Table 2 and §6.1 of the xUI paper.
 const PAPER_PER_EVENT: [f64; 3] = [645.0, 231.0, 105.0];
@@ -141,6 +138,9 @@ const MECHANISMS: [(&str, Preemption); 3] = [
 ];
 
 impl Experiment for XuiReceiverOverhead {
+    fn host(&self) -> &'static str {
+        "xui-server"
+    }
     fn name(&self) -> &'static str {
         "xui-receiver-overhead"
     }
@@ -238,7 +238,7 @@ impl Experiment for XuiReceiverOverhead {
         // §6.1 pathological case: the stack pointer depends on a chain of
         // 50 dependent DRAM misses (≈130 cycles each at 2 GHz, assumption).
         let mut chained = programs::memops();
-        chained.sp_chain_cycles = 50 * DRAM_MISS_CYCLES;
+        chained.sp_chain_cycles = 50 * Programs::default().sp_chain.miss_cycles;
         let worst = delivery_cost(&core, &u, &chained, Strategy::Tracked, Route::Direct);
         checks.push(CHECKS[7].judge(worst.latency_cycles as f64));
         let flush_chain = delivery_cost(&core, &u, &chained, Strategy::Flush, Route::Direct);

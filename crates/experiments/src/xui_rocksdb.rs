@@ -16,7 +16,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use nextio_apps::kv::{Bimodal, KvStore, Op, ROCKSDB_MIX, value_of};
+use nextio_apps::kv::{Bimodal, KvStore, Op, rocksdb_mix, value_of};
 use nextio_engine::{Duration, LatencyHist, SimRng, Time};
 use nextio_hw::interrupt::pipeline::Strategy;
 use nextio_lib::{Job, Preemption, Runtime, RuntimeConfig};
@@ -207,7 +207,7 @@ fn run_point(
         },
         _ => Preemption::KbTimer,
     };
-    let cfg = RuntimeConfig::new(pre, quantum, ROCKSDB_MIX);
+    let cfg = RuntimeConfig::new(pre, quantum, rocksdb_mix());
     let rt = Runtime::start_multi(&host, cfg, &cores, Some(workers))
         .map_err(|e| RunError::Config(e.to_string()))?;
     let work = Bimodal::default();
@@ -326,6 +326,9 @@ fn run_point(
 }
 
 impl Experiment for XuiRocksdb {
+    fn host(&self) -> &'static str {
+        "xui-server"
+    }
     fn name(&self) -> &'static str {
         "xui-rocksdb"
     }

@@ -13,7 +13,7 @@
 //! quantum. The loop bodies are not instrumented programs.
 
 use nextio_engine::Duration;
-use nextio_hw::interrupt::pipeline::{Strategy, programs};
+use nextio_hw::interrupt::pipeline::{Programs, Strategy, programs};
 use nextio_lib::Preemption;
 use serde_json::json;
 
@@ -96,17 +96,20 @@ const PARAMS: &[ParamSpec] = &[
     .int(0, 100),
 ];
 
-/// µops per loop back-edge of each program (the unrolled inner loop a
-/// compiler emits; assumption): matmul 8×-unrolled FMA loop, base64's
-/// 3-byte-to-4-char step with table lookups.
+/// µops per loop back-edge of each program (the preset's
+/// `programs.loops`).
 fn body_uops(name: &str) -> u32 {
+    let loops = Programs::default().loops;
     match name {
-        "matmul" => 24,
-        _ => 18,
+        "matmul" => loops.matmul_body_uops,
+        _ => loops.base64_body_uops,
     }
 }
 
 impl Experiment for XuiSafepoints {
+    fn host(&self) -> &'static str {
+        "xui-server"
+    }
     fn name(&self) -> &'static str {
         "xui-safepoints"
     }

@@ -75,10 +75,6 @@ const PARAMS: &[ParamSpec] = &[
 /// 60× the default sweep's largest point).
 const MAX_DELIVERIES: u64 = 4_000_000;
 
-/// Per-send overhead in the timer loop beyond `senduipi`: read the TSC and
-/// the next worker's UITT index (assumption: rdtsc-bound, 25 cycles).
-const LOOP_CYCLES: u64 = 25;
-
 #[derive(Clone, Copy, Debug)]
 enum Timer {
     Setitimer,
@@ -208,8 +204,11 @@ fn run_point(
                     }
                 }
             }
-            ctx.compute(Category::Application, workers * (send + LOOP_CYCLES))
-                .await;
+            ctx.compute(
+                Category::Application,
+                workers * (send + nextio_lib::runtime::defaults().timer_loop_cycles),
+            )
+            .await;
             next += interval;
             if s.now() > next {
                 // Overran the next tick: it fires late.
@@ -251,6 +250,9 @@ fn run_point(
 }
 
 impl Experiment for XuiTimerCore {
+    fn host(&self) -> &'static str {
+        "xui-server"
+    }
     fn name(&self) -> &'static str {
         "xui-timer-core"
     }

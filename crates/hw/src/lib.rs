@@ -15,7 +15,9 @@
 //! * [`interrupt`] — local APIC, UIPI and xUI user interrupts, delivery
 //!   strategies, the KB_Timer and a DSA-like accelerator;
 //! * [`accio`] — Accio's I/O Connection Table, its ready queue, prioritised
-//!   interrupt and control events, and the per-connection ring layout.
+//!   interrupt and control events, and the per-connection ring layout;
+//! * [`primitives`] — the preset sections these models read their primitive
+//!   costs from.
 
 pub mod accel;
 pub mod accio;
@@ -37,4 +39,5 @@ pub mod oncrpc;
 pub mod packet;
 pub mod pcap;
 pub mod pcie;
+pub mod primitives;
 pub mod trafficgen;

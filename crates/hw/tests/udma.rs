@@ -46,7 +46,7 @@ impl Rig {
             &sim,
             256 << 20,
             HierarchyConfig::ice_lake(1),
-            TlbConfig::SKYLAKE_STLB,
+            TlbConfig::skylake_stlb(),
         )
         .unwrap()
         .shared();

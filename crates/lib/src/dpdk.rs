@@ -14,8 +14,8 @@
 //!
 //! Costs. Every descriptor and mbuf access goes through
 //! [`CoreCtx::load`]/[`CoreCtx::store`], so cache misses are an outcome of
-//! the memory layout; instructions are charged as `cycles` with the named
-//! constants below. Polling an empty queue is one charged wait on a watch
+//! the memory layout; instructions are charged as `cycles` from the preset's
+//! [`DriverCosts`]. Polling an empty queue is one charged wait on a watch
 //! of the RX ring's memory (woken by the NIC's write-backs), never a loop
 //! of events.
 //!
@@ -29,6 +29,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::{Category, Counters, Notify, Time};
 use nextio_hw::cache::LINE_BYTES;
@@ -40,6 +41,7 @@ use nextio_hw::nic::packetized::{
     TxDataDesc, regs,
 };
 use nextio_os::{DmaBuffer, OsError, Process};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// `sizeof(struct rte_mbuf)`: two cache lines.
@@ -66,63 +68,69 @@ pub const MBUF_RSS_OFFSET: u64 = 44;
 pub const MBUF_F_TX_UDP_CKSUM: u64 = 3 << 52;
 pub const MBUF_F_TX_IPV4: u64 = 1 << 55;
 
-/// Per-packet costs of the driver, in core cycles, from DPDK's own
-/// measurement: the PMD performance unit test (`pmd_perf_autotest`, DPDK
-/// Test Suite 20.02 test plan "Unit Tests: PMD Performance", Intel) reports
-/// average cycles per packet in NIC loopback of 58 for rx+tx (io
-/// forwarding), 34 for rx only and 23 for tx only on the vector path. The
-/// 58 is split as rx-only's 34 (receive, refill, and the free rx-only
-/// adds) and the 24 left for transmit; 2 of the 34 are taken for the free,
-/// which io forwarding does after transmission (assumption: a mempool put
-/// of a cached object; any split keeps the sum). Nothing is fitted to any
-/// result nextio reports. Two known biases, both towards a slower core:
-/// DPDK's totals include the memory stalls of its platform, which nextio's
-/// cache model charges again as they happen; and they were measured on an
-/// older core and the SSE vector path, where the E810's driver has AVX2 and
-/// AVX-512 paths.
-pub const RX_PER_PACKET_CYCLES: u64 = 32;
-pub const TX_PER_PACKET_CYCLES: u64 = 24;
-pub const TX_FREE_PER_MBUF_CYCLES: u64 = 2;
-/// Per-call overhead of a burst (function call, ring state, loop set-up).
-/// Model choice, not fitted: a few dozen instructions.
-pub const RX_BURST_CYCLES: u64 = 30;
-pub const TX_BURST_CYCLES: u64 = 30;
-/// Issuing a doorbell: a write barrier (`rte_io_wmb`, an `sfence` on
-/// x86) and an uncached 4-byte store. Model choice: 30 cycles, the order
-/// of a store-fence drain; the PCIe crossing is timed by the link.
-pub const DOORBELL_CYCLES: u64 = 30;
+/// The driver's instruction costs, in core cycles: a preset's
+/// `[dpdk.costs]`, where each value's source is.
+///
+/// The per-packet costs come from DPDK's own measurement, the PMD
+/// performance unit test (`pmd_perf_autotest`): its rx+tx (io forwarding)
+/// total is split as its rx-only figure (receive, refill, and the free
+/// rx-only adds) and the rest for transmit, with the free taken out of the
+/// receive share, since io forwarding frees after transmission. Nothing is
+/// fitted to any result nextio reports. Two known biases, both towards a
+/// slower core: DPDK's totals include the memory stalls of its platform,
+/// which nextio's cache model charges again as they happen; and they were
+/// measured on an older core and the SSE vector path, where the E810's
+/// driver has AVX2 and AVX-512 paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverCosts {
+    pub rx_per_packet_cycles: u64,
+    pub tx_per_packet_cycles: u64,
+    pub tx_free_per_mbuf_cycles: u64,
+    /// Per-call overhead of a burst (function call, ring state, loop
+    /// set-up).
+    pub rx_burst_cycles: u64,
+    pub tx_burst_cycles: u64,
+    /// A write barrier and an uncached 4-byte store; the PCIe crossing is
+    /// timed by the link.
+    pub doorbell_cycles: u64,
+}
 
-/// Queue and pool sizes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The root preset's driver costs (read once per process).
+pub fn costs() -> &'static DriverCosts {
+    static COSTS: OnceLock<DriverCosts> = OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("dpdk.costs"))
+}
+
+/// Queue and pool sizes, and the driver's software prefetching: a
+/// preset's `[dpdk.pmd]`, where each value's source is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PmdConfig {
-    /// RX descriptors: 1024, testpmd's default `--rxd`.
+    /// RX descriptors.
     pub rx_ring_entries: u32,
-    /// TX descriptors: 1024, testpmd's default `--txd`.
+    /// TX descriptors.
     pub tx_ring_entries: u32,
-    /// Refill doorbell after this many held descriptors: ice
-    /// `ICE_DEFAULT_RX_FREE_THRESH` = 32.
+    /// Refill doorbell after this many held descriptors.
     pub rx_free_thresh: u32,
-    /// RS bit every this many TX descriptors: ice `ICE_DEFAULT_TX_RSBIT_THRESH` = 32.
+    /// RS bit every this many TX descriptors.
     pub tx_rs_thresh: u32,
-    /// Reclaim completed TX descriptors when fewer than this are free:
-    /// ice `ICE_DEFAULT_TX_FREE_THRESH` = 32.
+    /// Reclaim completed TX descriptors when fewer than this are free.
     pub tx_free_thresh: u32,
-    /// Mbufs in this queue's pool. Model choice: 4096, enough for both
-    /// rings plus bursts in flight (the per-lcore share of a testpmd-sized
-    /// pool).
+    /// Mbufs in this queue's pool.
     pub mbufs: u32,
+    /// Software prefetches remembered at once, bounded like a core's fill
+    /// buffers.
+    pub prefetches_in_flight: usize,
+    /// Descriptors whose lines `rx_burst` prefetches at a time, so their
+    /// misses overlap.
+    pub rx_desc_prefetch: u32,
 }
 
 impl Default for PmdConfig {
+    /// The root preset's driver.
     fn default() -> Self {
-        PmdConfig {
-            rx_ring_entries: 1024,
-            tx_ring_entries: 1024,
-            rx_free_thresh: 32,
-            tx_rs_thresh: 32,
-            tx_free_thresh: 32,
-            mbufs: 4096,
-        }
+        nextio_presets::root_section("dpdk.pmd")
     }
 }
 
@@ -143,6 +151,12 @@ pub enum PmdError {
 impl PmdConfig {
     pub fn validate(&self) -> Result<(), PmdError> {
         let bad = |s: &str| Err(PmdError::Config(s.into()));
+        if !(1..=4096).contains(&self.prefetches_in_flight) {
+            return bad("prefetches_in_flight must be in 1..=4096");
+        }
+        if !(1..=64).contains(&self.rx_desc_prefetch) {
+            return bad("rx_desc_prefetch must be in 1..=64");
+        }
         if self.rx_ring_entries < 64 || self.tx_ring_entries < 64 {
             return bad("rings need at least 64 descriptors");
         }
@@ -197,15 +211,6 @@ pub struct Pmd {
     prefetches: std::collections::VecDeque<(u64, Time)>,
 }
 
-/// Software prefetches remembered at once. Model choice: 64, of the order
-/// of an Ice Lake core's outstanding-miss capacity (L1d fill buffers plus
-/// the L2's superqueue).
-pub const PREFETCHES_IN_FLIGHT: usize = 64;
-/// Descriptors whose lines `rx_burst` prefetches at a time: the ice
-/// vector PMD reads 8 descriptors per loop iteration
-/// (`ICE_DESCS_PER_LOOP_AVX` = 8), so their misses overlap.
-pub const RX_DESC_PREFETCH: u32 = 8;
-
 impl Pmd {
     /// Have the OS pin the rings and pool in hugepages for `nic`, program
     /// queue `queue`, fill the RX ring with mbufs and hand it to the NIC.
@@ -253,7 +258,7 @@ impl Pmd {
             tx_free: cfg.tx_ring_entries - 1,
             tx_next_dd: cfg.tx_rs_thresh - 1,
             tx_next_rs: cfg.tx_rs_thresh - 1,
-            prefetches: std::collections::VecDeque::with_capacity(PREFETCHES_IN_FLIGHT),
+            prefetches: std::collections::VecDeque::with_capacity(cfg.prefetches_in_flight),
             cfg,
         };
         // Start-up (`ice_alloc_rx_queue_mbufs`): every RX descriptor gets a
@@ -324,7 +329,7 @@ impl Pmd {
         if stall == 0 {
             return Ok(());
         }
-        if self.prefetches.len() == PREFETCHES_IN_FLIGHT {
+        if self.prefetches.len() == self.cfg.prefetches_in_flight {
             self.prefetches.pop_front();
         }
         let ready = self.ctx.local_now() + self.ctx.core().freq().cycles_to_duration(stall);
@@ -357,15 +362,16 @@ impl Pmd {
     pub async fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> Result<usize, PmdError> {
         // Descriptors are shared with the NIC: look at them at our own time.
         self.ctx.sync().await;
-        self.ctx.cycles(Category::Driver, RX_BURST_CYCLES);
+        self.ctx.cycles(Category::Driver, costs().rx_burst_cycles);
         let entries = self.cfg.rx_ring_entries;
         let mut n = 0;
         while n < max {
             let idx = self.rx_next;
             let desc = self.rx_ring.offset(idx as u64 * RX_DESC_BYTES);
-            if idx.is_multiple_of(RX_DESC_PREFETCH) {
+            if idx.is_multiple_of(self.cfg.rx_desc_prefetch) {
                 // Issue the loads of the next group of descriptors together.
-                for k in (0..RX_DESC_PREFETCH as u64).step_by((LINE_BYTES / RX_DESC_BYTES) as usize)
+                for k in (0..self.cfg.rx_desc_prefetch as u64)
+                    .step_by((LINE_BYTES / RX_DESC_BYTES) as usize)
                 {
                     let i = (idx as u64 + k) % entries as u64;
                     self.prefetch(self.rx_ring.offset(i * RX_DESC_BYTES))?;
@@ -405,7 +411,7 @@ impl Pmd {
                 &f,
                 Category::Driver,
             )?;
-            ctx.cycles(Category::Driver, RX_PER_PACKET_CYCLES);
+            ctx.cycles(Category::Driver, costs().rx_per_packet_cycles);
             out.push(m);
             self.rx_next = (idx + 1) % entries;
             self.rx_hold += 1;
@@ -422,7 +428,7 @@ impl Pmd {
 
     /// Ring a doorbell; returns when it reaches the NIC.
     async fn doorbell(&self, register: u64, value: u32) -> Result<Time, PmdError> {
-        self.ctx.cycles(Category::Driver, DOORBELL_CYCLES);
+        self.ctx.cycles(Category::Driver, costs().doorbell_cycles);
         let lands = self
             .ctx
             .mmio_write(self.regs.offset(register), &value.to_le_bytes(), "doorbell")
@@ -500,7 +506,8 @@ impl Pmd {
     /// Take an mbuf from the pool for a packet to send
     /// (`rte_pktmbuf_alloc`); `None` if the pool is empty.
     pub fn alloc(&mut self) -> Option<Mbuf> {
-        self.ctx.cycles(Category::Driver, TX_FREE_PER_MBUF_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, costs().tx_free_per_mbuf_cycles);
         self.free.pop().map(Mbuf)
     }
 
@@ -545,7 +552,8 @@ impl Pmd {
 
     /// Return `m` to the pool.
     pub fn free(&mut self, m: Mbuf) {
-        self.ctx.cycles(Category::Driver, TX_FREE_PER_MBUF_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, costs().tx_free_per_mbuf_cycles);
         self.free.push(m.0);
     }
 
@@ -578,7 +586,7 @@ impl Pmd {
     /// those accepted; returns how many. Packets left did not fit the ring.
     pub async fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> Result<usize, PmdError> {
         self.ctx.sync().await;
-        self.ctx.cycles(Category::Driver, TX_BURST_CYCLES);
+        self.ctx.cycles(Category::Driver, costs().tx_burst_cycles);
         // Like `ice_xmit_pkts_simple`, post in chunks of at most
         // `tx_rs_thresh`, reclaiming before each chunk if the ring is low.
         let mut n = 0;
@@ -635,7 +643,8 @@ impl Pmd {
                 Category::Driver,
             )?;
             self.tx_sw[idx as usize] = Some(m.0);
-            self.ctx.cycles(Category::Driver, TX_PER_PACKET_CYCLES);
+            self.ctx
+                .cycles(Category::Driver, costs().tx_per_packet_cycles);
             self.tx_tail = (idx + 1) % entries;
         }
         self.tx_free -= pkts.len() as u32;

@@ -28,7 +28,9 @@
 //! through a batch are split at the ring's end. Misuse is an error.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::{Category, Notify};
 use nextio_hw::cpu::{CoreCtx, MmioAccessError};
@@ -40,43 +42,54 @@ use nextio_hw::nic::enso::{
 };
 use nextio_hw::packet::FlowKey;
 use nextio_os::{DmaBuffer, OsError, Process};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-// Instruction costs, charged to `Category::Driver`. None is fitted to a
-// result: each is a count of the operations the library performs, at the
-// Ice Lake-class core's sustained ~2 simple instructions per cycle (a model
-// choice), rounded.
+/// The library's ring sizes and instruction costs: a preset's
+/// `[enso_lib]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsoLibConfig {
+    /// Entries per notification ring a device is opened with.
+    pub notification_entries: u32,
+    /// Notifications consumed per pass at most (never 0: a pass that
+    /// takes none would spin).
+    pub notification_batch: NonZeroU32,
+    pub costs: EnsoCosts,
+}
 
-/// Consuming one RX notification: test its signal, read pipe id and tail,
-/// clear the signal, record the pipe's tail, queue the pipe (≈ 20
-/// instructions). Model choice, not fitted. The cache cost of touching the
-/// notification is charged by the memory model.
-pub const NOTIFICATION_CYCLES: u64 = 10;
-/// One pass over the notification buffer (loop set-up and the final test
-/// that finds no more notifications, ≈ 12 instructions). Model choice.
-pub const NOTIFICATION_POLL_CYCLES: u64 = 6;
-/// `peek`/`recv`: available bytes from head, tail and the ring's wrap, the
-/// batch limit (≈ 20 instructions). Model choice.
-pub const RECV_CYCLES: u64 = 10;
-/// Walking one packet in a batch: read the IPv4 total length, byte-swap,
-/// add the Ethernet header, round up to 64 B, advance (≈ 8 instructions).
-/// Model choice.
-pub const PACKET_WALK_CYCLES: u64 = 4;
-/// A posted MMIO register write as the core sees it: a store to
-/// uncacheable space plus the fence that orders it after the data writes
-/// (≈ 30 cycles of store-buffer drain). Model choice, not fitted; the link
-/// time is charged by the PCIe model, not here.
-pub const DOORBELL_CYCLES: u64 = 30;
-/// Building one TX notification (address translation, three fields, tail
-/// advance, bookkeeping of what it frees, ≈ 24 instructions). Model choice;
-/// the 64-byte store itself is cache-costed.
-pub const TX_NOTIFICATION_CYCLES: u64 = 12;
-/// Retiring one completed TX notification (test signal, pop the record,
-/// credit the pipe, ≈ 12 instructions). Model choice.
-pub const COMPLETION_CYCLES: u64 = 6;
-/// Notifications consumed per pass at most (Ensō software consumes
-/// notifications in batches; 64 is a model choice of batch size).
-pub const NOTIFICATION_BATCH: u32 = 64;
+/// Instruction costs, charged to `Category::Driver`. None is fitted to a
+/// result: each is a count of the operations the library performs at a
+/// sustained ~2 simple instructions per cycle; the cache cost of what they
+/// touch is charged by the memory model, the link time by the PCIe model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsoCosts {
+    /// Consuming one RX notification.
+    pub notification_cycles: u64,
+    /// One pass over the notification buffer.
+    pub notification_poll_cycles: u64,
+    /// `peek`/`recv`.
+    pub recv_cycles: u64,
+    /// Walking one packet in a batch.
+    pub packet_walk_cycles: u64,
+    /// A posted MMIO register write as the core sees it.
+    pub doorbell_cycles: u64,
+    /// Building one TX notification.
+    pub tx_notification_cycles: u64,
+    /// Retiring one completed TX notification.
+    pub completion_cycles: u64,
+}
+
+/// The root preset's library configuration (read once per process).
+pub fn config() -> &'static EnsoLibConfig {
+    static CONFIG: OnceLock<EnsoLibConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| nextio_presets::root_section("enso_lib"))
+}
+
+fn costs() -> &'static EnsoCosts {
+    &config().costs
+}
 
 #[derive(Debug, Error)]
 pub enum EnsoError {
@@ -301,21 +314,22 @@ impl Device {
 
     async fn doorbell(&mut self, reg: Register, value: u64) -> Result<(), EnsoError> {
         let va = self.register_va(reg)?;
-        self.ctx.cycles(Category::Driver, DOORBELL_CYCLES);
+        self.ctx.cycles(Category::Driver, costs().doorbell_cycles);
         self.ctx
             .mmio_write(va, &value.to_le_bytes(), "doorbell")
             .await?;
         Ok(())
     }
 
-    /// Consume up to [`NOTIFICATION_BATCH`] notifications, recording each
+    /// Consume up to [`EnsoLibConfig::notification_batch`] notifications, recording each
     /// pipe's new tail; tells the NIC how far the buffer was consumed.
     /// Returns how many were consumed.
     pub async fn consume_notifications(&mut self) -> Result<u32, EnsoError> {
         self.ctx.sync().await;
-        self.ctx.cycles(Category::Driver, NOTIFICATION_POLL_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, costs().notification_poll_cycles);
         let mut n = 0;
-        while n < NOTIFICATION_BATCH {
+        while n < config().notification_batch.get() {
             let va = self
                 .rx_ring
                 .offset(self.rx_head as u64 * NOTIFICATION_BYTES);
@@ -327,7 +341,8 @@ impl Device {
                 break;
             }
             self.ctx.store_u64(va, 0, Category::Driver)?;
-            self.ctx.cycles(Category::Driver, NOTIFICATION_CYCLES);
+            self.ctx
+                .cycles(Category::Driver, costs().notification_cycles);
             self.rx_head = (self.rx_head + 1) % self.rx_entries;
             n += 1;
             let (nic_id, tail) = (note.pipe() as usize, note.tail() % PIPE_BYTES);
@@ -436,7 +451,7 @@ impl Device {
     /// The next up to `max_bytes` bytes of `p`, without consuming them.
     pub fn peek(&self, p: RxPipe, max_bytes: u64) -> Result<RxBatch, EnsoError> {
         let s = self.rx.get(p.0).ok_or(EnsoError::NoPipe)?;
-        self.ctx.cycles(Category::Driver, RECV_CYCLES);
+        self.ctx.cycles(Category::Driver, costs().recv_cycles);
         Ok(RxBatch {
             pipe: p,
             start: s.read,
@@ -488,7 +503,8 @@ impl Device {
         let start = ring_add(batch.start, offset);
         let mut h = [0u8; 18];
         self.read(batch.pipe, start, &mut h, Category::Driver)?;
-        self.ctx.cycles(Category::Driver, PACKET_WALK_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, costs().packet_walk_cycles);
         let Some(len) = hw::frame_len_from_header(&h) else {
             return Err(EnsoError::Misuse(
                 "a pipe's bytes do not start with a frame",
@@ -555,7 +571,8 @@ impl Device {
             .tx_ring
             .offset(self.tx_tail as u64 * NOTIFICATION_BYTES);
         self.ctx.store(va, &e, Category::Driver)?;
-        self.ctx.cycles(Category::Driver, TX_NOTIFICATION_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, costs().tx_notification_cycles);
         self.tx_tail = (self.tx_tail + 1) % self.tx_entries;
         self.tx_owners.push_back(owner);
         Ok(())
@@ -638,7 +655,7 @@ impl Device {
             if self.ctx.load_u64(va, Category::Driver)? != 0 {
                 break;
             }
-            self.ctx.cycles(Category::Driver, COMPLETION_CYCLES);
+            self.ctx.cycles(Category::Driver, costs().completion_cycles);
             self.tx_head = (self.tx_head + 1) % self.tx_entries;
             n += 1;
             match self.tx_owners.pop_front() {

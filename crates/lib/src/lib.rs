@@ -23,6 +23,8 @@
 //!   submission without system calls, batches, polling) and its
 //!   baselines: CPU copies through the cache model and the
 //!   kernel-mediated path.
+//! * [`primitives`] — the preset sections the libraries read their costs
+//!   from.
 
 pub mod accio;
 pub mod cmdq;
@@ -30,6 +32,7 @@ pub mod dpdk;
 pub mod enso;
 pub mod lauberhorn;
 pub mod nagare;
+pub mod primitives;
 pub mod runtime;
 pub mod shm_fifo;
 pub mod udma;

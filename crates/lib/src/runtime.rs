@@ -47,6 +47,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::{Category, Duration, Notify, Sim, Time};
 use nextio_hw::cpu::{Core, CoreCtx};
@@ -56,6 +57,7 @@ use nextio_hw::interrupt::pipeline::{
     CoreParams, InstrMix, PipelineError, Route, Strategy, UcodeCosts, delivery_cost,
 };
 use nextio_os::{Host, Kernel, OsCosts, OsError, Tid};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// User vector the runtime uses for preemption.
@@ -104,20 +106,35 @@ pub struct RuntimeConfig {
     pub os: OsCosts,
     pub mix: InstrMix,
     /// Receiving a polled notification: the flag's line was written by the
-    /// remote core (a cache miss) and the check branch mispredicts (§2:
-    /// "roughly 100 cycles").
+    /// remote core (a cache miss) and the check branch mispredicts.
     pub poll_hit_cycles: u64,
     /// Per-send overhead on the timer core beyond `senduipi` itself: read
-    /// the TSC and the worker list (assumption: 25 cycles, rdtsc-bound).
+    /// the TSC and the worker list.
     pub timer_loop_cycles: u64,
-    /// An idle worker steals from another worker's run queue (Caladan's
-    /// policy; no effect with one worker).
+    /// An idle worker steals from another worker's run queue (no effect
+    /// with one worker).
     pub work_stealing: bool,
     /// One steal attempt: lock the victim's queue and take a job, two
-    /// cache lines last written by the victim core (model choice: 200
-    /// cycles, twice §2's "roughly 100 cycles" for a remotely written
-    /// line). Charged to the thief as polling.
+    /// cache lines last written by the victim core. Charged to the thief
+    /// as polling.
     pub steal_cycles: u64,
+}
+
+/// The runtime's own primitives, which [`RuntimeConfig::new`] starts
+/// from: a preset's `[runtime]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDefaults {
+    pub poll_hit_cycles: u64,
+    pub timer_loop_cycles: u64,
+    pub work_stealing: bool,
+    pub steal_cycles: u64,
+}
+
+/// The root preset's runtime primitives (read once per process).
+pub fn defaults() -> &'static RuntimeDefaults {
+    static DEFAULTS: OnceLock<RuntimeDefaults> = OnceLock::new();
+    DEFAULTS.get_or_init(|| nextio_presets::root_section("runtime"))
 }
 
 #[derive(Clone, Debug, PartialEq, Error)]
@@ -151,10 +168,10 @@ impl RuntimeConfig {
             ucode: UcodeCosts::default(),
             os: OsCosts::default(),
             mix,
-            poll_hit_cycles: 100,
-            timer_loop_cycles: 25,
-            work_stealing: true,
-            steal_cycles: 200,
+            poll_hit_cycles: defaults().poll_hit_cycles,
+            timer_loop_cycles: defaults().timer_loop_cycles,
+            work_stealing: defaults().work_stealing,
+            steal_cycles: defaults().steal_cycles,
         }
     }
     /// Notifications a thread runs through before it yields.

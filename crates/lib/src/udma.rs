@@ -19,7 +19,9 @@
 //! the kernel path, the kernel's), so a misuse faults instead of
 //! corrupting.
 
+use std::num::NonZeroU64;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::{Category, Counters, Notify};
 use nextio_hw::cpu::{CoreCtx, MmioAccessError};
@@ -30,24 +32,31 @@ use nextio_hw::devices::udma::layout::{
 use nextio_hw::mem::{AccessError, PhysAddr, VirtAddr};
 use nextio_os::udma::{Pinned, Portal, UdmaCosts, UdmaDriver};
 use nextio_os::{OsCosts, OsError, Process};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Building a descriptor and issuing its store: assumption ≈40 cycles
-/// (a few stores to a stack buffer and the MOVDIR64B/ENQCMD issue; the
-/// crossing itself is timed by the fabric).
-pub const SUBMIT_CYCLES: u64 = 40;
-/// Consuming a completion record once seen (reading its fields, a
-/// branch): assumption ≈20 cycles.
-pub const COMPLETE_CYCLES: u64 = 20;
-/// A CPU copy's instruction throughput when its lines are in L1d: 32
-/// bytes per cycle, one AVX2 load and store per cycle (assumption from
-/// the two load and one store ports of recent Intel cores; stalls beyond
-/// L1d are charged by the cache model).
-pub const CPU_COPY_BYTES_PER_CYCLE: u64 = 32;
-/// Retries of a refused ENQCMD before giving up (DSA's transparent
-/// offload library defaults to 3; this library keeps trying longer, as a
-/// submitter that must not drop work would).
-pub const ENQCMD_RETRIES: u32 = 1000;
+/// The library's primitives: a preset's `[udma_lib]`, where each value's
+/// source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdmaLibCosts {
+    /// Building a descriptor and issuing its store (the crossing itself is
+    /// timed by the fabric).
+    pub submit_cycles: u64,
+    /// Consuming a completion record once seen.
+    pub complete_cycles: u64,
+    /// A CPU copy's instruction throughput when its lines are in L1d
+    /// (stalls beyond L1d are charged by the cache model); never 0.
+    pub cpu_copy_bytes_per_cycle: NonZeroU64,
+    /// Retries of a refused ENQCMD before giving up.
+    pub enqcmd_retries: u32,
+}
+
+/// The root preset's library primitives (read once per process).
+pub fn costs() -> &'static UdmaLibCosts {
+    static COSTS: OnceLock<UdmaLibCosts> = OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("udma_lib"))
+}
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum UdmaLibError {
@@ -154,7 +163,8 @@ impl UdmaQueue {
 
     /// Submit `desc`: one store to the portal, no system call.
     pub async fn submit(&mut self, desc: &[u8; DESCRIPTOR_BYTES]) -> Result<(), UdmaLibError> {
-        self.ctx.cycles(Category::Application, SUBMIT_CYCLES);
+        self.ctx
+            .cycles(Category::Application, costs().submit_cycles);
         self.counters.inc("submitted");
         match self.portal.mode {
             WqMode::Dedicated => {
@@ -171,7 +181,7 @@ impl UdmaQueue {
                 {
                     tries += 1;
                     self.counters.inc("retries");
-                    if tries >= ENQCMD_RETRIES {
+                    if tries >= costs().enqcmd_retries {
                         return Err(UdmaLibError::QueueFull(tries));
                     }
                 }
@@ -199,7 +209,8 @@ impl UdmaQueue {
         .await;
         let mut b = vec![0u8; RECORD_BYTES];
         ctx.load(va, &mut b, Category::Polling)?;
-        ctx.compute(Category::Application, COMPLETE_CYCLES).await;
+        ctx.compute(Category::Application, costs().complete_cycles)
+            .await;
         Ok(Record::new(b).unwrap_or_else(|| unreachable!()))
     }
 
@@ -286,7 +297,7 @@ pub async fn cpu_memcpy(
     }
     ctx.compute(
         Category::Application,
-        len.div_ceil(CPU_COPY_BYTES_PER_CYCLE),
+        len.div_ceil(costs().cpu_copy_bytes_per_cycle.get()),
     )
     .await;
     Ok(())
@@ -308,7 +319,7 @@ pub async fn cpu_memset(
     }
     ctx.compute(
         Category::Application,
-        len.div_ceil(CPU_COPY_BYTES_PER_CYCLE),
+        len.div_ceil(costs().cpu_copy_bytes_per_cycle.get()),
     )
     .await;
     Ok(())
@@ -405,7 +416,7 @@ impl KernelPath {
                 .phys
                 .write(self.record, &[0u8; RECORD_BYTES])
                 .map_err(AccessError::from)?;
-            ctx.cycles(Category::Kernel, SUBMIT_CYCLES);
+            ctx.cycles(Category::Kernel, costs().submit_cycles);
             let desc = descriptor(op, 0, *s, *d, *n as u32, self.record.0);
             ctx.sync().await;
             fabric
@@ -426,7 +437,7 @@ impl KernelPath {
                 .phys
                 .read(rec, &mut b)
                 .map_err(AccessError::from)?;
-            ctx.compute(Category::Kernel, COMPLETE_CYCLES).await;
+            ctx.compute(Category::Kernel, costs().complete_cycles).await;
             let r = Record::new(b).unwrap_or_else(|| unreachable!());
             let ok = r.status() == status::SUCCESS;
             last = Some(r);

@@ -1,4 +1,5 @@
-//! Primitive costs of kernel paths, in cycles of the 2 GHz Table 3 core.
+//! Primitive costs of kernel paths, in cycles of the 2 GHz Table 3 core: a
+//! preset's `[os.costs]`, where each value's source is.
 //!
 //! Only the signal cost has a number in the xUI paper (§2: ≈2.4 µs per
 //! signal at 2 GHz without KPTI, ≈1.4 µs of it OS transitions, the rest
@@ -6,8 +7,11 @@
 //! typical Linux x86-64 path lengths, stated as assumptions; Figures 6 and 9
 //! are validation of them.
 
+use serde::{Deserialize, Serialize};
+
 /// Kernel path costs.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OsCosts {
     /// User→kernel→user round trip of a trivial system call (≈100 ns
     /// without KPTI; assumption).
@@ -37,17 +41,9 @@ pub struct OsCosts {
 }
 
 impl Default for OsCosts {
+    /// The root preset's kernel.
     fn default() -> Self {
-        OsCosts {
-            syscall_cycles: 200,
-            irq_cycles: 500,
-            hrtimer_cycles: 300,
-            context_switch_cycles: 1000,
-            wakeup_cycles: 200,
-            signal_kernel_cycles: 2800,
-            signal_pollution_cycles: 2000,
-            uthread_switch_cycles: 100,
-        }
+        nextio_presets::root_section("os.costs")
     }
 }
 

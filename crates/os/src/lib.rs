@@ -22,7 +22,8 @@
 //!   return, migration and release of rows;
 //! * [`net`] — the kernel's UDP/IPv4 stack in Linux's shape (NAPI,
 //!   sockets, qdisc, an ice-like driver), reusable by every design that
-//!   needs an ordinary kernel path.
+//!   needs an ordinary kernel path;
+//! * [`primitives`] — the preset sections the OS reads its costs from.
 //!
 //! The kernel is a functional state machine: it says *what* happens and
 //! *what it costs* in cycles; the layers above decide *when*, on simulated
@@ -36,6 +37,7 @@ pub mod kernel;
 pub mod kmem;
 pub mod lauberhorn;
 pub mod net;
+pub mod primitives;
 pub mod sched;
 pub mod udma;
 

@@ -30,6 +30,7 @@ use nextio_engine::SimRng;
 use nextio_hw::devices::udma::{Capability, Udma, UdmaConfig, WqConfig, WqMode};
 use nextio_hw::fabric::{Attach, DeviceHandle, DeviceLink, Space};
 use nextio_hw::mem::{PAGE_BYTES, PhysAddr, VirtAddr};
+use serde::{Deserialize, Serialize};
 
 use crate::host::{Host, HostError, Process};
 use crate::kernel::{OsError, Pid};
@@ -39,20 +40,36 @@ use crate::kernel::{OsError, Pid};
 pub struct UdmaCosts {
     /// Pinning one user page and writing its IOMMU entry on the
     /// kernel-mediated path (get_user_pages, page refcount, PTE write).
-    /// Assumption: ≈150 ns per 4 KiB page; Linux publishes no figure.
     pub pin_map_page_cycles: u64,
     /// Unmapping after the operation: PTE clears and one IOTLB/ATC
-    /// invalidation with its wait. Assumption: ≈500 ns per operation
-    /// (IOTLB invalidations are queued-invalidation round trips).
+    /// invalidation with its wait.
     pub unmap_flush_cycles: u64,
+}
+
+/// The driver's costs in time: a preset's `[os.udma]`, where each value's
+/// source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdmaTimes {
+    pub pin_map_page_ps: u64,
+    pub unmap_flush_ps: u64,
+}
+
+impl Default for UdmaTimes {
+    /// The root preset's driver.
+    fn default() -> Self {
+        nextio_presets::root_section("os.udma")
+    }
 }
 
 impl UdmaCosts {
     /// The costs for a core clocked at `mhz` MHz.
     pub fn at_mhz(mhz: u64) -> UdmaCosts {
+        let t = UdmaTimes::default();
+        let cycles = |ps: u64| ps.saturating_mul(mhz) / 1_000_000;
         UdmaCosts {
-            pin_map_page_cycles: 150 * mhz / 1000,
-            unmap_flush_cycles: 500 * mhz / 1000,
+            pin_map_page_cycles: cycles(t.pin_map_page_ps),
+            unmap_flush_cycles: cycles(t.unmap_flush_ps),
         }
     }
 }

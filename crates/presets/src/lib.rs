@@ -15,7 +15,14 @@
 //! with the overrides applied, and for every value where it came from.
 //! Model crates deserialize the sections they own ([`Tree::section`]);
 //! callers override values by dotted path ([`Tree::set`]) or with a partial
-//! document ([`Tree::overlay`]).
+//! document ([`Tree::overlay`]). What a run lays over the shipped presets
+//! (`--config`, `--set`) is [`Layers`], installed once per process before
+//! any model reads a value ([`install`]).
+//!
+//! Only `machine.*` differs between presets: a host's machine is read
+//! from the preset it is built as, every other section (fabric devices
+//! outside the host, kernel, runtime, drivers, applications) from the
+//! root, so a preset that changed one would change nothing (tested).
 //!
 //! Invariants: an override can only replace a value that exists, with a
 //! value of the same TOML type, so a typo is an error naming the keys that
@@ -23,9 +30,11 @@
 //! resolves, and each of its values has a source (tested).
 
 mod emit;
+mod layers;
 mod source;
 mod tree;
 
+pub use layers::{Layers, Section, active, install};
 pub use tree::{Leaf, Overlay, Source, Tree, unit_of};
 
 use thiserror::Error;
@@ -98,25 +107,36 @@ pub enum PresetError {
     BadValue { path: String, why: String },
     #[error("preset `{0}` derives from itself")]
     Cycle(String),
+    #[error(
+        "the configuration was fixed already (layers are installed once, before any model reads a value)"
+    )]
+    AlreadyFixed,
 }
 
-/// The shipped preset called `name`, resolved (parsed once per process).
+/// The shipped preset called `name` under the active [`Layers`] (what
+/// the command line laid over it): what a model built "as `name`" uses.
 pub fn preset(name: &str) -> Result<&'static Tree, PresetError> {
+    layers::layered(name)
+}
+
+/// The shipped preset called `name` as shipped, without the active layers.
+pub fn shipped(name: &str) -> Result<&'static Tree, PresetError> {
     tree::shipped(name)
 }
 
-/// The root preset, whose values are the models' defaults.
+/// The root preset under the active layers, whose values are the models'
+/// defaults.
 ///
 /// Panics only if a shipped preset is broken, which the tests rule out.
 pub fn root() -> &'static Tree {
     preset(PRESETS[0].name).expect("the root preset resolves (tested)")
 }
 
-/// The root preset's section `path` as a `T`: what a model's `Default`
-/// returns.
+/// The root preset's section `path` (under the active layers) as a `T`:
+/// what a model's `Default` returns.
 ///
 /// Panics only if a shipped preset does not fit its model's type, which
-/// the tests rule out.
+/// the tests rule out, and [`install`] checks for the layers.
 pub fn root_section<T: serde::de::DeserializeOwned>(path: &str) -> T {
     match root().section(path) {
         Ok(v) => v,

@@ -395,13 +395,25 @@ impl Tree {
         } else {
             format!("`{reached}` has {}", keys_of(at))
         };
-        let nearest = leaf_paths(&self.values, "")
+        // A key without its unit suffix (`flight` for `flight_ps`), or a
+        // near miss.
+        let leaves = leaf_paths(&self.values, "");
+        let suffixed = leaves
+            .iter()
+            .find(|l| {
+                l.strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with('_'))
+            })
+            .cloned();
+        let nearest = leaves
             .into_iter()
             .map(|l| (edit_distance(&l, path), l))
-            .min();
-        let hint = match nearest {
-            Some((d, l)) if d <= 3.max(path.len() / 5) => format!("{known}; did you mean `{l}`?"),
-            _ => known,
+            .min()
+            .filter(|(d, _)| *d <= 3.max(path.len() / 5))
+            .map(|(_, l)| l);
+        let hint = match suffixed.or(nearest) {
+            Some(l) => format!("{known}; did you mean `{l}`?"),
+            None => known,
         };
         PresetError::UnknownPath {
             path: path.to_string(),

@@ -84,3 +84,18 @@ fn a_preset_written_out_reads_back_the_same() {
         assert_eq!(t.leaves().len(), back.leaves().len());
     }
 }
+
+#[test]
+fn presets_differ_from_the_root_only_in_their_machine() {
+    // Everything outside `machine.` is read from the root, whatever host
+    // a model is built as: a preset that changed it would change nothing.
+    for p in PRESETS {
+        for (path, ..) in preset(p.name).unwrap().differences(root()) {
+            assert!(
+                path.starts_with("machine."),
+                "{} changes `{path}`, which models read from the root",
+                p.name
+            );
+        }
+    }
+}

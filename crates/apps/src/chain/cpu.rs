@@ -22,7 +22,6 @@ use nextio_hw::accel::cmdq::Descriptor;
 use nextio_hw::accel::crypto::OP_DECRYPT;
 use nextio_hw::accel::ml::{OP_CLASSIFY, RESULT_BYTES};
 use nextio_hw::nagare::frame;
-use nextio_hw::nic::enso::DEFAULT_NOTIFICATION_ENTRIES;
 use nextio_hw::packet::UDP_HEADERS_BYTES;
 use nextio_lib::cmdq::CommandQueue;
 use nextio_lib::enso::{Device, RxPipe, TxPipe};
@@ -68,7 +67,7 @@ pub(super) fn start(sim: &Sim, sys: &ChainSystem) -> Result<(), ChainError> {
         ctx.clone(),
         &process,
         sys.nic.clone(),
-        DEFAULT_NOTIFICATION_ENTRIES,
+        nextio_lib::enso::config().notification_entries,
     )
     .map_err(err)?;
     let rx = dev.alloc_rx_pipe(Some(sys.flow), false).map_err(err)?;

@@ -17,22 +17,12 @@ use std::rc::Rc;
 
 use nextio_engine::{Category, Counters, Sim};
 use nextio_hw::device::Device as _;
-use nextio_hw::nic::enso::{
-    DEFAULT_NOTIFICATION_ENTRIES, EnsoNic, EnsoNicConfig, FallbackPolicy, NotificationPolicy,
-};
+use nextio_hw::nic::enso::{EnsoNic, EnsoNicConfig, FallbackPolicy, NotificationPolicy};
 use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::enso::{Device, EnsoError, Packet, RxBatch, RxPipe};
 use nextio_os::{Host, OsCosts};
 
-use super::{
-    CHECKSUM_PATCH_CYCLES, ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem,
-    NotificationMode, Readiness, config_error,
-};
-
-/// Most bytes the echo takes from a pipe per batch: 16 KiB, 256 minimum-size
-/// packets. Model choice, not fitted. Bounding the batch lets the NIC send
-/// one batch (and software free it) while the next is being processed.
-pub const ECHO_MAX_BATCH_BYTES: u64 = 16 << 10;
+use super::{EchoConfig, EchoError, EchoSystem, NotificationMode, Readiness, config_error};
 
 /// One's-complement 16-bit addition.
 fn ones_add(a: u16, b: u16) -> u16 {
@@ -86,7 +76,7 @@ fn echo_packet(
     let patched = udp_checksum_adjust(checksum, (b[0] as u16) << shift, (new as u16) << shift);
     dev.ctx().cycles(
         Category::Application,
-        ECHO_APP_CYCLES_PER_PACKET + CHECKSUM_PATCH_CYCLES,
+        super::costs().packet_cycles + super::costs().checksum_patch_cycles,
     );
     dev.write(p, pkt.start + l4 + rel, &[new], Category::Application)?;
     dev.write(
@@ -115,7 +105,7 @@ async fn echo_thread(
         {
             dev.prefetch(next).await?;
         }
-        let batch = dev.peek(p, ECHO_MAX_BATCH_BYTES)?;
+        let batch = dev.peek(p, super::costs().enso_batch_bytes.get())?;
         let mut off = 0;
         while let Some(pkt) = dev.packet_at(&batch, off)? {
             echo_packet(&dev, p, &pkt, &app)?;
@@ -156,7 +146,7 @@ pub fn build(
             thread.ctx,
             &process,
             nic.clone(),
-            DEFAULT_NOTIFICATION_ENTRIES,
+            nextio_lib::enso::config().notification_entries,
         )
         .map_err(config_error)?;
         dev.alloc_rx_pipe(None, true).map_err(config_error)?;

@@ -16,7 +16,7 @@
 //!
 //! Nothing here is calibrated on a result: the driver's per-packet costs
 //! come from DPDK's own PMD performance unit test (see `nextio_lib::dpdk`)
-//! and the application's from [`ECHO_APP_CYCLES_PER_PACKET`], an
+//! and the application's from [`super::EchoCosts::packet_cycles`], an
 //! assumption; the one-core 64-byte rate of Ensō §3.3.2 (Fig. 5, 59 Mpps)
 //! is validation.
 
@@ -30,13 +30,7 @@ use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig};
 use nextio_os::{Host, OsCosts};
 
-use super::{
-    ECHO_APP_CYCLES_PER_PACKET, EchoConfig, EchoError, EchoSystem, Readiness, config_error,
-};
-
-/// Packets asked for per `rx_burst`: DPDK's customary `MAX_PKT_BURST`
-/// of 32 is what l2fwd uses; the issue specifies 64.
-pub const RX_BURST_MAX: usize = 64;
+use super::{EchoConfig, EchoError, EchoSystem, Readiness, config_error, costs};
 
 /// Build the host and start one echo thread per core: the machine of
 /// `config`, the E810-like NIC in its NIC slot with one queue pair per core
@@ -107,10 +101,10 @@ fn echo_byte_at(hdr: &[u8], len: usize) -> Option<usize> {
 }
 
 async fn echo_thread(mut pmd: Pmd, app: Rc<RefCell<Counters>>) {
-    let mut rx: Vec<Mbuf> = Vec::with_capacity(RX_BURST_MAX);
-    let mut tx: Vec<Mbuf> = Vec::with_capacity(RX_BURST_MAX);
+    let mut rx: Vec<Mbuf> = Vec::with_capacity(costs().rx_burst.get());
+    let mut tx: Vec<Mbuf> = Vec::with_capacity(costs().rx_burst.get());
     loop {
-        let n = match pmd.rx_burst(&mut rx, RX_BURST_MAX).await {
+        let n = match pmd.rx_burst(&mut rx, costs().rx_burst.get()).await {
             Ok(n) => n,
             Err(_) => {
                 app.borrow_mut().inc("error");
@@ -163,7 +157,7 @@ fn echo_one(pmd: &mut Pmd, m: Mbuf) -> Result<bool, nextio_lib::dpdk::PmdError> 
     let head = len.min(hdr.len());
     pmd.load_prefetched(va, &mut hdr[..head], Category::Application)?;
     let ctx = pmd.ctx();
-    ctx.cycles(Category::Application, ECHO_APP_CYCLES_PER_PACKET);
+    ctx.cycles(Category::Application, costs().packet_cycles);
     let Some(at) = echo_byte_at(&hdr[..head], len) else {
         return Ok(false);
     };

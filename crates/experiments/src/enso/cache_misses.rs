@@ -81,6 +81,9 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 impl Experiment for EnsoCacheMisses {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "enso-cache-misses"
     }

@@ -87,6 +87,9 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 impl Experiment for EnsoNotificationLatency {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "enso-notification-latency"
     }

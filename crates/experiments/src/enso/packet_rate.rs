@@ -98,6 +98,9 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 impl Experiment for EnsoPacketRate {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "enso-packet-rate"
     }

@@ -82,6 +82,9 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 impl Experiment for EnsoPcieMetadata {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "enso-pcie-metadata"
     }

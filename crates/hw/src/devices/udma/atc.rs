@@ -17,13 +17,6 @@ use crate::mem::{
     Asid, PageSize, Perms, PhysAddr, Tlb, TlbConfig, TlbStats, Translation, VirtAddr,
 };
 
-/// Entries of the ATC. Assumption: 64, fully associative, like the
-/// IOTLB the model uses (DSA's device-TLB geometry is not published).
-pub const ATC: TlbConfig = TlbConfig {
-    entries: 64,
-    ways: 64,
-};
-
 pub(super) struct Atc {
     tlb: Tlb,
 }
@@ -37,11 +30,11 @@ fn tag(space: Space) -> Asid {
 }
 
 impl Atc {
-    pub fn new() -> Atc {
-        Atc {
-            // A fixed, valid geometry.
-            tlb: Tlb::new(ATC).unwrap_or_else(|_| unreachable!("ATC geometry is valid")),
-        }
+    /// An ATC of geometry `cfg` (the preset's `devices.udma.atc`).
+    pub fn new(cfg: TlbConfig) -> Result<Atc, String> {
+        Ok(Atc {
+            tlb: Tlb::new(cfg)?,
+        })
     }
 
     pub fn stats(&self) -> TlbStats {

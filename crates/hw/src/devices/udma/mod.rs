@@ -38,11 +38,12 @@ pub mod wq;
 use std::collections::VecDeque;
 
 use nextio_engine::{Counters, Duration, SimRng};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
 use crate::fabric::Space;
-use crate::mem::{PAGE_BYTES, TlbStats};
+use crate::mem::{PAGE_BYTES, TlbConfig, TlbStats};
 
 pub use caps::{CapFault, Capability};
 pub use layout::{Descriptor, Record};
@@ -73,9 +74,7 @@ impl LatencyDist {
         Ok(LatencyDist {
             mean,
             noise,
-            // Assumption: the engine needs some time to read a descriptor
-            // and write a record even when the work takes none.
-            floor: Duration::from_ns(200),
+            floor: UdmaCosts::default().noop_floor,
         })
     }
     pub fn sample(&self, rng: &mut SimRng) -> Duration {
@@ -100,12 +99,37 @@ pub enum UdmaError {
     BadPasid(u32),
     #[error("the capability table is full")]
     CapTableFull,
+    #[error("ATC: {0}")]
+    Atc(String),
 }
 
 /// Most work queues (DSA 1.0 has 8).
 pub const MAX_WQS: usize = 8;
 /// Most engines (DSA 1.0 has 4).
 pub const MAX_ENGINES: usize = 4;
+
+/// The engine's primitive costs: a preset's `[devices.udma]`, where each
+/// value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdmaCosts {
+    /// An engine's own time to decode and dispatch a descriptor.
+    #[serde(rename = "dispatch_ps")]
+    pub dispatch: Duration,
+    /// No latency-only (no-op) descriptor completes earlier than this
+    /// after submission.
+    #[serde(rename = "noop_floor_ps")]
+    pub noop_floor: Duration,
+    /// The address translation cache's geometry.
+    pub atc: TlbConfig,
+}
+
+impl Default for UdmaCosts {
+    /// The root preset's engine.
+    fn default() -> Self {
+        nextio_presets::root_section("devices.udma")
+    }
+}
 
 /// The device's shape and primitive costs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -115,8 +139,7 @@ pub struct UdmaConfig {
     /// (`dsa-perf-micros` configures "4 engines" per group).
     pub engines: usize,
     /// An engine's own time to decode and dispatch a descriptor, beyond
-    /// its translations and transfers. Assumption: 100 ns (DSA publishes
-    /// no breakdown; latencies measured end to end include it).
+    /// its translations and transfers ([`UdmaCosts::dispatch`]).
     pub dispatch_ps: u64,
     /// No-op descriptors take this latency instead (the xUI paper's
     /// accelerator); `None`: a no-op only writes its record.
@@ -128,7 +151,7 @@ impl Default for UdmaConfig {
         UdmaConfig {
             wqs: MAX_WQS,
             engines: MAX_ENGINES,
-            dispatch_ps: 100_000,
+            dispatch_ps: UdmaCosts::default().dispatch.0,
             noop_latency: None,
         }
     }
@@ -164,7 +187,7 @@ impl Udma {
             enabled: vec![false; cfg.wqs],
             cfg,
             caps: CapTable::default(),
-            atc: atc::Atc::new(),
+            atc: atc::Atc::new(UdmaCosts::default().atc).map_err(UdmaError::Atc)?,
             jobs: Vec::new(),
             batch_queue: VecDeque::new(),
             busy: 0,

@@ -14,9 +14,10 @@
 //! chosen by hash or round robin ([`steering`]). Its bytes, padded with
 //! zeros to a multiple of 64 B (the pipe's quantum, [`layout`]), are
 //! appended at the pipe's tail by DMA writes of at most
-//! [`MAX_DMA_BURST_BYTES`], attributed to `"packet-data"`, through an RX
-//! FIFO that drops what the PCIe link cannot take in time. A notification
-//! — a 64-byte entry naming the pipe and its new tail — is then DMA-written
+//! `max_dma_burst_bytes` (the preset's), attributed to `"packet-data"`,
+//! through an RX FIFO that drops what the PCIe link cannot take in time. A
+//! notification — a 64-byte entry naming the pipe and its new tail — is
+//! then DMA-written
 //! into the pipe's notification buffer (`"notification"`), behind the data
 //! on the same posted-write path, so software never sees a tail before the
 //! bytes under it; at one of two paces ([`NotificationPolicy`]):
@@ -97,10 +98,6 @@ pub use layout::{
 pub use regs::{REGISTER_BYTES, REGISTER_PAGE_BYTES, Register};
 pub use rx::RX_DROPS;
 pub use steering::FallbackPolicy;
-
-/// Default entries per notification ring (Ensō software default
-/// `kNotificationBufSize` = 16384).
-pub const DEFAULT_NOTIFICATION_ENTRIES: u32 = 16384;
 
 /// Most register pages (pipes plus notification buffers) a NIC may have:
 /// a 4 GiB BAR. An assumption that only bounds what a configuration can

@@ -1,0 +1,14 @@
+//! The preset sections the applications read (`presets/*.toml`), each
+//! with the type it must fit.
+
+use nextio_presets::Section;
+
+use nextio_hw::interrupt::pipeline::InstrMix;
+
+use crate::echo::EchoCosts;
+
+/// Every section read by the applications.
+pub const SECTIONS: &[Section] = &[
+    Section::of::<EchoCosts>("apps.echo"),
+    Section::of::<InstrMix>("apps.kv"),
+];

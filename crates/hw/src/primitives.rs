@@ -1,0 +1,26 @@
+//! The preset sections the hardware models read (`presets/*.toml`), each
+//! with the type it must fit: what a run's overrides are checked against
+//! before anything is built.
+
+use nextio_presets::Section;
+
+use crate::devices::udma::UdmaCosts;
+use crate::ethernet::LinkConfig;
+use crate::fabric::SwitchConfig;
+use crate::interrupt::pipeline::{CoreParams, Programs, UcodeCosts};
+use crate::machine::MachineSpec;
+use crate::nic::enso::EnsoNicConfig;
+use crate::nic::packetized::PacketizedConfig;
+
+/// Every section read by a hardware model.
+pub const SECTIONS: &[Section] = &[
+    Section::of::<MachineSpec>("machine"),
+    Section::of::<SwitchConfig>("switch"),
+    Section::of::<LinkConfig>("ethernet"),
+    Section::of::<EnsoNicConfig>("nic.enso"),
+    Section::of::<PacketizedConfig>("nic.packetized"),
+    Section::of::<CoreParams>("xui.core"),
+    Section::of::<UcodeCosts>("xui.ucode"),
+    Section::of::<Programs>("programs"),
+    Section::of::<UdmaCosts>("devices.udma"),
+];

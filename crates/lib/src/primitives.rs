@@ -1,0 +1,18 @@
+//! The preset sections the user-space software reads (`presets/*.toml`),
+//! each with the type it must fit.
+
+use nextio_presets::Section;
+
+use crate::dpdk::{DriverCosts, PmdConfig};
+use crate::enso::EnsoLibConfig;
+use crate::runtime::RuntimeDefaults;
+use crate::udma::UdmaLibCosts;
+
+/// Every section read by the libraries.
+pub const SECTIONS: &[Section] = &[
+    Section::of::<PmdConfig>("dpdk.pmd"),
+    Section::of::<DriverCosts>("dpdk.costs"),
+    Section::of::<EnsoLibConfig>("enso_lib"),
+    Section::of::<RuntimeDefaults>("runtime"),
+    Section::of::<UdmaLibCosts>("udma_lib"),
+];
