@@ -4,6 +4,7 @@
 
 use nextio_presets::Section;
 
+use crate::devices::blockdev::BlockDevConfig;
 use crate::devices::udma::UdmaCosts;
 use crate::ethernet::LinkConfig;
 use crate::fabric::SwitchConfig;
@@ -23,4 +24,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<UcodeCosts>("xui.ucode"),
     Section::of::<Programs>("programs"),
     Section::of::<UdmaCosts>("devices.udma"),
+    Section::of::<BlockDevConfig>("devices.blockdev"),
 ];

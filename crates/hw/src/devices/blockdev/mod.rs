@@ -15,6 +15,7 @@ pub mod layout;
 use std::collections::VecDeque;
 
 use nextio_engine::{Counters, Duration, Time};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
@@ -22,30 +23,25 @@ use crate::layout::set_u64;
 
 use layout::{COMMAND_BYTES, COMPLETION_BYTES, Command, flags, opcode, status};
 
-/// The device's size and timing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The device's size and timing: a preset's `[devices.blockdev]`, where
+/// each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlockDevConfig {
     pub block_bytes: u64,
     pub blocks: u64,
     /// Controller memory buffer bytes (BAR 1).
     pub cmb_bytes: u64,
-    /// Media read latency. Assumption: 10 µs, a low-latency NVMe SSD's
-    /// 4 KiB random read (no vendor figure is used).
+    /// Media read latency.
     pub read_latency_ps: u64,
-    /// Media bandwidth. Assumption: 7 GB/s, a PCIe Gen4 x4 SSD's
-    /// sequential read class.
+    /// Media bandwidth.
     pub media_bytes_per_s: u64,
 }
 
 impl Default for BlockDevConfig {
+    /// The root preset's block device.
     fn default() -> Self {
-        BlockDevConfig {
-            block_bytes: 4096,
-            blocks: 1024,
-            cmb_bytes: 2 << 20,
-            read_latency_ps: 10_000_000,
-            media_bytes_per_s: 7_000_000_000,
-        }
+        nextio_presets::root_section("devices.blockdev")
     }
 }
 
