@@ -4,12 +4,14 @@
 
 use nextio_presets::Section;
 
+use crate::accel::AccelConfig;
 use crate::devices::blockdev::BlockDevConfig;
 use crate::devices::udma::UdmaCosts;
 use crate::ethernet::LinkConfig;
 use crate::fabric::SwitchConfig;
 use crate::interrupt::pipeline::{CoreParams, Programs, UcodeCosts};
 use crate::machine::MachineSpec;
+use crate::nagare::{NagareConfig, PipelineConfig};
 use crate::nic::enso::EnsoNicConfig;
 use crate::nic::packetized::PacketizedConfig;
 
@@ -25,4 +27,7 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<Programs>("programs"),
     Section::of::<UdmaCosts>("devices.udma"),
     Section::of::<BlockDevConfig>("devices.blockdev"),
+    Section::of::<NagareConfig>("nagare.switch"),
+    Section::of::<PipelineConfig>("nagare.pipeline"),
+    Section::of::<AccelConfig>("accel"),
 ];

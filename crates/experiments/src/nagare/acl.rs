@@ -106,6 +106,9 @@ fn cfg_err(e: impl std::fmt::Display) -> RunError {
 }
 
 impl Experiment for NagareAcl {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "nagare-acl"
     }

@@ -306,6 +306,9 @@ fn loaded(
 }
 
 impl Experiment for NagareChain {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "nagare-chain"
     }

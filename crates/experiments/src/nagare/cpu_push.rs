@@ -295,6 +295,9 @@ fn run_sizes(ctx: &RunContext, sizes: &[u64]) -> Result<Vec<Point>, RunError> {
 }
 
 impl Experiment for NagareCpuPush {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "nagare-cpu-push"
     }

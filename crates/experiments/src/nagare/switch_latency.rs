@@ -288,6 +288,9 @@ fn measure(pipeline: Option<PipelineConfig>) -> Result<(Measured, (u64, u64)), R
 }
 
 impl Experiment for NagareSwitchLatency {
+    fn host(&self) -> &'static str {
+        "enso-testbed"
+    }
     fn name(&self) -> &'static str {
         "nagare-switch-latency"
     }

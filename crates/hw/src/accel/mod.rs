@@ -27,6 +27,7 @@ pub mod ml;
 use std::collections::{BTreeMap, VecDeque};
 
 use nextio_engine::{Counters, Duration};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
@@ -52,12 +53,13 @@ pub trait Kernel {
     fn cost(&self, op: u32, input_bytes: u64) -> Duration;
 }
 
-/// Static configuration of an accelerator's interfaces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Static configuration of an accelerator's interfaces: a preset's
+/// `[accel]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccelConfig {
     /// Bytes of the streaming input buffer (BAR1): pushes beyond what it
-    /// holds are dropped. 256 KiB: model choice (on-chip SRAM of that
-    /// order, as an FPGA or ASIC accelerator has).
+    /// holds are dropped.
     pub input_buffer_bytes: u64,
     /// Largest input or output of one job (a bad descriptor cannot make
     /// the model allocate more).
@@ -65,11 +67,9 @@ pub struct AccelConfig {
 }
 
 impl Default for AccelConfig {
+    /// The root preset's accelerator interfaces.
     fn default() -> Self {
-        AccelConfig {
-            input_buffer_bytes: 256 << 10,
-            max_job_bytes: 64 << 10,
-        }
+        nextio_presets::root_section("accel")
     }
 }
 

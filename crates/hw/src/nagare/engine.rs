@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 
 use nextio_engine::Counters;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
@@ -44,47 +45,39 @@ use super::layout::{
 };
 use super::stream::{EnsoRx, Msg, Stream};
 
-/// Static configuration of the switch's dataplane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Static configuration of the switch's dataplane: a preset's
+/// `[nagare.switch]` (where each value's source is) and whether the host
+/// builder wants error interrupts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NagareConfig {
-    /// Entries of the stream table. 64: model choice.
+    /// Entries of the stream table.
     pub max_streams: u16,
-    /// Bytes of each stream's window: 2 MiB, an Ensō pipe's ring, so a
-    /// NIC's pipe can be a stream.
+    /// Bytes of each stream's window (an Ensō pipe's ring, so a NIC's pipe
+    /// can be a stream).
     pub window_bytes: u64,
-    /// Bytes a stream may hold while a message forms. 64 KiB: model
-    /// choice (on-chip buffer).
+    /// Bytes a stream may hold while a message forms.
     pub stream_buffer_bytes: u64,
-    /// Legacy adapters. 8: model choice.
+    /// Legacy adapters.
     pub max_adapters: u16,
-    /// Switch memory for adapters' rings and staging slots. 4 MiB: model
-    /// choice (on-chip SRAM of a large switch ASIC is tens of MiB).
+    /// Switch memory for adapters' rings and staging slots.
     pub adapter_bytes: u64,
     /// Bytes of one staging slot: the largest message an adapter takes.
     pub slot_bytes: u64,
-    /// Time to answer a read of switch memory: 10 ns, assumption (an SRAM
-    /// access and forming the completion, tens of cycles).
+    /// Time to answer a read of switch memory.
     pub sram_read_ps: u64,
     /// An Ensō pipe's head is written back once this many bytes were
-    /// consumed since the last write. 64 KiB: model choice.
+    /// consumed since the last write.
     pub free_batch_bytes: u64,
     /// Signal error-log entries with MSI-X vector 0.
+    #[serde(skip)]
     pub error_interrupt: bool,
 }
 
 impl Default for NagareConfig {
+    /// The root preset's switch dataplane.
     fn default() -> Self {
-        NagareConfig {
-            max_streams: 64,
-            window_bytes: PIPE_BYTES,
-            stream_buffer_bytes: 64 << 10,
-            max_adapters: 8,
-            adapter_bytes: 4 << 20,
-            slot_bytes: 4 << 10,
-            sram_read_ps: 10_000,
-            free_batch_bytes: 64 << 10,
-            error_interrupt: false,
-        }
+        nextio_presets::root_section("nagare.switch")
     }
 }
 

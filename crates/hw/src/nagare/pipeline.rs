@@ -22,30 +22,26 @@ use nextio_engine::{Duration, Freq, Time};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Configuration of one programmable switch's pipelines.
+/// Configuration of one programmable switch's pipelines: a preset's
+/// `[nagare.pipeline]`, where each value's source is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Match-action stages every TLP traverses. 10: the thesis's example
-    /// (§4.3); RMT has 32 (Bosshart et al., SIGCOMM'13 §5).
+    /// Match-action stages every TLP traverses.
     pub stages: u32,
-    /// Cycles each stage takes. 10: the thesis's example (§4.3).
+    /// Cycles each stage takes.
     pub cycles_per_stage: u32,
-    /// The switch clock. 3 GHz: the thesis's example (§4.3); RMT's chip
-    /// runs at 1 GHz (SIGCOMM'13 §5).
+    /// The switch clock.
+    #[serde(rename = "clock_hz", with = "nextio_engine::time::as_hz")]
     pub clock: Freq,
-    /// Cycles between two TLPs entering a stage: 1, a fully pipelined
-    /// stage, as RMT processes one packet per clock (SIGCOMM'13 §2.1).
+    /// Cycles between two TLPs entering a stage.
     pub initiation_interval_cycles: u32,
 }
 
 impl Default for PipelineConfig {
+    /// The root preset's pipeline.
     fn default() -> Self {
-        PipelineConfig {
-            stages: 10,
-            cycles_per_stage: 10,
-            clock: Freq::mhz(3000),
-            initiation_interval_cycles: 1,
-        }
+        nextio_presets::root_section("nagare.pipeline")
     }
 }
 
