@@ -416,6 +416,9 @@ fn bypass(
 }
 
 impl Experiment for LauberhornDynamic {
+    fn host(&self) -> &'static str {
+        "enzian"
+    }
     fn name(&self) -> &'static str {
         "lauberhorn-dynamic"
     }

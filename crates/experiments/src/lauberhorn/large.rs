@@ -98,6 +98,9 @@ fn crossover(sizes: &[f64], lines: &[f64], dma: &[f64]) -> Option<f64> {
 }
 
 impl Experiment for LauberhornLarge {
+    fn host(&self) -> &'static str {
+        "enzian"
+    }
     fn name(&self) -> &'static str {
         "lauberhorn-large"
     }

@@ -234,6 +234,9 @@ fn run_mode(run: &RunContext, nested: bool, requests: u64, warmup: u64) -> Resul
 }
 
 impl Experiment for LauberhornNested {
+    fn host(&self) -> &'static str {
+        "enzian"
+    }
     fn name(&self) -> &'static str {
         "lauberhorn-nested"
     }

@@ -256,6 +256,9 @@ pub(super) fn bypass(run: &RunContext, requests: u64, warmup: u64) -> Result<Mea
 }
 
 impl Experiment for LauberhornRpcCycles {
+    fn host(&self) -> &'static str {
+        "enzian"
+    }
     fn name(&self) -> &'static str {
         "lauberhorn-rpc-cycles"
     }

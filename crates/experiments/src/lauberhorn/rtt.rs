@@ -464,6 +464,9 @@ fn pcie_dma(
 const DMA_MAX_BYTES: usize = 1518 - UDP_HEADERS_BYTES - FCS_BYTES;
 
 impl Experiment for LauberhornRtt {
+    fn host(&self) -> &'static str {
+        "enzian"
+    }
     fn name(&self) -> &'static str {
         "lauberhorn-rtt"
     }
