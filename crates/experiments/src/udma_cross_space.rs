@@ -405,14 +405,6 @@ impl Experiment for UdmaCrossSpace {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let sizes = ctx.params.u64_list("sizes");
         let messages = ctx.params.u64("messages");
-        if sizes.is_empty()
-            || sizes.iter().any(|s| *s == 0 || *s > 1 << 20)
-            || !(1..=100_000).contains(&messages)
-        {
-            return Err(RunError::Config(
-                "sizes in 1..=1 MiB, messages in 1..=100000".into(),
-            ));
-        }
         let points: Vec<(usize, u64)> = (0..IPCS.len())
             .flat_map(|k| sizes.iter().map(move |s| (k, *s)))
             .collect();

@@ -279,15 +279,6 @@ impl Experiment for UdmaOffload {
         let ops = ctx.params.u64("ops");
         let inflight = ctx.params.u64("inflight");
         let cold = ctx.params.u64("cold") != 0;
-        if sizes.is_empty()
-            || sizes.iter().any(|s| *s == 0 || *s > 2 << 20)
-            || !(1..=100_000).contains(&ops)
-            || !(1..=128).contains(&inflight)
-        {
-            return Err(RunError::Config(
-                "sizes in 1..=2 MiB, ops in 1..=100000, inflight in 1..=128".into(),
-            ));
-        }
         let modes = [Mode::Cpu, Mode::Sync, Mode::Async];
         let points: Vec<(Mode, u64)> = modes
             .iter()

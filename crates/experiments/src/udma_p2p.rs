@@ -405,14 +405,6 @@ impl Experiment for UdmaP2p {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let kibs = ctx.params.u64_list("kib");
         let transfers = ctx.params.u64("transfers");
-        if kibs.is_empty()
-            || kibs.iter().any(|k| *k == 0 || *k > 2048)
-            || !(1..=10_000).contains(&transfers)
-        {
-            return Err(RunError::Config(
-                "kib in 1..=2048, transfers in 1..=10000".into(),
-            ));
-        }
         let points: Vec<(usize, u64)> = (0..WAYS.len())
             .flat_map(|k| kibs.iter().map(move |s| (k, *s)))
             .collect();

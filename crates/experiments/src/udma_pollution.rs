@@ -244,15 +244,6 @@ impl Experiment for UdmaPollution {
         let ws = ctx.params.u64("working_set_kib") << 10;
         let copy = ctx.params.u64("copy_kib") << 10;
         let iters = ctx.params.u64("iterations");
-        if !(4 << 10..=64 << 20).contains(&ws)
-            || !(4 << 10..=16 << 20).contains(&copy)
-            || !(1..=1000).contains(&iters)
-        {
-            return Err(RunError::Config(
-                "working_set_kib in 4..=65536, copy_kib in 4..=16384, iterations in 1..=1000"
-                    .into(),
-            ));
-        }
         let res = ctx.sweep(&[false, true], |i, &e| {
             run_point(ctx, e, ws, copy, iters, ctx.point_seed(i))
         })?;

@@ -229,14 +229,6 @@ impl Experiment for UdmaSubmission {
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let sizes = ctx.params.u64_list("sizes");
         let ops = ctx.params.u64("ops");
-        if sizes.is_empty()
-            || sizes.iter().any(|s| *s == 0 || *s > 4096)
-            || !(1..=100_000).contains(&ops)
-        {
-            return Err(RunError::Config(
-                "sizes in 1..=4096, ops in 1..=100000".into(),
-            ));
-        }
         let points: Vec<(usize, u64)> = (0..PATHS.len())
             .flat_map(|k| sizes.iter().map(move |s| (k, *s)))
             .collect();
