@@ -3,6 +3,9 @@
 
 use nextio_presets::Section;
 
+use crate::rpc_client::RpcClientCosts;
+use crate::rpc_server::SoftRpcCosts;
+
 use nextio_hw::interrupt::pipeline::InstrMix;
 
 use crate::echo::EchoCosts;
@@ -11,4 +14,6 @@ use crate::echo::EchoCosts;
 pub const SECTIONS: &[Section] = &[
     Section::of::<EchoCosts>("apps.echo"),
     Section::of::<InstrMix>("apps.kv"),
+    Section::of::<SoftRpcCosts>("apps.soft_rpc"),
+    Section::of::<RpcClientCosts>("apps.rpc_client"),
 ];

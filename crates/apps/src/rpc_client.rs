@@ -13,10 +13,23 @@ use nextio_hw::packet::{
     parse_udp,
 };
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdError};
+use serde::{Deserialize, Serialize};
 
-/// Client work to marshal one call (assumption: 200 cycles for the XDR
-/// encoding of a few arguments and the header).
-pub const ENCODE_CYCLES: u64 = 200;
+/// The client's own instruction costs, in core cycles: the root preset's
+/// `[apps.rpc_client]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcClientCosts {
+    /// Marshal one call: the XDR encoding of its arguments and header.
+    pub encode_cycles: u64,
+}
+
+impl Default for RpcClientCosts {
+    /// The root preset's `[apps.rpc_client]`.
+    fn default() -> Self {
+        nextio_presets::root_section("apps.rpc_client")
+    }
+}
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +85,7 @@ pub struct RpcClient {
     backend: Option<Backend>,
     /// Calls the backend answered.
     pub served: u64,
+    costs: RpcClientCosts,
 }
 
 impl RpcClient {
@@ -88,6 +102,7 @@ impl RpcClient {
             strays: 0,
             backend: None,
             served: 0,
+            costs: RpcClientCosts::default(),
         }
     }
 
@@ -135,7 +150,9 @@ impl RpcClient {
         }
         let frame = build_udp(self.macs, self.flow, &msg, size)
             .map_err(|_| ClientError::TooLarge(msg.len()))?;
-        self.pmd.ctx().cycles(Category::Application, ENCODE_CYCLES);
+        self.pmd
+            .ctx()
+            .cycles(Category::Application, self.costs.encode_cycles);
         let m = self.pmd.alloc().ok_or(ClientError::NoMbuf)?;
         self.pmd.write_packet(m, &frame)?;
         self.sent.insert(xid, self.pmd.ctx().local_now());
@@ -188,7 +205,9 @@ impl RpcClient {
             }
         }
         for frame in answers {
-            self.pmd.ctx().cycles(Category::Application, ENCODE_CYCLES);
+            self.pmd
+                .ctx()
+                .cycles(Category::Application, self.costs.encode_cycles);
             let m = self.pmd.alloc().ok_or(ClientError::NoMbuf)?;
             self.pmd.write_packet(m, &frame)?;
             let mut tx = vec![m];

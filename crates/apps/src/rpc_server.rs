@@ -12,6 +12,7 @@
 //! Invariant: every datagram received is answered once (a reply, or an
 //! RFC 5531 error reply) or counted under a `drop.*` reason.
 
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -58,43 +59,33 @@ pub trait DatagramIo {
     fn counters(&self) -> Counters;
 }
 
-/// Instruction costs of the software RPC path, in core cycles.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Instruction costs of the software RPC path, in core cycles: the root
+/// preset's `[apps.soft_rpc]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct SoftRpcCosts {
-    /// Ethernet/IPv4/UDP header checks with the checksum offloaded to the
-    /// NIC (assumption: 60 cycles).
+    /// Ethernet/IPv4/UDP header checks with the checksum offloaded.
     pub udp_parse_cycles: u64,
-    /// Parse the RPC call header (assumption: 100 cycles).
+    /// Parse the RPC call header.
     pub rpc_header_cycles: u64,
-    /// Find the service of a port (static binding; assumption: 20 cycles).
+    /// Find the service of a port (static binding).
     pub service_lookup_cycles: u64,
-    /// Unmarshal one XDR argument: 580 cycles, the Lauberhorn
-    /// repository's measured TI-RPC unmarshal of its adder (0.58 µs for
-    /// two arguments at 2 GHz; docs/RPC-LATENCY-BREAKDOWN.md) — fitted.
+    /// Unmarshal one XDR argument.
     pub xdr_arg_cycles: u64,
-    /// Marshal one XDR result: 540 cycles, the same measurement's
-    /// marshal (0.27 µs for one result) — fitted.
+    /// Marshal one XDR result.
     pub xdr_result_cycles: u64,
-    /// Find the procedure in the dispatch table (assumption: 30 cycles).
+    /// Find the procedure in the dispatch table.
     pub proc_lookup_cycles: u64,
-    /// Call through the table (assumption: 10 cycles).
+    /// Call through the table.
     pub call_cycles: u64,
-    /// Build the reply's headers (assumption: 80 cycles).
+    /// Build the reply's headers.
     pub reply_build_cycles: u64,
 }
 
 impl Default for SoftRpcCosts {
+    /// The root preset's `[apps.soft_rpc]`.
     fn default() -> Self {
-        SoftRpcCosts {
-            udp_parse_cycles: 60,
-            rpc_header_cycles: 100,
-            service_lookup_cycles: 20,
-            xdr_arg_cycles: 580,
-            xdr_result_cycles: 540,
-            proc_lookup_cycles: 30,
-            call_cycles: 10,
-            reply_build_cycles: 80,
-        }
+        nextio_presets::root_section("apps.soft_rpc")
     }
 }
 

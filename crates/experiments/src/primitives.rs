@@ -13,6 +13,7 @@ use nextio_presets::{Layers, Overlay, PresetError, Section, Tree, unit_of};
 use serde_json::{Map, Value, json};
 
 use crate::experiment::{Experiment, RunContext};
+use crate::lauberhorn::common::BenchCosts;
 use crate::xui_dsa::OffloadClientCosts;
 use crate::xui_l3fwd::L3fwdCosts;
 
@@ -21,6 +22,7 @@ use crate::xui_l3fwd::L3fwdCosts;
 const OWN: &[Section] = &[
     Section::of::<L3fwdCosts>("apps.l3fwd"),
     Section::of::<OffloadClientCosts>("apps.offload_client"),
+    Section::of::<BenchCosts>("apps.lauberhorn_bench"),
 ];
 
 /// Every section any model reads, with the type it must fit.

@@ -13,6 +13,7 @@ use crate::interrupt::pipeline::{CoreParams, Programs, UcodeCosts};
 use crate::machine::MachineSpec;
 use crate::nagare::{NagareConfig, PipelineConfig};
 use crate::nic::enso::EnsoNicConfig;
+use crate::nic::lauberhorn::LauberhornConfig;
 use crate::nic::packetized::PacketizedConfig;
 
 /// Every section read by a hardware model.
@@ -30,4 +31,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<NagareConfig>("nagare.switch"),
     Section::of::<PipelineConfig>("nagare.pipeline"),
     Section::of::<AccelConfig>("accel"),
+    Section::of::<LauberhornConfig>("nic.lauberhorn"),
 ];

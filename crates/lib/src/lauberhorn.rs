@@ -16,6 +16,7 @@
 //! once; a handler only ever sees requests for its own endpoints (the NIC
 //! dispatched by code pointer, the runtime checks it).
 
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -61,23 +62,21 @@ pub struct Procedure {
     pub nested_results: Signature,
 }
 
-/// The runtime's own instruction costs, in core cycles.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The runtime's own instruction costs, in core cycles: the root preset's
+/// `[lauberhorn_lib]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RuntimeCosts {
-    /// Read the control line's kind and jump through its code pointer
-    /// (assumption: 20 cycles — a load that hits, a compare, an indirect
-    /// call).
+    /// Read the control line's kind and jump through its code pointer.
     pub dispatch_cycles: u64,
-    /// Write the result header (assumption: 10 cycles).
+    /// Write the result header.
     pub result_cycles: u64,
 }
 
 impl Default for RuntimeCosts {
+    /// The root preset's `[lauberhorn_lib]`.
     fn default() -> Self {
-        RuntimeCosts {
-            dispatch_cycles: 20,
-            result_cycles: 10,
-        }
+        nextio_presets::root_section("lauberhorn_lib")
     }
 }
 

@@ -3,6 +3,8 @@
 
 use nextio_presets::Section;
 
+use crate::lauberhorn::RuntimeCosts;
+
 use crate::dpdk::{DriverCosts, PmdConfig};
 use crate::enso::EnsoLibConfig;
 use crate::runtime::RuntimeDefaults;
@@ -15,4 +17,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<EnsoLibConfig>("enso_lib"),
     Section::of::<RuntimeDefaults>("runtime"),
     Section::of::<UdmaLibCosts>("udma_lib"),
+    Section::of::<RuntimeCosts>("lauberhorn_lib"),
 ];

@@ -3,6 +3,8 @@
 
 use nextio_presets::Section;
 
+use crate::lauberhorn::LauberhornOsCosts;
+
 use crate::costs::OsCosts;
 use crate::udma::UdmaTimes;
 
@@ -10,4 +12,5 @@ use crate::udma::UdmaTimes;
 pub const SECTIONS: &[Section] = &[
     Section::of::<OsCosts>("os.costs"),
     Section::of::<UdmaTimes>("os.udma"),
+    Section::of::<LauberhornOsCosts>("os.lauberhorn"),
 ];

@@ -4,6 +4,7 @@
 //! it comes from.
 
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use nextio_engine::Sim;
 use nextio_hw::cpu::CoreCtx;
@@ -13,6 +14,8 @@ use nextio_hw::nic::lauberhorn::LauberhornConfig;
 use nextio_lib::lauberhorn::{RpcServer, RuntimeCosts};
 use nextio_os::lauberhorn::{LauberhornOs, LauberhornOsCosts};
 use nextio_os::{Host, OsCosts};
+
+use serde::{Deserialize, Serialize};
 
 use crate::experiment::{RunContext, RunError};
 use crate::params::{ParamKind, ParamSpec};
@@ -222,8 +225,7 @@ pub fn client_host(
 }
 
 /// The adder of the repository's microbenchmark: two 64-bit integers in,
-/// their sum out, the handler 140 cycles (its measured 0.070 µs at 2 GHz,
-/// docs/RPC-LATENCY-BREAKDOWN.md).
+/// their sum out, its handler costing [`BenchCosts::adder_cycles`].
 pub fn adder(prog: u32) -> nextio_lib::lauberhorn::Procedure {
     use nextio_hw::oncrpc::{AcceptStat, XdrType, XdrValue};
     use nextio_lib::lauberhorn::{Outcome, compute_handler};
@@ -233,14 +235,31 @@ pub fn adder(prog: u32) -> nextio_lib::lauberhorn::Procedure {
         proc_: 1,
         args: vec![XdrType::U64, XdrType::U64],
         results: vec![XdrType::U64],
-        handler: compute_handler(ADDER_CYCLES, |a| match (a[0].as_u64(), a[1].as_u64()) {
-            (Some(x), Some(y)) => Outcome::Reply(vec![XdrValue::U64(x.wrapping_add(y))]),
-            _ => Outcome::Error(AcceptStat::GarbageArgs),
+        handler: compute_handler(bench_costs().adder_cycles, |a| {
+            match (a[0].as_u64(), a[1].as_u64()) {
+                (Some(x), Some(y)) => Outcome::Reply(vec![XdrValue::U64(x.wrapping_add(y))]),
+                _ => Outcome::Error(AcceptStat::GarbageArgs),
+            }
         }),
         continuation: None,
         nested_results: vec![],
     }
 }
 
-/// The adder handler's cost (see [`adder`]).
-pub const ADDER_CYCLES: u64 = 140;
+/// The microbenchmarks' own costs: the root preset's
+/// `[apps.lauberhorn_bench]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchCosts {
+    /// The adder handler's body (see [`adder`]).
+    pub adder_cycles: u64,
+    /// One core's post of a 64 B write-combined burst to a BAR: the
+    /// stores and the buffer flush.
+    pub pio_store_cycles: u64,
+}
+
+/// The root preset's microbenchmark costs (read once per process).
+pub fn bench_costs() -> &'static BenchCosts {
+    static COSTS: OnceLock<BenchCosts> = OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.lauberhorn_bench"))
+}

@@ -31,7 +31,7 @@ use nextio_os::lauberhorn::OutgoingCall;
 use serde_json::json;
 
 use super::common::{
-    ADDER_CYCLES, CALL_PARAMS, adder, call_params, cfg_err, client_host, lauberhorn_host,
+    CALL_PARAMS, adder, bench_costs, call_params, cfg_err, client_host, lauberhorn_host,
 };
 use super::rpc_cycles::bypass;
 use crate::experiment::{
@@ -91,13 +91,15 @@ fn via_backend(dest: Rc<Cell<u16>>) -> Procedure {
         proc_: 2,
         args: vec![XdrType::U64],
         results: vec![XdrType::U64],
-        handler: compute_handler(ADDER_CYCLES, move |a| RpcOutcome::Call {
+        handler: compute_handler(bench_costs().adder_cycles, move |a| RpcOutcome::Call {
             dest: dest.get(),
             args: a.to_vec(),
         }),
-        continuation: Some(compute_handler(ADDER_CYCLES, |r| match r[0].as_u64() {
-            Some(y) => RpcOutcome::Reply(vec![XdrValue::U64(y.wrapping_add(1))]),
-            None => RpcOutcome::Error(AcceptStat::GarbageArgs),
+        continuation: Some(compute_handler(bench_costs().adder_cycles, |r| {
+            match r[0].as_u64() {
+                Some(y) => RpcOutcome::Reply(vec![XdrValue::U64(y.wrapping_add(1))]),
+                None => RpcOutcome::Error(AcceptStat::GarbageArgs),
+            }
         })),
         nested_results: vec![XdrType::U64],
     }
@@ -150,7 +152,7 @@ fn run_mode(run: &RunContext, nested: bool, requests: u64, warmup: u64) -> Resul
         vers: 1,
         proc_: 1,
         args: vec![XdrType::U64],
-        cycles: ADDER_CYCLES,
+        cycles: bench_costs().adder_cycles,
         handler: Box::new(|a| vec![XdrValue::U64(a[0].as_u64().unwrap_or(0).wrapping_mul(2))]),
     });
     os.start();

@@ -49,8 +49,10 @@ use nextio_apps::rpc_server::{DpdkIo, SoftRpcCosts, SoftRpcServer};
 pub struct LauberhornRpcCycles;
 
 const PROG: u32 = 0x2000_0001;
-/// The server cores' clock (Enzian's ThunderX-1).
-const GHZ: f64 = 2.0;
+/// The server cores' clock in GHz: the `enzian` preset's.
+fn ghz() -> f64 {
+    MachineSpec::enzian(1).caches.core_clock.hz() as f64 / 1e9
+}
 
 const PARAMS: &[ParamSpec] = &CALL_PARAMS;
 
@@ -297,13 +299,13 @@ impl Experiment for LauberhornRpcCycles {
                 let ns = m.steps_ns[s as usize];
                 steps.push(json!({
                     "system": name, "step": s as usize + 1, "name": s.name(),
-                    "ns": ns, "cycles": ns * GHZ,
+                    "ns": ns, "cycles": ns * ghz(),
                 }));
             }
         }
         series.push(steps);
         let mut totals = Series::new("totals", "system", &["cycles", "rtt_us"]);
-        let total = |m: &Measured| m.steps_ns.iter().sum::<f64>() * GHZ;
+        let total = |m: &Measured| m.steps_ns.iter().sum::<f64>() * ghz();
         for (i, (name, m)) in systems.iter().zip(&res).enumerate() {
             totals.push(json!({
                 "system": name, "index": i, "cycles": total(m), "rtt_us": m.rtt_us,

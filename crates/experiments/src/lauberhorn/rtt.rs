@@ -79,9 +79,6 @@ const PARAMS: &[ParamSpec] = &[
     .int(1, 10_000),
 ];
 
-/// One core's post of a 64 B write-combined burst to a BAR (assumption:
-/// 20 cycles for the stores and the buffer flush).
-const PIO_STORE_CYCLES: u64 = 20;
 /// Bytes per uncached load the PIO receive path uses (assumption: a
 /// 32-byte vector load; the repository's PIO receive takes 47 ns per byte,
 /// ≈1.5 µs per 32 B against a 1.29 µs register round trip).
@@ -290,14 +287,20 @@ fn pcie_pio(run: &RunContext, size: usize, iterations: u64) -> Result<Point, Run
             // Posted 64 B writes, then the doorbell (write-combined, the
             // core does not wait for them).
             for (k, chunk) in msg.chunks(64).enumerate() {
-                ctx.cycles(Category::Driver, PIO_STORE_CYCLES);
+                ctx.cycles(
+                    Category::Driver,
+                    super::common::bench_costs().pio_store_cycles,
+                );
                 ctx.sync().await;
                 if post(pio::TX_BUF + 64 * k as u64, chunk).is_err() {
                     *f.borrow_mut() = Some("PIO write refused".to_string());
                     return;
                 }
             }
-            ctx.cycles(Category::Driver, PIO_STORE_CYCLES);
+            ctx.cycles(
+                Category::Driver,
+                super::common::bench_costs().pio_store_cycles,
+            );
             ctx.sync().await;
             if post(pio::DOORBELL, &(size as u32).to_le_bytes()).is_err() {
                 *f.borrow_mut() = Some("doorbell refused".to_string());

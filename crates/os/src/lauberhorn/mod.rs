@@ -28,6 +28,7 @@ pub mod channel;
 mod dispatch;
 pub mod steps;
 
+use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
@@ -83,30 +84,27 @@ pub trait Background {
     fn chunk<'a>(&'a self, ctx: &'a CoreCtx, core: usize) -> LocalFuture<'a, ()>;
 }
 
-/// Costs of the kernel's Lauberhorn paths, in core cycles.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Costs of the kernel's Lauberhorn paths, in core cycles: the root
+/// preset's `[os.lauberhorn]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct LauberhornOsCosts {
     /// The dispatch thread reads a kernel-channel request and finds the
-    /// process's thread for this core (assumption: 150 cycles, a table
-    /// lookup and run-queue bookkeeping).
+    /// process's thread for this core.
     pub kernel_dispatch_cycles: u64,
-    /// Copying a request into the process: a fixed part (assumption: 50
-    /// cycles) plus one cycle per 16 bytes (`memcpy` at 16 B/cycle).
+    /// Copying a request into the process: a fixed part plus the bytes at
+    /// `copy_bytes_per_cycle`.
     pub copy_fixed_cycles: u64,
     pub copy_bytes_per_cycle: u64,
     /// What the dispatch thread does on TRYAGAIN: a `cond_resched()`
-    /// with nothing to run (assumption: 100 cycles).
+    /// with nothing to run.
     pub tryagain_cycles: u64,
 }
 
 impl Default for LauberhornOsCosts {
+    /// The root preset's `[os.lauberhorn]`.
     fn default() -> Self {
-        LauberhornOsCosts {
-            kernel_dispatch_cycles: 150,
-            copy_fixed_cycles: 50,
-            copy_bytes_per_cycle: 16,
-            tryagain_cycles: 100,
-        }
+        nextio_presets::root_section("os.lauberhorn")
     }
 }
 

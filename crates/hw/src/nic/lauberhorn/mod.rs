@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use nextio_engine::{Counters, Time};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::coherent::{CoherentHome, HomeEvent, HomePort, HomeWindow};
 use crate::device::{BarSpec, Device, DeviceCtx, DmaFault, Requester};
@@ -57,63 +57,74 @@ pub mod rx_stat {
 pub use endpoint::{Destination, Endpoint, EndpointError, EndpointTable};
 pub use layout::{RxCtrl, RxKind, TxCtrl, TxKind, WindowLayout};
 
-/// How the NIC is built.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// How the NIC is built: its shape (cores, slots, addresses, policy),
+/// chosen by whoever builds it, and its timings and sizes, the root
+/// preset's `[nic.lauberhorn]`, where each value's source is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LauberhornConfig {
     /// Cores it has channels for.
+    #[serde(skip, default = "default_cores")]
     pub cores: usize,
     /// Process slots (processes that may register services).
+    #[serde(skip, default = "default_cores")]
     pub slots: usize,
+    #[serde(skip, default = "default_ip")]
     pub ip: Ipv4Addr,
+    #[serde(skip, default = "default_mac")]
     pub mac: [u8; 6],
     /// The UDP port it serves ONC RPC on.
+    #[serde(skip, default = "default_rpc_port")]
     pub rpc_port: u16,
-    /// A held load is answered with TRYAGAIN after this long: §5, 15 ms.
+    /// A held load is answered with TRYAGAIN after this long.
     pub tryagain_ps: u64,
-    /// Frame arrival to a decoded request: four decode stages (Ethernet,
-    /// IPv4, UDP, ONC RPC) of 50 ns — "tens of nanoseconds each"
-    /// (enzian-pio-nic, docs/RPC-LATENCY-BREAKDOWN.md; the 50 ns per stage
-    /// is an assumption within that).
+    /// Frame arrival to a decoded request: the four decode stages
+    /// (Ethernet, IPv4, UDP, ONC RPC).
     pub rx_pipeline_ps: u64,
-    /// A result to a reply frame on the wire: the four encoder stages,
-    /// likewise.
+    /// A result to a reply frame on the wire: the four encoder stages.
     pub tx_pipeline_ps: u64,
-    /// Requests queued per process before more are dropped: 16 (the
-    /// prototype's default, enzian-pio-nic docs/hardware/architecture.md,
-    /// "16 queued RX packets/process").
+    /// Requests queued per process before more are dropped.
     pub queue_depth: usize,
-    /// Messages larger than this go by DMA: §7, "about 4 KiB" on Enzian.
+    /// Messages larger than this go by DMA.
     pub dma_threshold_bytes: usize,
     /// A kernel channel idle this long is sent RETIRE, if more than
-    /// `min_rpc_cores` cores serve RPCs (assumption: 50 µs).
+    /// `min_rpc_cores` cores serve RPCs.
     pub retire_idle_ps: u64,
+    #[serde(skip, default = "default_min_rpc_cores")]
     pub min_rpc_cores: usize,
     /// Ask a core idling in one process's user loop to yield when another
     /// process has requests waiting and no core (§6).
+    #[serde(skip, default = "default_yield_idle_loops")]
     pub yield_idle_loops: bool,
-    /// Endpoints the table holds: 8 services × … (assumption: 64).
+    /// Endpoints the table holds.
     pub endpoints: usize,
 }
 
 impl Default for LauberhornConfig {
+    /// Four cores and four process slots at 10.0.0.2, serving ONC RPC on
+    /// port 20049, with the root preset's timings.
     fn default() -> Self {
-        LauberhornConfig {
-            cores: 4,
-            slots: 4,
-            ip: Ipv4Addr::new(10, 0, 0, 2),
-            mac: [0x02, 0, 0, 0, 0, 2],
-            rpc_port: 20049,
-            tryagain_ps: 15_000_000_000,
-            rx_pipeline_ps: 200_000,
-            tx_pipeline_ps: 200_000,
-            queue_depth: 16,
-            dma_threshold_bytes: 4096,
-            retire_idle_ps: 50_000_000,
-            min_rpc_cores: 1,
-            yield_idle_loops: true,
-            endpoints: 64,
-        }
+        nextio_presets::root_section("nic.lauberhorn")
     }
+}
+
+fn default_cores() -> usize {
+    4
+}
+fn default_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 2)
+}
+fn default_mac() -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, 2]
+}
+fn default_rpc_port() -> u16 {
+    20049
+}
+fn default_min_rpc_cores() -> usize {
+    1
+}
+fn default_yield_idle_loops() -> bool {
+    true
 }
 
 /// Why the NIC could not be built or configured.
