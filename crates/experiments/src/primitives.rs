@@ -12,6 +12,7 @@
 use nextio_presets::{Layers, Overlay, PresetError, Section, Tree, unit_of};
 use serde_json::{Map, Value, json};
 
+use crate::accio::dpdk_multiprocess::MultiprocessCosts;
 use crate::experiment::{Experiment, RunContext};
 use crate::lauberhorn::common::BenchCosts;
 use crate::xui_dsa::OffloadClientCosts;
@@ -23,6 +24,7 @@ const OWN: &[Section] = &[
     Section::of::<L3fwdCosts>("apps.l3fwd"),
     Section::of::<OffloadClientCosts>("apps.offload_client"),
     Section::of::<BenchCosts>("apps.lauberhorn_bench"),
+    Section::of::<MultiprocessCosts>("apps.dpdk_multiprocess"),
 ];
 
 /// Every section any model reads, with the type it must fit.

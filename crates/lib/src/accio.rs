@@ -36,26 +36,25 @@ use nextio_hw::mem::VirtAddr;
 use nextio_os::accio::{Accelerated, AccioError, AccioOs, Dir, FallbackRecv, Refill, WaitResult};
 use nextio_os::net::{Fd, NetError};
 use nextio_os::{Pid, Tid};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// An IPv4 address and port.
 pub type SockAddr = (Ipv4Addr, u16);
 
-/// The library's own instructions per call, in cycles of a server core.
-/// Assumption: 60 for a send or a receive (pointer arithmetic, the record
-/// header, the checks; a few dozen instructions).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The library's own instructions per call, in cycles of a server core:
+/// the root preset's `[accio_lib]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LibCosts {
     pub send_cycles: u64,
     pub recv_cycles: u64,
 }
 
 impl Default for LibCosts {
+    /// The root preset's `[accio_lib]`.
     fn default() -> Self {
-        LibCosts {
-            send_cycles: 60,
-            recv_cycles: 60,
-        }
+        nextio_presets::root_section("accio_lib")
     }
 }
 

@@ -3,6 +3,7 @@
 
 use nextio_presets::Section;
 
+use crate::accio::LibCosts;
 use crate::lauberhorn::RuntimeCosts;
 
 use crate::dpdk::{DriverCosts, PmdConfig};
@@ -18,4 +19,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<RuntimeDefaults>("runtime"),
     Section::of::<UdmaLibCosts>("udma_lib"),
     Section::of::<RuntimeCosts>("lauberhorn_lib"),
+    Section::of::<LibCosts>("accio_lib"),
 ];

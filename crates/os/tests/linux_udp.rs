@@ -26,7 +26,7 @@ fn host(sim: &Sim, ip: Ipv4Addr, mac: [u8; 6], peer: (Ipv4Addr, [u8; 6])) -> Lin
     let mut net = NetConfig::new(ip, mac, LinuxNetCosts::accio_testbed());
     net.neighbours.push(peer);
     let os = OsCosts {
-        context_switch_cycles: LinuxNetCosts::ACCIO_TESTBED_CONTEXT_SWITCH_CYCLES,
+        context_switch_cycles: LinuxNetCosts::accio_testbed_context_switch_cycles(),
         ..OsCosts::default()
     };
     LinuxHost::build(sim, MachineSpec::accio_server(2), os, net).unwrap()

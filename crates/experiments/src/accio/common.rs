@@ -43,7 +43,7 @@ pub const PAPER: &str = "Accio (NINeS '26)";
 pub fn testbed_os() -> (OsCosts, LinuxNetCosts) {
     (
         OsCosts {
-            context_switch_cycles: LinuxNetCosts::ACCIO_TESTBED_CONTEXT_SWITCH_CYCLES,
+            context_switch_cycles: LinuxNetCosts::accio_testbed_context_switch_cycles(),
             ..OsCosts::default()
         },
         LinuxNetCosts::accio_testbed(),

@@ -28,6 +28,7 @@ use nextio_hw::packet::{FlowKey, Macs, build_udp_datagram, parse_udp};
 use nextio_lib::dpdk::{Pmd, PmdConfig};
 use nextio_lib::shm_fifo::ShmFifo;
 use nextio_os::{Host, OsCosts};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::common::{
@@ -89,9 +90,20 @@ const CHECKS: &[CheckSpec] = &[
     .per_point(),
 ];
 
-/// Idle iterations of a poll loop (ring checks, a pause): 50 cycles,
-/// assumption.
-const POLL_CYCLES: u64 = 50;
+/// The baseline's own costs: the root preset's `[apps.dpdk_multiprocess]`,
+/// where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiprocessCosts {
+    /// One idle iteration of a poll loop (ring checks, a pause).
+    pub idle_poll_cycles: u64,
+}
+
+/// The root preset's baseline costs (read once per process).
+fn costs() -> &'static MultiprocessCosts {
+    static COSTS: std::sync::OnceLock<MultiprocessCosts> = std::sync::OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.dpdk_multiprocess"))
+}
 const BASE_PORT: u16 = 5000;
 const FIFO_SLOTS: u64 = 64;
 
@@ -186,7 +198,10 @@ fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTal
                 loop {
                     match fifo.push(&ctx, at(va, k, true), &frame) {
                         Ok(true) => break,
-                        Ok(false) => ctx.compute(Category::Polling, POLL_CYCLES).await,
+                        Ok(false) => {
+                            ctx.compute(Category::Polling, costs().idle_poll_cycles)
+                                .await
+                        }
                         Err(e) => return fail(e.to_string()),
                     }
                 }
@@ -194,7 +209,10 @@ fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTal
                     ctx.sync().await;
                     match fifo.pop(&ctx, at(va, k, false), &mut back) {
                         Ok(true) => break,
-                        Ok(false) => ctx.compute(Category::Polling, POLL_CYCLES).await,
+                        Ok(false) => {
+                            ctx.compute(Category::Polling, costs().idle_poll_cycles)
+                                .await
+                        }
                         Err(e) => return fail(e.to_string()),
                     }
                 }
@@ -270,7 +288,8 @@ fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTal
                     }
                 }
                 if !busy {
-                    ctx.compute(Category::Polling, POLL_CYCLES).await;
+                    ctx.compute(Category::Polling, costs().idle_poll_cycles)
+                        .await;
                 }
             }
         });

@@ -7,7 +7,8 @@
 //! other packets or threads. These costs are the instructions between
 //! them.
 //!
-//! Two sets:
+//! Two sets, the root preset's `[os.linux_net.*]`, where each value's
+//! source is:
 //! * [`LinuxNetCosts::accio_testbed`] — the kernel of Accio's Table 1
 //!   (Linux 6.6 with debugging features on a Xeon Gold 6240 whose clock
 //!   averaged ≈2 GHz, §8.1–8.2, E810 NIC). Table 1 gives three phases of
@@ -31,8 +32,11 @@
 //! average 2 GHz), so the same kernel path takes that many more cycles
 //! (assumption: kernel code scales like CoreMark).
 
+use serde::{Deserialize, Serialize};
+
 /// Cycles of each mechanism of the kernel's UDP receive and send paths.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LinuxNetCosts {
     // ---- receive: NIC to kernel ------------------------------------
     /// Hard-IRQ entry, `ice_msix_clean_rings`, `napi_schedule_irqoff`,
@@ -78,86 +82,35 @@ pub struct LinuxNetCosts {
     /// TX completion in the NAPI poll, per packet (`ice_clean_tx_irq`).
     pub tx_clean_cycles: u64,
     /// Copying to or from user space, per byte beyond the cache-modelled
-    /// loads and stores (`copy_user_enhanced_fast_string`; `rep movsb`
-    /// moves about 32 B per cycle on Skylake-class cores: assumption).
+    /// loads and stores (`copy_user_enhanced_fast_string`).
     pub copy_cycles_per_32_bytes: u64,
 }
 
-/// Cycles at the Table 1 server's average clock (§8.2: ≈2 GHz).
-const TESTBED_GHZ: f64 = 2.0;
-
-fn us(us: f64) -> u64 {
-    (us * 1000.0 * TESTBED_GHZ).round() as u64
+/// The Table 1 kernel's scheduler: its context switch, which the OS
+/// model's [`crate::OsCosts`] carries for that kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestbedScheduler {
+    pub context_switch_cycles: u64,
 }
 
 impl LinuxNetCosts {
-    /// The Table 1 kernel (see the module doc): fitted.
-    ///
-    /// NIC to kernel, 4.90 µs: the model's own hardware time up to the
-    /// interrupt (data DMA and its landing, the write-back batch timer,
-    /// the MSI-X message: ≈0.70 µs on the server's Gen3 x16 slot with the
-    /// fabric's defaults) is taken out; the remaining 4.20 µs is split
-    /// 2/7 hard IRQ, 4/21 softirq dispatch, 13/42 driver per packet,
-    /// 3/14 GRO and netif (assumption).
-    ///
-    /// Header processing, 2.95 µs: 12/29.5 IP, 10/29.5 UDP and lookup,
-    /// 7.5/29.5 queueing (assumption).
-    ///
-    /// Kernel to user, 11.75 µs: wake-up 1.5, NAPI completion and IRQ
-    /// return 0.75, the switch into the reader (the OS model's
-    /// [`crate::OsCosts::context_switch_cycles`], set to 6.0 µs for this
-    /// kernel by [`crate::OsCosts`] users), `recvmsg` 2.0, return to user
-    /// 1.5 (assumption); the 64 B copy is timed by the cache model.
+    /// The Table 1 kernel (see the module doc): fitted; the root preset's
+    /// `[os.linux_net.accio_testbed]` says how each phase was split.
     pub fn accio_testbed() -> LinuxNetCosts {
-        LinuxNetCosts {
-            hardirq_cycles: us(1.2),
-            softirq_cycles: us(0.8),
-            driver_rx_cycles: us(1.3),
-            netif_rx_cycles: us(0.9),
-            ip_rcv_cycles: us(1.2),
-            udp_rcv_cycles: us(1.0),
-            sock_enqueue_cycles: us(0.75),
-            wakeup_cycles: us(1.5),
-            napi_complete_cycles: us(0.75),
-            recvmsg_cycles: us(2.0),
-            syscall_exit_cycles: us(1.5),
-            syscall_entry_cycles: us(1.5),
-            // Mirrors of the receive side (assumption).
-            udp_send_cycles: us(1.0),
-            ip_output_cycles: us(1.2),
-            qdisc_cycles: us(0.9),
-            driver_tx_cycles: us(1.3),
-            tx_clean_cycles: us(0.2),
-            copy_cycles_per_32_bytes: 1,
-        }
+        nextio_presets::root_section("os.linux_net.accio_testbed")
     }
 
     /// The context switch of the Table 1 kernel (see
-    /// [`LinuxNetCosts::accio_testbed`]): 6.0 µs at 2 GHz, fitted.
-    pub const ACCIO_TESTBED_CONTEXT_SWITCH_CYCLES: u64 = 12_000;
+    /// [`LinuxNetCosts::accio_testbed`]): fitted.
+    pub fn accio_testbed_context_switch_cycles() -> u64 {
+        nextio_presets::root_section::<TestbedScheduler>("os.linux_net.accio_testbed_scheduler")
+            .context_switch_cycles
+    }
 
     /// A production kernel (see the module doc): assumptions.
     pub fn production() -> LinuxNetCosts {
-        LinuxNetCosts {
-            hardirq_cycles: 500,
-            softirq_cycles: 200,
-            driver_rx_cycles: 300,
-            netif_rx_cycles: 200,
-            ip_rcv_cycles: 300,
-            udp_rcv_cycles: 300,
-            sock_enqueue_cycles: 200,
-            wakeup_cycles: 200,
-            napi_complete_cycles: 150,
-            recvmsg_cycles: 400,
-            syscall_exit_cycles: 100,
-            syscall_entry_cycles: 100,
-            udp_send_cycles: 400,
-            ip_output_cycles: 300,
-            qdisc_cycles: 200,
-            driver_tx_cycles: 300,
-            tx_clean_cycles: 50,
-            copy_cycles_per_32_bytes: 1,
-        }
+        nextio_presets::root_section("os.linux_net.production")
     }
 
     /// The same path on a core that needs `factor` times the cycles.
@@ -202,6 +155,11 @@ pub fn rocket_cycle_factor() -> f64 {
 mod tests {
     use super::*;
 
+    /// Cycles at the Table 1 server's average clock (§8.2: ≈2 GHz).
+    fn us(us: f64) -> u64 {
+        (us * 2000.0).round() as u64
+    }
+
     #[test]
     fn testbed_phases_sum_to_the_split_of_table_1() {
         let c = LinuxNetCosts::accio_testbed();
@@ -212,7 +170,7 @@ mod tests {
         assert_eq!(header, us(2.95));
         let to_user = c.wakeup_cycles
             + c.napi_complete_cycles
-            + LinuxNetCosts::ACCIO_TESTBED_CONTEXT_SWITCH_CYCLES
+            + LinuxNetCosts::accio_testbed_context_switch_cycles()
             + c.recvmsg_cycles
             + c.syscall_exit_cycles;
         assert_eq!(to_user, us(11.75));

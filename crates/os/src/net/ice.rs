@@ -22,6 +22,8 @@ use nextio_hw::nic::packetized::{
     TXD_CMD_EOP, TXD_CMD_IIPT_IPV4, TXD_CMD_L4T_UDP, TXD_CMD_RS, TxDataDesc, regs, tx_offsets,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::NetError;
 use super::skb::{BufId, SkbPool};
 use crate::kmem::KernelDma;
@@ -47,29 +49,24 @@ impl PacketizedQueues for PacketizedNic {
     }
 }
 
-/// Ring sizes and thresholds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Ring sizes and thresholds: the root preset's `[os.ice]`, where each
+/// value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IceConfig {
-    /// RX and TX descriptors per ring. The ice driver defaults to 2048 RX
-    /// and 256 TX (`ICE_DFLT_NUM_RX_DESC`, `ICE_DFLT_NUM_TX_DESC`); 512
-    /// each here (assumption: deep enough for every experiment's bursts).
+    /// RX and TX descriptors per ring.
     pub rx_entries: u32,
     pub tx_entries: u32,
-    /// Refill doorbell once this many RX descriptors are refilled
-    /// (`ICE_RX_BUF_WRITE` = 16).
+    /// Refill doorbell once this many RX descriptors are refilled.
     pub rx_refill_batch: u32,
-    /// Packets per NAPI poll (`NAPI_POLL_WEIGHT` = 64).
+    /// Packets per NAPI poll.
     pub napi_budget: u32,
 }
 
 impl Default for IceConfig {
+    /// The root preset's `[os.ice]`.
     fn default() -> Self {
-        IceConfig {
-            rx_entries: 512,
-            tx_entries: 512,
-            rx_refill_batch: 16,
-            napi_budget: 64,
-        }
+        nextio_presets::root_section("os.ice")
     }
 }
 
