@@ -8,11 +8,13 @@ use crate::rpc_server::SoftRpcCosts;
 
 use nextio_hw::interrupt::pipeline::InstrMix;
 
+use crate::chain::ChainCosts;
 use crate::echo::EchoCosts;
 
 /// Every section read by the applications.
 pub const SECTIONS: &[Section] = &[
     Section::of::<EchoCosts>("apps.echo"),
+    Section::of::<ChainCosts>("apps.chain"),
     Section::of::<InstrMix>("apps.kv"),
     Section::of::<SoftRpcCosts>("apps.soft_rpc"),
     Section::of::<RpcClientCosts>("apps.rpc_client"),

@@ -108,6 +108,11 @@ struct PointResult {
 }
 
 impl Experiment for EthernetLinerate {
+    /// No machine: two ports and a wire, whose values (`[ethernet]`) are
+    /// the root preset's.
+    fn host(&self) -> &'static str {
+        "skylake-x"
+    }
     fn name(&self) -> &'static str {
         "ethernet-linerate"
     }

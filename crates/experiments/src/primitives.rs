@@ -15,6 +15,8 @@ use serde_json::{Map, Value, json};
 use crate::accio::dpdk_multiprocess::MultiprocessCosts;
 use crate::experiment::{Experiment, RunContext};
 use crate::lauberhorn::common::BenchCosts;
+use crate::nagare::cpu_push::CpuPushCosts;
+use crate::udma_pollution::PollutionCosts;
 use crate::xui_dsa::OffloadClientCosts;
 use crate::xui_l3fwd::L3fwdCosts;
 
@@ -25,6 +27,8 @@ const OWN: &[Section] = &[
     Section::of::<OffloadClientCosts>("apps.offload_client"),
     Section::of::<BenchCosts>("apps.lauberhorn_bench"),
     Section::of::<MultiprocessCosts>("apps.dpdk_multiprocess"),
+    Section::of::<CpuPushCosts>("apps.nagare_cpu_push"),
+    Section::of::<PollutionCosts>("apps.udma_pollution"),
 ];
 
 /// Every section any model reads, with the type it must fit.
@@ -107,6 +111,31 @@ pub fn describe(exp: &dyn Experiment) -> String {
             "  {} = {value}{from}\n      {source}\n",
             leaf.path
         ));
+    }
+    for other in exp.other_hosts() {
+        s.push_str(&other_host(tree, other));
+    }
+    s
+}
+
+/// Where the machine of preset `name`, which an experiment also builds,
+/// differs from `primary`'s.
+fn other_host(primary: &Tree, name: &str) -> String {
+    let tree = match nextio_presets::preset(name) {
+        Ok(t) => t,
+        Err(e) => return format!("\nPrimitives of `{name}`: unavailable ({e})\n"),
+    };
+    let mut s = format!(
+        "\nIt also builds machines as host preset `{name}`, which differs from `{}` in:\n",
+        primary.name()
+    );
+    for (path, value, _) in tree.differences(primary) {
+        if !path.starts_with("machine.") {
+            continue;
+        }
+        let unit = unit_of(&path);
+        let source = tree.source(&path).map(|s| s.text.as_str()).unwrap_or("");
+        s.push_str(&format!("  {path} = {value} {unit}\n      {source}\n"));
     }
     s
 }

@@ -20,6 +20,7 @@ use nextio_hw::cache::CoreStats;
 use nextio_hw::devices::udma::layout::{opcode, status};
 use nextio_hw::mem::VirtAddr;
 use nextio_lib::udma::{UdmaQueue, cpu_memcpy};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::experiment::{
@@ -85,8 +86,20 @@ const CHECKS: &[CheckSpec] = &[
     ),
 ];
 
-/// Compute per working-set line (assumption: a light loop body).
-const WORK_CYCLES_PER_LINE: u64 = 4;
+/// The benchmark's own costs: the root preset's `[apps.udma_pollution]`,
+/// where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollutionCosts {
+    /// Compute per working-set line.
+    pub work_cycles_per_line: u64,
+}
+
+/// The root preset's benchmark costs (read once per process).
+fn costs() -> &'static PollutionCosts {
+    static COSTS: std::sync::OnceLock<PollutionCosts> = std::sync::OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.udma_pollution"))
+}
 
 #[derive(Default, Clone, Copy)]
 struct Point {
@@ -137,7 +150,10 @@ fn run_point(
                     t.load(wset.offset(off), line, Category::Application)
                         .map_err(|x| x.to_string())?;
                 }
-                t.cycles(Category::Application, ws / 64 * WORK_CYCLES_PER_LINE);
+                t.cycles(
+                    Category::Application,
+                    ws / 64 * costs().work_cycles_per_line,
+                );
                 Ok(())
             };
             for i in 0..iters + warm {

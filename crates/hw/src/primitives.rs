@@ -5,6 +5,8 @@
 use nextio_presets::Section;
 
 use crate::accel::AccelConfig;
+use crate::accel::crypto::AesGcm;
+use crate::accel::ml::Classifier;
 use crate::devices::blockdev::BlockDevConfig;
 use crate::devices::udma::UdmaCosts;
 use crate::ethernet::LinkConfig;
@@ -31,5 +33,7 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<NagareConfig>("nagare.switch"),
     Section::of::<PipelineConfig>("nagare.pipeline"),
     Section::of::<AccelConfig>("accel"),
+    Section::of::<AesGcm>("accel_kernels.aes_gcm"),
+    Section::of::<Classifier>("accel_kernels.classifier"),
     Section::of::<LauberhornConfig>("nic.lauberhorn"),
 ];

@@ -18,16 +18,28 @@ use nextio_hw::cpu::{CoreCtx, MmioAccessError};
 use nextio_hw::fabric::DeviceHandle;
 use nextio_hw::mem::{AccessError, VirtAddr};
 use nextio_os::{DmaBuffer, OsError, Process};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Building one descriptor (six fields, tail advance, ≈ 24 instructions at
-/// ~2 per cycle). Model choice, not fitted; the 64-byte store is
-/// cache-costed.
-pub const SUBMIT_CYCLES: u64 = 12;
-/// Testing and retiring one completion (≈ 12 instructions). Model choice.
-pub const COMPLETE_CYCLES: u64 = 6;
-/// The doorbell store and its fence (as the Ensō library's, ≈ 30 cycles).
-pub const DOORBELL_CYCLES: u64 = 30;
+/// The driver's own instructions, in core cycles: the root preset's
+/// `[cmdq_lib]`, where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmdqCosts {
+    /// Building one descriptor (its 64-byte store is cache-costed).
+    pub submit_cycles: u64,
+    /// Testing and retiring one completion.
+    pub complete_cycles: u64,
+    /// The doorbell store and its fence.
+    pub doorbell_cycles: u64,
+}
+
+impl Default for CmdqCosts {
+    /// The root preset's `[cmdq_lib]`.
+    fn default() -> Self {
+        nextio_presets::root_section("cmdq_lib")
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum CmdqError {
@@ -51,6 +63,7 @@ pub struct CommandQueue {
     tail: u32,
     head: u32,
     doorbell: VirtAddr,
+    costs: CmdqCosts,
 }
 
 impl CommandQueue {
@@ -74,6 +87,7 @@ impl CommandQueue {
             tail: 0,
             head: 0,
             doorbell: regs.offset(TAIL_REGISTER),
+            costs: CmdqCosts::default(),
         })
     }
 
@@ -110,14 +124,15 @@ impl CommandQueue {
         desc.status = 0;
         self.ctx
             .store(self.slot_va(self.tail), &desc.emit(), Category::Driver)?;
-        self.ctx.cycles(Category::Driver, SUBMIT_CYCLES);
+        self.ctx.cycles(Category::Driver, self.costs.submit_cycles);
         self.tail = (self.tail + 1) % self.entries;
         Ok(())
     }
 
     /// Tell the device about everything submitted.
     pub async fn ring_doorbell(&mut self) -> Result<(), CmdqError> {
-        self.ctx.cycles(Category::Driver, DOORBELL_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, self.costs.doorbell_cycles);
         self.ctx
             .mmio_write(self.doorbell, &(self.tail as u64).to_le_bytes(), "doorbell")
             .await?;
@@ -146,7 +161,8 @@ impl CommandQueue {
         let Some(d) = Descriptor::parse(&b).filter(|d| d.is_done()) else {
             return Ok(None);
         };
-        self.ctx.cycles(Category::Driver, COMPLETE_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, self.costs.complete_cycles);
         self.head = (self.head + 1) % self.entries;
         Ok(Some(d))
     }

@@ -30,11 +30,27 @@ use nextio_hw::nagare::layout::{
 use nextio_hw::nic::enso::{EnsoNic, EnsoNicError, Register};
 use nextio_hw::packet::FlowKey;
 use nextio_os::{DmaBuffer, OsError, Process};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Cycles of building one configuration entry (model choice; set-up is
-/// off the data path, its cost is reported, not a result).
-pub const CONFIG_CYCLES: u64 = 40;
+/// The library's own instructions, in core cycles: the root preset's
+/// `[nagare_lib]`, where each value's source is. Set-up is off the data
+/// path: its cost is reported, not a result.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NagareLibCosts {
+    /// Building one configuration entry.
+    pub config_entry_cycles: u64,
+    /// Building one push command.
+    pub push_command_cycles: u64,
+}
+
+impl Default for NagareLibCosts {
+    /// The root preset's `[nagare_lib]`.
+    fn default() -> Self {
+        nextio_presets::root_section("nagare_lib")
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum NagareLibError {
@@ -115,6 +131,7 @@ pub struct Nagare {
     next_adapter: u16,
     /// Configuration entries written, for the report.
     pub entries_written: u64,
+    costs: NagareLibCosts,
 }
 
 impl Nagare {
@@ -133,6 +150,7 @@ impl Nagare {
             next_stream: 0,
             next_adapter: 0,
             entries_written: 0,
+            costs: NagareLibCosts::default(),
         })
     }
 
@@ -142,7 +160,8 @@ impl Nagare {
 
     /// Write one configuration entry and read its result.
     pub async fn configure(&mut self, e: &ConfigEntry) -> Result<(), NagareLibError> {
-        self.ctx.cycles(Category::Driver, CONFIG_CYCLES);
+        self.ctx
+            .cycles(Category::Driver, self.costs.config_entry_cycles);
         self.ctx
             .mmio_write(self.regs.offset(regs::CONFIG), &e.emit(), "config")
             .await?;
@@ -454,7 +473,8 @@ impl Nagare {
     }
 
     async fn push_command(&mut self, cmd: PushCommand) -> Result<(), NagareLibError> {
-        self.ctx.cycles(Category::Driver, CONFIG_CYCLES / 2);
+        self.ctx
+            .cycles(Category::Driver, self.costs.push_command_cycles);
         self.ctx
             .mmio_write(self.regs.offset(regs::PUSH), &cmd.emit(), "push")
             .await?;

@@ -4,7 +4,9 @@
 use nextio_presets::Section;
 
 use crate::accio::LibCosts;
+use crate::cmdq::CmdqCosts;
 use crate::lauberhorn::RuntimeCosts;
+use crate::nagare::NagareLibCosts;
 
 use crate::dpdk::{DriverCosts, PmdConfig};
 use crate::enso::EnsoLibConfig;
@@ -20,4 +22,6 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<UdmaLibCosts>("udma_lib"),
     Section::of::<RuntimeCosts>("lauberhorn_lib"),
     Section::of::<LibCosts>("accio_lib"),
+    Section::of::<CmdqCosts>("cmdq_lib"),
+    Section::of::<NagareLibCosts>("nagare_lib"),
 ];

@@ -26,6 +26,7 @@ use nextio_hw::packet::UDP_HEADERS_BYTES;
 use nextio_lib::cmdq::CommandQueue;
 use nextio_lib::enso::{Device, RxPipe, TxPipe};
 use nextio_os::DmaBuffer;
+use serde::{Deserialize, Serialize};
 
 use super::{ChainError, ChainSystem, KEY, err, reply_template};
 
@@ -35,10 +36,21 @@ const SLOTS: usize = 64;
 const SLOT_BYTES: u64 = 2048;
 /// Descriptors per accelerator ring.
 const RING_ENTRIES: u32 = 128;
-/// Per image, the glue's own work beyond the drivers' costs: parse the
-/// UDP header, pick a slot, build the reply (≈ 60 instructions at ~2 per
-/// cycle). Model choice, not fitted.
-pub const GLUE_CYCLES: u64 = 30;
+/// The glue's own costs: the root preset's `[apps.chain]`, where each
+/// value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainCosts {
+    /// Per image, beyond the drivers' costs: parse the UDP header, pick a
+    /// slot, build the reply.
+    pub glue_cycles: u64,
+}
+
+/// The root preset's glue costs (read once per process).
+pub fn costs() -> &'static ChainCosts {
+    static COSTS: std::sync::OnceLock<ChainCosts> = std::sync::OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.chain"))
+}
 
 struct Glue {
     dev: Device,
@@ -162,7 +174,9 @@ impl Glue {
             };
             let mut h = [0u8; UDP_HEADERS_BYTES];
             self.dev.read(p, pkt.start, &mut h, Category::Application)?;
-            self.dev.ctx().cycles(Category::Application, GLUE_CYCLES);
+            self.dev
+                .ctx()
+                .cycles(Category::Application, costs().glue_cycles);
             let udp = u16::from_be_bytes([h[38], h[39]]) as u64;
             let start = (pkt.start + UDP_HEADERS_BYTES as u64) % ring.len;
             let len = udp.saturating_sub(8);
@@ -273,7 +287,7 @@ impl Glue {
                 continue;
             }
             ctx.store(va, &f, Category::Application)?;
-            ctx.cycles(Category::Application, GLUE_CYCLES);
+            ctx.cycles(Category::Application, costs().glue_cycles);
             self.dev.send(self.tx, f.len() as u64).await?;
             self.app.borrow_mut().inc("replies");
         }

@@ -21,6 +21,8 @@
 
 mod cpu;
 
+pub use cpu::ChainCosts;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

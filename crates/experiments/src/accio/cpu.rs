@@ -82,6 +82,13 @@ const CLIENTS: [(&str, System, Platform); 3] = [
 ];
 
 impl Experiment for AccioCpu {
+    /// Accio and Linux run on the FPGA prototype (§8.5); DPDK on the server.
+    fn host(&self) -> &'static str {
+        "accio-prototype"
+    }
+    fn other_hosts(&self) -> &'static [&'static str] {
+        &["accio-server"]
+    }
     fn name(&self) -> &'static str {
         "accio-cpu"
     }

@@ -324,6 +324,10 @@ fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTal
 }
 
 impl Experiment for DpdkMultiprocess {
+    /// The test servers of §8.1.
+    fn host(&self) -> &'static str {
+        "accio-server"
+    }
     fn name(&self) -> &'static str {
         "dpdk-multiprocess"
     }

@@ -132,6 +132,10 @@ struct Log {
 }
 
 impl Experiment for AccioFallback {
+    /// The test servers of §8.1.
+    fn host(&self) -> &'static str {
+        "accio-server"
+    }
     fn name(&self) -> &'static str {
         "accio-fallback"
     }

@@ -87,6 +87,10 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 impl Experiment for AccioIctPressure {
+    /// The test servers of §8.1.
+    fn host(&self) -> &'static str {
+        "accio-server"
+    }
     fn name(&self) -> &'static str {
         "accio-ict-pressure"
     }

@@ -110,6 +110,13 @@ const CLIENTS: [(&str, System, Platform); 4] = [
 ];
 
 impl Experiment for AccioLatency {
+    /// Linux, DPDK and Accio on the servers; Accio also on the FPGA prototype (§8.3).
+    fn host(&self) -> &'static str {
+        "accio-server"
+    }
+    fn other_hosts(&self) -> &'static [&'static str] {
+        &["accio-prototype"]
+    }
     fn name(&self) -> &'static str {
         "accio-latency"
     }

@@ -264,6 +264,10 @@ fn run_point(
 }
 
 impl Experiment for AccioLinuxBreakdown {
+    /// The Table 1 server.
+    fn host(&self) -> &'static str {
+        "accio-server"
+    }
     fn name(&self) -> &'static str {
         "accio-linux-breakdown"
     }

@@ -78,6 +78,10 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 impl Experiment for AccioMultiplex {
+    /// The FPGA prototype.
+    fn host(&self) -> &'static str {
+        "accio-prototype"
+    }
     fn name(&self) -> &'static str {
         "accio-multiplex"
     }

@@ -205,6 +205,13 @@ fn run_point(ctx: &RunContext, platform: Platform, duration: Duration) -> Result
 }
 
 impl Experiment for AccioThroughput {
+    /// The servers and the FPGA prototype.
+    fn host(&self) -> &'static str {
+        "accio-server"
+    }
+    fn other_hosts(&self) -> &'static [&'static str] {
+        &["accio-prototype"]
+    }
     fn name(&self) -> &'static str {
         "accio-throughput"
     }

@@ -22,8 +22,9 @@ use nextio_hw::accel::ml::OP_CLASSIFY;
 use nextio_hw::fabric::txlog::{Party, TxnKind};
 use nextio_hw::machine::MachineSpec;
 use nextio_hw::nagare::layout::{ENTRY_BYTES, MessageHeader};
-use nextio_lib::cmdq::{CommandQueue, DOORBELL_CYCLES};
+use nextio_lib::cmdq::{CmdqCosts, CommandQueue};
 use nextio_lib::nagare::{Hop, Nagare, Source, Via};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::experiment::{
@@ -61,11 +62,21 @@ const CHECKS: &[CheckSpec] = &[
     .per_point(),
 ];
 
-/// The CPU's copy loop moves 32 bytes per cycle: one 32-byte AVX2 load
-/// and store per cycle (Skylake sustains two loads and one store of 32 B
-/// per cycle from L1, Intel Optimization Reference Manual §2.2); the cache
-/// model adds the misses. An assumption of a tuned `memcpy`.
-const MEMCPY_BYTES_PER_CYCLE: u64 = 32;
+/// The benchmark's own costs: the root preset's `[apps.nagare_cpu_push]`,
+/// where each value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuPushCosts {
+    /// Bytes the CPU's copy loop moves per cycle (the cache model adds the
+    /// misses).
+    pub memcpy_bytes_per_cycle: u64,
+}
+
+/// The root preset's benchmark costs (read once per process).
+fn costs() -> &'static CpuPushCosts {
+    static COSTS: std::sync::OnceLock<CpuPushCosts> = std::sync::OnceLock::new();
+    COSTS.get_or_init(|| nextio_presets::root_section("apps.nagare_cpu_push"))
+}
 
 fn cfg_err(e: impl std::fmt::Display) -> RunError {
     RunError::Config(e.to_string())
@@ -203,7 +214,7 @@ fn run_sizes(ctx: &RunContext, sizes: &[u64]) -> Result<Vec<Point>, RunError> {
                     let t2 = c.local_now();
                     let msg = MessageHeader::data(n as u32, 1 << 40).message(&bytes);
                     for (k, chunk) in msg.chunks(ENTRY_BYTES).enumerate() {
-                        c.cycles(Category::Driver, DOORBELL_CYCLES);
+                        c.cycles(Category::Driver, CmdqCosts::default().doorbell_cycles);
                         c.mmio_write(window_va.offset(k as u64 * 64), chunk, "stream-push")
                             .await
                             .map_err(|e| e.to_string())?;
@@ -229,7 +240,10 @@ fn run_sizes(ctx: &RunContext, sizes: &[u64]) -> Result<Vec<Point>, RunError> {
                         .map_err(|e| e.to_string())?;
                     c.store(copy_dst.va, &buf, Category::Application)
                         .map_err(|e| e.to_string())?;
-                    c.cycles(Category::Application, n.div_ceil(MEMCPY_BYTES_PER_CYCLE));
+                    c.cycles(
+                        Category::Application,
+                        n.div_ceil(costs().memcpy_bytes_per_cycle.max(1)),
+                    );
                     c.sync().await;
                     let memcpy = (c.local_now() - t4).as_ns_f64();
                     m.borrow_mut()

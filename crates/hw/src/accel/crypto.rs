@@ -4,15 +4,14 @@
 //! the 16-byte key. Decryption fails with `AUTH_FAILED` when the tag does
 //! not verify.
 //!
-//! Cost: the engine streams bytes at 100 Gb/s — Intel's QuickAssist
-//! Adapter 8970 product brief gives "up to 100 Gbps" of bulk symmetric
-//! crypto (the thesis's QAT, [48]) — after a fixed per-request set-up of
-//! 500 ns (assumption: parsing the request and loading the key schedule;
-//! the thesis and the brief give no per-request latency).
+//! Cost: a fixed per-request set-up, then the bytes streamed at the
+//! engine's rate: the root preset's `[accel_kernels.aes_gcm]`, where each
+//! value's source is.
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes128Gcm, Nonce};
 use nextio_engine::Duration;
+use serde::{Deserialize, Serialize};
 
 use super::{Kernel, linear_cost};
 use crate::nagare::layout::{STATE_BYTES, status};
@@ -25,18 +24,18 @@ pub const NONCE_BYTES: usize = 12;
 pub const TAG_BYTES: usize = 16;
 
 /// AES-128-GCM with its cost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AesGcm {
-    pub setup: Duration,
+    /// Per request, before the first byte streams.
+    pub setup_ps: u64,
     pub bytes_per_s: u64,
 }
 
 impl Default for AesGcm {
+    /// The root preset's `[accel_kernels.aes_gcm]`.
     fn default() -> Self {
-        AesGcm {
-            setup: Duration::from_ns(500),
-            bytes_per_s: 100_000_000_000 / 8,
-        }
+        nextio_presets::root_section("accel_kernels.aes_gcm")
     }
 }
 
@@ -89,7 +88,11 @@ impl Kernel for AesGcm {
     }
 
     fn cost(&self, _op: u32, input_bytes: u64) -> Duration {
-        linear_cost(self.setup, input_bytes, self.bytes_per_s)
+        linear_cost(
+            Duration::from_ps(self.setup_ps),
+            input_bytes,
+            self.bytes_per_s,
+        )
     }
 }
 

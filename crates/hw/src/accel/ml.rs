@@ -8,12 +8,12 @@
 //! tests and the CPU-mediated path compare against: the device computes
 //! the same function.
 //!
-//! Cost: the image streams through at 34 GB/s — the TPU's off-chip weight
-//! memory bandwidth (Jouppi et al., ISCA'17 §2), the thesis's ML
-//! accelerator [51] — after a fixed 1 µs per inference (assumption: filling
-//! the systolic pipeline of one small layer; the thesis gives no figure).
+//! Cost: a fixed set-up per inference, then the image streamed at the
+//! engine's rate: the root preset's `[accel_kernels.classifier]`, where
+//! each value's source is.
 
 use nextio_engine::Duration;
+use serde::{Deserialize, Serialize};
 
 use super::{Kernel, linear_cost};
 use crate::nagare::layout::{STATE_BYTES, status};
@@ -66,18 +66,18 @@ pub fn encode_result(class: u32, score: i32) -> [u8; RESULT_BYTES] {
 }
 
 /// The classifier with its cost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Classifier {
-    pub setup: Duration,
+    /// Per inference, before the first byte streams.
+    pub setup_ps: u64,
     pub bytes_per_s: u64,
 }
 
 impl Default for Classifier {
+    /// The root preset's `[accel_kernels.classifier]`.
     fn default() -> Self {
-        Classifier {
-            setup: Duration::from_us(1),
-            bytes_per_s: 34_000_000_000,
-        }
+        nextio_presets::root_section("accel_kernels.classifier")
     }
 }
 
@@ -101,7 +101,11 @@ impl Kernel for Classifier {
     }
 
     fn cost(&self, _op: u32, input_bytes: u64) -> Duration {
-        linear_cost(self.setup, input_bytes, self.bytes_per_s)
+        linear_cost(
+            Duration::from_ps(self.setup_ps),
+            input_bytes,
+            self.bytes_per_s,
+        )
     }
 }
 

@@ -2,16 +2,43 @@
 //! of each message between the chip and a device's home agent, the link's
 //! bandwidth, and the limits on the requesting side (outstanding misses per
 //! core, how long a core waits for a line before its memory system gives
-//! up with a bus error). Presets for ECI on Enzian and for CXL, each value
-//! beside its source or marked as an assumption.
+//! up with a bus error). A host preset's `[machine.coherent]`, where each
+//! value's source is: ECI on `enzian`, CXL on `cxl-server`, none on the
+//! others (which carry CXL's values, so setting the protocol alone gives a
+//! CXL link at that host).
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Which coherent link a host has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoherentProtocol {
+    /// No coherent link: devices attach over PCIe only.
+    None,
+    /// The Enzian Coherent Interconnect (Cock et al., ASPLOS '22).
+    Eci,
+    /// CXL 3.0: CXL.mem with back-invalidation.
+    Cxl,
+}
+
+impl fmt::Display for CoherentProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CoherentProtocol::None => "no coherent link",
+            CoherentProtocol::Eci => "ECI",
+            CoherentProtocol::Cxl => "CXL",
+        })
+    }
+}
 
 /// One coherent link's parameters.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoherentConfig {
-    /// The protocol's name, for results and errors.
-    pub name: &'static str,
+    /// The protocol, for results and errors; `none`: the host has no link.
+    pub protocol: CoherentProtocol,
     /// Bytes per coherent line; equal to the host's cache line.
     pub line_bytes: u64,
     /// A message from the chip (a core's miss, an acknowledgement, a
@@ -39,75 +66,6 @@ pub struct CoherentConfig {
 }
 
 impl CoherentConfig {
-    /// ECI, the Enzian Coherent Interconnect between the ThunderX-1 and
-    /// the FPGA (Cock et al., ASPLOS '22).
-    ///
-    /// * 128-byte lines: the ThunderX-1's line, which ECI moves whole.
-    /// * 404 ns each way: half the 808 ns median round trip of a core's
-    ///   read answered by the FPGA over ECI (202 cycles of the FPGA's
-    ///   250 MHz clock, 50 back-to-back reads; enzian-pio-nic repository,
-    ///   `data/eci/eci_lat.csv`, measured by `sw/apps/rt-eci-test`). The
-    ///   split into two equal halves is an assumption; the round trip
-    ///   includes the chip's own lookups and the FPGA's handling.
-    /// * 21 GiB/s: the link bandwidth the Enzian documentation states
-    ///   (Enzian wiki, "Quick Start").
-    /// * 16 header bytes per message (assumption: one ECI control word
-    ///   plus framing).
-    /// * 2 load misses in flight per core: the repository's loopback read
-    ///   of a message grows by 0.51 µs per 128-byte line (4.84 µs at
-    ///   1 KiB, 16.4 µs at 4 KiB; medians of `data/eci/loopback.csv`)
-    ///   against the 0.808 µs round trip, ≈1.6 lines in flight (fitted to
-    ///   that slope; the ThunderX-1's miss handling is not public).
-    /// * 8 store misses in flight: its transmit write grows by 0.09 µs per
-    ///   line (2.22 µs at 1 KiB, 3.60 µs at 4 KiB, same data), ≈9 in
-    ///   flight (fitted likewise).
-    /// * 50 ms load timeout (assumption: Lauberhorn §5 must answer a held
-    ///   load with TRYAGAIN before the chip's timeout and picks 15 ms; the
-    ///   repository's runtime blocks loads for 20 ms, so the timeout is
-    ///   longer than both).
-    pub fn eci() -> CoherentConfig {
-        CoherentConfig {
-            name: "ECI",
-            line_bytes: 128,
-            to_home_ps: 404_000,
-            to_chip_ps: 404_000,
-            bytes_per_s: 21 << 30,
-            header_bytes: 16,
-            core_outstanding: 2,
-            store_outstanding: 8,
-            load_timeout_ps: 50_000_000_000,
-            window_base: 1 << 39,
-        }
-    }
-
-    /// CXL 3.0 (CXL.mem with back-invalidation) on an x86 server.
-    ///
-    /// * 64-byte lines (CXL 3.0 §3.3: 64 B flits carry 64 B lines).
-    /// * 125 ns each way: a 250 ns load-to-use round trip, ≈2.3× a local
-    ///   DRAM access, inside the 2–5× that measurements of CXL memory
-    ///   expanders report ("Exploring and Evaluating Real-world CXL: Use
-    ///   Cases and System Adoption", arXiv 2405.14209); the even split is
-    ///   an assumption.
-    /// * 64 GB/s: PCIe 5.0 x16, CXL's physical layer, per direction.
-    /// * 16 header bytes (one 16 B slot of a 68 B flit); 10 outstanding
-    ///   load and 16 store misses per core (assumption: an Ice Lake-SP
-    ///   core's 10 L1d fill buffers, Intel Optimization Reference Manual,
-    ///   and a store buffer that overlaps more); the same 50 ms timeout.
-    pub fn cxl() -> CoherentConfig {
-        CoherentConfig {
-            name: "CXL",
-            line_bytes: 64,
-            to_home_ps: 125_000,
-            to_chip_ps: 125_000,
-            bytes_per_s: 64_000_000_000,
-            header_bytes: 16,
-            core_outstanding: 10,
-            store_outstanding: 16,
-            load_timeout_ps: 50_000_000_000,
-            window_base: 1 << 39,
-        }
-    }
-
     /// A description of what is wrong, if anything.
     pub fn validate(&self) -> Result<(), String> {
         if !self.line_bytes.is_power_of_two() || !(32..=256).contains(&self.line_bytes) {

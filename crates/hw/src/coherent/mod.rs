@@ -37,7 +37,7 @@ use std::rc::Rc;
 use nextio_engine::{Category, Counters, Duration, Mailbox, Notify, Sim, Time};
 use thiserror::Error;
 
-pub use config::CoherentConfig;
+pub use config::{CoherentConfig, CoherentProtocol};
 pub use directory::ChipState;
 pub use home::{
     CoherentHome, Grant, HomeError, HomeEvent, HomePort, HomeWindow, Intent, Invalidate,
@@ -120,7 +120,7 @@ impl CoherentFabric {
         if chip_line != cfg.line_bytes {
             return Err(CoherentError::Config(format!(
                 "{} moves {} B lines, the chip's caches hold {chip_line} B lines",
-                cfg.name, cfg.line_bytes
+                cfg.protocol, cfg.line_bytes
             )));
         }
         let next_window = cfg.window_base;

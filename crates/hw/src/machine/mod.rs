@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cache::HierarchyConfig;
-use crate::coherent::{CoherentError, CoherentFabric, CoherentHome, HomeWindow};
+use crate::coherent::{CoherentConfig, CoherentError, CoherentFabric, CoherentHome, HomeWindow};
 use crate::cpu::{Bus, Core, CoreCtx};
 use crate::device::{Device, DeviceId};
 use crate::ethernet::{FrameSink, LinkConfig, Wire};
@@ -60,6 +60,9 @@ pub struct MachineSpec {
     pub fabric: FabricConfig,
     /// The slot a NIC is attached in.
     pub nic_slot: PcieConfig,
+    /// The coherent link devices may attach to as homes, if any
+    /// ([`MachineSpec::coherent_link`]).
+    pub coherent: CoherentConfig,
 }
 
 impl MachineSpec {

@@ -6,7 +6,7 @@
 
 use nextio_presets::{PresetError, Tree};
 
-use crate::coherent::CoherentConfig;
+use crate::coherent::{CoherentConfig, CoherentProtocol};
 
 use super::MachineSpec;
 
@@ -79,14 +79,10 @@ impl MachineSpec {
         shipped("accio-prototype", cores)
     }
 
-    /// The coherent link of the preset, if it has one: ECI between the
+    /// The coherent link of the machine, if it has one: ECI between the
     /// ThunderX-1 and the FPGA on Enzian, CXL on `cxl-server`.
     pub fn coherent_link(&self) -> Option<CoherentConfig> {
-        match self.name {
-            "enzian" => Some(CoherentConfig::eci()),
-            "cxl-server" => Some(CoherentConfig::cxl()),
-            _ => None,
-        }
+        (self.coherent.protocol != CoherentProtocol::None).then(|| self.coherent.clone())
     }
 }
 
