@@ -227,3 +227,51 @@ fn bad_paths_values_and_files_are_one_line_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn every_models_costs_are_settable_and_a_coherent_link_is_a_machines_primitive() {
+    // A kernel cost of Accio's (its section is checked before the run's
+    // configuration is fixed, which must read no preset value early).
+    let dir = temp("accio");
+    let d = dir.display().to_string();
+    stdout(&[
+        "run",
+        "accio-cpu",
+        "--quick",
+        "--out",
+        &d,
+        "--set",
+        "os.accio.wait_cycles=201",
+    ]);
+    let text = std::fs::read_to_string(dir.join("accio-cpu/result.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let changed = &v["inputs"]["primitives"]["changed"]["os.accio.wait_cycles"];
+    assert_eq!(changed["value"], 201, "{}", v["inputs"]);
+    assert_eq!(changed["shipped"], 200);
+    // Lauberhorn needs its host's coherent link: taking it away is refused
+    // with the reason, not a panic.
+    let dir = temp("nolink");
+    let d = dir.display().to_string();
+    let out = nextio(&[
+        "run",
+        "lauberhorn-rtt",
+        "--quick",
+        "--out",
+        &d,
+        "--set",
+        "machine.coherent.protocol=none",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no coherent link"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // An unknown protocol is a one-line error before anything runs.
+    let err = error_line(&[
+        "run",
+        "lauberhorn-rtt",
+        "--quick",
+        "--set",
+        "machine.coherent.protocol=pcie",
+    ]);
+    assert!(err.contains("machine.coherent"), "{err}");
+}
