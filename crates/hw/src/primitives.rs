@@ -7,6 +7,7 @@ use nextio_presets::Section;
 use crate::accel::AccelConfig;
 use crate::accel::crypto::AesGcm;
 use crate::accel::ml::Classifier;
+use crate::accio::ict::IctConfig;
 use crate::devices::blockdev::BlockDevConfig;
 use crate::devices::udma::UdmaCosts;
 use crate::ethernet::LinkConfig;
@@ -14,6 +15,7 @@ use crate::fabric::SwitchConfig;
 use crate::interrupt::pipeline::{CoreParams, Programs, UcodeCosts};
 use crate::machine::MachineSpec;
 use crate::nagare::{NagareConfig, PipelineConfig};
+use crate::nic::accio::AccioNicPreset;
 use crate::nic::enso::EnsoNicConfig;
 use crate::nic::lauberhorn::LauberhornConfig;
 use crate::nic::packetized::PacketizedConfig;
@@ -36,4 +38,7 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<AesGcm>("accel_kernels.aes_gcm"),
     Section::of::<Classifier>("accel_kernels.classifier"),
     Section::of::<LauberhornConfig>("nic.lauberhorn"),
+    Section::of::<AccioNicPreset>("nic.accio.prototype"),
+    Section::of::<AccioNicPreset>("nic.accio.server"),
+    Section::of::<IctConfig>("accio.ict"),
 ];

@@ -26,6 +26,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use nextio_engine::Counters;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::regs::{self, Window, kernel, row, state};
@@ -33,26 +34,29 @@ use super::table::{self, IctState};
 use crate::device::{BarSpec, Device, DeviceCtx, Requester};
 use crate::fabric::{CpuAccess, GuardFault, MmioGuard};
 
-/// How the table is built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the table is built: its cores, chosen by whoever builds it, and
+/// its sizes and timing, the root preset's `[accio.ict]`, where each
+/// value's source is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IctConfig {
+    #[serde(skip)]
     pub cores: usize,
-    /// Slots per core: 64 (§7).
+    /// Slots (rows) per core.
     pub slots: usize,
-    /// Control events held. Assumption: 256.
+    /// Control events held.
     pub event_queue: usize,
-    /// Time the table takes to answer a read: a register-file lookup, one
-    /// bus cycle or less (assumption: 0 beyond the fabric's own timing).
+    /// Time the table takes to answer a read beyond the fabric's own
+    /// timing.
     pub turnaround_ps: u64,
 }
 
 impl IctConfig {
+    /// The root preset's table for `cores` cores.
     pub fn new(cores: usize) -> IctConfig {
         IctConfig {
             cores,
-            slots: regs::DEFAULT_SLOTS,
-            event_queue: 256,
-            turnaround_ps: 0,
+            ..nextio_presets::root_section("accio.ict")
         }
     }
 }

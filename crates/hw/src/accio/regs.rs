@@ -26,8 +26,6 @@ pub const ROW_BYTES: u64 = 256;
 pub const BEAT_BYTES: u64 = 8;
 /// Connection ids the user and NIC windows can name.
 pub const MAX_CONNECTIONS: u32 = 4096;
-/// Slots of one core's table by default (§7: 64 simultaneous connections).
-pub const DEFAULT_SLOTS: usize = 64;
 /// Most slots a core's table may have (the kernel window's size).
 pub const MAX_SLOTS: usize = 64;
 /// Most cores one table serves.

@@ -47,8 +47,10 @@ mod tx;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
+use std::num::NonZeroU64;
 
 use nextio_engine::{Counters, Duration, Freq, Time};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::accio::regs as ict;
@@ -99,9 +101,13 @@ pub struct AccioNicConfig {
     pub engine: EngineTiming,
     /// The system bus the NIC sits on, if narrower than its link.
     pub bus_bytes_per_s: Option<u64>,
-    /// Frames held for connections whose row missed. Assumption: 256.
+    /// Frames held for connections whose row missed.
     pub miss_hold_frames: usize,
-    /// Most bytes of TX ring read in one burst. Assumption: 2 KiB.
+    /// Frames one connection may have waiting in the engine (for its row
+    /// to load, or its ring to drain); more are dropped
+    /// (`drop.offload_rx_hold_full`), as a NIC's finite buffer does.
+    pub conn_hold_frames: usize,
+    /// Most bytes of TX ring read in one burst.
     pub tx_burst_bytes: u64,
     /// Records written before `RX_TAIL` is posted (1: every record, as the
     /// prototype does; more: Ensō-style batched notifications).
@@ -109,46 +115,60 @@ pub struct AccioNicConfig {
     /// How long a partial batch waits before its `RX_TAIL` goes anyway.
     pub rx_tail_delay: Duration,
     /// Time from carrier back to the engine ready (reset, re-training of
-    /// its state). Assumption: 20 µs.
+    /// its state).
     pub engine_ready_delay: Duration,
+}
+
+/// One Accio NIC's timings and sizes as a preset states them: the root
+/// preset's `[nic.accio.prototype]` and `[nic.accio.server]`, where each
+/// value's source is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccioNicPreset {
+    pub engine_clock_hz: NonZeroU64,
+    pub engine_bytes_per_cycle: u64,
+    pub engine_pipeline_cycles: u64,
+    /// 0: no bus narrower than the NIC's link.
+    pub bus_bytes_per_s: u64,
+    pub miss_hold_frames: usize,
+    pub conn_hold_frames: usize,
+    pub tx_burst_bytes: u64,
+    pub rx_tail_batch: u32,
+    pub rx_tail_delay_ps: u64,
+    pub engine_ready_delay_ps: u64,
 }
 
 impl AccioNicConfig {
     /// The FPGA prototype's NIC (§7): IceNIC with the engine, on the
-    /// 64-bit system bus at 50 MHz (400 MB/s). Its datapath moves 8 bytes
-    /// a cycle (the bus width; assumption) with 4 cycles of fixed stages
-    /// (assumption).
+    /// prototype's system bus (`[nic.accio.prototype]`).
     pub fn prototype(mac: [u8; 6]) -> AccioNicConfig {
+        AccioNicConfig::from_preset(mac, nextio_presets::root_section("nic.accio.prototype"))
+    }
+
+    /// A server-class Accio NIC in a slot that is not narrower than its
+    /// link (`[nic.accio.server]`).
+    pub fn server(mac: [u8; 6]) -> AccioNicConfig {
+        AccioNicConfig::from_preset(mac, nextio_presets::root_section("nic.accio.server"))
+    }
+
+    /// The NIC at `mac` with `p`'s timings and sizes.
+    pub fn from_preset(mac: [u8; 6], p: AccioNicPreset) -> AccioNicConfig {
         AccioNicConfig {
             base: PacketizedConfig::default(),
             mac,
             engine: EngineTiming {
-                clock: Freq::mhz(50),
-                bytes_per_cycle: 8,
-                pipeline_cycles: 4,
+                // Never the fallback: the clock is non-zero by its type.
+                clock: Freq::from_hz(p.engine_clock_hz.get()).unwrap_or(Freq::mhz(1)),
+                bytes_per_cycle: p.engine_bytes_per_cycle,
+                pipeline_cycles: p.engine_pipeline_cycles,
             },
-            bus_bytes_per_s: Some(400_000_000),
-            miss_hold_frames: 256,
-            tx_burst_bytes: 2048,
-            rx_tail_batch: 1,
-            rx_tail_delay: Duration::from_us(1),
-            engine_ready_delay: Duration::from_us(20),
-        }
-    }
-
-    /// A server-class Accio NIC: a 100 GbE pipeline of 64 bytes a cycle
-    /// at 250 MHz (the width and clock of Corundum-class 100 G datapaths;
-    /// assumption) with 8 fixed stages, on a link that is not narrower
-    /// than its slot.
-    pub fn server(mac: [u8; 6]) -> AccioNicConfig {
-        AccioNicConfig {
-            engine: EngineTiming {
-                clock: Freq::mhz(250),
-                bytes_per_cycle: 64,
-                pipeline_cycles: 8,
-            },
-            bus_bytes_per_s: None,
-            ..AccioNicConfig::prototype(mac)
+            bus_bytes_per_s: (p.bus_bytes_per_s > 0).then_some(p.bus_bytes_per_s),
+            miss_hold_frames: p.miss_hold_frames,
+            conn_hold_frames: p.conn_hold_frames,
+            tx_burst_bytes: p.tx_burst_bytes,
+            rx_tail_batch: p.rx_tail_batch,
+            rx_tail_delay: Duration::from_ps(p.rx_tail_delay_ps),
+            engine_ready_delay: Duration::from_ps(p.engine_ready_delay_ps),
         }
     }
 
@@ -157,6 +177,11 @@ impl AccioNicConfig {
         if self.engine.bytes_per_cycle == 0 || self.tx_burst_bytes < 2048 {
             return Err(NicError::Config(
                 "the engine needs a datapath width and bursts of at least 2 KiB".into(),
+            ));
+        }
+        if self.conn_hold_frames == 0 {
+            return Err(NicError::Config(
+                "a connection must be able to hold one frame".into(),
             ));
         }
         if self.rx_tail_batch == 0 {

@@ -58,6 +58,10 @@ impl AccioNic {
             };
             match self.flows.conns.get_mut(&conn) {
                 Some(c) if c.mode == Mode::Fast => {
+                    if c.pending.len() >= self.cfg.conn_hold_frames {
+                        self.counters.inc("drop.offload_rx_hold_full");
+                        continue;
+                    }
                     c.pending.push_back(frame);
                     self.rx_drain(cx, conn);
                 }
