@@ -100,6 +100,7 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 /// What one run measured.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct PointResult {
     frame_bytes: u64,
     delivered: u64,

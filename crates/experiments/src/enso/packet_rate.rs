@@ -147,7 +147,7 @@ impl Experiment for EnsoPacketRate {
             })?;
             let why = search
                 .failing
-                .map(|(rate, t)| (rate, t.traffic.lost(), t.nic));
+                .map(|(rate, t)| (rate, t.traffic.lost(), counter_list(&t.nic)));
             Ok((search.gbps, why))
         })?;
 
@@ -240,4 +240,9 @@ impl Experiment for EnsoPacketRate {
             notes,
         })
     }
+}
+
+/// Counters as names and values, the form a sweep output keeps.
+fn counter_list(c: &nextio_engine::Counters) -> Vec<(String, u64)> {
+    c.iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
