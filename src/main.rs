@@ -92,6 +92,8 @@ enum Command {
         describe: bool,
         #[command(flatten)]
         scale: Scale,
+        #[command(flatten)]
+        captures: CaptureOpts,
     },
     /// Run every experiment and write DIR/index.html with charts and paper-vs-model tables.
     Reproduce {
@@ -112,6 +114,8 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         scale: Scale,
+        #[command(flatten)]
+        captures: CaptureOpts,
     },
     /// Combine the partial results of a sharded run (`--shard I/N`, every
     /// shard once) into the result one unsharded run gives.
@@ -140,6 +144,28 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+/// Limits on the pcap files a run writes.
+#[derive(clap::Args, Clone, Copy)]
+struct CaptureOpts {
+    /// Largest pcap file, MB: frames past it are left out (and counted on
+    /// stderr).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pcap_max_mb: Option<u64>,
+    /// Capture only the trials a result reports, not the probes of a
+    /// zero-loss search (the reported trial is rerun with capture on).
+    #[arg(long)]
+    pcap_measured_only: bool,
+}
+
+impl CaptureOpts {
+    fn apply(self, ctx: RunContext) -> RunContext {
+        ctx.with_pcap_options(
+            self.pcap_max_mb.map(|mb| mb * 1_000_000),
+            self.pcap_measured_only,
+        )
+    }
 }
 
 /// How a run spreads over processes and threads.
@@ -305,6 +331,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             trace,
             describe,
             scale,
+            captures,
         } => {
             let exp = find(&name)?;
             let (prims, set): (Vec<String>, Vec<String>) = set
@@ -320,7 +347,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             if let Some(shard) = scale.shard {
                 let asked = asked(exp, quick, seed, seeds, &set, &prims, config);
                 let files = [(pcap, "pcap"), (trace, "trace")];
-                let partial = run_shard(exp, &asked, shard, &files, &progress, 0)?;
+                let partial = run_shard(exp, &asked, shard, &files, captures, &progress, 0)?;
                 let path = write_partial(&out, &partial)?;
                 println!(
                     "{}: shard {shard} computed {} simulation(s); wrote {}",
@@ -330,7 +357,9 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            let result = run_seeds(exp, quick, seed, seeds, &set, pcap, trace, &progress, 0)?;
+            let result = run_seeds(
+                exp, quick, seed, seeds, &set, pcap, trace, captures, &progress, 0,
+            )?;
             let dir = write(&out, &result)?;
             print!("{}", output::summary_text(&result));
             println!("wrote {}", dir.display());
@@ -344,6 +373,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             pcap,
             config,
             scale,
+            captures,
         } => {
             let config = install(config.as_deref(), &[])?;
             jobs(scale.jobs)?;
@@ -358,7 +388,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     let asked = asked(exp, quick, seed, seeds, &[], &[], config.clone());
                     let files = [(pcap.clone(), "pcap"), (None, "trace")];
                     let first = i * seeds as usize;
-                    match run_shard(exp, &asked, shard, &files, &progress, first)
+                    match run_shard(exp, &asked, shard, &files, captures, &progress, first)
                         .and_then(|p| write_partial(&out, &p).map(|_| p))
                     {
                         Ok(p) => points += p.points.len(),
@@ -385,6 +415,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     &[],
                     pcap.clone(),
                     None,
+                    captures,
                     &progress,
                     first,
                 ) {
@@ -496,6 +527,7 @@ fn run_shard(
     asked: &ShardedRun,
     shard: Shard,
     files: &[(Option<PathBuf>, &str); 2],
+    captures: CaptureOpts,
     progress: &Progress,
     first: usize,
 ) -> Result<Partial, Failure> {
@@ -511,7 +543,8 @@ fn run_shard(
             Some(d) if asked.seeds > 1 => Some(d.join(format!("seed-{this_seed}"))),
             other => other.clone(),
         };
-        let ctx = RunContext::new(params.clone(), this_seed, asked.quick)
+        let ctx = captures
+            .apply(RunContext::new(params.clone(), this_seed, asked.quick))
             .with_pcap_dir(per_seed(&files[0].0))
             .with_trace_dir(per_seed(&files[1].0))
             .with_progress(shown.callback());
@@ -678,6 +711,7 @@ fn run_seeds(
     set: &[String],
     pcap: Option<PathBuf>,
     trace: Option<PathBuf>,
+    captures: CaptureOpts,
     progress: &Progress,
     first: usize,
 ) -> Result<ExperimentResult, Failure> {
@@ -698,6 +732,7 @@ fn run_seeds(
             set,
             per_seed(&pcap),
             per_seed(&trace),
+            captures,
             &shown,
         );
         progress.finish(index, exp.name(), shown);
@@ -706,6 +741,7 @@ fn run_seeds(
     Ok(nextio_experiments::seeds::summarise(runs)?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     exp: &dyn Experiment,
     quick: bool,
@@ -713,10 +749,12 @@ fn run_one(
     set: &[String],
     pcap: Option<PathBuf>,
     trace: Option<PathBuf>,
+    captures: CaptureOpts,
     shown: &progress::Experiment,
 ) -> Result<ExperimentResult, Failure> {
     let params = Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
-    let ctx = RunContext::new(params, seed, quick)
+    let ctx = captures
+        .apply(RunContext::new(params, seed, quick))
         .with_pcap_dir(pcap)
         .with_trace_dir(trace)
         .with_progress(shown.callback());

@@ -101,6 +101,11 @@ pub struct RunContext {
     pub quick: bool,
     /// Where links should write their wire traffic as pcap, if asked.
     pub pcap_dir: Option<PathBuf>,
+    /// Largest pcap file written, bytes (the frames past it are left out
+    /// and counted).
+    pcap_limit_bytes: Option<u64>,
+    /// Capture only the measured trials, not a search's probes.
+    pcap_measured_only: bool,
     /// Where simulations made by [`RunContext::new_sim`] write their event
     /// traces, if asked.
     pub trace_dir: Option<PathBuf>,
@@ -121,6 +126,11 @@ pub struct RunContext {
 }
 
 thread_local! {
+    /// This thread runs a search's probe trial (see [`RunContext::probe`]).
+    static PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread reruns a trial only for its artefacts: its work is not
+    /// counted again (see [`RunContext::rerun_for_artefacts`]).
+    static RERUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// The work of the sweep point this thread is computing, when it is
     /// kept apart (a shard stores each point's work with its output).
     static POINT_TALLY: std::cell::Cell<Option<SimTally>> = const { std::cell::Cell::new(None) };
@@ -158,6 +168,8 @@ impl RunContext {
             seed,
             quick,
             pcap_dir: None,
+            pcap_limit_bytes: None,
+            pcap_measured_only: false,
             trace_dir: None,
             progress: Box::new(|_| {}),
             experiment: "experiment",
@@ -195,6 +207,67 @@ impl RunContext {
     pub fn with_pcap_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.pcap_dir = dir;
         self
+    }
+    /// Keep pcap files within `limit_bytes`; capture only measured trials
+    /// (not a search's probes) if `measured_only`.
+    pub fn with_pcap_options(mut self, limit_bytes: Option<u64>, measured_only: bool) -> Self {
+        self.pcap_limit_bytes = limit_bytes;
+        self.pcap_measured_only = measured_only;
+        self
+    }
+    /// A capture for one link of the trial running, if the run asked for
+    /// pcap files and this trial is captured.
+    pub fn new_capture(&self) -> Option<nextio_hw::pcap::Capture> {
+        if self.pcap_dir.is_none() || (self.pcap_measured_only && PROBE.with(|p| p.get())) {
+            return None;
+        }
+        Some(match self.pcap_limit_bytes {
+            Some(l) => nextio_hw::pcap::Capture::with_limit(l),
+            None => nextio_hw::pcap::Capture::new(),
+        })
+    }
+    /// Write `capture` as `PCAP_DIR/EXPERIMENT/<label>.pcap`, saying on
+    /// stderr when the size limit left frames out.
+    pub fn write_capture(
+        &self,
+        label: &str,
+        capture: &nextio_hw::pcap::Capture,
+    ) -> Result<(), RunError> {
+        let Some(dir) = &self.pcap_dir else {
+            return Ok(());
+        };
+        let path = self.artefact_path(dir, label, "pcap")?;
+        capture.write(&path).map_err(RunError::from_capture)?;
+        if capture.left_out() > 0 {
+            eprintln!(
+                "note: {}: size limit reached, {} later frame(s) not written",
+                path.display(),
+                capture.left_out()
+            );
+        }
+        Ok(())
+    }
+    /// Run `f` as a search's probe trial: not captured when only measured
+    /// trials are.
+    pub fn probe<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = PROBE.with(|p| p.replace(true));
+        let out = f();
+        PROBE.with(|p| p.set(was));
+        out
+    }
+    /// Whether only measured trials are captured (a search then reruns
+    /// the trial it reports, with [`RunContext::rerun_for_artefacts`]).
+    pub fn captures_measured_only(&self) -> bool {
+        self.pcap_dir.is_some() && self.pcap_measured_only
+    }
+    /// Rerun a trial only to write its artefacts: the simulation is
+    /// deterministic, so it is the trial already counted, and its work is
+    /// not counted again.
+    pub fn rerun_for_artefacts<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = RERUN.with(|r| r.replace(true));
+        let out = f();
+        RERUN.with(|r| r.set(was));
+        out
     }
     pub fn with_trace_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.trace_dir = dir;
@@ -257,6 +330,9 @@ impl RunContext {
     /// Add a finished simulation's work to the run's totals (or to the
     /// sweep point's, when that is kept apart).
     pub fn record(&self, tally: SimTally) {
+        if RERUN.with(|r| r.get()) {
+            return;
+        }
         let kept = POINT_TALLY.with(|t| match t.get() {
             Some(mut mine) => {
                 mine.add(tally);
