@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use nextio_experiments::shard::{self, Partial, Shard, ShardedRun};
 use nextio_experiments::{
     Experiment, ExperimentResult, Params, RunContext, RunError, RunInfo, compare, output,
     primitives, report,
@@ -89,6 +90,10 @@ enum Command {
         /// declared checks (claim, paper value, tolerance, origin), and exit.
         #[arg(long)]
         describe: bool,
+        #[command(flatten)]
+        scale: Scale,
+        #[command(flatten)]
+        captures: CaptureOpts,
     },
     /// Run every experiment and write DIR/index.html with charts and paper-vs-model tables.
     Reproduce {
@@ -107,6 +112,23 @@ enum Command {
         /// Lay a configuration file over the host presets (as for `run`).
         #[arg(long, value_name = "FILE.toml")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        scale: Scale,
+        #[command(flatten)]
+        captures: CaptureOpts,
+    },
+    /// Combine the partial results of a sharded run (`--shard I/N`, every
+    /// shard once) into the result one unsharded run gives.
+    Merge {
+        /// Output folder of the merged results.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Partial results: `partial-I-of-N.json` files, or folders holding
+        /// them (a shard's `--out`, searched two levels deep).
+        #[arg(required = true, value_name = "PART")]
+        parts: Vec<PathBuf>,
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        jobs: Option<u64>,
     },
     /// Compare two runs (result folders or result.json files) check by check
     /// and point by point; exit status 1 when a verdict changed.
@@ -122,6 +144,41 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+/// Limits on the pcap files a run writes.
+#[derive(clap::Args, Clone, Copy)]
+struct CaptureOpts {
+    /// Largest pcap file, MB: frames past it are left out (and counted on
+    /// stderr).
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pcap_max_mb: Option<u64>,
+    /// Capture only the trials a result reports, not the probes of a
+    /// zero-loss search (the reported trial is rerun with capture on).
+    #[arg(long)]
+    pcap_measured_only: bool,
+}
+
+impl CaptureOpts {
+    fn apply(self, ctx: RunContext) -> RunContext {
+        ctx.with_pcap_options(
+            self.pcap_max_mb.map(|mb| mb * 1_000_000),
+            self.pcap_measured_only,
+        )
+    }
+}
+
+/// How a run spreads over processes and threads.
+#[derive(clap::Args, Clone, Copy)]
+struct Scale {
+    /// Compute only shard I of N (counted from 1) of the run's independent
+    /// simulations (sweep points × seeds) and write DIR/NAME/partial-I-of-N.json;
+    /// `nextio merge` combines the N partials.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// Simulations run at once on this machine (default: one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    jobs: Option<u64>,
 }
 
 /// A failure to report in one line, with the exit status it deserves.
@@ -273,18 +330,36 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             pcap,
             trace,
             describe,
+            scale,
+            captures,
         } => {
             let exp = find(&name)?;
             let (prims, set): (Vec<String>, Vec<String>) = set
                 .into_iter()
                 .partition(|s| primitives::is_primitive_path(s));
-            install(config.as_deref(), &prims)?;
+            let config = install(config.as_deref(), &prims)?;
             if describe {
                 print!("{}", describe_text(exp));
                 return Ok(());
             }
+            jobs(scale.jobs)?;
             let progress = Progress::new(seeds as usize);
-            let result = run_seeds(exp, quick, seed, seeds, &set, pcap, trace, &progress, 0)?;
+            if let Some(shard) = scale.shard {
+                let asked = asked(exp, quick, seed, seeds, &set, &prims, config);
+                let files = [(pcap, "pcap"), (trace, "trace")];
+                let partial = run_shard(exp, &asked, shard, &files, captures, &progress, 0)?;
+                let path = write_partial(&out, &partial)?;
+                println!(
+                    "{}: shard {shard} computed {} simulation(s); wrote {}",
+                    exp.name(),
+                    partial.points.len(),
+                    path.display()
+                );
+                return Ok(());
+            }
+            let result = run_seeds(
+                exp, quick, seed, seeds, &set, pcap, trace, captures, &progress, 0,
+            )?;
             let dir = write(&out, &result)?;
             print!("{}", output::summary_text(&result));
             println!("wrote {}", dir.display());
@@ -297,13 +372,39 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             out,
             pcap,
             config,
+            scale,
+            captures,
         } => {
-            install(config.as_deref(), &[])?;
+            let config = install(config.as_deref(), &[])?;
+            jobs(scale.jobs)?;
             let started = Instant::now();
             let mut done = Vec::new();
             let mut failed = Vec::new();
             let all = nextio_experiments::all();
             let progress = Progress::new(all.len() * seeds as usize);
+            if let Some(shard) = scale.shard {
+                let mut points = 0;
+                for (i, exp) in all.into_iter().enumerate() {
+                    let asked = asked(exp, quick, seed, seeds, &[], &[], config.clone());
+                    let files = [(pcap.clone(), "pcap"), (None, "trace")];
+                    let first = i * seeds as usize;
+                    match run_shard(exp, &asked, shard, &files, captures, &progress, first)
+                        .and_then(|p| write_partial(&out, &p).map(|_| p))
+                    {
+                        Ok(p) => points += p.points.len(),
+                        Err(f) => {
+                            eprintln!("error: {}: {}", exp.name(), one_line(&f.message));
+                            failed.push(exp.name());
+                        }
+                    }
+                }
+                println!(
+                    "shard {shard}: {points} simulation(s) in {:.1} s; partials in {}",
+                    started.elapsed().as_secs_f64(),
+                    out.display()
+                );
+                return failures(&failed);
+            }
             for (i, exp) in all.into_iter().enumerate() {
                 let first = i * seeds as usize;
                 match run_seeds(
@@ -314,6 +415,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     &[],
                     pcap.clone(),
                     None,
+                    captures,
                     &progress,
                     first,
                 ) {
@@ -329,46 +431,249 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     }
                 }
             }
-            let run = RunInfo::now(GIT_COMMIT);
-            let index = out.join("index.html");
-            output::write_atomically(&index, report::index_html(&run, &done).as_bytes())
-                .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
-            let summary = out.join("summary.md");
-            let results: Vec<ExperimentResult> = done.iter().map(|(r, _)| r.clone()).collect();
-            output::write_atomically(
-                &summary,
-                report::summary_markdown(&run, &results).as_bytes(),
-            )
-            .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
-            println!(
-                "all checks: {}",
-                output::tally_line(results.iter().flat_map(|r| &r.checks))
-            );
+            let index = write_report(&out, &done)?;
             println!(
                 "wrote {} ({} experiments in {:.1} s)",
                 index.display(),
                 done.len(),
                 started.elapsed().as_secs_f64()
             );
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(Failure {
-                    message: format!(
-                        "{} experiment(s) failed: {}",
-                        failed.len(),
-                        failed.join(", ")
-                    ),
-                    status: 1,
-                })
-            }
+            failures(&failed)
+        }
+        Command::Merge {
+            out,
+            parts,
+            jobs: j,
+        } => {
+            jobs(j)?;
+            merge(&out, &parts)
         }
     }
 }
 
+/// Status 1 naming the experiments that failed, if any did.
+fn failures(failed: &[&str]) -> Result<(), Failure> {
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: format!(
+                "{} experiment(s) failed: {}",
+                failed.len(),
+                failed.join(", ")
+            ),
+            status: 1,
+        })
+    }
+}
+
+/// Write `DIR/index.html` and `DIR/summary.md` over `done`; returns the
+/// index's path.
+fn write_report(out: &Path, done: &[(ExperimentResult, String)]) -> Result<PathBuf, Failure> {
+    let run = RunInfo::now(GIT_COMMIT);
+    let index = out.join("index.html");
+    output::write_atomically(&index, report::index_html(&run, done).as_bytes())
+        .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
+    let summary = out.join("summary.md");
+    let results: Vec<ExperimentResult> = done.iter().map(|(r, _)| r.clone()).collect();
+    output::write_atomically(
+        &summary,
+        report::summary_markdown(&run, &results).as_bytes(),
+    )
+    .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
+    println!(
+        "all checks: {}",
+        output::tally_line(results.iter().flat_map(|r| &r.checks))
+    );
+    Ok(index)
+}
+
+/// Bound the simulations run at once to `n` threads.
+fn jobs(n: Option<u64>) -> Result<(), Failure> {
+    let Some(n) = n else { return Ok(()) };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n as usize)
+        .build_global()
+        .map_err(|e| Failure::usage(format!("cannot start {n} worker threads: {e}")))
+}
+
+/// What a sharded run of `exp` was asked, as every shard records it.
+fn asked(
+    exp: &dyn Experiment,
+    quick: bool,
+    seed: u64,
+    seeds: u64,
+    set: &[String],
+    prims: &[String],
+    config: Option<(String, String)>,
+) -> ShardedRun {
+    ShardedRun {
+        experiment: exp.name().into(),
+        quick,
+        seed,
+        seeds,
+        set: set.to_vec(),
+        primitives: prims.to_vec(),
+        config,
+        version: env!("CARGO_PKG_VERSION").into(),
+        commit: GIT_COMMIT.map(String::from),
+    }
+}
+
+/// Shard `shard` of the run `asked` of `exp`: its simulations under every
+/// seed. `files` are the capture and trace folders with what they hold.
+fn run_shard(
+    exp: &dyn Experiment,
+    asked: &ShardedRun,
+    shard: Shard,
+    files: &[(Option<PathBuf>, &str); 2],
+    captures: CaptureOpts,
+    progress: &Progress,
+    first: usize,
+) -> Result<Partial, Failure> {
+    let started = Instant::now();
+    let params = Params::resolve(exp.name(), exp.params(), asked.quick, &asked.set)
+        .map_err(RunError::from)?;
+    let mut points = Vec::new();
+    for k in 0..asked.seeds {
+        let index = first + k as usize;
+        let shown = progress.start(index, exp.name());
+        let this_seed = asked.seed.wrapping_add(k);
+        let per_seed = |dir: &Option<PathBuf>| match dir {
+            Some(d) if asked.seeds > 1 => Some(d.join(format!("seed-{this_seed}"))),
+            other => other.clone(),
+        };
+        let ctx = captures
+            .apply(RunContext::new(params.clone(), this_seed, asked.quick))
+            .with_pcap_dir(per_seed(&files[0].0))
+            .with_trace_dir(per_seed(&files[1].0))
+            .with_progress(shown.callback());
+        let done = shard::execute_shard(exp, ctx, shard, k);
+        progress.finish(index, exp.name(), shown);
+        points.extend(done?);
+    }
+    Ok(Partial {
+        format: shard::PARTIAL_FORMAT,
+        shard,
+        run: asked.clone(),
+        command: shard::command_without_shard(&std::env::args().collect::<Vec<_>>()),
+        started: RunInfo::now(None).started,
+        wall_s: started.elapsed().as_secs_f64(),
+        points,
+    })
+}
+
+/// Write `partial` as `out/NAME/partial-I-of-N.json`.
+fn write_partial(out: &Path, partial: &Partial) -> Result<PathBuf, Failure> {
+    let dir = out.join(&partial.run.experiment);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(shard::partial_file_name(partial.shard));
+    let json = serde_json::to_string_pretty(partial)
+        .map_err(|e| Failure::usage(format!("cannot render the partial: {e}")))?;
+    output::write_atomically(&path, (json + "\n").as_bytes())
+        .map_err(|e| Failure::usage(format!("cannot write {e}")))?;
+    Ok(path)
+}
+
+/// The partial files among `parts`: files as given, folders searched two
+/// levels deep for `partial-I-of-N.json`.
+fn partial_files(parts: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
+    fn walk(dir: &Path, depth: u32, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() && depth > 0 {
+                walk(&p, depth - 1, found)?;
+            } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("partial-") && n.ends_with(".json") && n.contains("-of-")
+            }) {
+                found.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    for part in parts {
+        if part.is_dir() {
+            walk(part, 2, &mut found)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", part.display())))?;
+        } else {
+            found.push(part.clone());
+        }
+    }
+    if found.is_empty() {
+        return Err(Failure::usage("no partial results among the given paths"));
+    }
+    Ok(found)
+}
+
+/// `nextio merge`: read the partials, check they belong together, replay
+/// each experiment over them and write its result (and the report, when
+/// several experiments were merged).
+fn merge(out: &Path, parts: &[PathBuf]) -> Result<(), Failure> {
+    let mut by_experiment: std::collections::BTreeMap<String, Vec<Partial>> = Default::default();
+    for path in partial_files(parts)? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+        let p: Partial = serde_json::from_str(&text).map_err(|e| {
+            Failure::usage(format!("{} is not a partial result: {e}", path.display()))
+        })?;
+        by_experiment
+            .entry(p.run.experiment.clone())
+            .or_default()
+            .push(p);
+    }
+    // Primitives are the process's: every experiment merged must share them.
+    let mut groups = by_experiment.values();
+    let first = &groups.next().expect("at least one partial")[0].run;
+    if let Some(other) =
+        groups.find(|g| g[0].run.primitives != first.primitives || g[0].run.config != first.config)
+    {
+        return Err(Failure::usage(format!(
+            "{} and {} were run with different primitives; merge them apart",
+            first.experiment, other[0].run.experiment
+        )));
+    }
+    let config = first.config.as_ref().map(|(l, t)| (t.as_str(), l.as_str()));
+    primitives::install(config, &first.primitives).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut done = Vec::new();
+    for exp in nextio_experiments::all() {
+        let Some(partials) = by_experiment.remove(exp.name()) else {
+            continue;
+        };
+        let result = shard::merge(exp, &partials)?;
+        write(out, &result)?;
+        print!("{}", output::summary_text(&result));
+        let svg = output::chart_svg(&result);
+        done.push((result, svg));
+    }
+    if let Some(unknown) = by_experiment.keys().next() {
+        return Err(Failure::usage(format!(
+            "partials of unknown experiment `{unknown}`"
+        )));
+    }
+    if done.len() > 1 {
+        let index = write_report(out, &done)?;
+        println!(
+            "wrote {} ({} experiments merged)",
+            index.display(),
+            done.len()
+        );
+    } else {
+        println!("wrote {}", out.join(&done[0].0.experiment).display());
+    }
+    Ok(())
+}
+
 /// Fix the primitives of this process: `config` laid over the presets,
-/// then the `prims` assignments.
-fn install(config: Option<&Path>, prims: &[String]) -> Result<(), Failure> {
+/// then the `prims` assignments. Returns the configuration's label and
+/// text, for a shard to record.
+fn install(config: Option<&Path>, prims: &[String]) -> Result<Option<(String, String)>, Failure> {
     let text = match config {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -378,7 +683,8 @@ fn install(config: Option<&Path>, prims: &[String]) -> Result<(), Failure> {
     };
     let label = config.map(|p| p.display().to_string()).unwrap_or_default();
     primitives::install(text.as_deref().map(|t| (t, label.as_str())), prims)
-        .map_err(|e| Failure::usage(e.to_string()))
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(text.map(|t| (label, t)))
 }
 
 fn find(name: &str) -> Result<&'static dyn Experiment, Failure> {
@@ -405,6 +711,7 @@ fn run_seeds(
     set: &[String],
     pcap: Option<PathBuf>,
     trace: Option<PathBuf>,
+    captures: CaptureOpts,
     progress: &Progress,
     first: usize,
 ) -> Result<ExperimentResult, Failure> {
@@ -425,6 +732,7 @@ fn run_seeds(
             set,
             per_seed(&pcap),
             per_seed(&trace),
+            captures,
             &shown,
         );
         progress.finish(index, exp.name(), shown);
@@ -433,6 +741,7 @@ fn run_seeds(
     Ok(nextio_experiments::seeds::summarise(runs)?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     exp: &dyn Experiment,
     quick: bool,
@@ -440,10 +749,12 @@ fn run_one(
     set: &[String],
     pcap: Option<PathBuf>,
     trace: Option<PathBuf>,
+    captures: CaptureOpts,
     shown: &progress::Experiment,
 ) -> Result<ExperimentResult, Failure> {
     let params = Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
-    let ctx = RunContext::new(params, seed, quick)
+    let ctx = captures
+        .apply(RunContext::new(params, seed, quick))
         .with_pcap_dir(pcap)
         .with_trace_dir(trace)
         .with_progress(shown.callback());

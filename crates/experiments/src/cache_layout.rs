@@ -147,6 +147,7 @@ struct Config {
     prefetch: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct PointResult {
     l1d_miss_ratio: f64,
     l2_miss_ratio: f64,

@@ -24,7 +24,6 @@ use std::rc::Rc;
 use nextio_engine::{Duration, Mailbox, Rate, Time};
 use nextio_hw::ethernet::{EthTx, LinkConfig, Wire};
 use nextio_hw::packet::{self, FlowKey, Frame, Macs};
-use nextio_hw::pcap::Capture;
 use serde_json::json;
 
 use crate::experiment::{
@@ -100,6 +99,7 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 /// What one run measured.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct PointResult {
     frame_bytes: u64,
     delivered: u64,
@@ -267,8 +267,8 @@ fn run_point(
     let sim = ctx.new_sim();
     let rx = Rc::new(Mailbox::new(&sim));
     let wire = Rc::new(Wire::new(&sim, config, rx.clone()));
-    if ctx.pcap_dir.is_some() {
-        wire.set_capture(Capture::new());
+    if let Some(capture) = ctx.new_capture() {
+        wire.set_capture(capture);
     }
     let flow = FlowKey {
         src_ip: Ipv4Addr::new(10, 0, 0, 1),
@@ -358,9 +358,8 @@ fn run_point(
         return Err(RunError::Config(e));
     }
     let counters = wire.counters();
-    if let (Some(dir), Some(cap)) = (&ctx.pcap_dir, wire.take_capture()) {
-        cap.write(&ctx.artefact_path(dir, &label, "pcap")?)
-            .map_err(RunError::from_capture)?;
+    if let Some(capture) = wire.take_capture() {
+        ctx.write_capture(&label, &capture)?;
     }
     let span = last.get() - first.get();
     let n = delivered.get();

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use nextio_engine::Sim;
 use rayon::prelude::*;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -74,6 +75,10 @@ pub enum RunError {
     /// coherent: a bug in the experiment, reported rather than shown.
     #[error("check declaration: {0}")]
     Declaration(String),
+    /// A shard computed its points and stopped (see [`crate::shard`]):
+    /// never seen outside the framework.
+    #[error("the shard's simulations are done")]
+    ShardDone,
 }
 
 impl RunError {
@@ -96,6 +101,11 @@ pub struct RunContext {
     pub quick: bool,
     /// Where links should write their wire traffic as pcap, if asked.
     pub pcap_dir: Option<PathBuf>,
+    /// Largest pcap file written, bytes (the frames past it are left out
+    /// and counted).
+    pcap_limit_bytes: Option<u64>,
+    /// Capture only the measured trials, not a search's probes.
+    pcap_measured_only: bool,
     /// Where simulations made by [`RunContext::new_sim`] write their event
     /// traces, if asked.
     pub trace_dir: Option<PathBuf>,
@@ -108,6 +118,22 @@ pub struct RunContext {
     tally: Mutex<SimTally>,
     inputs: Mutex<Map<String, Value>>,
     input_notes: Mutex<Vec<String>>,
+    /// Which simulations this context computes (all, a shard's, or
+    /// replayed ones).
+    mode: crate::shard::Mode,
+    /// Sweeps made so far: only the first is sharded.
+    sweeps: AtomicUsize,
+}
+
+thread_local! {
+    /// This thread runs a search's probe trial (see [`RunContext::probe`]).
+    static PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread reruns a trial only for its artefacts: its work is not
+    /// counted again (see [`RunContext::rerun_for_artefacts`]).
+    static RERUN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The work of the sweep point this thread is computing, when it is
+    /// kept apart (a shard stores each point's work with its output).
+    static POINT_TALLY: std::cell::Cell<Option<SimTally>> = const { std::cell::Cell::new(None) };
 }
 
 /// Work done by the simulator during a run, for the speed report.
@@ -142,6 +168,8 @@ impl RunContext {
             seed,
             quick,
             pcap_dir: None,
+            pcap_limit_bytes: None,
+            pcap_measured_only: false,
             trace_dir: None,
             progress: Box::new(|_| {}),
             experiment: "experiment",
@@ -149,7 +177,16 @@ impl RunContext {
             tally: Mutex::new(SimTally::default()),
             inputs: Mutex::new(Map::new()),
             input_notes: Mutex::new(Vec::new()),
+            mode: crate::shard::Mode::All,
+            sweeps: AtomicUsize::new(0),
         }
+    }
+    pub(crate) fn in_mode(mut self, mode: crate::shard::Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+    pub(crate) fn into_mode(self) -> crate::shard::Mode {
+        self.mode
     }
     /// Record what the run read as input `key` (shown in `result.json`'s
     /// `inputs`), with a note that says it in words.
@@ -170,6 +207,67 @@ impl RunContext {
     pub fn with_pcap_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.pcap_dir = dir;
         self
+    }
+    /// Keep pcap files within `limit_bytes`; capture only measured trials
+    /// (not a search's probes) if `measured_only`.
+    pub fn with_pcap_options(mut self, limit_bytes: Option<u64>, measured_only: bool) -> Self {
+        self.pcap_limit_bytes = limit_bytes;
+        self.pcap_measured_only = measured_only;
+        self
+    }
+    /// A capture for one link of the trial running, if the run asked for
+    /// pcap files and this trial is captured.
+    pub fn new_capture(&self) -> Option<nextio_hw::pcap::Capture> {
+        if self.pcap_dir.is_none() || (self.pcap_measured_only && PROBE.with(|p| p.get())) {
+            return None;
+        }
+        Some(match self.pcap_limit_bytes {
+            Some(l) => nextio_hw::pcap::Capture::with_limit(l),
+            None => nextio_hw::pcap::Capture::new(),
+        })
+    }
+    /// Write `capture` as `PCAP_DIR/EXPERIMENT/<label>.pcap`, saying on
+    /// stderr when the size limit left frames out.
+    pub fn write_capture(
+        &self,
+        label: &str,
+        capture: &nextio_hw::pcap::Capture,
+    ) -> Result<(), RunError> {
+        let Some(dir) = &self.pcap_dir else {
+            return Ok(());
+        };
+        let path = self.artefact_path(dir, label, "pcap")?;
+        capture.write(&path).map_err(RunError::from_capture)?;
+        if capture.left_out() > 0 {
+            eprintln!(
+                "note: {}: size limit reached, {} later frame(s) not written",
+                path.display(),
+                capture.left_out()
+            );
+        }
+        Ok(())
+    }
+    /// Run `f` as a search's probe trial: not captured when only measured
+    /// trials are.
+    pub fn probe<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = PROBE.with(|p| p.replace(true));
+        let out = f();
+        PROBE.with(|p| p.set(was));
+        out
+    }
+    /// Whether only measured trials are captured (a search then reruns
+    /// the trial it reports, with [`RunContext::rerun_for_artefacts`]).
+    pub fn captures_measured_only(&self) -> bool {
+        self.pcap_dir.is_some() && self.pcap_measured_only
+    }
+    /// Rerun a trial only to write its artefacts: the simulation is
+    /// deterministic, so it is the trial already counted, and its work is
+    /// not counted again.
+    pub fn rerun_for_artefacts<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = RERUN.with(|r| r.replace(true));
+        let out = f();
+        RERUN.with(|r| r.set(was));
+        out
     }
     pub fn with_trace_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.trace_dir = dir;
@@ -229,8 +327,23 @@ impl RunContext {
     pub fn progress(&self, fraction: f64) {
         (self.progress)(fraction.clamp(0.0, 1.0));
     }
-    /// Add a finished simulation's work to the run's totals.
+    /// Add a finished simulation's work to the run's totals (or to the
+    /// sweep point's, when that is kept apart).
     pub fn record(&self, tally: SimTally) {
+        if RERUN.with(|r| r.get()) {
+            return;
+        }
+        let kept = POINT_TALLY.with(|t| match t.get() {
+            Some(mut mine) => {
+                mine.add(tally);
+                t.set(Some(mine));
+                true
+            }
+            None => false,
+        });
+        if kept {
+            return;
+        }
         self.tally
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -247,23 +360,110 @@ impl RunContext {
     }
     /// Run independent sweep points in parallel (each builds its own
     /// simulator), returning results in input order and reporting progress.
-    pub fn sweep<P: Sync, T: Send>(
+    ///
+    /// The points of a run's first sweep are its independent simulations:
+    /// a shard computes only its own and stops the run there, and a merge
+    /// answers the sweep from the shards' outputs (see [`crate::shard`]),
+    /// which is why an output must serialise. What `f` does besides
+    /// simulating and recording its work through [`RunContext::record`]
+    /// or [`RunContext::finish_sim`] is not carried from shard to merge.
+    pub fn sweep<P: Sync, T: Send + Serialize + DeserializeOwned>(
         &self,
         points: &[P],
         f: impl Fn(usize, &P) -> Result<T, RunError> + Sync,
     ) -> Result<Vec<T>, RunError> {
+        use crate::shard::Mode;
+        let first = self.sweeps.fetch_add(1, Ordering::Relaxed) == 0;
+        match &self.mode {
+            Mode::Shard {
+                shard,
+                seed_index,
+                name,
+                done,
+            } if first => {
+                let mine: Vec<usize> = (0..points.len())
+                    .filter(|&i| shard.owns(name, *seed_index, points.len(), i))
+                    .collect();
+                let records = self.sweep_indices(&mine, |i| {
+                    POINT_TALLY.with(|t| t.set(Some(SimTally::default())));
+                    let out = f(i, &points[i]);
+                    let tally = POINT_TALLY.with(|t| t.take()).unwrap_or_default();
+                    Ok(crate::shard::PointRecord {
+                        seed_index: *seed_index,
+                        point: i,
+                        of: points.len(),
+                        tally,
+                        output: crate::shard::encode(&out?)?,
+                    })
+                })?;
+                done.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(records);
+                Err(RunError::ShardDone)
+            }
+            Mode::Shard { .. } => Err(RunError::ShardDone),
+            Mode::Replay(stored) if first => {
+                let mut out = Vec::with_capacity(points.len());
+                for i in 0..points.len() {
+                    let rec = stored.get(&i).ok_or_else(|| {
+                        RunError::Config(format!(
+                            "the partials hold no output for point {i} of {}",
+                            points.len()
+                        ))
+                    })?;
+                    if rec.of != points.len() {
+                        return Err(RunError::Config(format!(
+                            "the partials swept {} points, this run sweeps {}",
+                            rec.of,
+                            points.len()
+                        )));
+                    }
+                    self.record(rec.tally);
+                    out.push(crate::shard::decode(&rec.output)?);
+                }
+                if stored.len() != points.len() {
+                    return Err(RunError::Config(format!(
+                        "the partials hold {} points, this run sweeps {}",
+                        stored.len(),
+                        points.len()
+                    )));
+                }
+                self.progress(1.0);
+                Ok(out)
+            }
+            _ => {
+                let all: Vec<usize> = (0..points.len()).collect();
+                self.sweep_indices(&all, |i| f(i, &points[i]))
+            }
+        }
+    }
+    /// `f` over `indices` in parallel, results in order, with progress.
+    fn sweep_indices<T: Send>(
+        &self,
+        indices: &[usize],
+        f: impl Fn(usize) -> Result<T, RunError> + Sync,
+    ) -> Result<Vec<T>, RunError> {
         let done = AtomicUsize::new(0);
-        let n = points.len().max(1);
-        points
+        let n = indices.len().max(1);
+        indices
             .par_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let r = f(i, p);
+            .map(|&i| {
+                let r = f(i);
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 self.progress(d as f64 / n as f64);
                 r
             })
             .collect()
+    }
+    /// Run an experiment that is one simulation as a sweep of one point,
+    /// so it shards like any other (the whole run is one shard's).
+    pub fn single<T: Send + Serialize + DeserializeOwned>(
+        &self,
+        f: impl Fn() -> Result<T, RunError> + Sync,
+    ) -> Result<T, RunError> {
+        let mut out = self.sweep(&[()], |_, _| f())?;
+        out.pop()
+            .ok_or_else(|| RunError::Config("a one-point sweep returned nothing".into()))
     }
 }
 
@@ -822,7 +1022,7 @@ impl Axis {
 }
 
 /// What an experiment's `run` returns.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Outcome {
     pub series: Vec<Series>,
     /// Titles and scales of the fields the series plot.
@@ -951,14 +1151,23 @@ impl ExperimentResult {
 /// the experiment did not declare, or a declaration that is not coherent,
 /// is an error: no result carries a check that `--describe` did not show.
 pub fn execute(exp: &dyn Experiment, mut ctx: RunContext) -> Result<ExperimentResult, RunError> {
+    execute_in(exp, &mut ctx)
+}
+
+/// [`execute`] in a context the caller keeps (a shard reads the points it
+/// computed from it afterwards).
+pub(crate) fn execute_in(
+    exp: &dyn Experiment,
+    ctx: &mut RunContext,
+) -> Result<ExperimentResult, RunError> {
     ctx.experiment = exp.name();
     let specs = exp.checks();
     for spec in specs {
         spec.validate().map_err(RunError::Declaration)?;
     }
-    crate::primitives::record_changes(exp, &ctx);
+    crate::primitives::record_changes(exp, ctx);
     let started = std::time::Instant::now();
-    let outcome = exp.run(&ctx)?;
+    let outcome = exp.run(ctx)?;
     let wall_s = started.elapsed().as_secs_f64();
     if let Some(c) = undeclared(specs, &outcome.checks) {
         return Err(RunError::Declaration(format!(

@@ -22,6 +22,7 @@ pub mod pcie_bandwidth;
 pub mod primitives;
 pub mod report;
 pub mod seeds;
+pub mod shard;
 mod udma_common;
 pub mod udma_cross_space;
 pub mod udma_offload;

@@ -101,7 +101,7 @@ const IPCS: [(Ipc, &str); 3] = [
     (Ipc::Shm, "shared-memory"),
 ];
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct Point {
     latency_us: f64,
     sender_ns: f64,

@@ -136,6 +136,7 @@ enum Mode {
     Async,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     latency_us: f64,
     gbps: f64,

@@ -107,7 +107,7 @@ const WAYS: [(Way, &str); 3] = [
     (Way::Direct, "direct"),
 ];
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 struct Point {
     latency_us: f64,
     uplink_bytes: f64,

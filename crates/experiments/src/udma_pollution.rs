@@ -101,7 +101,7 @@ fn costs() -> &'static PollutionCosts {
     COSTS.get_or_init(|| nextio_presets::root_section("apps.udma_pollution"))
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Point {
     l1d: f64,
     l2: f64,

@@ -93,6 +93,7 @@ const PATHS: [(Path, &str); 5] = [
     (Path::Cpu, "cpu"),
 ];
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     latency_us: f64,
     busy_ns: f64,

@@ -22,6 +22,7 @@ pub fn xui_host(sim: &Sim, cores: usize) -> Result<Host, RunError> {
 }
 
 /// Result of running one compute thread to completion.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SingleRun {
     pub elapsed: Duration,
     pub events: u64,

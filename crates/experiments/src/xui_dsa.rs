@@ -163,6 +163,7 @@ enum Mech {
     Xui,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     latency_us: f64,
     free: f64,

@@ -212,6 +212,7 @@ enum Mech {
     Xui,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     mpps: f64,
     p95_ns: f64,

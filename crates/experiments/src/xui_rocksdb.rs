@@ -128,6 +128,7 @@ const CHECKS: &[CheckSpec] = &[
 /// default sweep's largest point).
 const MAX_REQUESTS: u64 = 2_000_000;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     achieved_krps: f64,
     get_p99_us: f64,

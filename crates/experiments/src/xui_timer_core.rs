@@ -110,6 +110,7 @@ impl Timer {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     util: f64,
     late_ticks: u64,

@@ -28,7 +28,9 @@ pub use crate::fabric::{DeviceCtx, DmaError, DmaFault, Posted};
 use crate::packet::Frame;
 
 /// A device's identity within its host's fabric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct DeviceId(pub u16);
 
 /// Who issued a transaction a device receives.

@@ -115,18 +115,51 @@ impl ReadSummary {
     }
 }
 
-/// An in-memory capture, written out by [`Capture::write`].
+/// An in-memory capture, written out by [`Capture::write`]. With a size
+/// limit it keeps the frames whose file fits in it and counts the rest,
+/// so neither memory nor the file grows past the limit.
 #[derive(Clone, Debug, Default)]
 pub struct Capture {
     records: Vec<(Time, Vec<u8>)>,
+    /// Bytes the pcap file will take (global header and record headers
+    /// counted).
+    file_bytes: u64,
+    limit_bytes: Option<u64>,
+    left_out: u64,
 }
+
+/// A pcap file's global header and each record's header, bytes.
+const PCAP_HEADER_BYTES: u64 = 24;
+const PCAP_RECORD_HEADER_BYTES: u64 = 16;
 
 impl Capture {
     pub fn new() -> Capture {
-        Capture::default()
+        Capture {
+            file_bytes: PCAP_HEADER_BYTES,
+            ..Capture::default()
+        }
+    }
+    /// A capture whose file stays within `limit_bytes`.
+    pub fn with_limit(limit_bytes: u64) -> Capture {
+        Capture {
+            limit_bytes: Some(limit_bytes),
+            ..Capture::new()
+        }
     }
     pub fn record(&mut self, t: Time, bytes: &[u8]) {
+        let grown = self
+            .file_bytes
+            .saturating_add(PCAP_RECORD_HEADER_BYTES + bytes.len() as u64);
+        if self.limit_bytes.is_some_and(|l| grown > l) {
+            self.left_out += 1;
+            return;
+        }
+        self.file_bytes = grown;
         self.records.push((t, bytes.to_vec()));
+    }
+    /// Frames not kept because the file would have passed its limit.
+    pub fn left_out(&self) -> u64 {
+        self.left_out
     }
     pub fn len(&self) -> usize {
         self.records.len()
@@ -791,11 +824,35 @@ fn interface(order: Order, b: &[u8]) -> Option<Interface> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nextio_engine::Duration;
 
     fn dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("nextio-pcap-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_size_limit_keeps_the_file_within_it_and_counts_the_rest() {
+        let path = dir("limit").join("t.pcap");
+        let limit = 24 + 3 * (16 + 100) + 50;
+        let mut c = Capture::with_limit(limit);
+        for i in 0..10u64 {
+            c.record(Time::ZERO + Duration::from_ns(i), &[i as u8; 100]);
+        }
+        assert_eq!((c.len(), c.left_out()), (3, 7));
+        c.write(&path).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() <= limit);
+        let back = read(&path).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[2].1, vec![2u8; 100]);
+        // Without a limit nothing is left out.
+        let mut all = Capture::new();
+        for i in 0..10u64 {
+            all.record(Time::ZERO + Duration::from_ns(i), &[0; 100]);
+        }
+        assert_eq!((all.len(), all.left_out()), (10, 0));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

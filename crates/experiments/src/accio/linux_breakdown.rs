@@ -124,6 +124,7 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 /// The mean phases of one run, µs: NIC→kernel, header, kernel→user, total.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Phases {
     mean_us: [f64; 4],
     received: usize,

@@ -38,6 +38,7 @@ pub struct Multi {
 }
 
 /// What it measured.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct MultiResult {
     /// Every message's processing time, µs (unscaled).
     pub processing_us: Vec<f64>,
@@ -50,6 +51,7 @@ pub struct MultiResult {
     pub to_rings: u64,
     pub to_fallback: u64,
     pub dropped: u64,
+    #[serde(with = "crate::shard::counters")]
     pub os: Counters,
     pub tally: SimTally,
 }

@@ -76,6 +76,7 @@ pub struct PingPong {
 }
 
 /// What one run measured.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct PingResult {
     /// Per message, µs (as simulated on the client's platform, unscaled).
     pub processing_us: Vec<f64>,
@@ -87,6 +88,7 @@ pub struct PingResult {
     /// receive.
     pub cpu_busy: f64,
     /// The client core's time per message by ledger category, µs.
+    #[serde(with = "crate::shard::named")]
     pub breakdown_us: Vec<(&'static str, f64)>,
     pub tally: SimTally,
 }

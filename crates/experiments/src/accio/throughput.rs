@@ -81,6 +81,7 @@ const CHECKS: &[CheckSpec] = &[
 const PAYLOAD_BYTES: usize = 64;
 const SINK_PORT: u16 = 5000;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Point {
     gbps: f64,
     bus_gbps: f64,

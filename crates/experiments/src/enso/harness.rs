@@ -27,7 +27,6 @@ use nextio_engine::{Counters, Duration, Mailbox, Time};
 use nextio_hw::cache::CoreStats;
 use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
 use nextio_hw::machine::MachineSpec;
-use nextio_hw::pcap::Capture;
 use nextio_hw::pcie::{DirectionCounters, PcieConfig};
 use nextio_hw::trafficgen::{
     Arrivals, SizeSpec, Source, Trace, TrafficConfig, TrafficGen, TrafficStats,
@@ -204,9 +203,10 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
                 MAX_OFFER.as_secs_f64()
             ))
         })?;
-    if ctx.pcap_dir.is_some() {
-        gen_out.set_capture(Capture::new());
-        dut_out.set_capture(Capture::new());
+    for wire in [&gen_out, &dut_out] {
+        if let Some(capture) = ctx.new_capture() {
+            wire.set_capture(capture);
+        }
     }
     // The start barrier: run the host alone until its drivers are ready.
     let (ready, s) = (system.ready.clone(), sim.clone());
@@ -279,12 +279,9 @@ pub fn run_trial(ctx: &RunContext, t: &Trial) -> Result<TrialResult, RunError> {
         t.frame_bytes,
         crate::output::significant(t.rate_gbps)
     );
-    if let Some(dir) = &ctx.pcap_dir {
-        for (wire, side) in [(&gen_out, "to-host"), (&dut_out, "from-host")] {
-            if let Some(capture) = wire.take_capture() {
-                let path = ctx.artefact_path(dir, &format!("{label}-{side}"), "pcap")?;
-                capture.write(&path).map_err(RunError::from_capture)?;
-            }
+    for (wire, side) in [(&gen_out, "to-host"), (&dut_out, "from-host")] {
+        if let Some(capture) = wire.take_capture() {
+            ctx.write_capture(&format!("{label}-{side}"), &capture)?;
         }
     }
     ctx.finish_sim(&label, &sim, t.warmup_frames + t.frames)?;

@@ -139,15 +139,17 @@ impl Experiment for EnsoPacketRate {
             .collect();
         let results = ctx.sweep(&points, |i, (iface, n)| {
             let seed = ctx.point_seed(i);
+            let trial = |rate| bench.trial(*iface, *n as usize, frame_bytes, rate, seed);
             let search = zero_loss_search(0.0, 100.0, resolution, |rate| {
-                run_trial(
-                    ctx,
-                    &bench.trial(*iface, *n as usize, frame_bytes, rate, seed),
-                )
+                ctx.probe(|| run_trial(ctx, &trial(rate)))
             })?;
+            // The trial the point reports, captured alone if asked.
+            if ctx.captures_measured_only() && search.passing.is_some() {
+                ctx.rerun_for_artefacts(|| run_trial(ctx, &trial(search.gbps)))?;
+            }
             let why = search
                 .failing
-                .map(|(rate, t)| (rate, t.traffic.lost(), t.nic));
+                .map(|(rate, t)| (rate, t.traffic.lost(), counter_list(&t.nic)));
             Ok((search.gbps, why))
         })?;
 
@@ -240,4 +242,9 @@ impl Experiment for EnsoPacketRate {
             notes,
         })
     }
+}
+
+/// Counters as names and values, the form a sweep output keeps.
+fn counter_list(c: &nextio_engine::Counters) -> Vec<(String, u64)> {
+    c.iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -142,16 +142,12 @@ impl ClientWires {
     /// Write what the wires captured as `<label>-to-server.pcap` and
     /// `<label>-to-client.pcap` in the run's pcap folder, if it has one.
     pub fn write(&self, run: &RunContext, label: &str) -> Result<(), RunError> {
-        let Some(dir) = &run.pcap_dir else {
-            return Ok(());
-        };
         for (wire, side) in [
             (&self.to_server, "to-server"),
             (&self.to_client, "to-client"),
         ] {
             if let Some(capture) = wire.take_capture() {
-                let path = run.artefact_path(dir, &format!("{label}-{side}"), "pcap")?;
-                capture.write(&path).map_err(RunError::from_capture)?;
+                run.write_capture(&format!("{label}-{side}"), &capture)?;
             }
         }
         Ok(())
@@ -211,9 +207,10 @@ pub fn client_host(
         src: [0x02, 0, 0, 0, 0, 1],
         dst: server_mac,
     };
-    if run.pcap_dir.is_some() {
-        to_server.set_capture(nextio_hw::pcap::Capture::new());
-        to_client.set_capture(nextio_hw::pcap::Capture::new());
+    for wire in [&to_server, &to_client] {
+        if let Some(capture) = run.new_capture() {
+            wire.set_capture(capture);
+        }
     }
     Ok((
         nextio_apps::rpc_client::RpcClient::new(pmd, macs, flow, 1),

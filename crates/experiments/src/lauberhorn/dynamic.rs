@@ -187,6 +187,7 @@ fn procedure(i: usize, handler_cycles: u64) -> Procedure {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Run {
     p50_us: f64,
     p99_us: f64,

@@ -72,6 +72,7 @@ const CHECKS: &[CheckSpec] = &[
     ),
 ];
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Run {
     rtt_us: f64,
     core_us: f64,

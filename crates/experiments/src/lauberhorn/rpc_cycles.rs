@@ -100,6 +100,7 @@ const CHECKS: &[CheckSpec] = &[
     .stated(stages::CMAC_TO_CMAC_US, Tolerance::AtMost),
 ];
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct Measured {
     pub steps_ns: [f64; 12],
     nic_service_us: Option<f64>,

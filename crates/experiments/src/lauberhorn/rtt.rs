@@ -143,7 +143,7 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 /// A point's medians, µs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Point {
     pub tx_us: f64,
     pub rx_us: f64,

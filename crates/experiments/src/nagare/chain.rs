@@ -161,6 +161,7 @@ fn machine() -> MachineSpec {
 }
 
 /// The round trips and latencies of isolated messages through `mode`.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Isolated {
     /// Per message: its critical path.
     paths: Vec<Vec<Traversal>>,
@@ -219,6 +220,7 @@ fn isolated(run: &RunContext, mode: ChainMode, image: usize, n: u64) -> Result<I
 }
 
 /// One load point.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Loaded {
     offered_kmps: f64,
     delivered_kmps: f64,

@@ -83,7 +83,7 @@ fn cfg_err(e: impl std::fmt::Display) -> RunError {
 }
 
 /// What one size measured, in ns.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Point {
     doorbell_ns: f64,
     push_ns: f64,
@@ -332,7 +332,8 @@ impl Experiment for NagareCpuPush {
     }
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
         let sizes = ctx.params.u64_list("sizes");
-        let pts = run_sizes(ctx, &sizes)?;
+        // One simulation moves every size: the whole run is one shard's.
+        let pts = ctx.single(|| run_sizes(ctx, &sizes))?;
         let mut lat = Series::new("to-device", "bytes", &["doorbell_ns", "push_ns", "mmio_ns"]);
         let mut cpu = Series::new(
             "cpu-time",

@@ -19,14 +19,15 @@ use nextio_hw::fabric::txlog::{Party, Txn, TxnKind, critical_path};
 /// into the switch's dataplane together with the transaction the switch
 /// issued because of it (the switch rewrote its destination: one
 /// device-to-device crossing, as the thesis counts it).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Traversal {
     pub from: Party,
     pub to: Party,
     pub kind: TxnKind,
     pub issued: Time,
     pub done: Time,
-    pub purpose: &'static str,
+    #[serde(with = "crate::shard::name")]
+    pub purpose: crate::shard::Name,
     /// Through the switch's dataplane.
     pub via_switch: bool,
 }

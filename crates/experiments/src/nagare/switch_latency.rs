@@ -112,6 +112,7 @@ fn cfg_err(e: impl std::fmt::Display) -> RunError {
 type Ml = Accelerator<Classifier>;
 
 /// What one build measures.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Measured {
     /// A device-to-device write peer to peer across the switch.
     p2p_ns: f64,

@@ -14,7 +14,9 @@ use crate::device::DeviceId;
 use crate::pcie::Purpose;
 
 /// One end of a transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Party {
     /// The CPU (a core's MMIO; the receiver of interrupts).
     Cpu,
@@ -24,7 +26,7 @@ pub enum Party {
 }
 
 /// What a transaction was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TxnKind {
     /// A posted write (DMA write, MMIO write): one way.
     Write,
