@@ -347,11 +347,12 @@ impl Hierarchy {
             } else {
                 cost.dram_reads += 1;
                 cost.cycles += self.dram_cycles;
-                self.llc.fill_line(line);
+                self.llc.insert_absent(line);
             }
-            self.cores[core].l2.fill_line(line);
+            self.cores[core].l2.insert_absent(line);
         }
-        self.cores[core].l1d.fill_line(line);
+        // Every level filled here was just looked up and missed.
+        self.cores[core].l1d.insert_absent(line);
         if homed {
             return true;
         }
@@ -464,7 +465,8 @@ impl Hierarchy {
             self.device.write_llc_allocs += 1;
             if self
                 .llc
-                .fill_line_in(line, self.ddio_ways.clone())
+                .insert_absent_in(line, self.ddio_ways.clone())
+                .1
                 .is_some()
             {
                 cost.dram_writes += 1;

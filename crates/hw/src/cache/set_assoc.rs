@@ -156,22 +156,31 @@ impl Cache {
     }
 
     pub(super) fn find(&self, line: u64) -> Option<usize> {
-        let set = self.set_of_line(line);
+        self.find_in(self.set_of_line(line), line)
+    }
+
+    /// The slot of `line` in `set`, if it is there. A line is in at most
+    /// one way, so the scan after the hint need not stop at a match: a
+    /// loop without an early exit has no branch to mispredict.
+    fn find_in(&self, set: usize, line: u64) -> Option<usize> {
         let base = set * self.ways;
         let hint = base + self.mru_way[set] as usize;
         if self.tags[hint] == line {
             return Some(hint);
         }
-        self.tags[base..base + self.ways]
-            .iter()
-            .position(|t| *t == line)
-            .map(|w| base + w)
+        let mut found = None;
+        for (w, t) in self.tags[base..base + self.ways].iter().enumerate() {
+            if *t == line {
+                found = Some(base + w);
+            }
+        }
+        found
     }
 
-    fn note_use(&mut self, slot: usize) {
+    fn note_use(&mut self, set: usize, slot: usize) {
         self.clock += 1;
         self.stamps[slot] = self.clock;
-        self.mru_way[slot / self.ways] = (slot % self.ways) as u8;
+        self.mru_way[set] = (slot - set * self.ways) as u8;
     }
 
     /// Whether the line holding `pa` is cached (no LRU update).
@@ -185,20 +194,15 @@ impl Cache {
 
     /// Look `line` up and make it most recently used; its slot on a hit.
     pub(super) fn lookup(&mut self, line: u64) -> Option<usize> {
-        let i = self.find(line)?;
-        self.note_use(i);
+        let set = self.set_of_line(line);
+        let i = self.find_in(set, line)?;
+        self.note_use(set, i);
         Some(i)
     }
 
     /// Clear slot `i`'s prefetched bit, returning its old value.
     pub(super) fn take_prefetched(&mut self, i: usize) -> bool {
         std::mem::replace(&mut self.prefetched[i], false)
-    }
-
-    pub(super) fn mark_prefetched(&mut self, line: u64) {
-        if let Some(i) = self.find(line) {
-            self.prefetched[i] = true;
-        }
     }
 
     /// Look the line holding `pa` up, making it most recently used on a hit.
@@ -213,7 +217,20 @@ impl Cache {
         if self.touch_line(line) {
             return None;
         }
-        let base = self.set_of_line(line) * self.ways;
+        self.insert_absent_in(line, ways).1
+    }
+
+    /// Insert `line`, which the caller has just looked up and not found,
+    /// as [`Cache::fill_line_in`] would (without looking it up again);
+    /// returns its slot and the line it evicted.
+    pub(super) fn insert_absent_in(
+        &mut self,
+        line: u64,
+        ways: std::ops::Range<usize>,
+    ) -> (usize, Option<u64>) {
+        let set = self.set_of_line(line);
+        debug_assert!(self.find_in(set, line).is_none(), "line already cached");
+        let base = set * self.ways;
         let mut victim = base + ways.start;
         for i in base + ways.start..base + ways.end {
             if self.tags[i] == INVALID {
@@ -226,8 +243,19 @@ impl Cache {
         }
         let old = std::mem::replace(&mut self.tags[victim], line);
         self.prefetched[victim] = false;
-        self.note_use(victim);
-        (old != INVALID).then_some(old)
+        self.note_use(set, victim);
+        (victim, (old != INVALID).then_some(old))
+    }
+
+    /// [`Cache::insert_absent_in`] over every way.
+    pub(super) fn insert_absent(&mut self, line: u64) -> (usize, Option<u64>) {
+        self.insert_absent_in(line, 0..self.ways)
+    }
+
+    /// Set slot `i`'s prefetched bit (the slot [`Cache::insert_absent`]
+    /// returned).
+    pub(super) fn set_prefetched(&mut self, i: usize) {
+        self.prefetched[i] = true;
     }
 
     pub(super) fn fill_line(&mut self, line: u64) -> Option<u64> {
