@@ -2,8 +2,9 @@
 //!
 //! A line lives in exactly one set (chosen from its low line bits, and a
 //! slice hash when the cache is sliced) and in at most one way of it. The
-//! most-recently-used-way hint only shortens the lookup: it never changes
-//! which line hits, misses or is evicted. The line-address methods are
+//! A set's ways sit side by side in memory (tag, LRU stamp and prefetch
+//! bit together), because the simulator's own time goes into fetching
+//! them: a lookup reads one set's bytes and nothing else. The line-address methods are
 //! `pub(super)` so the hierarchy and prefetchers can drive the cache
 //! without rebuilding a [`PhysAddr`] for every line.
 
@@ -69,7 +70,31 @@ impl CacheConfig {
     }
 }
 
-/// One set-associative cache: tags and LRU stamps in flat arrays indexed by
+/// One way of one set.
+#[derive(Clone, Copy, Debug)]
+struct Way {
+    /// Line address (`pa >> line_shift`) held, `INVALID` if none.
+    tag: u64,
+    /// Last-use stamp (the smallest in a set is the LRU way), with the
+    /// prefetched bit in [`PREFETCHED`].
+    meta: u64,
+}
+
+/// Set on a prefetch fill, cleared by the first demand hit: the tag bit of
+/// a tagged next-line prefetcher. Stamps count uses and never reach it.
+const PREFETCHED: u64 = 1 << 63;
+
+impl Way {
+    const EMPTY: Way = Way {
+        tag: INVALID,
+        meta: 0,
+    };
+    fn stamp(self) -> u64 {
+        self.meta & !PREFETCHED
+    }
+}
+
+/// One set-associative cache: its ways in one flat array indexed by
 /// `set × ways + way`.
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -78,17 +103,7 @@ pub struct Cache {
     sets_per_slice: u64,
     /// log2 of the line size: a line address is `pa >> line_shift`.
     line_shift: u32,
-    /// Line address (`pa >> line_shift`) held by each way, `INVALID` if none.
-    tags: Vec<u64>,
-    /// Last-use stamp of each way; the smallest in a set is the LRU way.
-    stamps: Vec<u64>,
-    /// Set on a prefetch fill, cleared by the first demand hit: the tag
-    /// bit of a tagged next-line prefetcher.
-    prefetched: Vec<bool>,
-    /// Most recently used way of each set: looked at first, because
-    /// consecutive accesses mostly touch the same line (a lookup hint; it
-    /// changes no hit or miss).
-    mru_way: Vec<u8>,
+    slots: Vec<Way>,
     clock: u64,
 }
 
@@ -116,10 +131,7 @@ impl Cache {
             ways: config.ways as usize,
             sets_per_slice,
             line_shift: line_bytes.trailing_zeros(),
-            tags: vec![INVALID; lines],
-            stamps: vec![0; lines],
-            prefetched: vec![false; lines],
-            mru_way: vec![0; lines / config.ways as usize],
+            slots: vec![Way::EMPTY; lines],
             clock: 0,
             config,
         })
@@ -136,7 +148,7 @@ impl Cache {
 
     /// Number of sets over all slices.
     pub fn sets(&self) -> usize {
-        self.tags.len() / self.ways
+        self.slots.len() / self.ways
     }
 
     /// The set (over all slices) that line address `line` maps to.
@@ -160,27 +172,23 @@ impl Cache {
     }
 
     /// The slot of `line` in `set`, if it is there. A line is in at most
-    /// one way, so the scan after the hint need not stop at a match: a
-    /// loop without an early exit has no branch to mispredict.
+    /// one way, so the scan need not stop at a match: a loop without an
+    /// early exit has no branch to mispredict.
     fn find_in(&self, set: usize, line: u64) -> Option<usize> {
         let base = set * self.ways;
-        let hint = base + self.mru_way[set] as usize;
-        if self.tags[hint] == line {
-            return Some(hint);
-        }
         let mut found = None;
-        for (w, t) in self.tags[base..base + self.ways].iter().enumerate() {
-            if *t == line {
+        for (w, way) in self.slots[base..base + self.ways].iter().enumerate() {
+            if way.tag == line {
                 found = Some(base + w);
             }
         }
         found
     }
 
-    fn note_use(&mut self, set: usize, slot: usize) {
+    fn note_use(&mut self, slot: usize) {
         self.clock += 1;
-        self.stamps[slot] = self.clock;
-        self.mru_way[set] = (slot - set * self.ways) as u8;
+        let way = &mut self.slots[slot];
+        way.meta = (way.meta & PREFETCHED) | self.clock;
     }
 
     /// Whether the line holding `pa` is cached (no LRU update).
@@ -196,13 +204,16 @@ impl Cache {
     pub(super) fn lookup(&mut self, line: u64) -> Option<usize> {
         let set = self.set_of_line(line);
         let i = self.find_in(set, line)?;
-        self.note_use(set, i);
+        self.note_use(i);
         Some(i)
     }
 
     /// Clear slot `i`'s prefetched bit, returning its old value.
     pub(super) fn take_prefetched(&mut self, i: usize) -> bool {
-        std::mem::replace(&mut self.prefetched[i], false)
+        let way = &mut self.slots[i];
+        let was = way.meta & PREFETCHED != 0;
+        way.meta &= !PREFETCHED;
+        was
     }
 
     /// Look the line holding `pa` up, making it most recently used on a hit.
@@ -233,17 +244,17 @@ impl Cache {
         let base = set * self.ways;
         let mut victim = base + ways.start;
         for i in base + ways.start..base + ways.end {
-            if self.tags[i] == INVALID {
+            if self.slots[i].tag == INVALID {
                 victim = i;
                 break;
             }
-            if self.stamps[i] < self.stamps[victim] {
+            if self.slots[i].stamp() < self.slots[victim].stamp() {
                 victim = i;
             }
         }
-        let old = std::mem::replace(&mut self.tags[victim], line);
-        self.prefetched[victim] = false;
-        self.note_use(set, victim);
+        let old = std::mem::replace(&mut self.slots[victim].tag, line);
+        self.slots[victim].meta = 0;
+        self.note_use(victim);
         (victim, (old != INVALID).then_some(old))
     }
 
@@ -255,7 +266,7 @@ impl Cache {
     /// Set slot `i`'s prefetched bit (the slot [`Cache::insert_absent`]
     /// returned).
     pub(super) fn set_prefetched(&mut self, i: usize) {
-        self.prefetched[i] = true;
+        self.slots[i].meta |= PREFETCHED;
     }
 
     pub(super) fn fill_line(&mut self, line: u64) -> Option<u64> {
@@ -272,8 +283,7 @@ impl Cache {
     pub(super) fn invalidate_line(&mut self, line: u64) -> bool {
         match self.find(line) {
             Some(i) => {
-                self.tags[i] = INVALID;
-                self.stamps[i] = 0;
+                self.slots[i] = Way::EMPTY;
                 true
             }
             None => false,
