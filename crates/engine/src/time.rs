@@ -167,11 +167,19 @@ impl Freq {
     }
     /// Time taken by `cycles` cycles, rounded up to the next picosecond.
     pub fn cycles_to_duration(self, cycles: u64) -> Duration {
+        // The same quotient in 64 bits whenever the product fits (up to
+        // ~10^7 cycles): a 128-bit division is a library call.
+        if let Some(p) = cycles.checked_mul(PS_PER_S) {
+            return Duration(p.div_ceil(self.hz));
+        }
         let ps = (cycles as u128 * PS_PER_S as u128).div_ceil(self.hz as u128);
         Duration(ps.min(u64::MAX as u128) as u64)
     }
     /// Whole cycles that fit in `d`, rounded down.
     pub fn duration_to_cycles(self, d: Duration) -> u64 {
+        if let Some(p) = d.0.checked_mul(self.hz) {
+            return p / PS_PER_S;
+        }
         let c = d.0 as u128 * self.hz as u128 / PS_PER_S as u128;
         c.min(u64::MAX as u128) as u64
     }
@@ -211,6 +219,9 @@ impl Rate {
     /// Time to send `bytes` bytes, rounded up (a one-off transfer; streams
     /// use a [`Serializer`] to stay exact).
     pub fn duration_for_bytes(self, bytes: u64) -> Duration {
+        if let Some(p) = bytes.checked_mul(8 * PS_PER_S) {
+            return Duration(p.div_ceil(self.bits_per_s));
+        }
         let ps = (bytes as u128 * 8 * PS_PER_S as u128).div_ceil(self.bits_per_s as u128);
         Duration(ps.min(u64::MAX as u128) as u64)
     }
@@ -275,6 +286,16 @@ impl Serializer {
     }
     /// Picoseconds to send `bytes` right after the previous transmission.
     pub fn next(&mut self, bytes: u64) -> Duration {
+        // In 64 bits when the ratio and the product fit (every real link);
+        // the remainder is below `den`, so it fits whenever `den` does.
+        if let (Ok(num), Ok(den)) = (u64::try_from(self.num), u64::try_from(self.den))
+            && let Some(total) = bytes
+                .checked_mul(num)
+                .and_then(|t| t.checked_add(self.remainder as u64))
+        {
+            self.remainder = (total % den) as u128;
+            return Duration(total / den);
+        }
         let total = bytes as u128 * self.num + self.remainder;
         self.remainder = total % self.den;
         Duration((total / self.den).min(u64::MAX as u128) as u64)
@@ -282,6 +303,11 @@ impl Serializer {
     /// Picoseconds to send `bytes` on their own (rounded up), leaving the
     /// carried fraction of the stream untouched.
     pub fn one_off(&self, bytes: u64) -> Duration {
+        if let (Ok(num), Ok(den)) = (u64::try_from(self.num), u64::try_from(self.den))
+            && let Some(total) = bytes.checked_mul(num)
+        {
+            return Duration(total.div_ceil(den));
+        }
         let total = bytes as u128 * self.num;
         Duration(total.div_ceil(self.den).min(u64::MAX as u128) as u64)
     }
@@ -317,6 +343,33 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sixty_four_bit_paths_match_the_wide_formulas(
+            hz in 1u64..u64::MAX, x in any::<u64>(), small in 0u64..1 << 24,
+        ) {
+            // The 64-bit fast paths and the 128-bit formulas they stand for.
+            let f = Freq::from_hz(hz).unwrap();
+            let r = Rate::from_bits_per_s(hz).unwrap();
+            let wide = |n: u128, d: u128, up: bool| {
+                let q = if up { n.div_ceil(d) } else { n / d };
+                q.min(u64::MAX as u128) as u64
+            };
+            for c in [x, small] {
+                prop_assert_eq!(f.cycles_to_duration(c).0, wide(c as u128 * PS_PER_S as u128, hz as u128, true));
+                prop_assert_eq!(f.duration_to_cycles(Duration(c)), wide(c as u128 * hz as u128, PS_PER_S as u128, false));
+                prop_assert_eq!(r.duration_for_bytes(c).0, wide(c as u128 * 8 * PS_PER_S as u128, hz as u128, true));
+                let s = Serializer::new(r, 128, 130);
+                let once = s.one_off(c).0;
+                prop_assert_eq!(once, wide(c as u128 * s.num, s.den, true));
+                let mut a = s.clone();
+                let (t1, t2) = (a.next(c).0, a.next(small).0);
+                let total = c as u128 * s.num;
+                let rem = total % s.den;
+                let second = small as u128 * s.num + rem;
+                prop_assert_eq!((t1, t2), (wide(total, s.den, false), wide(second, s.den, false)));
+            }
+        }
+
         #[test]
         fn cycles_round_trip(hz in 1u64..999_999_999_999, cycles in 0u64..1u64 << 40) {
             let f = Freq::from_hz(hz).unwrap();

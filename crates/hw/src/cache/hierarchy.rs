@@ -13,6 +13,7 @@ use nextio_engine::{Duration, Freq};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::prefetch::{PrefetchConfig, Stream};
+use super::presence::Presence;
 use super::stats::{CoreStats, DeviceStats};
 use super::{Cache, CacheConfig, CacheError};
 use crate::mem::PhysAddr;
@@ -128,6 +129,10 @@ pub struct Hierarchy {
     dram_cycles: u64,
     line_shift: u32,
     device: DeviceStats,
+    /// Which lines some core's L1d or L2 may hold: every private fill and
+    /// eviction goes through [`Hierarchy::took`], every invalidation
+    /// through `drop_private`.
+    pub(super) presence: Presence,
 }
 
 impl Hierarchy {
@@ -165,6 +170,8 @@ impl Hierarchy {
         }
         let line = config.line_bytes;
         let llc = Cache::with_line_bytes(config.llc.clone(), line)?;
+        let private_lines = (config.cores as u64)
+            .saturating_mul(lines(&config.l1d).saturating_add(lines(&config.l2)));
         let mut cores = Vec::with_capacity(config.cores);
         for _ in 0..config.cores {
             cores.push(CoreCaches {
@@ -191,6 +198,7 @@ impl Hierarchy {
             dram_cycles,
             line_shift: line.trailing_zeros(),
             device: DeviceStats::default(),
+            presence: Presence::new(private_lines),
         })
     }
 
@@ -347,11 +355,14 @@ impl Hierarchy {
             } else {
                 cost.dram_reads += 1;
                 cost.cycles += self.dram_cycles;
-                self.llc.fill_line(line);
+                self.llc.insert_absent(line);
             }
-            self.cores[core].l2.fill_line(line);
+            let (_, out) = self.cores[core].l2.insert_absent(line);
+            self.took(line, out);
         }
-        self.cores[core].l1d.fill_line(line);
+        // Every level filled here was just looked up and missed.
+        let (_, out) = self.cores[core].l1d.insert_absent(line);
+        self.took(line, out);
         if homed {
             return true;
         }
@@ -397,9 +408,14 @@ impl Hierarchy {
         }
         let line = pa.0 >> self.line_shift;
         self.llc.fill_line(line);
-        let c = &mut self.cores[core];
-        c.l2.fill_line(line);
-        c.l1d.fill_line(line);
+        for level in [L2, L1D] {
+            let c = &mut self.cores[core];
+            let cache = if level == L2 { &mut c.l2 } else { &mut c.l1d };
+            if !cache.touch_line(line) {
+                let (_, out) = cache.insert_absent(line);
+                self.took(line, out);
+            }
+        }
         Ok(())
     }
 
@@ -407,11 +423,46 @@ impl Hierarchy {
     /// holds the line of `pa` (no state changes).
     pub fn chip_holds(&self, pa: PhysAddr) -> bool {
         let line = pa.0 >> self.line_shift;
-        self.llc.find(line).is_some()
-            || self
-                .cores
-                .iter()
-                .any(|c| c.l1d.find(line).is_some() || c.l2.find(line).is_some())
+        self.llc.find(line).is_some() || self.private_holds(line)
+    }
+
+    /// Whether some core's L1d or L2 holds `line`.
+    fn private_holds(&self, line: u64) -> bool {
+        if !self.presence.may_hold(line) {
+            debug_assert!(!self.private_search(line), "presence filter missed a copy");
+            return false;
+        }
+        self.private_search(line)
+    }
+
+    fn private_search(&self, line: u64) -> bool {
+        self.cores
+            .iter()
+            .any(|c| c.l1d.find(line).is_some() || c.l2.find(line).is_some())
+    }
+
+    /// A private cache took `line`, evicting `out` if it had to.
+    pub(super) fn took(&mut self, line: u64, out: Option<u64>) {
+        self.presence.add(line);
+        if let Some(old) = out {
+            self.presence.remove(old);
+        }
+    }
+
+    /// Drop `line` from every core's L1d and L2; the copies dropped.
+    fn drop_private(&mut self, line: u64) -> u32 {
+        if !self.presence.may_hold(line) {
+            debug_assert!(!self.private_search(line), "presence filter missed a copy");
+            return 0;
+        }
+        let mut dropped = 0;
+        for c in &mut self.cores {
+            dropped += c.l1d.invalidate_line(line) as u32 + c.l2.invalidate_line(line) as u32;
+        }
+        for _ in 0..dropped {
+            self.presence.remove(line);
+        }
+        dropped
     }
 
     /// The home of `[pa, pa + len)` invalidates it: every copy in every
@@ -420,9 +471,7 @@ impl Hierarchy {
     pub fn invalidate_homed(&mut self, pa: PhysAddr, len: u64) -> u32 {
         let mut dropped = 0u32;
         for line in line_span(pa, len, self.line_shift) {
-            for c in &mut self.cores {
-                dropped += c.l1d.invalidate_line(line) as u32 + c.l2.invalidate_line(line) as u32;
-            }
+            dropped += self.drop_private(line);
             dropped += self.llc.invalidate_line(line) as u32;
         }
         self.device.snoop_invalidations += dropped as u64;
@@ -441,11 +490,7 @@ impl Hierarchy {
         }
         for line in line_span(pa, len, self.line_shift) {
             cost.lines += 1;
-            for c in &mut self.cores {
-                let a = c.l1d.invalidate_line(line);
-                let b = c.l2.invalidate_line(line);
-                self.device.write_core_invalidations += a as u64 + b as u64;
-            }
+            self.device.write_core_invalidations += self.drop_private(line) as u64;
             if self.ddio_ways.is_empty() {
                 // Without DDIO the write goes to memory and any LLC copy
                 // becomes stale, so it is dropped.
@@ -464,7 +509,8 @@ impl Hierarchy {
             self.device.write_llc_allocs += 1;
             if self
                 .llc
-                .fill_line_in(line, self.ddio_ways.clone())
+                .insert_absent_in(line, self.ddio_ways.clone())
+                .1
                 .is_some()
             {
                 cost.dram_writes += 1;
@@ -487,11 +533,7 @@ impl Hierarchy {
             if self.llc.find(line).is_some() {
                 cost.llc_hits += 1;
                 self.device.read_llc_hits += 1;
-            } else if self
-                .cores
-                .iter()
-                .any(|c| c.l1d.find(line).is_some() || c.l2.find(line).is_some())
-            {
+            } else if self.private_holds(line) {
                 // A line only a core holds (written there, since evicted
                 // from the LLC) is snooped from that core: served on chip
                 // like an LLC hit, not by DRAM.
@@ -739,5 +781,42 @@ mod tests {
         }
         let s = h.stats(0).unwrap();
         assert_eq!((s.l1d.accesses, s.l1d.hits), (3, 3));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn presence_never_misses_a_private_copy(
+            ops in proptest::collection::vec((0u8..5, 0usize..2, 0u64..4096), 1..200),
+        ) {
+            // Small private caches (so lines are evicted) on two cores with
+            // the prefetchers on, driven by core accesses, device reads and
+            // writes and homed invalidations: after every step each private
+            // copy is counted, and a zero bucket holds no copy.
+            let mut cfg = HierarchyConfig::ice_lake(2);
+            cfg.l1d = tiny("L1d", 64 * 4 * 4, 4, 5);
+            cfg.l2 = tiny("L2", 64 * 8 * 8, 8, 14);
+            let mut h = Hierarchy::new(cfg).unwrap();
+            for (op, core, l) in ops {
+                let kind = [AccessKind::Read, AccessKind::Write, AccessKind::Prefetch][op as usize % 3];
+                match op {
+                    0..=2 => drop(h.access(core, line(l), 8, kind).unwrap()),
+                    3 => drop(h.device_write(line(l), 128)),
+                    _ => drop(h.invalidate_homed(line(l), 64)),
+                }
+                let mut copies = 0u64;
+                for c in &h.cores {
+                    for cache in [&c.l1d, &c.l2] {
+                        for probe in 0..4200u64 {
+                            if cache.find(probe).is_some() {
+                                copies += 1;
+                                proptest::prop_assert!(h.presence.may_hold(probe));
+                            }
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(copies, h.presence.total());
+            }
+        }
     }
 }

@@ -33,6 +33,7 @@
 //!
 //! One concept per file: `set_assoc` holds a single cache, `prefetch` the
 //! hardware prefetchers, `hierarchy` the levels wired together with DDIO,
+//! `presence` the filter that spares device traffic snooping every core,
 //! `presets` the named CPUs with the sources of their numbers, and `stats`
 //! the counters. The files are private and everything is re-exported here,
 //! so callers name an item `cache::X` whichever file holds it.
@@ -41,6 +42,7 @@ use thiserror::Error;
 
 mod hierarchy;
 mod prefetch;
+mod presence;
 mod presets;
 mod set_assoc;
 mod stats;

@@ -67,12 +67,12 @@ impl Hierarchy {
             return false;
         }
         if self.llc.find(line).is_none() {
-            self.llc.fill_line(line);
+            self.llc.insert_absent(line);
             self.cores[core].stats.prefetch_dram_reads += 1;
         }
-        let c = &mut self.cores[core];
-        c.l2.fill_line(line);
-        c.stats.l2_prefetch_fills += 1;
+        let (_, out) = self.cores[core].l2.insert_absent(line);
+        self.took(line, out);
+        self.cores[core].stats.l2_prefetch_fills += 1;
         true
     }
 
@@ -89,9 +89,11 @@ impl Hierarchy {
         let l2_miss = self.prefetch_l2(core, line);
         let c = &mut self.cores[core];
         c.stats.l2_requests.record(!l2_miss);
-        c.l1d.fill_line(line);
-        c.l1d.mark_prefetched(line);
+        // Still absent: the streamer and the L2 fill do not touch L1d.
+        let (slot, out) = c.l1d.insert_absent(line);
+        c.l1d.set_prefetched(slot);
         c.stats.l1_prefetch_fills += 1;
+        self.took(line, out);
     }
 
     /// The L2 streamer: one entry per 4 KiB page; two lookups in the same

@@ -2,8 +2,9 @@
 //!
 //! A line lives in exactly one set (chosen from its low line bits, and a
 //! slice hash when the cache is sliced) and in at most one way of it. The
-//! most-recently-used-way hint only shortens the lookup: it never changes
-//! which line hits, misses or is evicted. The line-address methods are
+//! A set's ways sit side by side in memory (tag, LRU stamp and prefetch
+//! bit together), because the simulator's own time goes into fetching
+//! them: a lookup reads one set's bytes and nothing else. The line-address methods are
 //! `pub(super)` so the hierarchy and prefetchers can drive the cache
 //! without rebuilding a [`PhysAddr`] for every line.
 
@@ -69,7 +70,31 @@ impl CacheConfig {
     }
 }
 
-/// One set-associative cache: tags and LRU stamps in flat arrays indexed by
+/// One way of one set.
+#[derive(Clone, Copy, Debug)]
+struct Way {
+    /// Line address (`pa >> line_shift`) held, `INVALID` if none.
+    tag: u64,
+    /// Last-use stamp (the smallest in a set is the LRU way), with the
+    /// prefetched bit in [`PREFETCHED`].
+    meta: u64,
+}
+
+/// Set on a prefetch fill, cleared by the first demand hit: the tag bit of
+/// a tagged next-line prefetcher. Stamps count uses and never reach it.
+const PREFETCHED: u64 = 1 << 63;
+
+impl Way {
+    const EMPTY: Way = Way {
+        tag: INVALID,
+        meta: 0,
+    };
+    fn stamp(self) -> u64 {
+        self.meta & !PREFETCHED
+    }
+}
+
+/// One set-associative cache: its ways in one flat array indexed by
 /// `set × ways + way`.
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -78,17 +103,7 @@ pub struct Cache {
     sets_per_slice: u64,
     /// log2 of the line size: a line address is `pa >> line_shift`.
     line_shift: u32,
-    /// Line address (`pa >> line_shift`) held by each way, `INVALID` if none.
-    tags: Vec<u64>,
-    /// Last-use stamp of each way; the smallest in a set is the LRU way.
-    stamps: Vec<u64>,
-    /// Set on a prefetch fill, cleared by the first demand hit: the tag
-    /// bit of a tagged next-line prefetcher.
-    prefetched: Vec<bool>,
-    /// Most recently used way of each set: looked at first, because
-    /// consecutive accesses mostly touch the same line (a lookup hint; it
-    /// changes no hit or miss).
-    mru_way: Vec<u8>,
+    slots: Vec<Way>,
     clock: u64,
 }
 
@@ -116,10 +131,7 @@ impl Cache {
             ways: config.ways as usize,
             sets_per_slice,
             line_shift: line_bytes.trailing_zeros(),
-            tags: vec![INVALID; lines],
-            stamps: vec![0; lines],
-            prefetched: vec![false; lines],
-            mru_way: vec![0; lines / config.ways as usize],
+            slots: vec![Way::EMPTY; lines],
             clock: 0,
             config,
         })
@@ -136,7 +148,7 @@ impl Cache {
 
     /// Number of sets over all slices.
     pub fn sets(&self) -> usize {
-        self.tags.len() / self.ways
+        self.slots.len() / self.ways
     }
 
     /// The set (over all slices) that line address `line` maps to.
@@ -156,22 +168,27 @@ impl Cache {
     }
 
     pub(super) fn find(&self, line: u64) -> Option<usize> {
-        let set = self.set_of_line(line);
+        self.find_in(self.set_of_line(line), line)
+    }
+
+    /// The slot of `line` in `set`, if it is there. A line is in at most
+    /// one way, so the scan need not stop at a match: a loop without an
+    /// early exit has no branch to mispredict.
+    fn find_in(&self, set: usize, line: u64) -> Option<usize> {
         let base = set * self.ways;
-        let hint = base + self.mru_way[set] as usize;
-        if self.tags[hint] == line {
-            return Some(hint);
+        let mut found = None;
+        for (w, way) in self.slots[base..base + self.ways].iter().enumerate() {
+            if way.tag == line {
+                found = Some(base + w);
+            }
         }
-        self.tags[base..base + self.ways]
-            .iter()
-            .position(|t| *t == line)
-            .map(|w| base + w)
+        found
     }
 
     fn note_use(&mut self, slot: usize) {
         self.clock += 1;
-        self.stamps[slot] = self.clock;
-        self.mru_way[slot / self.ways] = (slot % self.ways) as u8;
+        let way = &mut self.slots[slot];
+        way.meta = (way.meta & PREFETCHED) | self.clock;
     }
 
     /// Whether the line holding `pa` is cached (no LRU update).
@@ -185,20 +202,18 @@ impl Cache {
 
     /// Look `line` up and make it most recently used; its slot on a hit.
     pub(super) fn lookup(&mut self, line: u64) -> Option<usize> {
-        let i = self.find(line)?;
+        let set = self.set_of_line(line);
+        let i = self.find_in(set, line)?;
         self.note_use(i);
         Some(i)
     }
 
     /// Clear slot `i`'s prefetched bit, returning its old value.
     pub(super) fn take_prefetched(&mut self, i: usize) -> bool {
-        std::mem::replace(&mut self.prefetched[i], false)
-    }
-
-    pub(super) fn mark_prefetched(&mut self, line: u64) {
-        if let Some(i) = self.find(line) {
-            self.prefetched[i] = true;
-        }
+        let way = &mut self.slots[i];
+        let was = way.meta & PREFETCHED != 0;
+        way.meta &= !PREFETCHED;
+        was
     }
 
     /// Look the line holding `pa` up, making it most recently used on a hit.
@@ -213,21 +228,45 @@ impl Cache {
         if self.touch_line(line) {
             return None;
         }
-        let base = self.set_of_line(line) * self.ways;
+        self.insert_absent_in(line, ways).1
+    }
+
+    /// Insert `line`, which the caller has just looked up and not found,
+    /// as [`Cache::fill_line_in`] would (without looking it up again);
+    /// returns its slot and the line it evicted.
+    pub(super) fn insert_absent_in(
+        &mut self,
+        line: u64,
+        ways: std::ops::Range<usize>,
+    ) -> (usize, Option<u64>) {
+        let set = self.set_of_line(line);
+        debug_assert!(self.find_in(set, line).is_none(), "line already cached");
+        let base = set * self.ways;
         let mut victim = base + ways.start;
         for i in base + ways.start..base + ways.end {
-            if self.tags[i] == INVALID {
+            if self.slots[i].tag == INVALID {
                 victim = i;
                 break;
             }
-            if self.stamps[i] < self.stamps[victim] {
+            if self.slots[i].stamp() < self.slots[victim].stamp() {
                 victim = i;
             }
         }
-        let old = std::mem::replace(&mut self.tags[victim], line);
-        self.prefetched[victim] = false;
+        let old = std::mem::replace(&mut self.slots[victim].tag, line);
+        self.slots[victim].meta = 0;
         self.note_use(victim);
-        (old != INVALID).then_some(old)
+        (victim, (old != INVALID).then_some(old))
+    }
+
+    /// [`Cache::insert_absent_in`] over every way.
+    pub(super) fn insert_absent(&mut self, line: u64) -> (usize, Option<u64>) {
+        self.insert_absent_in(line, 0..self.ways)
+    }
+
+    /// Set slot `i`'s prefetched bit (the slot [`Cache::insert_absent`]
+    /// returned).
+    pub(super) fn set_prefetched(&mut self, i: usize) {
+        self.slots[i].meta |= PREFETCHED;
     }
 
     pub(super) fn fill_line(&mut self, line: u64) -> Option<u64> {
@@ -244,8 +283,7 @@ impl Cache {
     pub(super) fn invalidate_line(&mut self, line: u64) -> bool {
         match self.find(line) {
             Some(i) => {
-                self.tags[i] = INVALID;
-                self.stamps[i] = 0;
+                self.slots[i] = Way::EMPTY;
                 true
             }
             None => false,

@@ -33,6 +33,8 @@
 //! are only inserted at the end of the booked stream, though gap traffic
 //! counts towards their intervals.
 
+use std::collections::VecDeque;
+
 use nextio_engine::{Duration, Rate, Serializer, Time};
 use serde::{Deserialize, Serialize};
 
@@ -118,8 +120,10 @@ pub struct Lane {
     /// latency). A TLP ready earlier goes into the first one it fits, as
     /// a real transmitter would send whatever is ready while the line
     /// waits; without this, a doorbell would queue behind completions
-    /// that are not even ready yet.
-    gaps: Vec<(Time, Time)>,
+    /// that are not even ready yet. Sorted and disjoint: each new gap
+    /// starts at or after `free_at`, where every older one ended, and a
+    /// gap is only ever split in place; so the ends ascend too.
+    gaps: VecDeque<(Time, Time)>,
     counters: DirectionCounters,
 }
 
@@ -149,7 +153,7 @@ impl Lane {
             since_ack_bytes: 0,
             since_fc_bytes: 0,
             since_skip_bytes: 0,
-            gaps: Vec::new(),
+            gaps: VecDeque::new(),
             counters: DirectionCounters::default(),
         }
     }
@@ -275,8 +279,11 @@ impl Lane {
     /// Put `bytes` (already counted) on the line at `ready` or as soon
     /// after as the line is free; returns when they have left.
     fn place(&mut self, now: Time, ready: Time, bytes: u64) -> Time {
-        // Gaps wholly in the past can never be used again.
-        self.gaps.retain(|(_, end)| *end > now);
+        // Gaps wholly in the past can never be used again; the ends
+        // ascend, so they are a prefix.
+        while self.gaps.front().is_some_and(|(_, end)| *end <= now) {
+            self.gaps.pop_front();
+        }
         if ready < self.free_at
             && let Some(done) = self.fill_gap(ready, bytes)
         {
@@ -290,7 +297,8 @@ impl Lane {
             // The line idles until the TLP is ready: remember the gap for
             // traffic that becomes ready sooner. A fraction of a picosecond
             // carried across an idle gap means nothing.
-            self.gaps.push((t.max(now), ready));
+            debug_assert!(self.gaps.back().is_none_or(|(_, end)| *end <= t.max(now)));
+            self.gaps.push_back((t.max(now), ready));
             self.serializer.reset();
             t = ready;
         }
@@ -304,11 +312,18 @@ impl Lane {
     /// DLLP and SKIP intervals still count its bytes.
     fn fill_gap(&mut self, ready: Time, bytes: u64) -> Option<Time> {
         let duration = self.serializer.one_off(bytes);
-        let (i, start) = self.gaps.iter().enumerate().find_map(|(i, (a, b))| {
-            let start = ready.max(*a);
-            (start + duration <= *b).then_some((i, start))
-        })?;
-        let (a, b) = self.gaps.remove(i);
+        // No gap ending before `ready + duration` can hold it, and the
+        // ends ascend: the search starts after them.
+        let from = self.gaps.partition_point(|(_, b)| *b < ready + duration);
+        let (i, start) = self
+            .gaps
+            .range(from..)
+            .enumerate()
+            .find_map(|(i, (a, b))| {
+                let start = ready.max(*a);
+                (start + duration <= *b).then_some((from + i, start))
+            })?;
+        let (a, b) = self.gaps.remove(i)?;
         let end = start + duration;
         if end < b {
             self.gaps.insert(i, (end, b));
