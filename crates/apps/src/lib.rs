@@ -1,6 +1,11 @@
 //! nextio's applications, and the hosts they run on assembled as systems
 //! under test.
 //!
+//! * [`app`] — the contract between a packet-processing application and
+//!   the NIC interface it runs on ([`app::PacketApp`], [`app::AppMemory`]),
+//!   so one implementation serves the Ensō pipes and the packetized mbufs;
+//! * [`maglev`] — Google's Maglev load balancer (lookup table, connection
+//!   tracking, destination rewrite);
 //! * [`chain`] — the accelerator chain of Nagare's motivating example
 //!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
@@ -16,10 +21,12 @@
 //! * [`primitives`] — the preset sections the applications read their
 //!   costs from.
 
+pub mod app;
 pub mod chain;
 pub mod echo;
 pub mod kv;
 pub mod lpm;
+pub mod maglev;
 pub mod primitives;
 pub mod rpc_client;
 pub mod rpc_server;

@@ -10,6 +10,7 @@ use nextio_hw::interrupt::pipeline::InstrMix;
 
 use crate::chain::ChainCosts;
 use crate::echo::EchoCosts;
+use crate::maglev::MaglevCosts;
 
 /// Every section read by the applications.
 pub const SECTIONS: &[Section] = &[
@@ -18,4 +19,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<InstrMix>("apps.kv"),
     Section::of::<SoftRpcCosts>("apps.soft_rpc"),
     Section::of::<RpcClientCosts>("apps.rpc_client"),
+    Section::of::<MaglevCosts>("apps.maglev"),
 ];
