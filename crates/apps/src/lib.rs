@@ -6,6 +6,8 @@
 //!   so one implementation serves the Ensō pipes and the packetized mbufs;
 //! * [`maglev`] — Google's Maglev load balancer (lookup table, connection
 //!   tracking, destination rewrite);
+//! * [`mica`] — the MICA key-value store (circular log, lossy index) over
+//!   UDP, with a Zipf key sampler;
 //! * [`chain`] — the accelerator chain of Nagare's motivating example
 //!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
@@ -27,6 +29,7 @@ pub mod echo;
 pub mod kv;
 pub mod lpm;
 pub mod maglev;
+pub mod mica;
 pub mod primitives;
 pub mod rpc_client;
 pub mod rpc_server;

@@ -11,6 +11,7 @@ use nextio_hw::interrupt::pipeline::InstrMix;
 use crate::chain::ChainCosts;
 use crate::echo::EchoCosts;
 use crate::maglev::MaglevCosts;
+use crate::mica::MicaCosts;
 
 /// Every section read by the applications.
 pub const SECTIONS: &[Section] = &[
@@ -20,4 +21,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<SoftRpcCosts>("apps.soft_rpc"),
     Section::of::<RpcClientCosts>("apps.rpc_client"),
     Section::of::<MaglevCosts>("apps.maglev"),
+    Section::of::<MicaCosts>("apps.mica"),
 ];

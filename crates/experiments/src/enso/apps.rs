@@ -4,7 +4,8 @@
 //! differs (pipe bytes in place, or mbufs).
 //!
 //! Each case is an application and its traffic: Maglev with a few cached
-//! flows and with a flood of new flows, … Each point is an RFC 2544 search
+//! flows and with a flood of new flows; MICA with Zipf-popular keys, 95 %
+//! GET (its latency too, at one load below both throughputs). Each point is an RFC 2544 search
 //! over full simulations. Beside each rate the experiment reports what
 //! explains it: core cycles per packet by ledger category, LLC misses per
 //! packet and PCIe bytes per packet.
@@ -17,6 +18,7 @@
 use std::sync::Arc;
 
 use nextio_apps::maglev::MaglevConfig;
+use nextio_apps::mica::{self, MicaConfig};
 use nextio_engine::{Category, Time};
 use nextio_hw::packet::{FlowKey, Macs, build_udp};
 use nextio_hw::trafficgen::{STAMP_BYTES, Trace};
@@ -32,15 +34,15 @@ use crate::params::{ParamKind, ParamSpec};
 pub struct EnsoApps;
 
 /// The cases the experiment knows.
-const CASES: [&str; 2] = ["maglev-cached", "maglev-synflood"];
+const CASES: [&str; 3] = ["maglev-cached", "maglev-synflood", "mica"];
 
 const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "cases",
         ParamKind::StrList,
-        "maglev-cached,maglev-synflood",
+        "maglev-cached,maglev-synflood,mica",
         "",
-        "applications and traffic: Maglev with a few cached flows, Maglev under a flood of new flows",
+        "applications and traffic: Maglev with a few cached flows, Maglev under a flood of new flows, MICA with skewed GET/SET",
     )
     .choices(&CASES)
     .items(1, 8),
@@ -78,11 +80,51 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "distinct flows of the Maglev flood (the issue: 1 M), 1 to 2^20; each trial's frames take the first of them, so every frame opens a new connection",
     )
     .int(1, 1 << 20),
+    ParamSpec::new(
+        "mica_keys",
+        ParamKind::U64,
+        "1048576",
+        "keys",
+        "keys loaded into MICA's partition before the run (8 B keys and values), 1024 to 2^22",
+    )
+    .quick("65536")
+    .int(1024, 1 << 22),
+    ParamSpec::new(
+        "mica_zipf",
+        ParamKind::F64,
+        "0.99",
+        "",
+        "Zipf exponent of MICA's key popularity (MICA §5: 0.99 for its skewed workload), 0 to 2",
+    )
+    .real(0.0, 2.0),
+    ParamSpec::new(
+        "mica_set_fraction",
+        ParamKind::F64,
+        "0.05",
+        "fraction",
+        "share of SETs (MICA §5's read-intensive mix: 5 %), 0 to 1",
+    )
+    .real(0.0, 1.0),
+    ParamSpec::new(
+        "mica_latency_mops",
+        ParamKind::F64,
+        "4",
+        "Mops",
+        "offered MICA load at which latency is compared (below both interfaces' throughput in the paper), 0.01 to 50",
+    )
+    .real(0.01, 50.0),
 ];
 
 /// Ensō Table 1 (stated).
 const PAPER_MAGLEV_ENSO_MPPS: f64 = 138.0;
 const PAPER_MAGLEV_PACKETIZED_MPPS: f64 = 23.0;
+const PAPER_MICA_ENSO_MOPS: f64 = 7.6;
+const PAPER_MICA_PACKETIZED_MOPS: f64 = 5.8;
+/// §3.3.3: "a reduction in latency of up to 43 % when using Ensō".
+const PAPER_MICA_LATENCY_REDUCTION: f64 = 0.43;
+/// MICA frames: the request (or response) after the generator's stamp,
+/// in a 96-byte frame.
+const MICA_FRAME_BYTES: u64 = 96;
 
 const CHECKS: &[CheckSpec] = &[
     CheckSpec::new(
@@ -111,6 +153,27 @@ const CHECKS: &[CheckSpec] = &[
         "Mpps",
         Origin::Simulated,
     ),
+    CheckSpec::new(
+        "mica-enso-mops",
+        "MICA, Ensō, 1 core: 7.6 Mops",
+        "Mops",
+        Origin::Simulated,
+    )
+    .stated(PAPER_MICA_ENSO_MOPS, STATED),
+    CheckSpec::new(
+        "mica-packetized-mops",
+        "MICA, E810/DPDK, 1 core: 5.8 Mops",
+        "Mops",
+        Origin::Simulated,
+    )
+    .stated(PAPER_MICA_PACKETIZED_MOPS, STATED),
+    CheckSpec::new(
+        "mica-latency-reduction",
+        "MICA: median RTT lower with Ensō than with E810/DPDK by up to 43 % (the model's at one load below both throughputs)",
+        "fraction",
+        Origin::Simulated,
+    )
+    .words(PAPER_MICA_LATENCY_REDUCTION, STATED),
 ];
 
 /// One application with its traffic.
@@ -147,6 +210,47 @@ fn flood_trace(n: u64) -> Result<Trace, RunError> {
     Ok(t)
 }
 
+/// `n` MICA requests over `keys` keys: Zipf-popular, `set_fraction` of
+/// them SETs of fresh values.
+fn mica_trace(
+    n: u64,
+    keys: u64,
+    zipf: f64,
+    set_fraction: f64,
+    seed: u64,
+) -> Result<Trace, RunError> {
+    let popularity = mica::ZipfKeys::new(keys, zipf);
+    let mut rng = nextio_engine::SimRng::new(seed).fork("mica-requests");
+    let mut t = Trace::new();
+    for i in 0..n {
+        let key = popularity.sample(&mut rng);
+        let op = if rng.unit() < set_fraction {
+            mica::OP_SET
+        } else {
+            mica::OP_GET
+        };
+        let mut payload = vec![0u8; STAMP_BYTES];
+        payload.extend_from_slice(&mica::request(op, key, (i ^ 0x5e7).to_le_bytes()));
+        let flow = nextio_hw::trafficgen::synthetic_flow((i % 256) as u32);
+        let f = build_udp(Macs::default(), flow, &payload, MICA_FRAME_BYTES as usize)
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        t.push(Time::ZERO, &f)
+            .map_err(|e| RunError::Config(format!("MICA request {i}: {e}")))?;
+    }
+    Ok(t)
+}
+
+fn mica_config(ctx: &RunContext) -> MicaConfig {
+    let keys = ctx.params.u64("mica_keys");
+    MicaConfig {
+        keys,
+        // Two index slots per key, as MICA sizes its index.
+        buckets: (keys / 4).next_power_of_two(),
+        // Every key, and as many SETs again, before the log wraps.
+        log_bytes: mica::ITEM_BYTES * 2 * keys,
+    }
+}
+
 fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
     let frames_per_trial = bench.frames + bench.warmup_frames_per_core;
     ctx.params
@@ -174,6 +278,23 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
                             "maglev-synflood-enso-mpps",
                             "maglev-synflood-packetized-mpps",
                         ],
+                    }
+                }
+                "mica" => {
+                    let n = frames_per_trial.min(1 << 20);
+                    Case {
+                        id: "mica",
+                        app: AppKind::Mica(mica_config(ctx)),
+                        frame_bytes: MICA_FRAME_BYTES,
+                        trace: Some(Arc::new(mica_trace(
+                            n,
+                            ctx.params.u64("mica_keys"),
+                            ctx.params.f64("mica_zipf"),
+                            ctx.params.f64("mica_set_fraction"),
+                            ctx.seed,
+                        )?)),
+                        flows: 256,
+                        checks: ["mica-enso-mops", "mica-packetized-mops"],
                     }
                 }
                 other => return Err(RunError::Config(format!("unknown case `{other}`"))),
@@ -231,7 +352,7 @@ impl Experiment for EnsoApps {
         "Ensō Table 1: one-core throughput of Maglev (and the other applications) on Ensō vs E810/DPDK"
     }
     fn about(&self) -> &'static str {
-        "Real applications (Maglev load balancer: prime-size lookup table over 1,000 backends, connection tracking, destination rewrite) on one core behind a 100 GbE link and PCIe 3.0 x16, the same code on the Ensō pipes and on the packetized NIC's mbufs; zero-loss throughput by RFC 2544 bisection, with cycles, LLC misses and PCIe bytes per packet."
+        "Real applications (Maglev load balancer: prime-size lookup table over 1,000 backends, connection tracking, destination rewrite; MICA: circular log and lossy index, skewed GET/SET) on one core behind a 100 GbE link and PCIe 3.0 x16, the same code on the Ensō pipes and on the packetized NIC's mbufs; zero-loss throughput by RFC 2544 bisection, with cycles, LLC misses and PCIe bytes per packet."
     }
     fn paper(&self) -> &'static str {
         "Ensō (OSDI '23)"
@@ -336,10 +457,57 @@ impl Experiment for EnsoApps {
             }
             series.push(s);
         }
+        if let Some(case) = cases.iter().find(|c| c.id == "mica") {
+            let mops = ctx.params.f64("mica_latency_mops");
+            let gbps = mops * (MICA_FRAME_BYTES as f64 + 20.0) * 8.0 / 1e3;
+            let lat = ctx.sweep(&interfaces, |i, iface| {
+                let mut trial =
+                    bench.trial(*iface, 1, case.frame_bytes, gbps, ctx.point_seed(1000 + i));
+                trial.app = Some(case.app.clone());
+                trial.flows = case.flows;
+                trial.replay = case.trace.clone();
+                let r = run_trial(ctx, &trial)?;
+                Ok((
+                    r.traffic.rtt.quantile(0.5).as_ns_f64(),
+                    r.traffic.rtt.quantile(0.99).as_ns_f64(),
+                    r.zero_loss(),
+                ))
+            })?;
+            let mut s = Series::new("mica-latency", "interface", &["median_rtt_ns"]);
+            for (iface, (p50, p99, ok)) in interfaces.iter().zip(&lat) {
+                s.push(json!({"interface": iface.name(), "offered_mops": mops, "median_rtt_ns": p50, "p99_rtt_ns": p99, "zero_loss": ok}));
+                notes.push(format!(
+                    "MICA on {} at {mops} Mops offered: median RTT {p50:.0} ns, p99 {p99:.0} ns{}.",
+                    iface.name(),
+                    if *ok {
+                        ""
+                    } else {
+                        " (the host did not keep up: latency includes queueing)"
+                    }
+                ));
+            }
+            series.push(s);
+            let at = |want: fn(&Interface) -> bool| {
+                interfaces
+                    .iter()
+                    .zip(&lat)
+                    .find(|(i, _)| want(i))
+                    .map(|(_, l)| l.0)
+            };
+            if let (Some(e), Some(p)) = (
+                at(|i| matches!(i, Interface::Enso(_))),
+                at(|i| matches!(i, Interface::Packetized)),
+            ) && p > 0.0
+                && let Some(spec) = CHECKS.iter().find(|c| c.id == "mica-latency-reduction")
+            {
+                checks.push(spec.judge(1.0 - e / p));
+            }
+        }
         series.push(
             Series::new("paper: Table 1", "case", &["enso_mpps", "packetized_mpps"])
                 .kind(SeriesKind::Paper)
-                .with(json!({"case": "maglev-cached", "enso_mpps": PAPER_MAGLEV_ENSO_MPPS, "packetized_mpps": PAPER_MAGLEV_PACKETIZED_MPPS})),
+                .with(json!({"case": "maglev-cached", "enso_mpps": PAPER_MAGLEV_ENSO_MPPS, "packetized_mpps": PAPER_MAGLEV_PACKETIZED_MPPS}))
+                .with(json!({"case": "mica", "enso_mpps": PAPER_MICA_ENSO_MOPS, "packetized_mpps": PAPER_MICA_PACKETIZED_MOPS})),
         );
         notes.push("The flood is UDP, not TCP SYNs (the bench's generator stamps UDP payloads): what matters to Maglev is that every frame's 5-tuple is new, so each one misses the connection table, reads a lookup-table entry and inserts.".into());
         Ok(Outcome {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use nextio_apps::app::AppFactory;
 use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
 use nextio_apps::maglev::{self, Maglev, MaglevConfig};
+use nextio_apps::mica::{self, Mica, MicaConfig};
 use nextio_engine::{Counters, Duration, Ledger, Mailbox, Time};
 use nextio_hw::cache::CoreStats;
 use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
@@ -66,18 +67,21 @@ impl Interface {
 #[derive(Clone, Debug, PartialEq)]
 pub enum AppKind {
     Maglev(MaglevConfig),
+    Mica(MicaConfig),
 }
 
 impl AppKind {
     pub fn name(&self) -> &'static str {
         match self {
             AppKind::Maglev(_) => "maglev",
+            AppKind::Mica(_) => "mica",
         }
     }
     /// Check the configuration before any host is built.
     pub fn validate(&self) -> Result<(), String> {
         match self {
             AppKind::Maglev(c) => c.validate(),
+            AppKind::Mica(c) => c.validate(),
         }
     }
     fn factory(&self) -> AppFactory {
@@ -86,6 +90,9 @@ impl AppKind {
                 Box::new(
                     Maglev::new(c.clone(), *maglev::costs()).expect("validated before the run"),
                 )
+            }),
+            AppKind::Mica(c) => std::rc::Rc::new(move |_core| {
+                Box::new(Mica::new(c.clone(), *mica::costs()).expect("validated before the run"))
             }),
         }
     }
