@@ -8,6 +8,8 @@
 //!   tracking, destination rewrite);
 //! * [`mica`] — the MICA key-value store (circular log, lossy index) over
 //!   UDP, with a Zipf key sampler;
+//! * [`nitrosketch`] — network telemetry: a count-min sketch with
+//!   NitroSketch's geometric row sampling and heavy-hitter candidates;
 //! * [`chain`] — the accelerator chain of Nagare's motivating example
 //!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
@@ -30,6 +32,7 @@ pub mod kv;
 pub mod lpm;
 pub mod maglev;
 pub mod mica;
+pub mod nitrosketch;
 pub mod primitives;
 pub mod rpc_client;
 pub mod rpc_server;

@@ -12,6 +12,7 @@ use crate::chain::ChainCosts;
 use crate::echo::EchoCosts;
 use crate::maglev::MaglevCosts;
 use crate::mica::MicaCosts;
+use crate::nitrosketch::SketchCosts;
 
 /// Every section read by the applications.
 pub const SECTIONS: &[Section] = &[
@@ -22,4 +23,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<RpcClientCosts>("apps.rpc_client"),
     Section::of::<MaglevCosts>("apps.maglev"),
     Section::of::<MicaCosts>("apps.mica"),
+    Section::of::<SketchCosts>("apps.nitrosketch"),
 ];

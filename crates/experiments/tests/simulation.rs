@@ -322,7 +322,11 @@ fn experiment_run(seed: u64) -> Result<(), String> {
                 ),
                 (
                     "cases",
-                    pick(&mut rng, &["maglev-cached", "maglev-synflood", "mica"]).to_string(),
+                    pick(
+                        &mut rng,
+                        &["maglev-cached", "maglev-synflood", "nitrosketch", "mica"],
+                    )
+                    .to_string(),
                 ),
                 ("frames", range(&mut rng, 100, 400).to_string()),
                 ("warmup_frames_per_core", "0".to_string()),

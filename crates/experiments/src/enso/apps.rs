@@ -5,7 +5,8 @@
 //!
 //! Each case is an application and its traffic: Maglev with a few cached
 //! flows and with a flood of new flows; MICA with Zipf-popular keys, 95 %
-//! GET (its latency too, at one load below both throughputs). Each point is an RFC 2544 search
+//! GET (its latency too, at one load below both throughputs); NitroSketch
+//! over Zipf-sized flows. Each point is an RFC 2544 search
 //! over full simulations. Beside each rate the experiment reports what
 //! explains it: core cycles per packet by ledger category, LLC misses per
 //! packet and PCIe bytes per packet.
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use nextio_apps::maglev::MaglevConfig;
 use nextio_apps::mica::{self, MicaConfig};
+use nextio_apps::nitrosketch::SketchConfig;
 use nextio_engine::{Category, Time};
 use nextio_hw::packet::{FlowKey, Macs, build_udp};
 use nextio_hw::trafficgen::{STAMP_BYTES, Trace};
@@ -34,15 +36,15 @@ use crate::params::{ParamKind, ParamSpec};
 pub struct EnsoApps;
 
 /// The cases the experiment knows.
-const CASES: [&str; 3] = ["maglev-cached", "maglev-synflood", "mica"];
+const CASES: [&str; 4] = ["maglev-cached", "maglev-synflood", "nitrosketch", "mica"];
 
 const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "cases",
         ParamKind::StrList,
-        "maglev-cached,maglev-synflood,mica",
+        "maglev-cached,maglev-synflood,nitrosketch,mica",
         "",
-        "applications and traffic: Maglev with a few cached flows, Maglev under a flood of new flows, MICA with skewed GET/SET",
+        "applications and traffic: Maglev with a few cached flows, Maglev under a flood of new flows, NitroSketch over Zipf-sized flows, MICA with skewed GET/SET",
     )
     .choices(&CASES)
     .items(1, 8),
@@ -78,6 +80,14 @@ const PARAMS: &[ParamSpec] = with_common_params![
         "1048576",
         "flows",
         "distinct flows of the Maglev flood (the issue: 1 M), 1 to 2^20; each trial's frames take the first of them, so every frame opens a new connection",
+    )
+    .int(1, 1 << 20),
+    ParamSpec::new(
+        "sketch_flows",
+        ParamKind::U64,
+        "65536",
+        "flows",
+        "distinct flows of the telemetry traffic, Zipf-sized (exponent 1), 1 to 2^20",
     )
     .int(1, 1 << 20),
     ParamSpec::new(
@@ -118,6 +128,8 @@ const PARAMS: &[ParamSpec] = with_common_params![
 /// Ensō Table 1 (stated).
 const PAPER_MAGLEV_ENSO_MPPS: f64 = 138.0;
 const PAPER_MAGLEV_PACKETIZED_MPPS: f64 = 23.0;
+const PAPER_SKETCH_ENSO_MPPS: f64 = 121.0;
+const PAPER_SKETCH_PACKETIZED_MPPS: f64 = 33.9;
 const PAPER_MICA_ENSO_MOPS: f64 = 7.6;
 const PAPER_MICA_PACKETIZED_MOPS: f64 = 5.8;
 /// §3.3.3: "a reduction in latency of up to 43 % when using Ensō".
@@ -153,6 +165,20 @@ const CHECKS: &[CheckSpec] = &[
         "Mpps",
         Origin::Simulated,
     ),
+    CheckSpec::new(
+        "nitrosketch-enso-mpps",
+        "NitroSketch telemetry, Ensō, 1 core, 64 B: 121 Mpps",
+        "Mpps",
+        Origin::Simulated,
+    )
+    .stated(PAPER_SKETCH_ENSO_MPPS, STATED),
+    CheckSpec::new(
+        "nitrosketch-packetized-mpps",
+        "NitroSketch telemetry, E810/DPDK, 1 core, 64 B: 33.9 Mpps",
+        "Mpps",
+        Origin::Simulated,
+    )
+    .stated(PAPER_SKETCH_PACKETIZED_MPPS, STATED),
     CheckSpec::new(
         "mica-enso-mops",
         "MICA, Ensō, 1 core: 7.6 Mops",
@@ -196,6 +222,21 @@ fn flood_flow(i: u32) -> FlowKey {
         src_port: 1024 + (i % 60_000) as u16,
         dst_port: 80,
     }
+}
+
+/// `n` minimum-size frames over `flows` flows of Zipf-distributed sizes.
+fn zipf_flow_trace(n: u64, flows: u64, seed: u64) -> Result<Trace, RunError> {
+    let popularity = mica::ZipfKeys::new(flows, 1.0);
+    let mut rng = nextio_engine::SimRng::new(seed).fork("telemetry-flows");
+    let mut t = Trace::new();
+    for i in 0..n {
+        let flow = flood_flow(popularity.sample(&mut rng) as u32);
+        let f = build_udp(Macs::default(), flow, &[0; STAMP_BYTES], 64)
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        t.push(Time::ZERO, &f)
+            .map_err(|e| RunError::Config(format!("telemetry frame {i}: {e}")))?;
+    }
+    Ok(t)
 }
 
 /// `n` minimum-size frames, each of its own flow.
@@ -280,6 +321,21 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
                         ],
                     }
                 }
+                "nitrosketch" => {
+                    let n = frames_per_trial.min(1 << 20);
+                    Case {
+                        id: "nitrosketch",
+                        app: AppKind::NitroSketch(SketchConfig::default()),
+                        frame_bytes: 64,
+                        trace: Some(Arc::new(zipf_flow_trace(
+                            n,
+                            ctx.params.u64("sketch_flows"),
+                            ctx.seed,
+                        )?)),
+                        flows: ctx.params.u64("sketch_flows") as u32,
+                        checks: ["nitrosketch-enso-mpps", "nitrosketch-packetized-mpps"],
+                    }
+                }
                 "mica" => {
                     let n = frames_per_trial.min(1 << 20);
                     Case {
@@ -352,7 +408,7 @@ impl Experiment for EnsoApps {
         "Ensō Table 1: one-core throughput of Maglev (and the other applications) on Ensō vs E810/DPDK"
     }
     fn about(&self) -> &'static str {
-        "Real applications (Maglev load balancer: prime-size lookup table over 1,000 backends, connection tracking, destination rewrite; MICA: circular log and lossy index, skewed GET/SET) on one core behind a 100 GbE link and PCIe 3.0 x16, the same code on the Ensō pipes and on the packetized NIC's mbufs; zero-loss throughput by RFC 2544 bisection, with cycles, LLC misses and PCIe bytes per packet."
+        "Real applications (Maglev load balancer: prime-size lookup table over 1,000 backends, connection tracking, destination rewrite; MICA: circular log and lossy index, skewed GET/SET; NitroSketch: count-min with geometric row sampling, heavy hitters) on one core behind a 100 GbE link and PCIe 3.0 x16, the same code on the Ensō pipes and on the packetized NIC's mbufs; zero-loss throughput by RFC 2544 bisection, with cycles, LLC misses and PCIe bytes per packet."
     }
     fn paper(&self) -> &'static str {
         "Ensō (OSDI '23)"
@@ -507,6 +563,7 @@ impl Experiment for EnsoApps {
             Series::new("paper: Table 1", "case", &["enso_mpps", "packetized_mpps"])
                 .kind(SeriesKind::Paper)
                 .with(json!({"case": "maglev-cached", "enso_mpps": PAPER_MAGLEV_ENSO_MPPS, "packetized_mpps": PAPER_MAGLEV_PACKETIZED_MPPS}))
+                .with(json!({"case": "nitrosketch", "enso_mpps": PAPER_SKETCH_ENSO_MPPS, "packetized_mpps": PAPER_SKETCH_PACKETIZED_MPPS}))
                 .with(json!({"case": "mica", "enso_mpps": PAPER_MICA_ENSO_MOPS, "packetized_mpps": PAPER_MICA_PACKETIZED_MOPS})),
         );
         notes.push("The flood is UDP, not TCP SYNs (the bench's generator stamps UDP payloads): what matters to Maglev is that every frame's 5-tuple is new, so each one misses the connection table, reads a lookup-table entry and inserts.".into());

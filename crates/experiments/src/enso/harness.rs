@@ -26,6 +26,7 @@ use nextio_apps::app::AppFactory;
 use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
 use nextio_apps::maglev::{self, Maglev, MaglevConfig};
 use nextio_apps::mica::{self, Mica, MicaConfig};
+use nextio_apps::nitrosketch::{self, NitroSketch, SketchConfig};
 use nextio_engine::{Counters, Duration, Ledger, Mailbox, Time};
 use nextio_hw::cache::CoreStats;
 use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
@@ -68,6 +69,7 @@ impl Interface {
 pub enum AppKind {
     Maglev(MaglevConfig),
     Mica(MicaConfig),
+    NitroSketch(SketchConfig),
 }
 
 impl AppKind {
@@ -75,6 +77,7 @@ impl AppKind {
         match self {
             AppKind::Maglev(_) => "maglev",
             AppKind::Mica(_) => "mica",
+            AppKind::NitroSketch(_) => "nitrosketch",
         }
     }
     /// Check the configuration before any host is built.
@@ -82,6 +85,7 @@ impl AppKind {
         match self {
             AppKind::Maglev(c) => c.validate(),
             AppKind::Mica(c) => c.validate(),
+            AppKind::NitroSketch(c) => c.validate(),
         }
     }
     fn factory(&self) -> AppFactory {
@@ -93,6 +97,15 @@ impl AppKind {
             }),
             AppKind::Mica(c) => std::rc::Rc::new(move |_core| {
                 Box::new(Mica::new(c.clone(), *mica::costs()).expect("validated before the run"))
+            }),
+            AppKind::NitroSketch(c) => std::rc::Rc::new(move |core| {
+                let c = SketchConfig {
+                    seed: c.seed.wrapping_add(core as u64),
+                    ..c.clone()
+                };
+                Box::new(
+                    NitroSketch::new(c, *nitrosketch::costs()).expect("validated before the run"),
+                )
             }),
         }
     }
