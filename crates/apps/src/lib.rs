@@ -10,6 +10,8 @@
 //!   UDP, with a Zipf key sampler;
 //! * [`nitrosketch`] — network telemetry: a count-min sketch with
 //!   NitroSketch's geometric row sampling and heavy-hitter candidates;
+//! * [`log_monitor`] — a log monitor counting the log lines that hold a
+//!   set of patterns (Aho–Corasick over the payload text);
 //! * [`chain`] — the accelerator chain of Nagare's motivating example
 //!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
@@ -29,6 +31,7 @@ pub mod app;
 pub mod chain;
 pub mod echo;
 pub mod kv;
+pub mod log_monitor;
 pub mod lpm;
 pub mod maglev;
 pub mod mica;

@@ -10,6 +10,7 @@ use nextio_hw::interrupt::pipeline::InstrMix;
 
 use crate::chain::ChainCosts;
 use crate::echo::EchoCosts;
+use crate::log_monitor::LogMonitorCosts;
 use crate::maglev::MaglevCosts;
 use crate::mica::MicaCosts;
 use crate::nitrosketch::SketchCosts;
@@ -24,4 +25,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<MaglevCosts>("apps.maglev"),
     Section::of::<MicaCosts>("apps.mica"),
     Section::of::<SketchCosts>("apps.nitrosketch"),
+    Section::of::<LogMonitorCosts>("apps.log_monitor"),
 ];

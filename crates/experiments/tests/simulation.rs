@@ -324,7 +324,13 @@ fn experiment_run(seed: u64) -> Result<(), String> {
                     "cases",
                     pick(
                         &mut rng,
-                        &["maglev-cached", "maglev-synflood", "nitrosketch", "mica"],
+                        &[
+                            "maglev-cached",
+                            "maglev-synflood",
+                            "nitrosketch",
+                            "mica",
+                            "log-monitor-literal",
+                        ],
                     )
                     .to_string(),
                 ),

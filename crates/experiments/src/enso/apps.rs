@@ -6,7 +6,9 @@
 //! Each case is an application and its traffic: Maglev with a few cached
 //! flows and with a flood of new flows; MICA with Zipf-popular keys, 95 %
 //! GET (its latency too, at one load below both throughputs); NitroSketch
-//! over Zipf-sized flows. Each point is an RFC 2544 search
+//! over Zipf-sized flows; the log monitor over 1518-byte frames of log
+//! lines, with a cheap and a costly matcher (Table 1 gives a range).
+//! Each point is an RFC 2544 search
 //! over full simulations. Beside each rate the experiment reports what
 //! explains it: core cycles per packet by ledger category, LLC misses per
 //! packet and PCIe bytes per packet.
@@ -18,6 +20,7 @@
 
 use std::sync::Arc;
 
+use nextio_apps::log_monitor::{LogMonitorConfig, Matcher, log_line};
 use nextio_apps::maglev::MaglevConfig;
 use nextio_apps::mica::{self, MicaConfig};
 use nextio_apps::nitrosketch::SketchConfig;
@@ -36,16 +39,24 @@ use crate::params::{ParamKind, ParamSpec};
 pub struct EnsoApps;
 
 /// The cases the experiment knows.
-const CASES: [&str; 4] = ["maglev-cached", "maglev-synflood", "nitrosketch", "mica"];
+const CASES: [&str; 6] = [
+    "maglev-cached",
+    "maglev-synflood",
+    "nitrosketch",
+    "mica",
+    "log-monitor-literal",
+    "log-monitor-dfa",
+];
 
 const PARAMS: &[ParamSpec] = with_common_params![
     ParamSpec::new(
         "cases",
         ParamKind::StrList,
-        "maglev-cached,maglev-synflood,nitrosketch,mica",
+        "maglev-cached,maglev-synflood,nitrosketch,mica,log-monitor-literal,log-monitor-dfa",
         "",
-        "applications and traffic: Maglev with a few cached flows, Maglev under a flood of new flows, NitroSketch over Zipf-sized flows, MICA with skewed GET/SET",
+        "applications and traffic: Maglev with a few cached flows, Maglev under a flood of new flows, NitroSketch over Zipf-sized flows, MICA with skewed GET/SET, the log monitor with a literal prefilter or a full automaton over 1518-byte frames of log lines (quick mode leaves the automaton out: at its few Gb/s a trial is tens of simulated milliseconds)",
     )
+    .quick("maglev-cached,maglev-synflood,nitrosketch,mica,log-monitor-literal")
     .choices(&CASES)
     .items(1, 8),
     ParamSpec::new(
@@ -130,6 +141,11 @@ const PAPER_MAGLEV_ENSO_MPPS: f64 = 138.0;
 const PAPER_MAGLEV_PACKETIZED_MPPS: f64 = 23.0;
 const PAPER_SKETCH_ENSO_MPPS: f64 = 121.0;
 const PAPER_SKETCH_PACKETIZED_MPPS: f64 = 33.9;
+/// The top of Table 1's log-monitor ranges (the bottom depends on the
+/// target application's patterns).
+const PAPER_LOG_ENSO_GBPS: f64 = 100.0;
+const PAPER_LOG_PACKETIZED_GBPS: f64 = 53.2;
+const LOG_FRAME_BYTES: u64 = 1518;
 const PAPER_MICA_ENSO_MOPS: f64 = 7.6;
 const PAPER_MICA_PACKETIZED_MOPS: f64 = 5.8;
 /// §3.3.3: "a reduction in latency of up to 43 % when using Ensō".
@@ -180,6 +196,32 @@ const CHECKS: &[CheckSpec] = &[
     )
     .stated(PAPER_SKETCH_PACKETIZED_MPPS, STATED),
     CheckSpec::new(
+        "log-monitor-enso-gbps",
+        "log monitor, Ensō, 1 core, few literal patterns: the top of 2–100 Gb/s",
+        "Gb/s",
+        Origin::Simulated,
+    )
+    .stated(PAPER_LOG_ENSO_GBPS, STATED),
+    CheckSpec::new(
+        "log-monitor-packetized-gbps",
+        "log monitor, E810/DPDK, 1 core, few literal patterns: the top of 2–53.2 Gb/s",
+        "Gb/s",
+        Origin::Simulated,
+    )
+    .stated(PAPER_LOG_PACKETIZED_GBPS, STATED),
+    CheckSpec::new(
+        "log-monitor-dfa-enso-gbps",
+        "log monitor, Ensō, 1 core, a full automaton (one transition a byte): toward the bottom of the range",
+        "Gb/s",
+        Origin::Simulated,
+    ),
+    CheckSpec::new(
+        "log-monitor-dfa-packetized-gbps",
+        "log monitor, E810/DPDK, 1 core, a full automaton (one transition a byte)",
+        "Gb/s",
+        Origin::Simulated,
+    ),
+    CheckSpec::new(
         "mica-enso-mops",
         "MICA, Ensō, 1 core: 7.6 Mops",
         "Mops",
@@ -212,6 +254,37 @@ struct Case {
     flows: u32,
     /// Ids of the checks of its Ensō and packetized rates.
     checks: [&'static str; 2],
+    /// Whether those checks are in Gb/s (else Mpps).
+    in_gbps: bool,
+}
+
+/// `n` frames of `LOG_FRAME_BYTES` carrying log lines.
+fn log_trace(n: u64) -> Result<Trace, RunError> {
+    let room = LOG_FRAME_BYTES as usize - 4 - nextio_hw::packet::UDP_HEADERS_BYTES - STAMP_BYTES;
+    let mut t = Trace::new();
+    let mut line = 0;
+    for i in 0..n {
+        let mut text = String::new();
+        loop {
+            let l = log_line(line);
+            if text.len() + 1 + l.len() > room {
+                break;
+            }
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&l);
+            line += 1;
+        }
+        let mut payload = vec![0u8; STAMP_BYTES];
+        payload.extend_from_slice(text.as_bytes());
+        let flow = nextio_hw::trafficgen::synthetic_flow((i % 16) as u32);
+        let f = build_udp(Macs::default(), flow, &payload, LOG_FRAME_BYTES as usize)
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        t.push(Time::ZERO, &f)
+            .map_err(|e| RunError::Config(format!("log frame {i}: {e}")))?;
+    }
+    Ok(t)
 }
 
 /// Flow `i` of a flood: distinct 5-tuples for every `i < 2^24`.
@@ -306,6 +379,7 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
                     trace: None,
                     flows: ctx.params.u64("cached_flows") as u32,
                     checks: ["maglev-enso-mpps", "maglev-packetized-mpps"],
+                    in_gbps: false,
                 },
                 "maglev-synflood" => {
                     let n = ctx.params.u64("new_flows").min(frames_per_trial);
@@ -319,6 +393,7 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
                             "maglev-synflood-enso-mpps",
                             "maglev-synflood-packetized-mpps",
                         ],
+                        in_gbps: false,
                     }
                 }
                 "nitrosketch" => {
@@ -334,6 +409,7 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
                         )?)),
                         flows: ctx.params.u64("sketch_flows") as u32,
                         checks: ["nitrosketch-enso-mpps", "nitrosketch-packetized-mpps"],
+                        in_gbps: false,
                     }
                 }
                 "mica" => {
@@ -351,6 +427,38 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
                         )?)),
                         flows: 256,
                         checks: ["mica-enso-mops", "mica-packetized-mops"],
+                        in_gbps: false,
+                    }
+                }
+                "log-monitor-literal" | "log-monitor-dfa" => {
+                    let literal = id == "log-monitor-literal";
+                    Case {
+                        id: if literal {
+                            "log-monitor-literal"
+                        } else {
+                            "log-monitor-dfa"
+                        },
+                        app: AppKind::LogMonitor(LogMonitorConfig {
+                            matcher: if literal {
+                                Matcher::Literal
+                            } else {
+                                Matcher::Dfa
+                            },
+                            ..LogMonitorConfig::default()
+                        }),
+                        frame_bytes: LOG_FRAME_BYTES,
+                        // Stateless across frames: a short trace looped.
+                        trace: Some(Arc::new(log_trace(frames_per_trial.min(4096))?)),
+                        flows: 16,
+                        checks: if literal {
+                            ["log-monitor-enso-gbps", "log-monitor-packetized-gbps"]
+                        } else {
+                            [
+                                "log-monitor-dfa-enso-gbps",
+                                "log-monitor-dfa-packetized-gbps",
+                            ]
+                        },
+                        in_gbps: true,
                     }
                 }
                 other => return Err(RunError::Config(format!("unknown case `{other}`"))),
@@ -408,7 +516,7 @@ impl Experiment for EnsoApps {
         "Ensō Table 1: one-core throughput of Maglev (and the other applications) on Ensō vs E810/DPDK"
     }
     fn about(&self) -> &'static str {
-        "Real applications (Maglev load balancer: prime-size lookup table over 1,000 backends, connection tracking, destination rewrite; MICA: circular log and lossy index, skewed GET/SET; NitroSketch: count-min with geometric row sampling, heavy hitters) on one core behind a 100 GbE link and PCIe 3.0 x16, the same code on the Ensō pipes and on the packetized NIC's mbufs; zero-loss throughput by RFC 2544 bisection, with cycles, LLC misses and PCIe bytes per packet."
+        "Real applications (Maglev load balancer: prime-size lookup table over 1,000 backends, connection tracking, destination rewrite; MICA: circular log and lossy index, skewed GET/SET; NitroSketch: count-min with geometric row sampling, heavy hitters; a log monitor matching patterns with Aho-Corasick) on one core behind a 100 GbE link and PCIe 3.0 x16, the same code on the Ensō pipes and on the packetized NIC's mbufs; zero-loss throughput by RFC 2544 bisection, with cycles, LLC misses and PCIe bytes per packet."
     }
     fn paper(&self) -> &'static str {
         "Ensō (OSDI '23)"
@@ -508,7 +616,7 @@ impl Experiment for EnsoApps {
                     Interface::Packetized => case.checks[1],
                 };
                 if let Some(spec) = CHECKS.iter().find(|c| c.id == id) {
-                    checks.push(spec.judge(mpps));
+                    checks.push(spec.judge(if case.in_gbps { *gbps } else { mpps }));
                 }
             }
             series.push(s);
@@ -564,6 +672,7 @@ impl Experiment for EnsoApps {
                 .kind(SeriesKind::Paper)
                 .with(json!({"case": "maglev-cached", "enso_mpps": PAPER_MAGLEV_ENSO_MPPS, "packetized_mpps": PAPER_MAGLEV_PACKETIZED_MPPS}))
                 .with(json!({"case": "nitrosketch", "enso_mpps": PAPER_SKETCH_ENSO_MPPS, "packetized_mpps": PAPER_SKETCH_PACKETIZED_MPPS}))
+                .with(json!({"case": "log-monitor-literal", "enso_gbps": PAPER_LOG_ENSO_GBPS, "packetized_gbps": PAPER_LOG_PACKETIZED_GBPS}))
                 .with(json!({"case": "mica", "enso_mpps": PAPER_MICA_ENSO_MOPS, "packetized_mpps": PAPER_MICA_PACKETIZED_MOPS})),
         );
         notes.push("The flood is UDP, not TCP SYNs (the bench's generator stamps UDP payloads): what matters to Maglev is that every frame's 5-tuple is new, so each one misses the connection table, reads a lookup-table entry and inserts.".into());

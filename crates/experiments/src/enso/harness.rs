@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use nextio_apps::app::AppFactory;
 use nextio_apps::echo::{self, EchoConfig, EchoSystem, NotificationMode};
+use nextio_apps::log_monitor::{self, LogMonitor, LogMonitorConfig};
 use nextio_apps::maglev::{self, Maglev, MaglevConfig};
 use nextio_apps::mica::{self, Mica, MicaConfig};
 use nextio_apps::nitrosketch::{self, NitroSketch, SketchConfig};
@@ -70,6 +71,7 @@ pub enum AppKind {
     Maglev(MaglevConfig),
     Mica(MicaConfig),
     NitroSketch(SketchConfig),
+    LogMonitor(LogMonitorConfig),
 }
 
 impl AppKind {
@@ -78,6 +80,7 @@ impl AppKind {
             AppKind::Maglev(_) => "maglev",
             AppKind::Mica(_) => "mica",
             AppKind::NitroSketch(_) => "nitrosketch",
+            AppKind::LogMonitor(_) => "log-monitor",
         }
     }
     /// Check the configuration before any host is built.
@@ -86,6 +89,7 @@ impl AppKind {
             AppKind::Maglev(c) => c.validate(),
             AppKind::Mica(c) => c.validate(),
             AppKind::NitroSketch(c) => c.validate(),
+            AppKind::LogMonitor(c) => LogMonitor::new(c.clone(), *log_monitor::costs()).map(|_| ()),
         }
     }
     fn factory(&self) -> AppFactory {
@@ -105,6 +109,12 @@ impl AppKind {
                 };
                 Box::new(
                     NitroSketch::new(c, *nitrosketch::costs()).expect("validated before the run"),
+                )
+            }),
+            AppKind::LogMonitor(c) => std::rc::Rc::new(move |_core| {
+                Box::new(
+                    LogMonitor::new(c.clone(), *log_monitor::costs())
+                        .expect("validated before the run"),
                 )
             }),
         }
