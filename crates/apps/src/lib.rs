@@ -1,6 +1,17 @@
 //! nextio's applications, and the hosts they run on assembled as systems
 //! under test.
 //!
+//! * [`app`] — the contract between a packet-processing application and
+//!   the NIC interface it runs on ([`app::PacketApp`], [`app::AppMemory`]),
+//!   so one implementation serves the Ensō pipes and the packetized mbufs;
+//! * [`maglev`] — Google's Maglev load balancer (lookup table, connection
+//!   tracking, destination rewrite);
+//! * [`mica`] — the MICA key-value store (circular log, lossy index) over
+//!   UDP, with a Zipf key sampler;
+//! * [`nitrosketch`] — network telemetry: a count-min sketch with
+//!   NitroSketch's geometric row sampling and heavy-hitter candidates;
+//! * [`log_monitor`] — a log monitor counting the log lines that hold a
+//!   set of patterns (Aho–Corasick over the payload text);
 //! * [`chain`] — the accelerator chain of Nagare's motivating example
 //!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
@@ -16,10 +27,15 @@
 //! * [`primitives`] — the preset sections the applications read their
 //!   costs from.
 
+pub mod app;
 pub mod chain;
 pub mod echo;
 pub mod kv;
+pub mod log_monitor;
 pub mod lpm;
+pub mod maglev;
+pub mod mica;
+pub mod nitrosketch;
 pub mod primitives;
 pub mod rpc_client;
 pub mod rpc_server;

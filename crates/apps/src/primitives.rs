@@ -10,6 +10,10 @@ use nextio_hw::interrupt::pipeline::InstrMix;
 
 use crate::chain::ChainCosts;
 use crate::echo::EchoCosts;
+use crate::log_monitor::LogMonitorCosts;
+use crate::maglev::MaglevCosts;
+use crate::mica::MicaCosts;
+use crate::nitrosketch::SketchCosts;
 
 /// Every section read by the applications.
 pub const SECTIONS: &[Section] = &[
@@ -18,4 +22,8 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<InstrMix>("apps.kv"),
     Section::of::<SoftRpcCosts>("apps.soft_rpc"),
     Section::of::<RpcClientCosts>("apps.rpc_client"),
+    Section::of::<MaglevCosts>("apps.maglev"),
+    Section::of::<MicaCosts>("apps.mica"),
+    Section::of::<SketchCosts>("apps.nitrosketch"),
+    Section::of::<LogMonitorCosts>("apps.log_monitor"),
 ];

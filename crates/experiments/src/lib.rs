@@ -53,6 +53,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &enso::pcie_metadata::EnsoPcieMetadata,
         &enso::cache_misses::EnsoCacheMisses,
         &enso::notification_latency::EnsoNotificationLatency,
+        &enso::apps::EnsoApps,
         &xui_receiver_overhead::XuiReceiverOverhead,
         &xui_safepoints::XuiSafepoints,
         &xui_timer_core::XuiTimerCore,

@@ -118,6 +118,7 @@ fn the_packetized_bench_loses_nothing_at_start_up_without_warm_up() {
             replay: None,
             pcie: PcieConfig::gen_lanes(3, 16),
             seed: 1,
+            app: None,
         };
         let r = run_trial(&ctx, &trial).expect("the trial runs");
         assert_eq!(

@@ -76,6 +76,13 @@ fn small(experiment: &str) -> &'static [&'static str] {
             "warmup_frames_per_core=0",
             "flows=4",
         ],
+        "enso-apps" => &[
+            "interfaces=enso",
+            "cases=maglev-cached",
+            "frames=100",
+            "warmup_frames_per_core=0",
+            "resolution_gbps=50",
+        ],
         "xui-receiver-overhead" => &["interval_us=100", "program_ms=1"],
         "xui-safepoints" => &["quantum_us=100", "program_ms=1"],
         "xui-timer-core" => &["workers=1", "interval_us=100", "ticks=5"],

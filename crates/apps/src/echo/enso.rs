@@ -22,6 +22,8 @@ use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::enso::{Device, EnsoError, Packet, RxBatch, RxPipe};
 use nextio_os::{Host, OsCosts};
 
+use crate::app::{AppFactory, AppInstance};
+
 use super::{EchoConfig, EchoError, EchoSystem, NotificationMode, Readiness, config_error};
 
 /// One's-complement 16-bit addition.
@@ -89,10 +91,36 @@ fn echo_packet(
     Ok(())
 }
 
+/// Run a packet-processing application on one packet where it sits in
+/// the pipe: load the bytes it reads, let it rewrite them, store back what
+/// changed (all cache-costed).
+fn app_packet(
+    dev: &Device,
+    p: RxPipe,
+    pkt: &Packet,
+    run: &mut AppInstance,
+    app: &RefCell<Counters>,
+) -> Result<(), EnsoError> {
+    let len = pkt.len as usize;
+    run.frame.resize(run.reads(len), 0);
+    dev.read(p, pkt.start, &mut run.frame, Category::Application)?;
+    let changed = run.process(dev.ctx(), len, &mut app.borrow_mut());
+    if let Some(r) = changed {
+        dev.write(
+            p,
+            pkt.start + r.start as u64,
+            &run.frame[r],
+            Category::Application,
+        )?;
+    }
+    Ok(())
+}
+
 async fn echo_thread(
     mut dev: Device,
     mode: NotificationMode,
     app: Rc<RefCell<Counters>>,
+    mut run: Option<AppInstance>,
 ) -> Result<(), EnsoError> {
     loop {
         dev.process_completions().await?;
@@ -108,7 +136,10 @@ async fn echo_thread(
         let batch = dev.peek(p, super::costs().enso_batch_bytes.get())?;
         let mut off = 0;
         while let Some(pkt) = dev.packet_at(&batch, off)? {
-            echo_packet(&dev, p, &pkt, &app)?;
+            match run.as_mut() {
+                Some(run) => app_packet(&dev, p, &pkt, run, &app)?,
+                None => echo_packet(&dev, p, &pkt, &app)?,
+            }
             off += pkt.padded_len;
         }
         dev.confirm_bytes(p, off)?;
@@ -125,6 +156,19 @@ pub fn build(
     sim: &Sim,
     config: &EchoConfig,
     mode: NotificationMode,
+) -> Result<EchoSystem, EchoError> {
+    build_app(sim, config, mode, None)
+}
+
+/// [`build`], with each thread running an instance of the application
+/// `factory` makes (its tables mapped into the process) instead of the
+/// echo: every frame is handed to it in place and sent back as it leaves
+/// it.
+pub fn build_app(
+    sim: &Sim,
+    config: &EchoConfig,
+    mode: NotificationMode,
+    factory: Option<AppFactory>,
 ) -> Result<EchoSystem, EchoError> {
     let host = Host::new(sim, config.machine.clone(), OsCosts::default()).map_err(config_error)?;
     let policy = match mode {
@@ -150,9 +194,13 @@ pub fn build(
         )
         .map_err(config_error)?;
         dev.alloc_rx_pipe(None, true).map_err(config_error)?;
+        let run = match &factory {
+            Some(f) => Some(AppInstance::new(f(core), &process, dev.ctx()).map_err(config_error)?),
+            None => None,
+        };
         let app = app.clone();
         sim.spawn(async move {
-            if echo_thread(dev, mode, app.clone()).await.is_err() {
+            if echo_thread(dev, mode, app.clone(), run).await.is_err() {
                 app.borrow_mut().inc("thread_errors");
             }
         });

@@ -30,6 +30,8 @@ use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
 use nextio_lib::dpdk::{Mbuf, Pmd, PmdConfig};
 use nextio_os::{Host, OsCosts};
 
+use crate::app::{AppFactory, AppInstance};
+
 use super::{EchoConfig, EchoError, EchoSystem, Readiness, config_error, costs};
 
 /// Build the host and start one echo thread per core: the machine of
@@ -37,6 +39,17 @@ use super::{EchoConfig, EchoError, EchoSystem, Readiness, config_error, costs};
 /// (RSS spreading flows over them), and one echo process whose threads
 /// each drive one queue with the poll-mode driver.
 pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
+    build_app(sim, config, None)
+}
+
+/// [`build`], with each thread running an instance of the application
+/// `factory` makes (its tables mapped into the process) instead of the
+/// echo: every received mbuf is handed to it and sent back as it leaves it.
+pub fn build_app(
+    sim: &Sim,
+    config: &EchoConfig,
+    factory: Option<AppFactory>,
+) -> Result<EchoSystem, EchoError> {
     let host = Host::new(sim, config.machine.clone(), OsCosts::default()).map_err(config_error)?;
     let nic = PacketizedNic::new(PacketizedConfig {
         queues: config.cores(),
@@ -63,6 +76,10 @@ pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
             app.clone(),
         )
         .map_err(config_error)?;
+        let run = match &factory {
+            Some(f) => Some(AppInstance::new(f(q), &process, pmd.ctx()).map_err(config_error)?),
+            None => None,
+        };
         let (app, ready, s) = (app.clone(), ready.clone(), sim.clone());
         sim.spawn(async move {
             // The RX tail doorbell hands the ring to the NIC when it lands.
@@ -76,7 +93,7 @@ pub fn build(sim: &Sim, config: &EchoConfig) -> Result<EchoSystem, EchoError> {
                     return;
                 }
             }
-            echo_thread(pmd, app).await;
+            echo_thread(pmd, app, run).await;
         });
     }
     let handle = nic.clone();
@@ -100,7 +117,7 @@ fn echo_byte_at(hdr: &[u8], len: usize) -> Option<usize> {
     (ihl >= 20 && at < len).then_some(at)
 }
 
-async fn echo_thread(mut pmd: Pmd, app: Rc<RefCell<Counters>>) {
+async fn echo_thread(mut pmd: Pmd, app: Rc<RefCell<Counters>>, mut run: Option<AppInstance>) {
     let mut rx: Vec<Mbuf> = Vec::with_capacity(costs().rx_burst.get());
     let mut tx: Vec<Mbuf> = Vec::with_capacity(costs().rx_burst.get());
     loop {
@@ -126,6 +143,16 @@ async fn echo_thread(mut pmd: Pmd, app: Rc<RefCell<Counters>>) {
             }
         }
         for m in rx.drain(..) {
+            if let Some(run) = run.as_mut() {
+                match app_one(&mut pmd, m, run, &app) {
+                    Ok(()) => tx.push(m),
+                    Err(_) => {
+                        app.borrow_mut().inc("error");
+                        pmd.free(m);
+                    }
+                }
+                continue;
+            }
             if echo_one(&mut pmd, m).unwrap_or(false) {
                 tx.push(m);
             } else {
@@ -145,6 +172,37 @@ async fn echo_thread(mut pmd: Pmd, app: Rc<RefCell<Counters>>) {
             pmd.free(m);
         }
     }
+}
+
+/// Run a packet-processing application on `m`: load the bytes it reads
+/// (the first line already prefetched), let it rewrite them, store back
+/// what changed (all cache-costed). Checksums are the application's: it
+/// patches them as it rewrites, the same code as on Ensō.
+fn app_one(
+    pmd: &mut Pmd,
+    m: Mbuf,
+    run: &mut AppInstance,
+    app: &RefCell<Counters>,
+) -> Result<(), nextio_lib::dpdk::PmdError> {
+    let len = pmd.peek_data_len(m)? as usize;
+    let va = pmd.data_va(m);
+    run.frame.resize(run.reads(len), 0);
+    let head = run.frame.len().min(64);
+    let (first, rest) = run.frame.split_at_mut(head);
+    pmd.load_prefetched(va, first, Category::Application)?;
+    if !rest.is_empty() {
+        pmd.ctx()
+            .load(va.offset(head as u64), rest, Category::Application)?;
+    }
+    let changed = run.process(pmd.ctx(), len, &mut app.borrow_mut());
+    if let Some(r) = changed {
+        pmd.ctx().store(
+            va.offset(r.start as u64),
+            &run.frame[r],
+            Category::Application,
+        )?;
+    }
+    Ok(())
 }
 
 /// Increment the echo byte of `m`; false if the packet is not UDP.

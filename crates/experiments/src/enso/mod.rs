@@ -1,8 +1,10 @@
 //! The Ensō evaluation (Ensō paper §3): the echo server on the Ensō NIC and
 //! on a packetized (E810-like) NIC, compared on packet rate (Fig. 5), PCIe
 //! metadata (Fig. 3b), cache misses (Fig. 3a) and latency under load
-//! (Figs. 6–7). Every experiment runs the same bench ([`harness`]).
+//! (Figs. 6–7), and real applications on both (Table 1, [`apps`]). Every
+//! experiment runs the same bench ([`harness`]).
 
+pub mod apps;
 pub mod cache_misses;
 pub mod harness;
 pub mod notification_latency;
@@ -217,6 +219,7 @@ impl Bench {
             replay: self.replay.clone(),
             pcie: self.pcie.clone(),
             seed,
+            app: None,
         }
     }
 }
