@@ -27,6 +27,7 @@ use nextio_apps::nitrosketch::SketchConfig;
 use nextio_engine::{Category, Time};
 use nextio_hw::packet::{FlowKey, Macs, build_udp};
 use nextio_hw::trafficgen::{STAMP_BYTES, Trace};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::harness::{AppKind, Interface, TrialResult, run_trial, zero_loss_search};
@@ -469,6 +470,7 @@ fn cases(ctx: &RunContext, bench: &Bench) -> Result<Vec<Case>, RunError> {
 /// What explains a point's rate, per packet processed in its passing trial
 /// (warm-up included for the ledger and PCIe, measured frames for the
 /// caches, whose counters start after the warm-up).
+#[derive(Serialize, Deserialize)]
 struct Mechanism {
     app_cycles: f64,
     driver_cycles: f64,
@@ -478,6 +480,14 @@ struct Mechanism {
     pcie_up_bytes: f64,
     pcie_down_bytes: f64,
 }
+
+/// A point's mechanism and its application's own counters (a sweep
+/// output, so a sharded run carries it through its partial).
+#[derive(Serialize, Deserialize)]
+struct Explained(
+    Mechanism,
+    #[serde(with = "crate::shard::counters")] nextio_engine::Counters,
+);
 
 fn mechanism(r: &TrialResult, processed: u64, measured: u64) -> Mechanism {
     let per = |ps: u64| ps as f64 * 1e-3 * r.core_ghz / processed.max(1) as f64;
@@ -569,7 +579,7 @@ impl Experiment for EnsoApps {
                 .passing
                 .as_ref()
                 .or(search.failing.as_ref().map(|(_, r)| r))
-                .map(|r| (mechanism(r, processed, trial.frames), r.app.clone()));
+                .map(|r| Explained(mechanism(r, processed, trial.frames), r.app.clone()));
             Ok((search.gbps, explain))
         })?;
 
@@ -588,7 +598,7 @@ impl Experiment for EnsoApps {
                 let mpps = bench.mpps(*gbps, case.frame_bytes);
                 let mut point =
                     json!({"case": case.id, "interface": iface.name(), "mpps": mpps, "gbps": gbps});
-                if let Some((m, app)) = explain {
+                if let Some(Explained(m, app)) = explain {
                     point["app_cycles_per_packet"] = json!(m.app_cycles);
                     point["driver_cycles_per_packet"] = json!(m.driver_cycles);
                     point["busy_cycles_per_packet"] = json!(m.busy_cycles);
