@@ -30,6 +30,7 @@ fn trial(interface: Interface, cores: usize, frames: u64) -> Trial {
         replay: None,
         pcie: PcieConfig::default(),
         seed: 1,
+        app: None,
     }
 }
 
