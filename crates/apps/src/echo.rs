@@ -20,7 +20,6 @@
 use std::cell::{Cell, RefCell};
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::{Counters, Notify, Sim};
 use nextio_hw::cache::CoreStats;
@@ -56,8 +55,7 @@ pub struct EchoCosts {
 
 /// The root preset's echo application (read once per process).
 pub fn costs() -> &'static EchoCosts {
-    static COSTS: OnceLock<EchoCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.echo"))
+    nextio_presets::cached_root_section!(EchoCosts, "apps.echo")
 }
 
 /// How the Ensō NIC notifies software (Ensō paper §3.2, Figs. 6–7).

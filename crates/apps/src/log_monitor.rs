@@ -14,8 +14,6 @@
 //! line for every pattern finds; a line is counted once however many
 //! patterns it holds.
 
-use std::sync::OnceLock;
-
 use aho_corasick::AhoCorasick;
 use nextio_engine::Counters;
 use serde::{Deserialize, Serialize};
@@ -38,8 +36,7 @@ pub struct LogMonitorCosts {
 
 /// The root preset's log-monitor costs (read once per process).
 pub fn costs() -> &'static LogMonitorCosts {
-    static COSTS: OnceLock<LogMonitorCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.log_monitor"))
+    nextio_presets::cached_root_section!(LogMonitorCosts, "apps.log_monitor")
 }
 
 /// How the automaton scans.

@@ -15,8 +15,6 @@
 //! entry; a tracked flow keeps its backend for as long as its entry lives;
 //! every frame leaves with valid checksums.
 
-use std::sync::OnceLock;
-
 use nextio_engine::Counters;
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +37,7 @@ pub struct MaglevCosts {
 
 /// The root preset's Maglev costs (read once per process).
 pub fn costs() -> &'static MaglevCosts {
-    static COSTS: OnceLock<MaglevCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.maglev"))
+    nextio_presets::cached_root_section!(MaglevCosts, "apps.maglev")
 }
 
 /// The Maglev paper's default lookup-table size (§3.4: a prime; 65,537

@@ -22,8 +22,6 @@
 //! Invariants: a GET of a key whose last SET is still in the log returns
 //! exactly the value stored; a GET never returns another key's value.
 
-use std::sync::OnceLock;
-
 use nextio_engine::{Counters, SimRng};
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +44,7 @@ pub struct MicaCosts {
 
 /// The root preset's MICA costs (read once per process).
 pub fn costs() -> &'static MicaCosts {
-    static COSTS: OnceLock<MicaCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.mica"))
+    nextio_presets::cached_root_section!(MicaCosts, "apps.mica")
 }
 
 pub const KEY_BYTES: usize = 8;

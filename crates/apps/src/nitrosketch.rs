@@ -15,8 +15,6 @@
 //! 1/p; with p = 1 it is an exact count-min sketch (never under a flow's
 //! count).
 
-use std::sync::OnceLock;
-
 use nextio_engine::{Counters, SimRng};
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +35,7 @@ pub struct SketchCosts {
 
 /// The root preset's NitroSketch costs (read once per process).
 pub fn costs() -> &'static SketchCosts {
-    static COSTS: OnceLock<SketchCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.nitrosketch"))
+    nextio_presets::cached_root_section!(SketchCosts, "apps.nitrosketch")
 }
 
 const SLOT_BYTES: u64 = 32;

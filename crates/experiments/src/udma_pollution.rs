@@ -97,8 +97,7 @@ pub struct PollutionCosts {
 
 /// The root preset's benchmark costs (read once per process).
 fn costs() -> &'static PollutionCosts {
-    static COSTS: std::sync::OnceLock<PollutionCosts> = std::sync::OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.udma_pollution"))
+    nextio_presets::cached_root_section!(PollutionCosts, "apps.udma_pollution")
 }
 
 #[derive(Default, Clone, Copy, serde::Serialize, serde::Deserialize)]

@@ -23,7 +23,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::{Category, Duration, Notify, SimRng, Time};
 use nextio_hw::device::Device as _;
@@ -102,8 +101,7 @@ fn client_mix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InstrMix, D::Err
 
 /// The root preset's client (read once per process).
 fn costs() -> &'static OffloadClientCosts {
-    static COSTS: OnceLock<OffloadClientCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.offload_client"))
+    nextio_presets::cached_root_section!(OffloadClientCosts, "apps.offload_client")
 }
 
 /// §6.2.3 / Fig. 9: xUI leaves 75 % of the cycles free at 2 µs and stays

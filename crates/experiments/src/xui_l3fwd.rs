@@ -45,7 +45,6 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_apps::lpm::{Lpm, forward};
 use nextio_engine::{Category, Counters, Duration, Mailbox, Notify, Sim, SimRng, Time};
@@ -135,8 +134,7 @@ fn l3fwd_mix<'de, D: serde::Deserializer<'de>>(d: D) -> Result<InstrMix, D::Erro
 
 /// The root preset's router (read once per process).
 fn costs() -> &'static L3fwdCosts {
-    static COSTS: OnceLock<L3fwdCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.l3fwd"))
+    nextio_presets::cached_root_section!(L3fwdCosts, "apps.l3fwd")
 }
 /// Device vector of queue 0's MSI-X entry; queue q uses `NIC_VECTOR + q`.
 /// Model choice (any vector the kernel has not taken).

@@ -29,7 +29,6 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::{Category, Counters, Notify, Time};
 use nextio_hw::cache::LINE_BYTES;
@@ -98,8 +97,7 @@ pub struct DriverCosts {
 
 /// The root preset's driver costs (read once per process).
 pub fn costs() -> &'static DriverCosts {
-    static COSTS: OnceLock<DriverCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("dpdk.costs"))
+    nextio_presets::cached_root_section!(DriverCosts, "dpdk.costs")
 }
 
 /// Queue and pool sizes, and the driver's software prefetching: a

@@ -30,7 +30,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::{Category, Notify};
 use nextio_hw::cpu::{CoreCtx, MmioAccessError};
@@ -83,8 +82,7 @@ pub struct EnsoCosts {
 
 /// The root preset's library configuration (read once per process).
 pub fn config() -> &'static EnsoLibConfig {
-    static CONFIG: OnceLock<EnsoLibConfig> = OnceLock::new();
-    CONFIG.get_or_init(|| nextio_presets::root_section("enso_lib"))
+    nextio_presets::cached_root_section!(EnsoLibConfig, "enso_lib")
 }
 
 fn costs() -> &'static EnsoCosts {

@@ -47,7 +47,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::{Category, Duration, Notify, Sim, Time};
 use nextio_hw::cpu::{Core, CoreCtx};
@@ -133,8 +132,7 @@ pub struct RuntimeDefaults {
 
 /// The root preset's runtime primitives (read once per process).
 pub fn defaults() -> &'static RuntimeDefaults {
-    static DEFAULTS: OnceLock<RuntimeDefaults> = OnceLock::new();
-    DEFAULTS.get_or_init(|| nextio_presets::root_section("runtime"))
+    nextio_presets::cached_root_section!(RuntimeDefaults, "runtime")
 }
 
 #[derive(Clone, Debug, PartialEq, Error)]

@@ -21,7 +21,6 @@
 
 use std::num::NonZeroU64;
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::{Category, Counters, Notify};
 use nextio_hw::cpu::{CoreCtx, MmioAccessError};
@@ -54,8 +53,7 @@ pub struct UdmaLibCosts {
 
 /// The root preset's library primitives (read once per process).
 pub fn costs() -> &'static UdmaLibCosts {
-    static COSTS: OnceLock<UdmaLibCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("udma_lib"))
+    nextio_presets::cached_root_section!(UdmaLibCosts, "udma_lib")
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -143,3 +143,14 @@ pub fn root_section<T: serde::de::DeserializeOwned>(path: &str) -> T {
         Err(e) => panic!("the root preset's `{path}` does not fit its type (tested): {e}"),
     }
 }
+
+/// The root preset's section `$path` as a `$ty`, read once per process
+/// and kept: what a model whose costs were constants reads on its hot
+/// path (a `&'static $ty`).
+#[macro_export]
+macro_rules! cached_root_section {
+    ($ty:ty, $path:literal) => {{
+        static SECTION: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
+        SECTION.get_or_init(|| $crate::root_section($path))
+    }};
+}

@@ -48,8 +48,7 @@ pub struct ChainCosts {
 
 /// The root preset's glue costs (read once per process).
 pub fn costs() -> &'static ChainCosts {
-    static COSTS: std::sync::OnceLock<ChainCosts> = std::sync::OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.chain"))
+    nextio_presets::cached_root_section!(ChainCosts, "apps.chain")
 }
 
 struct Glue {

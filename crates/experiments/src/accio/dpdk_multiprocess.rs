@@ -101,8 +101,7 @@ pub struct MultiprocessCosts {
 
 /// The root preset's baseline costs (read once per process).
 fn costs() -> &'static MultiprocessCosts {
-    static COSTS: std::sync::OnceLock<MultiprocessCosts> = std::sync::OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.dpdk_multiprocess"))
+    nextio_presets::cached_root_section!(MultiprocessCosts, "apps.dpdk_multiprocess")
 }
 const BASE_PORT: u16 = 5000;
 const FIFO_SLOTS: u64 = 64;

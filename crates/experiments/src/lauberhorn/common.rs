@@ -4,7 +4,6 @@
 //! it comes from.
 
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use nextio_engine::Sim;
 use nextio_hw::cpu::CoreCtx;
@@ -257,6 +256,5 @@ pub struct BenchCosts {
 
 /// The root preset's microbenchmark costs (read once per process).
 pub fn bench_costs() -> &'static BenchCosts {
-    static COSTS: OnceLock<BenchCosts> = OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.lauberhorn_bench"))
+    nextio_presets::cached_root_section!(BenchCosts, "apps.lauberhorn_bench")
 }

@@ -74,8 +74,7 @@ pub struct CpuPushCosts {
 
 /// The root preset's benchmark costs (read once per process).
 fn costs() -> &'static CpuPushCosts {
-    static COSTS: std::sync::OnceLock<CpuPushCosts> = std::sync::OnceLock::new();
-    COSTS.get_or_init(|| nextio_presets::root_section("apps.nagare_cpu_push"))
+    nextio_presets::cached_root_section!(CpuPushCosts, "apps.nagare_cpu_push")
 }
 
 fn cfg_err(e: impl std::fmt::Display) -> RunError {
