@@ -67,7 +67,7 @@ pub struct LauberhornConfig {
     #[serde(skip, default = "default_cores")]
     pub cores: usize,
     /// Process slots (processes that may register services).
-    #[serde(skip, default = "default_cores")]
+    #[serde(skip, default = "default_slots")]
     pub slots: usize,
     #[serde(skip, default = "default_ip")]
     pub ip: Ipv4Addr,
@@ -109,6 +109,9 @@ impl Default for LauberhornConfig {
 }
 
 fn default_cores() -> usize {
+    4
+}
+fn default_slots() -> usize {
     4
 }
 fn default_ip() -> Ipv4Addr {
