@@ -74,6 +74,9 @@ pub trait AppMemory {
 pub enum Verdict {
     /// Processed (and possibly rewritten).
     Done,
+    /// Processed, and to leave through output `port` of an application
+    /// with [`PacketApp::outputs`] outputs (a switch's demultiplexing).
+    Forward(usize),
     /// Not for this application (not IPv4/UDP, too short, unknown
     /// request): passed on unchanged and counted under this reason, a
     /// `skipped.*` name.
@@ -89,6 +92,14 @@ pub trait PacketApp {
     fn init(&mut self, mem: &mut dyn AppMemory);
     /// How many leading bytes of a `frame_len`-byte frame it reads.
     fn reads(&self, frame_len: usize) -> usize;
+    /// Outputs a demultiplexing application sends frames to (its verdicts
+    /// are [`Verdict::Forward`]); 0 for one that sends every frame back
+    /// where it came from. On an interface whose receive buffer is
+    /// consumed in order (Ensō's pipes) each forwarded frame is copied to
+    /// its output (Ensō paper §3.2); packetized buffers are handed on.
+    fn outputs(&self) -> usize {
+        0
+    }
     /// Process `frame` (its first [`PacketApp::reads`] bytes; the whole
     /// frame is `frame_len` bytes), rewriting it in place.
     fn process(
@@ -98,6 +109,15 @@ pub trait PacketApp {
         mem: &mut dyn AppMemory,
         counters: &mut Counters,
     ) -> Verdict;
+}
+
+/// What [`AppInstance::process`] did with a frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Processed {
+    /// The range of the frame's leading bytes the application changed.
+    pub changed: Option<std::ops::Range<usize>>,
+    /// The output a demultiplexing application chose.
+    pub output: Option<usize>,
 }
 
 /// Builds one application instance per core.
@@ -146,22 +166,34 @@ impl AppInstance {
     pub fn reads(&self, frame_len: usize) -> usize {
         self.app.reads(frame_len).min(frame_len)
     }
+    /// Outputs of a demultiplexing application (0: it sends frames back).
+    pub fn outputs(&self) -> usize {
+        self.app.outputs()
+    }
     /// Run the application on [`AppInstance::frame`] (a `frame_len`-byte
     /// frame's leading bytes), counting its verdict; returns the range of
-    /// the frame it changed, for the wrapper to store back.
+    /// the frame it changed, for the wrapper to store back, and the output
+    /// it chose. A frame an application with outputs did not forward (it
+    /// skipped it) leaves through output 0.
     pub fn process(
         &mut self,
         ctx: &CoreCtx,
         frame_len: usize,
         counters: &mut Counters,
-    ) -> Option<std::ops::Range<usize>> {
+    ) -> Processed {
         self.before.clone_from(&self.frame);
         let mut mem = CoreMemory::timed(ctx, self.base, self.bytes, &self.faults);
+        let mut output = (self.app.outputs() > 0).then_some(0);
         match self
             .app
             .process(&mut self.frame, frame_len, &mut mem, counters)
         {
             Verdict::Done => counters.inc("processed"),
+            Verdict::Forward(port) if port < self.app.outputs() => {
+                counters.inc("processed");
+                output = Some(port);
+            }
+            Verdict::Forward(_) => counters.inc("error.no_such_output"),
             Verdict::Skipped(why) => counters.inc(why),
         }
         let faults = self.faults.replace(0);
@@ -172,13 +204,16 @@ impl AppInstance {
             .frame
             .iter()
             .zip(&self.before)
-            .position(|(a, b)| a != b)?;
+            .position(|(a, b)| a != b);
         let last = self
             .frame
             .iter()
             .zip(&self.before)
-            .rposition(|(a, b)| a != b)?;
-        Some(first..last + 1)
+            .rposition(|(a, b)| a != b);
+        Processed {
+            changed: first.zip(last).map(|(a, b)| a..b + 1),
+            output,
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //!   NitroSketch's geometric row sampling and heavy-hitter candidates;
 //! * [`log_monitor`] — a log monitor counting the log lines that hold a
 //!   set of patterns (Aho–Corasick over the payload text);
+//! * [`vswitch`] — a virtual switch's forwarding step (flow table →
+//!   output port), the application of the Ensō paper's copy comparison;
 //! * [`chain`] — the accelerator chain of Nagare's motivating example
 //!   (NIC → crypto → ML → NIC), CPU-mediated or through Nagare;
 //! * [`echo`] — the echo server of the Ensō evaluation (receive, increment a
@@ -39,3 +41,4 @@ pub mod nitrosketch;
 pub mod primitives;
 pub mod rpc_client;
 pub mod rpc_server;
+pub mod vswitch;

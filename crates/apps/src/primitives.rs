@@ -14,6 +14,7 @@ use crate::log_monitor::LogMonitorCosts;
 use crate::maglev::MaglevCosts;
 use crate::mica::MicaCosts;
 use crate::nitrosketch::SketchCosts;
+use crate::vswitch::VswitchCosts;
 
 /// Every section read by the applications.
 pub const SECTIONS: &[Section] = &[
@@ -26,4 +27,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<MicaCosts>("apps.mica"),
     Section::of::<SketchCosts>("apps.nitrosketch"),
     Section::of::<LogMonitorCosts>("apps.log_monitor"),
+    Section::of::<VswitchCosts>("apps.vswitch"),
 ];

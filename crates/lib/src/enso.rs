@@ -149,6 +149,10 @@ struct TxState {
     ring: DmaBuffer,
     head: u64,
     tail: u64,
+    /// Bytes left unused before the ring's end when a buffer wrapped to
+    /// its start ([`Device::alloc_contiguous`]); freed with the next
+    /// send's completion, which is the first to pass over them.
+    skipped: u64,
 }
 
 /// What a TX notification frees once the NIC completes it.
@@ -287,6 +291,7 @@ impl Device {
             ring,
             head: 0,
             tail: 0,
+            skipped: 0,
         });
         Ok(TxPipe(self.tx.len() - 1))
     }
@@ -620,6 +625,37 @@ impl Device {
         Ok((s.ring.va.offset(s.tail), free.min(PIPE_BYTES - s.tail)))
     }
 
+    /// A new buffer of `need` contiguous bytes at the tail of TX pipe `t`,
+    /// wrapping to the ring's start when only the end of the ring is short
+    /// (the bytes skipped return with the next send's completion); `None`
+    /// while the ring lacks the space (sends are in flight: process
+    /// completions). Nothing may be written at the tail and not yet sent:
+    /// a wrap would leave it behind.
+    /// An application that copies frames into a pipe uses it, so no frame
+    /// is split across the ring's end (Ensō maps its pipes twice for the
+    /// same purpose).
+    pub fn alloc_contiguous(
+        &mut self,
+        t: TxPipe,
+        need: u64,
+    ) -> Result<Option<VirtAddr>, EnsoError> {
+        let s = self.tx.get_mut(t.0).ok_or(EnsoError::NoPipe)?;
+        if need == 0 || need > PIPE_BYTES / 2 {
+            return Err(EnsoError::Misuse("a TX buffer of 1 byte to half a pipe"));
+        }
+        let free = PIPE_BYTES - LINE_BYTES - ring_dist(s.head, s.tail);
+        let to_end = PIPE_BYTES - s.tail;
+        if need <= free.min(to_end) {
+            return Ok(Some(s.ring.va.offset(s.tail)));
+        }
+        if to_end < need && s.skipped == 0 && free >= to_end + need {
+            s.skipped = to_end;
+            s.tail = 0;
+            return Ok(Some(s.ring.va));
+        }
+        Ok(None)
+    }
+
     /// Send the first `len` bytes of the buffer from [`Device::alloc_buf`];
     /// the pipe space returns once the NIC completes the send.
     pub async fn send(&mut self, t: TxPipe, len: u64) -> Result<(), EnsoError> {
@@ -629,9 +665,11 @@ impl Device {
         }
         // Keep the tail on a 64-byte boundary, as frames in a pipe are.
         let advance = hw::padded_len(len).min(cap);
-        let iova = self.tx[t.0].ring.iova_of(addr);
-        self.tx[t.0].tail = ring_add(self.tx[t.0].tail, advance);
-        self.push_tx_notification(iova, len, TxOwner::Tx(t.0, advance))
+        let s = &mut self.tx[t.0];
+        let iova = s.ring.iova_of(addr);
+        s.tail = ring_add(s.tail, advance);
+        let freed = advance + std::mem::take(&mut s.skipped);
+        self.push_tx_notification(iova, len, TxOwner::Tx(t.0, freed))
             .await?;
         self.doorbell(Register::TxNotificationTail(self.nb), self.tx_tail as u64)
             .await

@@ -19,7 +19,7 @@ use nextio_engine::{Category, Counters, Sim};
 use nextio_hw::device::Device as _;
 use nextio_hw::nic::enso::{EnsoNic, EnsoNicConfig, FallbackPolicy, NotificationPolicy};
 use nextio_hw::trafficgen::ECHO_BYTE_OFFSET;
-use nextio_lib::enso::{Device, EnsoError, Packet, RxBatch, RxPipe};
+use nextio_lib::enso::{Device, EnsoError, Packet, RxBatch, RxPipe, TxPipe};
 use nextio_os::{Host, OsCosts};
 
 use crate::app::{AppFactory, AppInstance};
@@ -104,8 +104,8 @@ fn app_packet(
     let len = pkt.len as usize;
     run.frame.resize(run.reads(len), 0);
     dev.read(p, pkt.start, &mut run.frame, Category::Application)?;
-    let changed = run.process(dev.ctx(), len, &mut app.borrow_mut());
-    if let Some(r) = changed {
+    let done = run.process(dev.ctx(), len, &mut app.borrow_mut());
+    if let Some(r) = done.changed {
         dev.write(
             p,
             pkt.start + r.start as u64,
@@ -116,12 +116,88 @@ fn app_packet(
     Ok(())
 }
 
+/// One output of a demultiplexing application: a TX pipe the thread copies
+/// frames into, and the bytes copied since its last send.
+struct Output {
+    pipe: TxPipe,
+    pending: u64,
+}
+
+/// Send what was copied into `out` since its last send.
+async fn flush(dev: &mut Device, out: &mut Output) -> Result<(), EnsoError> {
+    if out.pending > 0 {
+        dev.send(out.pipe, std::mem::take(&mut out.pending)).await?;
+    }
+    Ok(())
+}
+
+/// Run a demultiplexing application on one packet and copy it into the
+/// output it chose (Ensō paper §3.2: a pipe's bytes are consumed in order,
+/// so a switch copies each frame to its destination): the whole frame is
+/// loaded from the pipe, the application rewrites its leading bytes, and
+/// the frame is stored at the output's TX tail, all cache-costed, plus the
+/// core's copy throughput ([`nextio_lib::udma::UdmaLibCosts`]' CPU copy
+/// rate, the model's one figure for a CPU copy).
+async fn switch_packet(
+    dev: &mut Device,
+    p: RxPipe,
+    pkt: &Packet,
+    run: &mut AppInstance,
+    outputs: &mut [Output],
+    copy: &mut Vec<u8>,
+    app: &RefCell<Counters>,
+) -> Result<(), EnsoError> {
+    let len = pkt.len as usize;
+    copy.resize(len, 0);
+    dev.read(p, pkt.start, copy, Category::Application)?;
+    let reads = run.reads(len);
+    run.frame.clear();
+    run.frame.extend_from_slice(&copy[..reads]);
+    let done = run.process(dev.ctx(), len, &mut app.borrow_mut());
+    if let Some(r) = done.changed {
+        copy[r.clone()].copy_from_slice(&run.frame[r]);
+    }
+    let out = &mut outputs[done.output.unwrap_or(0)];
+    let padded = pkt.padded_len;
+    // Behind what is pending if it fits there; else send what is pending
+    // and start a buffer (wrapping to the ring's start if need be).
+    let at = loop {
+        let (tail, room) = dev.alloc_buf(out.pipe)?;
+        if out.pending + padded <= room {
+            break tail.offset(out.pending);
+        }
+        if out.pending > 0 {
+            flush(dev, out).await?;
+            continue;
+        }
+        match dev.alloc_contiguous(out.pipe, padded)? {
+            Some(va) => break va,
+            None => {
+                if dev.process_completions().await? == 0 {
+                    dev.wait_for_activity().await;
+                }
+            }
+        }
+    };
+    dev.ctx().store(at, copy, Category::Application)?;
+    dev.ctx().cycles(
+        Category::Application,
+        pkt.len
+            .div_ceil(nextio_lib::udma::costs().cpu_copy_bytes_per_cycle.get()),
+    );
+    out.pending += padded;
+    app.borrow_mut().inc("copied");
+    Ok(())
+}
+
 async fn echo_thread(
     mut dev: Device,
     mode: NotificationMode,
     app: Rc<RefCell<Counters>>,
     mut run: Option<AppInstance>,
+    mut outputs: Vec<Output>,
 ) -> Result<(), EnsoError> {
+    let mut copy = Vec::new();
     loop {
         dev.process_completions().await?;
         let Some(p) = dev.next_rx_pipe_to_recv().await? else {
@@ -137,6 +213,9 @@ async fn echo_thread(
         let mut off = 0;
         while let Some(pkt) = dev.packet_at(&batch, off)? {
             match run.as_mut() {
+                Some(run) if !outputs.is_empty() => {
+                    switch_packet(&mut dev, p, &pkt, run, &mut outputs, &mut copy, &app).await?
+                }
                 Some(run) => app_packet(&dev, p, &pkt, run, &app)?,
                 None => echo_packet(&dev, p, &pkt, &app)?,
             }
@@ -144,7 +223,15 @@ async fn echo_thread(
         }
         dev.confirm_bytes(p, off)?;
         app.borrow_mut().inc("batches");
-        dev.send_and_free(RxBatch { len: off, ..batch }).await?;
+        if outputs.is_empty() {
+            dev.send_and_free(RxBatch { len: off, ..batch }).await?;
+            continue;
+        }
+        // Copied out: the received bytes are free at once.
+        for out in &mut outputs {
+            flush(&mut dev, out).await?;
+        }
+        dev.free(p, off).await?;
     }
 }
 
@@ -198,9 +285,21 @@ pub fn build_app(
             Some(f) => Some(AppInstance::new(f(core), &process, dev.ctx()).map_err(config_error)?),
             None => None,
         };
+        let outputs = (0..run.as_ref().map_or(0, AppInstance::outputs))
+            .map(|_| {
+                Ok(Output {
+                    pipe: dev.alloc_tx_pipe()?,
+                    pending: 0,
+                })
+            })
+            .collect::<Result<Vec<_>, EnsoError>>()
+            .map_err(config_error)?;
         let app = app.clone();
         sim.spawn(async move {
-            if echo_thread(dev, mode, app.clone(), run).await.is_err() {
+            if echo_thread(dev, mode, app.clone(), run, outputs)
+                .await
+                .is_err()
+            {
                 app.borrow_mut().inc("thread_errors");
             }
         });

@@ -194,8 +194,10 @@ fn app_one(
         pmd.ctx()
             .load(va.offset(head as u64), rest, Category::Application)?;
     }
-    let changed = run.process(pmd.ctx(), len, &mut app.borrow_mut());
-    if let Some(r) = changed {
+    // A switch's chosen output needs nothing more here: the mbuf itself
+    // goes to the port's queue (one wire, one TX queue).
+    let done = run.process(pmd.ctx(), len, &mut app.borrow_mut());
+    if let Some(r) = done.changed {
         pmd.ctx().store(
             va.offset(r.start as u64),
             &run.frame[r],

@@ -28,6 +28,7 @@ use nextio_apps::log_monitor::{self, LogMonitor, LogMonitorConfig};
 use nextio_apps::maglev::{self, Maglev, MaglevConfig};
 use nextio_apps::mica::{self, Mica, MicaConfig};
 use nextio_apps::nitrosketch::{self, NitroSketch, SketchConfig};
+use nextio_apps::vswitch::{self, Vswitch, VswitchConfig};
 use nextio_engine::{Counters, Duration, Ledger, Mailbox, Time};
 use nextio_hw::cache::CoreStats;
 use nextio_hw::ethernet::{LinkConfig, PER_FRAME_OVERHEAD_BYTES};
@@ -71,6 +72,7 @@ pub enum AppKind {
     Mica(MicaConfig),
     NitroSketch(SketchConfig),
     LogMonitor(LogMonitorConfig),
+    Vswitch(VswitchConfig),
 }
 
 impl AppKind {
@@ -80,6 +82,7 @@ impl AppKind {
             AppKind::Mica(_) => "mica",
             AppKind::NitroSketch(_) => "nitrosketch",
             AppKind::LogMonitor(_) => "log-monitor",
+            AppKind::Vswitch(_) => "vswitch",
         }
     }
     /// Check the configuration before any host is built.
@@ -89,6 +92,7 @@ impl AppKind {
             AppKind::Mica(c) => c.validate(),
             AppKind::NitroSketch(c) => c.validate(),
             AppKind::LogMonitor(c) => LogMonitor::new(c.clone(), *log_monitor::costs()).map(|_| ()),
+            AppKind::Vswitch(c) => c.validate(),
         }
     }
     fn factory(&self) -> AppFactory {
@@ -114,6 +118,11 @@ impl AppKind {
                 Box::new(
                     LogMonitor::new(c.clone(), *log_monitor::costs())
                         .expect("validated before the run"),
+                )
+            }),
+            AppKind::Vswitch(c) => std::rc::Rc::new(move |_core| {
+                Box::new(
+                    Vswitch::new(c.clone(), *vswitch::costs()).expect("validated before the run"),
                 )
             }),
         }
