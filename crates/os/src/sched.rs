@@ -165,6 +165,8 @@ impl Dispatcher {
     async fn switch_in(&self, slot: &Slot, tid: Tid) {
         let cs = self.0.host.kernel().borrow().costs.context_switch_cycles;
         let ctx = slot.ctx.borrow().clone();
+        ctx.core()
+            .trace_instant("switch-in", ctx.local_now(), Some(("tid", tid.0 as u64)));
         ctx.cycles(Category::ContextSwitch, cs);
         let core = ctx.core().id();
         let kctx = self.kernel_ctx(&ctx);
