@@ -423,8 +423,8 @@ impl Sim {
     }
 
     /// Add `source` to the components whose counters a report collects
-    /// (nothing when stats are off). It should hold its component weakly,
-    /// so the simulator keeps nothing alive.
+    /// (nothing when stats are off). Sources are dropped at
+    /// [`Sim::shutdown`], so the simulator keeps nothing alive past it.
     pub fn on_stats(&self, source: impl Fn(&mut StatsReport) + 'static) {
         if self.stats_enabled() {
             self.0.stats_sources.borrow_mut().push(Box::new(source));

@@ -321,6 +321,11 @@ impl RunContext {
     /// for.
     pub fn finish_sim(&self, label: &str, sim: &Sim, packets: u64) -> Result<(), RunError> {
         self.record(SimTally::of(sim, packets));
+        self.write_artefacts(label, sim)
+    }
+    /// Write what the run asked for of a finished simulation `label`: its
+    /// stats file and its trace.
+    pub fn write_artefacts(&self, label: &str, sim: &Sim) -> Result<(), RunError> {
         self.write_stats(label, sim)?;
         self.write_trace(label, sim)
     }

@@ -79,12 +79,22 @@ pub struct Dispatcher(Rc<Inner>);
 
 impl Dispatcher {
     pub fn new(host: &Host) -> Dispatcher {
-        Dispatcher(Rc::new(Inner {
+        let d = Dispatcher(Rc::new(Inner {
             host: host.clone(),
             threads: RefCell::new(BTreeMap::new()),
             hooks: RefCell::new(Vec::new()),
             counters: RefCell::new(Counters::new()),
-        }))
+        }));
+        let (weak, prefix) = (
+            Rc::downgrade(&d.0),
+            format!("host{}.sched", host.machine().index()),
+        );
+        host.sim().on_stats(move |r| {
+            if let Some(inner) = weak.upgrade() {
+                r.counters(&prefix, &inner.counters.borrow());
+            }
+        });
+        d
     }
 
     pub fn host(&self) -> &Host {

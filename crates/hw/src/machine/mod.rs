@@ -181,6 +181,11 @@ impl Machine {
     pub fn sim(&self) -> &Sim {
         &self.sim
     }
+    /// The host's build order in its simulation: it is `hostN` in traces
+    /// and stats.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
     /// This host in the simulation's trace (`None` when not tracing), for
     /// models built on it to register their tracks under.
     pub fn trace_host(&self) -> Option<HostId> {
