@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use nextio_engine::Time;
+
 use clap::{Parser, Subcommand};
 use nextio_experiments::shard::{self, Partial, Shard, ShardedRun};
 use nextio_experiments::{
@@ -83,9 +85,17 @@ enum Command {
         /// Write each link's wire traffic as nanosecond pcap files into DIR.
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
-        /// Write every simulation's event trace (time in ps, event) into DIR.
+        /// Write every simulation's trace as Chrome trace-event JSON (opens in
+        /// ui.perfetto.dev and chrome://tracing) into DIR/NAME/LABEL.json.
         #[arg(long, value_name = "DIR")]
         trace: Option<PathBuf>,
+        #[command(flatten)]
+        trace_opts: TraceOpts,
+        /// Write every simulation's counters (every component's: drops by
+        /// reason, PCIe bytes by purpose, caches, IOMMU, ledgers by core and
+        /// category) to OUT/NAME/stats/LABEL.txt; result.json lists them.
+        #[arg(long)]
+        stats: bool,
         /// Print the experiment's parameters (defaults, units, meaning) and its
         /// declared checks (claim, paper value, tolerance, origin), and exit.
         #[arg(long)]
@@ -109,6 +119,9 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+        /// Write every simulation's counters to OUT/NAME/stats/ (as for `run`).
+        #[arg(long)]
+        stats: bool,
         /// Lay a configuration file over the host presets (as for `run`).
         #[arg(long, value_name = "FILE.toml")]
         config: Option<PathBuf>,
@@ -165,6 +178,76 @@ impl CaptureOpts {
             self.pcap_max_mb.map(|mb| mb * 1_000_000),
             self.pcap_measured_only,
         )
+    }
+}
+
+/// What a trace keeps, so that it stays small.
+#[derive(clap::Args, Clone)]
+struct TraceOpts {
+    /// Keep only tracks whose name (`hostN PRESET/TRACK`, e.g. `core 0`,
+    /// `pcie`, `wire`) contains one of these comma-separated strings.
+    #[arg(long, value_name = "COMPONENT[,..]", value_parser = parse_trace_filter)]
+    trace_filter: Option<TraceFilter>,
+    /// Keep only events overlapping this window of simulated time, µs.
+    #[arg(long, value_name = "START_US..END_US", value_parser = parse_trace_window)]
+    trace_window: Option<(Time, Time)>,
+    /// Most events kept per simulation; later ones are counted in the file
+    /// (`otherData.dropped_events`) and on stderr.
+    #[arg(long, value_name = "N", default_value_t = nextio_engine::trace::DEFAULT_TRACE_LIMIT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    trace_limit: u64,
+}
+
+/// The components of `--trace-filter`.
+#[derive(Clone, Debug)]
+struct TraceFilter(Vec<String>);
+
+fn parse_trace_filter(s: &str) -> Result<TraceFilter, String> {
+    let parts: Vec<String> = s.split(',').map(|p| p.trim().to_string()).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{s}` has an empty component; give COMPONENT[,COMPONENT..]"
+        ));
+    }
+    Ok(TraceFilter(parts))
+}
+
+/// `START_US..END_US` as a window of simulated time, whole picoseconds.
+fn parse_trace_window(s: &str) -> Result<(Time, Time), String> {
+    let bad = || format!("`{s}` is not START_US..END_US (microseconds, START below END)");
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let us = |v: &str| -> Result<Time, String> {
+        let x: f64 = v.trim().parse().map_err(|_| bad())?;
+        // Up to about 213 days: beyond it picoseconds overflow u64.
+        if !(0.0..=1.8e13).contains(&x) {
+            return Err(bad());
+        }
+        Ok(Time((x * 1e6).round() as u64))
+    };
+    let (start, end) = (us(a)?, us(b)?);
+    if start >= end {
+        return Err(bad());
+    }
+    Ok((start, end))
+}
+
+impl TraceOpts {
+    fn config(&self) -> nextio_engine::TraceConfig {
+        nextio_engine::TraceConfig {
+            filter: self
+                .trace_filter
+                .as_ref()
+                .map(|f| f.0.clone())
+                .unwrap_or_default(),
+            window: self.trace_window,
+            limit: self.trace_limit as usize,
+        }
+    }
+    /// Whether any option was given (they need `--trace`).
+    fn any(&self) -> bool {
+        self.trace_filter.is_some()
+            || self.trace_window.is_some()
+            || self.trace_limit != nextio_engine::trace::DEFAULT_TRACE_LIMIT as u64
     }
 }
 
@@ -329,11 +412,25 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             out,
             pcap,
             trace,
+            trace_opts,
+            stats,
             describe,
             scale,
             captures,
         } => {
             let exp = find(&name)?;
+            if trace.is_none() && trace_opts.any() {
+                return Err(Failure::usage(
+                    "--trace-filter, --trace-window and --trace-limit need --trace DIR",
+                ));
+            }
+            let traces = trace_opts.config();
+            if stats && scale.shard.is_some() {
+                return Err(Failure::usage(
+                    "--stats is not available with --shard (run the point unsharded)",
+                ));
+            }
+            let stats = stats.then(|| out.clone());
             let (prims, set): (Vec<String>, Vec<String>) = set
                 .into_iter()
                 .partition(|s| primitives::is_primitive_path(s));
@@ -347,7 +444,8 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             if let Some(shard) = scale.shard {
                 let asked = asked(exp, quick, seed, seeds, &set, &prims, config);
                 let files = [(pcap, "pcap"), (trace, "trace")];
-                let partial = run_shard(exp, &asked, shard, &files, captures, &progress, 0)?;
+                let partial =
+                    run_shard(exp, &asked, shard, &files, &traces, captures, &progress, 0)?;
                 let path = write_partial(&out, &partial)?;
                 println!(
                     "{}: shard {shard} computed {} simulation(s); wrote {}",
@@ -357,9 +455,13 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            let result = run_seeds(
-                exp, quick, seed, seeds, &set, pcap, trace, captures, &progress, 0,
-            )?;
+            let files = Artefacts {
+                pcap,
+                trace,
+                traces,
+                stats,
+            };
+            let result = run_seeds(exp, quick, seed, seeds, &set, files, captures, &progress, 0)?;
             let dir = write(&out, &result)?;
             print!("{}", output::summary_text(&result));
             println!("wrote {}", dir.display());
@@ -371,11 +473,17 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             seeds,
             out,
             pcap,
+            stats,
             config,
             scale,
             captures,
         } => {
             let config = install(config.as_deref(), &[])?;
+            if stats && scale.shard.is_some() {
+                return Err(Failure::usage(
+                    "--stats is not available with --shard (run the point unsharded)",
+                ));
+            }
             jobs(scale.jobs)?;
             let started = Instant::now();
             let mut done = Vec::new();
@@ -388,8 +496,11 @@ fn dispatch(command: Command) -> Result<(), Failure> {
                     let asked = asked(exp, quick, seed, seeds, &[], &[], config.clone());
                     let files = [(pcap.clone(), "pcap"), (None, "trace")];
                     let first = i * seeds as usize;
-                    match run_shard(exp, &asked, shard, &files, captures, &progress, first)
-                        .and_then(|p| write_partial(&out, &p).map(|_| p))
+                    let traces = nextio_engine::TraceConfig::default();
+                    match run_shard(
+                        exp, &asked, shard, &files, &traces, captures, &progress, first,
+                    )
+                    .and_then(|p| write_partial(&out, &p).map(|_| p))
                     {
                         Ok(p) => points += p.points.len(),
                         Err(f) => {
@@ -407,14 +518,19 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             }
             for (i, exp) in all.into_iter().enumerate() {
                 let first = i * seeds as usize;
+                let files = Artefacts {
+                    pcap: pcap.clone(),
+                    trace: None,
+                    traces: nextio_engine::TraceConfig::default(),
+                    stats: stats.then(|| out.clone()),
+                };
                 match run_seeds(
                     exp,
                     quick,
                     seed,
                     seeds,
                     &[],
-                    pcap.clone(),
-                    None,
+                    files,
                     captures,
                     &progress,
                     first,
@@ -522,11 +638,13 @@ fn asked(
 
 /// Shard `shard` of the run `asked` of `exp`: its simulations under every
 /// seed. `files` are the capture and trace folders with what they hold.
+#[allow(clippy::too_many_arguments)]
 fn run_shard(
     exp: &dyn Experiment,
     asked: &ShardedRun,
     shard: Shard,
     files: &[(Option<PathBuf>, &str); 2],
+    traces: &nextio_engine::TraceConfig,
     captures: CaptureOpts,
     progress: &Progress,
     first: usize,
@@ -547,6 +665,7 @@ fn run_shard(
             .apply(RunContext::new(params.clone(), this_seed, asked.quick))
             .with_pcap_dir(per_seed(&files[0].0))
             .with_trace_dir(per_seed(&files[1].0))
+            .with_trace_config(traces.clone())
             .with_progress(shown.callback());
         let done = shard::execute_shard(exp, ctx, shard, k);
         progress.finish(index, exp.name(), shown);
@@ -700,6 +819,15 @@ fn find(name: &str) -> Result<&'static dyn Experiment, Failure> {
 /// Most seeds one run may ask for: each multiplies its time.
 const MAX_SEEDS: u64 = 64;
 
+/// Where a run writes what it was asked for besides its result.
+struct Artefacts {
+    pcap: Option<PathBuf>,
+    trace: Option<PathBuf>,
+    traces: nextio_engine::TraceConfig,
+    /// The run's `--out`, when it writes stats files.
+    stats: Option<PathBuf>,
+}
+
 /// Run `exp` under `seeds` consecutive seeds from `seed` and summarise;
 /// the runs are experiments `first..first + seeds` of `progress`.
 #[allow(clippy::too_many_arguments)]
@@ -709,12 +837,26 @@ fn run_seeds(
     seed: u64,
     seeds: u64,
     set: &[String],
-    pcap: Option<PathBuf>,
-    trace: Option<PathBuf>,
+    files: Artefacts,
     captures: CaptureOpts,
     progress: &Progress,
     first: usize,
 ) -> Result<ExperimentResult, Failure> {
+    if let Some(out) = &files.stats {
+        // The stats of an earlier run of this experiment would be listed
+        // nowhere: the folder is this run's alone.
+        let old = out.join(exp.name()).join("stats");
+        match std::fs::remove_dir_all(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Failure::usage(format!(
+                    "cannot clear {}: {e}",
+                    old.display()
+                )));
+            }
+        }
+    }
     let mut runs = Vec::new();
     for k in 0..seeds {
         let index = first + k as usize;
@@ -725,42 +867,25 @@ fn run_seeds(
             Some(d) if seeds > 1 => Some(d.join(format!("seed-{this_seed}"))),
             other => other.clone(),
         };
-        let run = run_one(
-            exp,
-            quick,
-            this_seed,
-            set,
-            per_seed(&pcap),
-            per_seed(&trace),
-            captures,
-            &shown,
-        );
+        let params =
+            Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
+        let ctx = captures
+            .apply(RunContext::new(params, this_seed, quick))
+            .with_pcap_dir(per_seed(&files.pcap))
+            .with_trace_dir(per_seed(&files.trace))
+            .with_trace_config(files.traces.clone())
+            .with_stats_dir(files.stats.clone(), seeds > 1)
+            .with_progress(shown.callback());
+        let run = nextio_experiments::execute(exp, ctx)
+            .map(|mut result| {
+                result.run.commit = GIT_COMMIT.map(String::from);
+                result
+            })
+            .map_err(Failure::from);
         progress.finish(index, exp.name(), shown);
         runs.push(run?);
     }
     Ok(nextio_experiments::seeds::summarise(runs)?)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    exp: &dyn Experiment,
-    quick: bool,
-    seed: u64,
-    set: &[String],
-    pcap: Option<PathBuf>,
-    trace: Option<PathBuf>,
-    captures: CaptureOpts,
-    shown: &progress::Experiment,
-) -> Result<ExperimentResult, Failure> {
-    let params = Params::resolve(exp.name(), exp.params(), quick, set).map_err(RunError::from)?;
-    let ctx = captures
-        .apply(RunContext::new(params, seed, quick))
-        .with_pcap_dir(pcap)
-        .with_trace_dir(trace)
-        .with_progress(shown.callback());
-    let mut result = nextio_experiments::execute(exp, ctx)?;
-    result.run.commit = GIT_COMMIT.map(String::from);
-    Ok(result)
 }
 
 fn write(out: &Path, result: &ExperimentResult) -> Result<PathBuf, Failure> {

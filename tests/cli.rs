@@ -176,6 +176,47 @@ fn bad_input_is_one_line_and_status_2() {
             "--pcap",
             "/dev/null/captures",
         ],
+        vec!["run", "ethernet-linerate", "--trace-filter", "core"],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--trace",
+            "/tmp",
+            "--trace-filter",
+            "core,",
+        ],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--trace",
+            "/tmp",
+            "--trace-window",
+            "5..1",
+        ],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--trace",
+            "/tmp",
+            "--trace-window",
+            "x..1",
+        ],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--trace",
+            "/tmp",
+            "--trace-window",
+            "-1..1",
+        ],
+        vec![
+            "run",
+            "ethernet-linerate",
+            "--trace",
+            "/tmp",
+            "--trace-limit",
+            "0",
+        ],
     ] {
         let out = nextio(&args);
         one_error_line(&args, &out);
@@ -491,43 +532,166 @@ fn count_pcap_records(path: &Path) -> usize {
     n
 }
 
-#[test]
-fn trace_writes_time_ordered_events() {
-    let (out_dir, trace_dir) = (temp_dir("tout"), temp_dir("trace"));
-    let out = nextio(&[
+/// A small traced Ensō echo: one frame size, a few hundred frames.
+fn enso_echo_args(out: &Path) -> Vec<String> {
+    [
         "run",
-        "ethernet-linerate",
+        "enso-pcie-metadata",
         "--quick",
         "--set",
         "frame_bytes=64",
         "--set",
-        "frames=50",
+        "frames=200",
+        "--set",
+        "warmup_frames_per_core=100",
+        "--set",
+        "interfaces=enso",
         "--out",
-        out_dir.to_str().unwrap(),
-        "--trace",
-        trace_dir.to_str().unwrap(),
-    ]);
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Every trace file a run wrote under `dir`, parsed.
+fn traces(dir: &Path) -> Vec<serde_json::Value> {
+    let folder = dir.join("enso-pcie-metadata");
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .expect("the trace folder exists")
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no trace written in {}",
+        folder.display()
+    );
+    files
+        .iter()
+        .map(|f| {
+            assert_eq!(f.extension().and_then(|e| e.to_str()), Some("json"));
+            let text = std::fs::read_to_string(f).unwrap();
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", f.display()))
+        })
+        .collect()
+}
+
+/// Track names (`thread_name` metadata) and the X/i events of a trace.
+fn tracks_and_events(trace: &serde_json::Value) -> (Vec<String>, Vec<serde_json::Value>) {
+    let events = trace["traceEvents"].as_array().expect("traceEvents array");
+    let names = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let timed = events
+        .iter()
+        .filter(|e| e["ph"] == "X" || e["ph"] == "i")
+        .cloned()
+        .collect();
+    (names, timed)
+}
+
+/// The first trace of the small Ensō echo traced with `options`.
+fn traced_with(name: &str, options: &[&str]) -> serde_json::Value {
+    let (out, dir) = (temp_dir(name), temp_dir(&format!("{name}-trace")));
+    let mut args = enso_echo_args(&out);
+    args.extend(["--trace".to_string(), dir.display().to_string()]);
+    args.extend(options.iter().map(|o| o.to_string()));
+    run_ok(&args);
+    traces(&dir).swap_remove(0)
+}
+
+fn run_ok(args: &[String]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = nextio(&args);
     assert!(
         out.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text =
-        std::fs::read_to_string(trace_dir.join("ethernet-linerate/ethernet-linerate-64B.trace"))
-            .expect("trace written");
-    let times: Vec<u64> = text
-        .lines()
-        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
-        .collect();
-    assert!(
-        times.len() >= 50,
-        "at least one wake-up per delivered frame: {} events",
-        times.len()
+}
+
+#[test]
+fn trace_is_trace_event_json_with_tracks_per_component_and_results_unchanged() {
+    let (plain, traced, trace_dir) = (temp_dir("tplain"), temp_dir("ttraced"), temp_dir("tjson"));
+    run_ok(&enso_echo_args(&plain));
+    let mut args = enso_echo_args(&traced);
+    args.extend(["--trace".into(), trace_dir.display().to_string()]);
+    run_ok(&args);
+    // Tracing observes; it never changes what is simulated.
+    assert_eq!(
+        stable_json(&plain.join("enso-pcie-metadata/result.json")),
+        stable_json(&traced.join("enso-pcie-metadata/result.json"))
     );
-    assert!(
-        times.windows(2).all(|w| w[0] <= w[1]),
-        "events are in time order"
+    let all = traces(&trace_dir);
+    let trace = &all[0];
+    let (names, events) = tracks_and_events(trace);
+    for want in ["core 0", "pcie", "wire"] {
+        assert!(
+            names.iter().any(|n| n.contains(want)),
+            "no `{want}` track among {names:?}"
+        );
+    }
+    let categories: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e["cat"].as_str().unwrap()).collect();
+    for want in ["cpu", "wire", "pcie.dma-write", "pcie.dma-read"] {
+        assert!(
+            categories.contains(want),
+            "no {want} events: {categories:?}"
+        );
+    }
+    // Well formed: every span has a duration ≥ 0, and on each track
+    // (pid, tid) timestamps rise and no span starts before the previous
+    // one ended (so none overlaps another or nests improperly).
+    let mut by_track: std::collections::BTreeMap<(u64, u64), Vec<(f64, f64)>> = Default::default();
+    for e in &events {
+        let ts = e["ts"].as_f64().expect("ts is a number");
+        assert!(ts >= 0.0);
+        let dur = if e["ph"] == "X" {
+            let d = e["dur"].as_f64().expect("a span has a dur");
+            assert!(d >= 0.0, "{e}");
+            d
+        } else {
+            0.0
+        };
+        let key = (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
+        by_track.entry(key).or_default().push((ts, dur));
+    }
+    for (track, spans) in &by_track {
+        for w in spans.windows(2) {
+            assert!(w[1].0 >= w[0].0, "{track:?}: time goes back: {w:?}");
+            assert!(
+                w[1].0 + 1e-7 >= w[0].0 + w[0].1,
+                "{track:?}: spans overlap: {w:?}"
+            );
+        }
+    }
+    assert_eq!(trace["otherData"]["dropped_events"], 0);
+
+    // Filters keep a trace small: only wire tracks, only the first 50 µs.
+    let small = &traced_with(
+        "tsmall",
+        &["--trace-filter", "wire", "--trace-window", "0..50"],
     );
+    let (small_names, small_events) = tracks_and_events(small);
+    assert!(!small_names.is_empty());
+    assert!(
+        small_names.iter().all(|n| n.contains("wire")),
+        "{small_names:?}"
+    );
+    assert!(small_events.len() < events.len());
+    assert!(
+        small_events
+            .iter()
+            .all(|e| e["ts"].as_f64().unwrap() < 50.0),
+        "events past the window"
+    );
+    // A cap counts what it leaves out.
+    let c = &traced_with("tcap", &["--trace-limit", "10"]);
+    assert_eq!(c["otherData"]["events"], 10);
+    assert!(c["otherData"]["dropped_events"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -869,4 +1033,89 @@ fn progress_outside_a_terminal_is_plain_lines_on_stderr() {
     );
     assert!(!err.contains('\r'), "no carriage returns in a log: {err:?}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("progress:"));
+}
+
+/// A stats file's `name value` lines (the `#` header left out).
+fn stats_entries(path: &Path) -> std::collections::BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).expect("the stats file exists");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("name value");
+            (name.trim().to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn stats_files_hold_every_counter_and_conserve_frames() {
+    let out_dir = temp_dir("stats");
+    let mut args = enso_echo_args(&out_dir);
+    args.push("--stats".into());
+    run_ok(&args);
+    let folder = out_dir.join("enso-pcie-metadata");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("result.json")).unwrap())
+            .unwrap();
+    let files: Vec<&str> = result["stats"]
+        .as_array()
+        .expect("result.json lists the stats files")
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(!files.is_empty());
+    let mut host_rx_frames = 0.0;
+    for f in &files {
+        let s = stats_entries(&folder.join(f));
+        let get = |k: &str| s.get(k).copied().unwrap_or(0.0);
+        // Every component is there.
+        for want in [
+            ".core0.ledger.application_ps",
+            ".core0.cache.l1d.misses",
+            ".fabric.",
+            ".iommu.",
+            ".link.upstream.bytes_by_purpose.",
+            ".wire.",
+        ] {
+            assert!(s.keys().any(|k| k.contains(want)), "{f}: no {want}");
+        }
+        // Every frame offered to a wire was accepted or dropped.
+        for k in s.keys().filter(|k| k.ends_with(".offered")) {
+            let p = k.trim_end_matches(".offered");
+            assert_eq!(
+                get(k),
+                get(&format!("{p}.accepted"))
+                    + get(&format!("{p}.drop.queue_full"))
+                    + get(&format!("{p}.drop.link_down")),
+                "{f}: {p}"
+            );
+        }
+        // Every frame the host's wire delivered reached the NIC, which
+        // counted it.
+        let rx: Vec<_> = s
+            .keys()
+            .filter(|k| k.starts_with("host0.wire.") && k.ends_with(".rx.accepted"))
+            .collect();
+        assert_eq!(rx.len(), 1, "{f}: one receive wire");
+        let nic = rx[0]
+            .trim_start_matches("host0.wire.")
+            .split(".port")
+            .next()
+            .unwrap();
+        assert_eq!(get(rx[0]), get(&format!("host0.{nic}.rx_frames")), "{f}");
+        host_rx_frames += get(rx[0]);
+        // A ledger's categories sum to its total.
+        for k in s.keys().filter(|k| k.ends_with(".ledger.total_ps")) {
+            let p = k.trim_end_matches("total_ps");
+            let sum: f64 = s
+                .iter()
+                .filter(|(n, _)| n.starts_with(p) && !n.ends_with("total_ps"))
+                .map(|(_, v)| v)
+                .sum();
+            assert_eq!(sum, get(k), "{f}: {p}");
+        }
+    }
+    // The files add up to the totals the result reports: every frame the
+    // simulations moved went over a host's receive wire.
+    assert_eq!(host_rx_frames, result["sim"]["packets"].as_f64().unwrap());
 }

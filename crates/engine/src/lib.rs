@@ -17,12 +17,16 @@ pub mod queue;
 pub mod rng;
 pub mod sim;
 pub mod stats;
+pub mod stats_report;
 pub mod sync;
 pub mod time;
+pub mod trace;
 
 pub use ledger::{Category, Ledger};
 pub use rng::SimRng;
-pub use sim::{PastError, Sim, TaskId, TraceRecord};
+pub use sim::{PastError, Sim, TaskId};
 pub use stats::{Counters, LatencyHist};
+pub use stats_report::{StatValue, StatsReport};
 pub use sync::{Mailbox, Notify};
 pub use time::{Duration, Freq, Rate, Serializer, Time};
+pub use trace::{HostId, TraceConfig, TraceSink, TrackId};

@@ -30,7 +30,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::queue::EventQueue;
+use crate::stats_report::StatsReport;
 use crate::time::{Duration, Time};
+use crate::trace::{HostId, TraceConfig, TraceSink, TrackId};
 
 /// A request to schedule something before the current time: always a bug in
 /// the model that computed the time, so it is reported, never clamped.
@@ -100,22 +102,6 @@ struct Slot {
     alive: bool,
 }
 
-/// One line of the optional event trace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceRecord {
-    pub time: Time,
-    pub message: String,
-}
-
-/// Most trace records kept; later ones are counted, not stored.
-const TRACE_LIMIT: usize = 1_000_000;
-
-#[derive(Default)]
-struct Trace {
-    records: Vec<TraceRecord>,
-    dropped: u64,
-}
-
 struct Inner {
     now: Cell<Time>,
     queue: RefCell<EventQueue<Action>>,
@@ -128,10 +114,18 @@ struct Inner {
     events: Cell<u64>,
     live_tasks: Cell<usize>,
     stopped: Cell<bool>,
-    /// Mirrors `trace.is_some()` so the hot loop tests a plain flag.
+    /// Mirrors `trace.is_some()`, so a model asks with one flag test.
     trace_on: Cell<bool>,
-    trace: RefCell<Option<Trace>>,
+    trace: RefCell<Option<TraceSink>>,
+    /// Components that add their counters to the report, when one is
+    /// collected; registered only while stats are on.
+    stats_on: Cell<bool>,
+    stats_sources: RefCell<Vec<StatsSource>>,
+    /// Hosts built so far: each is named by its index in traces and stats.
+    hosts: Cell<u32>,
 }
+
+type StatsSource = Box<dyn Fn(&mut StatsReport)>;
 
 /// A handle to one simulation. Cheap to clone; all clones share the clock.
 #[derive(Clone)]
@@ -158,6 +152,9 @@ impl Sim {
             stopped: Cell::new(false),
             trace_on: Cell::new(false),
             trace: RefCell::new(None),
+            stats_on: Cell::new(false),
+            stats_sources: RefCell::new(Vec::new()),
+            hosts: Cell::new(0),
         }))
     }
 
@@ -328,13 +325,6 @@ impl Sim {
             let Some((time, action)) = next else { break };
             self.0.now.set(time);
             self.0.events.set(self.0.events.get() + 1);
-            if self.trace_enabled() {
-                let what = match action.decode() {
-                    Ok(id) => format!("wake task {}.{}", id.index, id.generation),
-                    Err(_) => "callback".to_string(),
-                };
-                self.trace(|| what);
-            }
             match action.decode() {
                 Ok(id) => self.poll_task(id),
                 Err(slot) => {
@@ -410,11 +400,54 @@ impl Sim {
         self.0.free_slots.borrow_mut().clear();
         self.0.live_tasks.set(0);
         drop(futures);
+        let sources = std::mem::take(&mut *self.0.stats_sources.borrow_mut());
+        drop(sources);
     }
 
-    /// Start recording trace lines (off by default: tracing costs time).
-    pub fn enable_trace(&self) {
-        *self.0.trace.borrow_mut() = Some(Trace::default());
+    /// The index of a host being built (0, 1, …): how traces and stats
+    /// name it.
+    pub fn new_host_index(&self) -> u32 {
+        let n = self.0.hosts.get();
+        self.0.hosts.set(n + 1);
+        n
+    }
+
+    /// Keep the components built from now on, to collect every counter of
+    /// the simulation with [`Sim::collect_stats`] (off by default).
+    pub fn enable_stats(&self) {
+        self.0.stats_on.set(true);
+    }
+
+    pub fn stats_enabled(&self) -> bool {
+        self.0.stats_on.get()
+    }
+
+    /// Add `source` to the components whose counters a report collects
+    /// (nothing when stats are off). Sources are dropped at
+    /// [`Sim::shutdown`], so the simulator keeps nothing alive past it.
+    pub fn on_stats(&self, source: impl Fn(&mut StatsReport) + 'static) {
+        if self.stats_enabled() {
+            self.0.stats_sources.borrow_mut().push(Box::new(source));
+        }
+    }
+
+    /// Every registered component's counters, now (`None` when stats are
+    /// off).
+    pub fn collect_stats(&self) -> Option<StatsReport> {
+        if !self.stats_enabled() {
+            return None;
+        }
+        let mut report = StatsReport::new();
+        for source in self.0.stats_sources.borrow().iter() {
+            source(&mut report);
+        }
+        Some(report)
+    }
+
+    /// Start recording the structured trace (off by default: models then
+    /// register no tracks and record nothing).
+    pub fn enable_trace(&self, config: TraceConfig) {
+        *self.0.trace.borrow_mut() = Some(TraceSink::new(config));
         self.0.trace_on.set(true);
     }
 
@@ -422,32 +455,82 @@ impl Sim {
         self.0.trace_on.get()
     }
 
-    /// Record a trace line; `message` is only evaluated when tracing is on.
-    pub fn trace(&self, message: impl FnOnce() -> String) {
+    /// Register a host to group tracks under (`None` when not tracing).
+    pub fn trace_host(&self, name: impl FnOnce() -> String) -> Option<HostId> {
         if !self.trace_enabled() {
-            return;
+            return None;
         }
-        if let Some(trace) = self.0.trace.borrow_mut().as_mut() {
-            if trace.records.len() < TRACE_LIMIT {
-                trace.records.push(TraceRecord {
-                    time: self.now(),
-                    message: message(),
-                });
-            } else {
-                trace.dropped += 1;
-            }
+        Some(self.0.trace.borrow_mut().as_mut()?.host(name()))
+    }
+
+    /// Register track `name` of `host`; `None` when not tracing or when the
+    /// filter leaves the track out. `name` is only evaluated when tracing.
+    pub fn trace_track(
+        &self,
+        host: Option<HostId>,
+        name: impl FnOnce() -> String,
+    ) -> Option<TrackId> {
+        let host = host?;
+        self.0.trace.borrow_mut().as_mut()?.track(host, name())
+    }
+
+    /// Record a span of `dur` from `start` on `track`.
+    pub fn trace_span(
+        &self,
+        track: TrackId,
+        name: &'static str,
+        category: &'static str,
+        start: Time,
+        dur: Duration,
+    ) {
+        self.record_span(track, name, category, start, dur, None);
+    }
+
+    /// [`Sim::trace_span`] with one numeric argument (bytes, a vector).
+    pub fn trace_span_arg(
+        &self,
+        track: TrackId,
+        name: &'static str,
+        category: &'static str,
+        start: Time,
+        dur: Duration,
+        arg: (&'static str, u64),
+    ) {
+        self.record_span(track, name, category, start, dur, Some(arg));
+    }
+
+    fn record_span(
+        &self,
+        track: TrackId,
+        name: &'static str,
+        category: &'static str,
+        start: Time,
+        dur: Duration,
+        arg: Option<(&'static str, u64)>,
+    ) {
+        if let Some(t) = self.0.trace.borrow_mut().as_mut() {
+            t.span(track, name, category, start, dur, arg);
         }
     }
 
-    /// Take the recorded trace and the number of lines that did not fit.
-    pub fn take_trace(&self) -> (Vec<TraceRecord>, u64) {
-        match self.0.trace.borrow_mut().as_mut() {
-            Some(t) => (
-                std::mem::take(&mut t.records),
-                std::mem::take(&mut t.dropped),
-            ),
-            None => (Vec::new(), 0),
+    /// Record an instant at `at` on `track`, with an optional argument.
+    pub fn trace_instant(
+        &self,
+        track: TrackId,
+        name: &'static str,
+        category: &'static str,
+        at: Time,
+        arg: Option<(&'static str, u64)>,
+    ) {
+        if let Some(t) = self.0.trace.borrow_mut().as_mut() {
+            t.instant(track, name, category, at, arg);
         }
+    }
+
+    /// Take the recorded trace (`None` when not tracing); tracing stops.
+    pub fn take_trace(&self) -> Option<TraceSink> {
+        self.0.trace_on.set(false);
+        self.0.trace.borrow_mut().take()
     }
 }
 
@@ -634,38 +717,25 @@ mod tests {
     }
 
     #[test]
-    fn trace_records_every_dispatch() {
+    fn trace_is_off_by_default_and_names_are_lazy() {
         let sim = Sim::new();
-        sim.enable_trace();
+        assert!(
+            sim.trace_host(|| panic!("must not be evaluated when tracing is off"))
+                .is_none()
+        );
+        assert!(sim.take_trace().is_none());
+        sim.enable_trace(crate::TraceConfig::default());
+        let host = sim.trace_host(|| "host0".into());
+        let core = sim.trace_track(host, || "core 0".into()).unwrap();
         let s = sim.clone();
-        sim.spawn(async move { s.sleep(Duration(5)).await });
-        sim.at(Time(3), || {}).unwrap();
+        sim.spawn(async move {
+            s.sleep(Duration(5)).await;
+            s.trace_span(core, "application", "cpu", Time(0), Duration(5));
+            s.trace_instant(core, "msi", "interrupt", s.now(), Some(("vector", 3)));
+        });
         sim.run();
-        let (records, _) = sim.take_trace();
-        let lines: Vec<_> = records
-            .iter()
-            .map(|r| (r.time.0, r.message.as_str()))
-            .collect();
-        assert_eq!(
-            lines,
-            vec![(0, "wake task 0.0"), (3, "callback"), (5, "wake task 0.0")]
-        );
-    }
-
-    #[test]
-    fn trace_is_lazy_and_recorded() {
-        let sim = Sim::new();
-        sim.trace(|| panic!("must not be evaluated when tracing is off"));
-        sim.enable_trace();
-        sim.trace(|| "hello".into());
-        let (records, dropped) = sim.take_trace();
-        assert_eq!(
-            records,
-            vec![TraceRecord {
-                time: Time(0),
-                message: "hello".into()
-            }]
-        );
-        assert_eq!(dropped, 0);
+        let trace = sim.take_trace().unwrap();
+        assert_eq!(trace.len(), 2);
+        assert!(!sim.trace_enabled());
     }
 }

@@ -109,6 +109,16 @@ pub struct RunContext {
     /// Where simulations made by [`RunContext::new_sim`] write their event
     /// traces, if asked.
     pub trace_dir: Option<PathBuf>,
+    /// What the traces keep (tracks, time window, record cap).
+    trace_config: nextio_engine::TraceConfig,
+    /// Where each simulation's stats file goes (`OUT/EXPERIMENT/stats`),
+    /// if asked, and the files written so far (relative to the
+    /// experiment's folder).
+    stats_dir: Option<PathBuf>,
+    /// The stats folder under the experiment's (`stats`, or
+    /// `stats/seed-N` when a run has several seeds).
+    stats_folder: String,
+    stats_files: Mutex<Vec<String>>,
     progress: Box<dyn Fn(f64) + Sync>,
     /// The experiment running (set by [`execute`]): artefacts go in a
     /// folder of that name.
@@ -171,6 +181,10 @@ impl RunContext {
             pcap_limit_bytes: None,
             pcap_measured_only: false,
             trace_dir: None,
+            trace_config: nextio_engine::TraceConfig::default(),
+            stats_dir: None,
+            stats_folder: "stats".into(),
+            stats_files: Mutex::new(Vec::new()),
             progress: Box::new(|_| {}),
             experiment: "experiment",
             artefacts: Mutex::new(Default::default()),
@@ -273,26 +287,83 @@ impl RunContext {
         self.trace_dir = dir;
         self
     }
-    /// A fresh simulator, tracing every event if the run asked for traces.
+    /// Keep in traces only what `config` says (tracks, window, cap).
+    pub fn with_trace_config(mut self, config: nextio_engine::TraceConfig) -> Self {
+        self.trace_config = config;
+        self
+    }
+    /// Write every simulation's counters to `DIR/EXPERIMENT/stats/` (the
+    /// experiment's result folder when `DIR` is the run's `--out`), or to
+    /// `…/stats/seed-N/` when `per_seed` (a run of several seeds).
+    pub fn with_stats_dir(mut self, dir: Option<PathBuf>, per_seed: bool) -> Self {
+        self.stats_dir = dir;
+        self.stats_folder = if per_seed {
+            format!("stats/seed-{}", self.seed)
+        } else {
+            "stats".into()
+        };
+        self
+    }
+    /// A fresh simulator, tracing its models if the run asked for traces
+    /// and keeping its components if it asked for stats.
     pub fn new_sim(&self) -> Sim {
         let sim = Sim::new();
         if self.trace_dir.is_some() {
-            sim.enable_trace();
+            sim.enable_trace(self.trace_config.clone());
+        }
+        if self.stats_dir.is_some() {
+            sim.enable_stats();
         }
         sim
     }
     /// Account a finished simulation that moved `packets` packets, and write
-    /// its trace to `TRACE_DIR/<label>.trace` if traces were asked for.
+    /// its trace to `TRACE_DIR/EXPERIMENT/<label>.json` if traces were asked
+    /// for.
     pub fn finish_sim(&self, label: &str, sim: &Sim, packets: u64) -> Result<(), RunError> {
         self.record(SimTally::of(sim, packets));
+        self.write_artefacts(label, sim)
+    }
+    /// Write what the run asked for of a finished simulation `label`: its
+    /// stats file and its trace.
+    pub fn write_artefacts(&self, label: &str, sim: &Sim) -> Result<(), RunError> {
+        self.write_stats(label, sim)?;
         self.write_trace(label, sim)
+    }
+    /// Write every counter of `sim`'s components to
+    /// `STATS_DIR/EXPERIMENT/stats/<label>.txt`, if stats were asked for,
+    /// and remember the file for `result.json`'s `stats`.
+    pub fn write_stats(&self, label: &str, sim: &Sim) -> Result<(), RunError> {
+        let (Some(dir), Some(report)) = (&self.stats_dir, sim.collect_stats()) else {
+            return Ok(());
+        };
+        let folder = dir.join(self.experiment).join(&self.stats_folder);
+        let path = self.artefact_in(&folder, label, "txt")?;
+        let mut text = format!(
+            "# every counter of simulation `{label}` of {} (seed {}), at {} ps\n",
+            self.experiment,
+            self.seed,
+            sim.now().ps()
+        );
+        text.push_str(&report.to_text());
+        crate::output::write_atomically(&path, text.as_bytes())?;
+        if let Some(name) = path.file_name() {
+            self.stats_files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{}/{}", self.stats_folder, name.to_string_lossy()));
+        }
+        Ok(())
     }
     /// Where an artefact of this run labelled `label` goes under `dir`:
     /// `dir/EXPERIMENT/LABEL.EXT`, the folder created. A label given out
     /// before in this run gets `-2`, `-3`, … so no artefact silently
     /// overwrites another.
     pub fn artefact_path(&self, dir: &Path, label: &str, ext: &str) -> Result<PathBuf, RunError> {
-        let folder = dir.join(self.experiment);
+        self.artefact_in(&dir.join(self.experiment), label, ext)
+    }
+    /// [`RunContext::artefact_path`] in `folder` itself.
+    fn artefact_in(&self, folder: &Path, label: &str, ext: &str) -> Result<PathBuf, RunError> {
+        let folder = folder.to_path_buf();
         std::fs::create_dir_all(&folder).map_err(|e| crate::output::path_error(&folder, e))?;
         let stem = crate::output::file_stem(label);
         let mut given = self.artefacts.lock().unwrap_or_else(|e| e.into_inner());
@@ -305,22 +376,25 @@ impl RunContext {
         given.insert(path.clone());
         Ok(path)
     }
-    /// Write `sim`'s trace to `TRACE_DIR/EXPERIMENT/<label>.trace`, if
-    /// traces were asked for.
+    /// Write `sim`'s trace as Chrome trace-event JSON to
+    /// `TRACE_DIR/EXPERIMENT/<label>.json`, if traces were asked for,
+    /// saying on stderr when the record cap left events out.
     pub fn write_trace(&self, label: &str, sim: &Sim) -> Result<(), RunError> {
         let Some(dir) = &self.trace_dir else {
             return Ok(());
         };
-        let (records, dropped) = sim.take_trace();
-        let mut text = String::with_capacity(records.len() * 32);
-        for r in &records {
-            text.push_str(&format!("{} {}\n", r.time.ps(), r.message));
+        let Some(trace) = sim.take_trace() else {
+            return Ok(());
+        };
+        let path = self.artefact_path(dir, label, "json")?;
+        crate::output::write_atomically(&path, trace.to_json().as_bytes())?;
+        if trace.dropped() > 0 {
+            eprintln!(
+                "note: {}: record cap reached, {} later event(s) not written",
+                path.display(),
+                trace.dropped()
+            );
         }
-        if dropped > 0 {
-            text.push_str(&format!("# {dropped} later records not kept\n"));
-        }
-        let path = self.artefact_path(dir, label, "trace")?;
-        crate::output::write_atomically(&path, text.as_bytes())?;
         Ok(())
     }
     /// Report progress as a fraction 0–1.
@@ -1132,6 +1206,11 @@ pub struct ExperimentResult {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
     pub sim: SimStats,
+    /// Each simulation's stats file (`stats/LABEL.txt`, relative to the
+    /// result's folder; LABEL names the sweep point and trial), when the
+    /// run asked for `--stats`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats: Vec<String>,
 }
 
 impl ExperimentResult {
@@ -1186,6 +1265,8 @@ pub(crate) fn execute_in(
     let inputs = std::mem::take(&mut *ctx.inputs.lock().unwrap_or_else(|e| e.into_inner()));
     let mut notes = std::mem::take(&mut *ctx.input_notes.lock().unwrap_or_else(|e| e.into_inner()));
     notes.extend(outcome.notes);
+    let mut stats = std::mem::take(&mut *ctx.stats_files.lock().unwrap_or_else(|e| e.into_inner()));
+    stats.sort();
     Ok(ExperimentResult {
         experiment: exp.name().into(),
         reproduces: exp.reproduces().into(),
@@ -1209,6 +1290,7 @@ pub(crate) fn execute_in(
             events_per_wall_s: per_s(tally.events),
             packets_per_wall_s: per_s(tally.packets),
         },
+        stats,
     })
 }
 

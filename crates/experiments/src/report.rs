@@ -368,6 +368,7 @@ mod tests {
                 events_per_wall_s: 0.0,
                 packets_per_wall_s: 0.0,
             },
+            stats: vec![],
         }
     }
 

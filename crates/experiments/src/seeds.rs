@@ -83,6 +83,8 @@ pub fn summarise(mut runs: Vec<ExperimentResult>) -> Result<ExperimentResult, Ru
         let models: Vec<f64> = runs.iter().map(|r| r.checks[ci].model).collect();
         *check = summarise_check(check, &models);
     }
+    out.stats = runs.iter().flat_map(|r| r.stats.iter().cloned()).collect();
+    out.stats.sort();
     out.sim = runs.iter().fold(SimStats::default(), |mut s, r| {
         s.events += r.sim.events;
         s.simulated_ps += r.sim.simulated_ps;

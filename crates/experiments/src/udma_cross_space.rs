@@ -369,7 +369,7 @@ fn run_point(
             lats.len()
         )));
     }
-    ctx.write_trace(&format!("udma-cross-space-{ipc:?}-{size}"), &sim)?;
+    ctx.write_artefacts(&format!("udma-cross-space-{ipc:?}-{size}"), &sim)?;
     sim.shutdown();
     let n = messages as f64;
     Ok(Point {

@@ -243,7 +243,7 @@ fn run_point(
             "descriptors lost or faulted: {counters:?}"
         )));
     }
-    ctx.write_trace(&format!("udma-offload-{mode:?}-{size}"), &sim)?;
+    ctx.write_artefacts(&format!("udma-offload-{mode:?}-{size}"), &sim)?;
     sim.shutdown();
     let per_op = elapsed.as_us_f64() / ops as f64;
     Ok(Point {

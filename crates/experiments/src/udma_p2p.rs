@@ -368,7 +368,7 @@ fn run_point(
             "{way:?}: transfers failed or faulted"
         )));
     }
-    ctx.write_trace(&format!("udma-p2p-{way:?}-{kib}"), &sim)?;
+    ctx.write_artefacts(&format!("udma-p2p-{way:?}-{kib}"), &sim)?;
     sim.shutdown();
     let n = transfers as f64;
     Ok(Point {

@@ -226,7 +226,7 @@ fn run_point(
             "the last copy's bytes differ from its source".into(),
         ));
     }
-    ctx.write_trace(&format!("udma-pollution-{on_engine}"), &sim)?;
+    ctx.write_artefacts(&format!("udma-pollution-{on_engine}"), &sim)?;
     sim.shutdown();
     p.tally = SimTally::of(&sim, iters);
     let _ = Duration::ZERO;

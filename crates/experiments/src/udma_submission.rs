@@ -196,7 +196,7 @@ fn run_point(
     });
     sim.run();
     let (elapsed, busy_time) = out.borrow().clone().map_err(RunError::Config)?;
-    ctx.write_trace(&format!("udma-submission-{path:?}-{size}"), &sim)?;
+    ctx.write_artefacts(&format!("udma-submission-{path:?}-{size}"), &sim)?;
     sim.shutdown();
     Ok(Point {
         latency_us: elapsed.as_us_f64() / ops as f64,

@@ -64,7 +64,7 @@ pub fn run_single_job(
     let done = rt.completions().first().copied();
     let events = rt.events();
     let tally = SimTally::of(&sim, events);
-    run.write_trace(
+    run.write_artefacts(
         &format!("{preemption:?}-{}us-{cycles}cycles", interval.as_us_f64()),
         &sim,
     )?;

@@ -371,7 +371,7 @@ fn run_point(
             "offloads lost: completion accounting broke".into(),
         ));
     }
-    run.write_trace(
+    run.write_artefacts(
         &format!(
             "xui-dsa-{mech:?}-{}us-{}us",
             mean.as_us_f64(),

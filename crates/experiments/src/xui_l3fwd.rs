@@ -670,7 +670,7 @@ fn run_point(
     if a.get("error") > 0 {
         return Err(RunError::Config("the router's driver failed".into()));
     }
-    run.write_trace(
+    run.write_artefacts(
         &format!("xui-l3fwd-{mech:?}-{queues}q-{rate_pps:.0}pps"),
         &sim,
     )?;

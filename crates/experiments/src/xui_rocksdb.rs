@@ -298,7 +298,7 @@ fn run_point(
     } else {
         format!("xui-rocksdb-{mech}-{krps}krps-{workers}workers")
     };
-    run.write_trace(&label, &sim)?;
+    run.write_artefacts(&label, &sim)?;
     sim.shutdown();
     if wrong.get() > 0 {
         return Err(RunError::Config(format!(

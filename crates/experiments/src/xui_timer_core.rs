@@ -227,7 +227,7 @@ fn run_point(
         _ => ledger.busy_fraction(),
     };
     let delivered = kernel.borrow().deliveries().len() as u64;
-    run.write_trace(
+    run.write_artefacts(
         &format!(
             "xui-timer-core-{timer:?}-{workers}w-{}us",
             interval.as_us_f64()

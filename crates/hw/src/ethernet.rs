@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use nextio_engine::{Counters, Duration, Mailbox, Rate, Serializer, Sim, Time};
+use nextio_engine::{Counters, Duration, Mailbox, Rate, Serializer, Sim, Time, TrackId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -146,6 +146,9 @@ pub struct Wire {
     /// The link is up (a cable in both ends). A frame sent on a link
     /// that is down is lost, counted as `drop.link_down`.
     up: std::cell::Cell<bool>,
+    /// The wire's track in the trace, if traced: a span per frame for the
+    /// time its bits are on the line, an instant per frame lost.
+    track: std::cell::OnceCell<TrackId>,
 }
 
 impl Wire {
@@ -158,6 +161,19 @@ impl Wire {
             counters: RefCell::new(Counters::new()),
             capture: RefCell::new(None),
             up: std::cell::Cell::new(true),
+            track: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Record the wire's frames on `track` of the simulation's trace.
+    pub fn trace_on(&self, track: TrackId) {
+        let _ = self.track.set(track);
+    }
+
+    fn trace_drop(&self, why: &'static str) {
+        if let Some(t) = self.track.get() {
+            self.sim
+                .trace_instant(*t, why, "wire.drop", self.sim.now(), None);
         }
     }
 
@@ -186,6 +202,7 @@ impl Wire {
         self.counters.borrow_mut().inc("offered");
         self.transmit(frame).map_err(|_| {
             self.counters.borrow_mut().inc("drop.queue_full");
+            self.trace_drop("drop.queue_full");
             LinkError::QueueFull(self.tx.borrow().config().queue_frames)
         })
     }
@@ -207,14 +224,30 @@ impl Wire {
         if !self.up.get() {
             // The sender's MAC puts it out; nothing is at the other end.
             c.inc("drop.link_down");
+            self.trace_drop("drop.link_down");
             return Ok(now);
         }
-        match self.tx.borrow_mut().transmit(now, frame_bytes) {
+        let sent = self.tx.borrow_mut().transmit(now, frame_bytes);
+        match sent {
             Ok((start, arrival)) => {
                 c.inc("accepted");
                 c.add("accepted_bytes", frame_bytes);
                 if let Some(cap) = self.capture.borrow_mut().as_mut() {
                     cap.record(start, &frame.bytes);
+                }
+                if let Some(t) = self.track.get() {
+                    // On the line from the first bit to the last; the
+                    // propagation delay after it is the link's constant.
+                    let propagation = self.tx.borrow().config().propagation;
+                    let on_line = (arrival - start).saturating_sub(propagation);
+                    self.sim.trace_span_arg(
+                        *t,
+                        "frame",
+                        "wire",
+                        start,
+                        on_line,
+                        ("bytes", frame_bytes),
+                    );
                 }
                 self.rx.deliver(arrival, frame);
                 Ok(arrival)

@@ -73,6 +73,15 @@ impl Interrupts {
                 }
             });
         }
+        let (weak, prefix) = (
+            Rc::downgrade(&me.0),
+            format!("host{}.irq", host.machine().index()),
+        );
+        sim.on_stats(move |r| {
+            if let Some(inner) = weak.upgrade() {
+                r.counters(&prefix, &inner.counters.borrow());
+            }
+        });
         let weak = Rc::downgrade(&me.0);
         host.on_interrupt(move |ev| {
             let Some(inner) = weak.upgrade() else { return };

@@ -79,12 +79,22 @@ pub struct Dispatcher(Rc<Inner>);
 
 impl Dispatcher {
     pub fn new(host: &Host) -> Dispatcher {
-        Dispatcher(Rc::new(Inner {
+        let d = Dispatcher(Rc::new(Inner {
             host: host.clone(),
             threads: RefCell::new(BTreeMap::new()),
             hooks: RefCell::new(Vec::new()),
             counters: RefCell::new(Counters::new()),
-        }))
+        }));
+        let (weak, prefix) = (
+            Rc::downgrade(&d.0),
+            format!("host{}.sched", host.machine().index()),
+        );
+        host.sim().on_stats(move |r| {
+            if let Some(inner) = weak.upgrade() {
+                r.counters(&prefix, &inner.counters.borrow());
+            }
+        });
+        d
     }
 
     pub fn host(&self) -> &Host {
@@ -165,6 +175,8 @@ impl Dispatcher {
     async fn switch_in(&self, slot: &Slot, tid: Tid) {
         let cs = self.0.host.kernel().borrow().costs.context_switch_cycles;
         let ctx = slot.ctx.borrow().clone();
+        ctx.core()
+            .trace_instant("switch-in", ctx.local_now(), Some(("tid", tid.0 as u64)));
         ctx.cycles(Category::ContextSwitch, cs);
         let core = ctx.core().id();
         let kctx = self.kernel_ctx(&ctx);

@@ -317,7 +317,7 @@ fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTal
     }
     drop((abl, bal, l));
     let tally = SimTally::of(&sim, 2 * messages * n as u64);
-    ctx.write_trace(&format!("dpdk-multiprocess-{n}"), &sim)?;
+    ctx.write_artefacts(&format!("dpdk-multiprocess-{n}"), &sim)?;
     sim.shutdown();
     Ok((out, tally))
 }

@@ -397,7 +397,7 @@ fn simulate(ctx: &RunContext) -> Result<Outcome, RunError> {
     ];
     drop(l);
     ctx.record(SimTally::of(&sim, 2 * n));
-    ctx.write_trace("accio-fallback", &sim)?;
+    ctx.write_artefacts("accio-fallback", &sim)?;
     sim.shutdown();
     if tx_unaccounted > 0 || rx_unaccounted > 0 {
         return Err(RunError::Config(format!(

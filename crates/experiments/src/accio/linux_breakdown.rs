@@ -239,7 +239,7 @@ fn run_point(
     let received = got.borrow().len();
     drop(log);
     let lost = receiver.stack.counters().sum_prefix("drop.");
-    ctx.write_trace(
+    ctx.write_artefacts(
         &format!(
             "accio-linux-breakdown-{size}-{}",
             if production { "prod" } else { "testbed" }

@@ -201,7 +201,7 @@ pub fn run(ctx: &RunContext, m: Multi, label: &str) -> Result<MultiResult, RunEr
         tally: SimTally::of(&sim, 2 * total),
     };
     drop((abl, bal, l));
-    ctx.write_trace(label, &sim)?;
+    ctx.write_artefacts(label, &sim)?;
     sim.shutdown();
     if r.echoed != total {
         return Err(RunError::Config(format!(

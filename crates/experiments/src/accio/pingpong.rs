@@ -274,7 +274,7 @@ pub fn run(ctx: &RunContext, p: PingPong, label: &str) -> Result<PingResult, Run
         _ => 0.0,
     };
     drop((ab, ba, l));
-    ctx.write_trace(label, &sim)?;
+    ctx.write_artefacts(label, &sim)?;
     let tally = SimTally::of(&sim, 2 * p.messages);
     sim.shutdown();
     Ok(PingResult {

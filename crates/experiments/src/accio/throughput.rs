@@ -190,7 +190,7 @@ fn run_point(ctx: &RunContext, platform: Platform, duration: Duration) -> Result
         nic_held: a.nic.borrow().rx_held(),
         tally: SimTally::of(&sim, offered),
     };
-    ctx.write_trace(
+    ctx.write_artefacts(
         &format!(
             "accio-throughput-{}",
             if platform == Platform::Server {

@@ -6,7 +6,7 @@
 //! [`LevelStats`], including sums over cores.
 
 /// Demand hits and misses at one level.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LevelStats {
     pub accesses: u64,
     pub hits: u64,
@@ -41,7 +41,7 @@ impl LevelStats {
 /// `l2` and `llc` count demand *loads* only, as the hardware counters the
 /// papers report do (perf's `L1-dcache-loads` / `-load-misses`); stores,
 /// software prefetches and page-walker loads have their own L1d counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CoreStats {
     /// Demand loads at L1d.
     pub l1d: LevelStats,
@@ -96,7 +96,7 @@ impl CoreStats {
 }
 
 /// Counters of device (DMA) traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceStats {
     pub write_llc_hits: u64,
     pub write_llc_allocs: u64,

@@ -16,10 +16,10 @@ pub mod ctx;
 
 pub use ctx::{Bus, CoreCtx, MmioAccessError};
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use nextio_engine::{Category, Duration, Freq, Ledger, Time};
+use nextio_engine::{Category, Duration, Freq, Ledger, Sim, Time, TrackId};
 
 use crate::mem::AddressSpace;
 use crate::memory::Privilege;
@@ -37,6 +37,9 @@ pub struct Core {
     /// The running thread's IA32_PASID MSR: the PASID ENQCMD puts in the
     /// descriptors it sends; `None` when its process has none.
     pasid: Cell<Option<u32>>,
+    /// The core's track in the simulation's trace, if it is traced: every
+    /// charge but idle time becomes a span named by its ledger category.
+    trace: OnceCell<(Sim, TrackId)>,
 }
 
 impl Core {
@@ -48,7 +51,28 @@ impl Core {
             cycle_remainder: Cell::new(0),
             space: Cell::new(None),
             pasid: Cell::new(None),
+            trace: OnceCell::new(),
         })
+    }
+    /// Record the core's ledger charges as spans on `track` of `sim`'s
+    /// trace (set once, when the machine is built).
+    pub fn trace_on(&self, sim: &Sim, track: TrackId) {
+        let _ = self.trace.set((sim.clone(), track));
+    }
+    /// Record an instant (an interrupt's arrival, a context switch) on the
+    /// core's track, if it is traced.
+    pub fn trace_instant(&self, name: &'static str, at: Time, arg: Option<(&'static str, u64)>) {
+        if let Some((sim, track)) = self.trace.get() {
+            sim.trace_instant(*track, name, "cpu.event", at, arg);
+        }
+    }
+    fn trace_charge(&self, category: Category, from: Time, d: Duration) {
+        if let Some((sim, track)) = self.trace.get()
+            && category != Category::Idle
+            && d > Duration::ZERO
+        {
+            sim.trace_span(*track, category.name(), "cpu", from, d);
+        }
     }
     pub fn id(&self) -> usize {
         self.id
@@ -85,7 +109,9 @@ impl Core {
     }
     /// Charge `d` to `category` at the cursor.
     pub fn charge(&self, category: Category, d: Duration) {
-        self.ledger.borrow_mut().charge(category, d);
+        let mut l = self.ledger.borrow_mut();
+        self.trace_charge(category, l.cursor(), d);
+        l.charge(category, d);
     }
     /// Charge `cycles` cycles to `category`, exactly (remainder carried).
     pub fn charge_cycles(&self, category: Category, cycles: u64) {
@@ -100,6 +126,10 @@ impl Core {
     }
     /// Charge the gap from the cursor up to `t` to `category`.
     pub fn charge_until(&self, category: Category, t: Time) {
-        self.ledger.borrow_mut().charge_until(category, t);
+        let mut l = self.ledger.borrow_mut();
+        if t > l.cursor() {
+            self.trace_charge(category, l.cursor(), t - l.cursor());
+        }
+        l.charge_until(category, t);
     }
 }

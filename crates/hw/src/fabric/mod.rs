@@ -34,12 +34,12 @@ pub mod switch;
 pub mod topology;
 pub mod txlog;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::rc::Rc;
 
-use nextio_engine::{Counters, Duration, Sim, Time};
+use nextio_engine::{Counters, Duration, HostId, Sim, StatsReport, Time, TrackId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -320,6 +320,11 @@ pub(crate) struct FabricInner {
     interrupt_sink: RefCell<Option<InterruptSink>>,
     /// Every transaction, when asked for ([`Fabric::record_transactions`]).
     txlog: RefCell<Option<Vec<txlog::Txn>>>,
+    /// The host in the simulation's trace, and each device's track in it
+    /// (by device id), when traced: a span per transaction the device
+    /// issues or receives, from issue to effect.
+    trace_host: Cell<Option<HostId>>,
+    device_tracks: RefCell<Vec<Option<TrackId>>>,
     /// Core-side checks on BARs whose protection the cores enforce.
     guards: RefCell<BTreeMap<(DeviceId, u8), Rc<dyn MmioGuard>>>,
 }
@@ -358,6 +363,8 @@ impl Fabric {
             devices: RefCell::new(Vec::new()),
             interrupt_sink: RefCell::new(None),
             txlog: RefCell::new(None),
+            trace_host: Cell::new(None),
+            device_tracks: RefCell::new(Vec::new()),
             guards: RefCell::new(BTreeMap::new()),
         })))
     }
@@ -442,6 +449,12 @@ impl Fabric {
         *self.0.txlog.borrow_mut() = on.then(Vec::new);
     }
 
+    /// Trace this fabric's devices under `host` (the machine's, when the
+    /// simulation is traced): devices attached from now on get a track.
+    pub fn trace_as(&self, host: Option<HostId>) {
+        self.0.trace_host.set(host);
+    }
+
     /// The transactions logged so far (empty when not recording).
     pub fn transactions(&self) -> Vec<txlog::Txn> {
         self.0.txlog.borrow().clone().unwrap_or_default()
@@ -503,6 +516,10 @@ impl Fabric {
             bars.push(w);
         }
         let cfg = &link.pcie;
+        let track = self.0.sim.trace_track(self.0.trace_host.get(), || {
+            format!("pcie {name} (dev {})", id.0)
+        });
+        self.0.device_tracks.borrow_mut().push(track);
         let dev = Rc::new(RefCell::new(dev));
         let as_dyn: Rc<RefCell<dyn Device>> = dev.clone();
         devices.push(DeviceEntry {
@@ -649,6 +666,32 @@ impl Fabric {
         c.add("credit_stalls", stalls);
         c.add("credit_stalled_ps", stalled);
         c
+    }
+
+    /// Add every counter of the fabric to `report` under `prefix`: its own
+    /// (drops by reason, credit stalls), the memory side's, the IOMMU's and
+    /// its TLBs', and per device its model's counters and what its link
+    /// carried each way (bytes by purpose).
+    pub fn stats(&self, prefix: &str, report: &mut StatsReport) {
+        report.counters(&format!("{prefix}.fabric"), &self.counters());
+        report.serialized(&format!("{prefix}.memory_side"), &self.memory_side_stats());
+        report.serialized(&format!("{prefix}.iommu"), &self.iommu_stats());
+        report.serialized(&format!("{prefix}.iotlb"), &self.iotlb_stats());
+        report.serialized(&format!("{prefix}.pasid_tlb"), &self.pasid_tlb_stats());
+        for i in 0..self.device_count() {
+            let dev = DeviceId(i as u16);
+            let (name, counters) = {
+                let devices = self.0.devices.borrow();
+                let d = &devices[i];
+                (d.name, d.dev.borrow().counters().clone())
+            };
+            let p = format!("{prefix}.dev{i}.{name}");
+            report.counters(&p, &counters);
+            if let Some((up, down)) = self.link_counters(dev) {
+                report.serialized(&format!("{p}.link.upstream"), &up);
+                report.serialized(&format!("{p}.link.downstream"), &down);
+            }
+        }
     }
 
     pub fn memory_side_stats(&self) -> MemorySideStats {
@@ -805,19 +848,53 @@ impl FabricInner {
         bytes: u64,
         purpose: Purpose,
     ) {
+        let txn = txlog::Txn {
+            id: 0,
+            kind,
+            from,
+            to,
+            issued,
+            done,
+            bytes,
+            purpose,
+        };
+        self.trace_txn(&txn);
         if let Some(log) = self.txlog.borrow_mut().as_mut() {
-            let id = log.len() as u64;
             log.push(txlog::Txn {
-                id,
-                kind,
-                from,
-                to,
-                issued,
-                done,
-                bytes,
-                purpose,
+                id: log.len() as u64,
+                ..txn
             });
         }
+    }
+
+    /// A transaction as a span on the track of the device that issued it
+    /// (or, for the CPU's MMIO, of the device it reached).
+    fn trace_txn(&self, t: &txlog::Txn) {
+        if !self.sim.trace_enabled() {
+            return;
+        }
+        let dev = match (t.from, t.to) {
+            (txlog::Party::Device(d), _) | (_, txlog::Party::Device(d)) => d,
+            _ => return,
+        };
+        let Some(Some(track)) = self.device_tracks.borrow().get(dev.0 as usize).copied() else {
+            return;
+        };
+        let category = match (t.kind, t.from) {
+            (txlog::TxnKind::Interrupt, _) => "pcie.msi",
+            (txlog::TxnKind::Write, txlog::Party::Cpu) => "pcie.mmio-write",
+            (txlog::TxnKind::Read, txlog::Party::Cpu) => "pcie.mmio-read",
+            (txlog::TxnKind::Write, _) => "pcie.dma-write",
+            (txlog::TxnKind::Read, _) => "pcie.dma-read",
+        };
+        self.sim.trace_span_arg(
+            track,
+            t.purpose,
+            category,
+            t.issued,
+            t.done - t.issued,
+            ("bytes", t.bytes),
+        );
     }
 
     /// Run `f` at `at` (which the caller computed from now on).

@@ -23,7 +23,7 @@ pub mod presets;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use nextio_engine::{Mailbox, Sim};
+use nextio_engine::{HostId, Mailbox, Sim};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -107,6 +107,10 @@ pub struct Machine {
     fabric: Fabric,
     apics: Apics,
     coherent: RefCell<Option<CoherentFabric>>,
+    /// This host in the simulation's trace, if it is traced.
+    trace_host: Option<HostId>,
+    /// The host's build order in its simulation (`hostN` in stats).
+    index: u32,
 }
 
 impl Machine {
@@ -124,12 +128,40 @@ impl Machine {
                 spec.caches.cores, spec.cores
             )));
         }
+        // Hosts are named by build order, so two of one preset stay apart.
+        let index = sim.new_host_index();
+        let trace_host = sim.trace_host(|| format!("host{index} {}", spec.name));
         let memory =
             MemorySystem::new(sim, spec.memory_bytes, spec.caches.clone(), spec.tlb)?.shared();
         let fabric = Fabric::new(sim, memory.clone(), spec.fabric.clone())?;
-        let cores = (0..spec.cores)
+        fabric.trace_as(trace_host);
+        let cores: Vec<Rc<Core>> = (0..spec.cores)
             .map(|i| Core::new(i, spec.caches.core_clock, sim.now()))
             .collect();
+        for c in &cores {
+            if let Some(track) = sim.trace_track(trace_host, || format!("core {}", c.id())) {
+                c.trace_on(sim, track);
+            }
+        }
+        if sim.stats_enabled() {
+            let (s, cores, memory, fabric) =
+                (sim.clone(), cores.clone(), memory.clone(), fabric.clone());
+            sim.on_stats(move |r| {
+                let now = s.now();
+                for c in &cores {
+                    let p = format!("host{index}.core{}", c.id());
+                    r.ledger(&format!("{p}.ledger"), &c.ledger_at(now.max(c.cursor())));
+                    if let Some(cs) = memory.borrow().caches.stats(c.id()) {
+                        r.serialized(&format!("{p}.cache"), cs);
+                    }
+                }
+                r.serialized(
+                    &format!("host{index}.cache.device"),
+                    &memory.borrow().caches.device_stats(),
+                );
+                fabric.stats(&format!("host{index}"), r);
+            });
+        }
         let apics = Rc::new(RefCell::new(
             (0..spec.cores).map(|i| LocalApic::new(i as u32)).collect(),
         ));
@@ -141,11 +173,23 @@ impl Machine {
             fabric,
             apics,
             coherent: RefCell::new(None),
+            trace_host,
+            index,
         })
     }
 
     pub fn sim(&self) -> &Sim {
         &self.sim
+    }
+    /// The host's build order in its simulation: it is `hostN` in traces
+    /// and stats.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+    /// This host in the simulation's trace (`None` when not tracing), for
+    /// models built on it to register their tracks under.
+    pub fn trace_host(&self) -> Option<HostId> {
+        self.trace_host
     }
     pub fn spec(&self) -> &MachineSpec {
         &self.spec
@@ -231,8 +275,14 @@ impl Machine {
     /// Send every MSI-X message that reaches the root complex to
     /// `handler(core, vector)`: the OS's interrupt entry.
     pub fn route_interrupts(&self, handler: Rc<dyn Fn(usize, u8)>) {
+        let (cores, sim) = (self.cores.clone(), self.sim.clone());
         self.fabric
-            .set_interrupt_sink(Rc::new(move |m: MsiMessage| handler(m.core, m.vector)));
+            .set_interrupt_sink(Rc::new(move |m: MsiMessage| {
+                if let Some(c) = cores.get(m.core) {
+                    c.trace_instant("msi", sim.now(), Some(("vector", m.vector as u64)));
+                }
+                handler(m.core, m.vector)
+            }));
     }
 
     /// Wire `dev`'s Ethernet port `port` to `peer`: the device transmits
@@ -253,7 +303,30 @@ impl Machine {
             back,
             self.fabric.port_sink(dev, port)?,
         ));
+        self.name_port(dev, port, &tx, &rx);
         Ok((tx, rx))
+    }
+
+    /// Name the wires of `dev`'s port `port` in the trace and the stats:
+    /// `tx` leaves the host, `rx` comes in.
+    fn name_port(&self, dev: DeviceId, port: usize, tx: &Rc<Wire>, rx: &Rc<Wire>) {
+        let name = self.fabric.device_name(dev).unwrap_or("device");
+        for (wire, dir) in [(tx, "tx"), (rx, "rx")] {
+            if let Some(t) = self
+                .sim
+                .trace_track(self.trace_host, || format!("wire {name} port {port} {dir}"))
+            {
+                wire.trace_on(t);
+            }
+            let (w, p) = (
+                wire.clone(),
+                format!(
+                    "host{}.wire.dev{}.{name}.port{port}.{dir}",
+                    self.index, dev.0
+                ),
+            );
+            self.sim.on_stats(move |r| r.counters(&p, &w.counters()));
+        }
     }
 }
 
@@ -273,6 +346,7 @@ pub fn join(
     let b_to_a = Rc::new(Wire::new(&mb.sim, link, ma.fabric.port_sink(a, a_port)?));
     ma.fabric.connect_port(a, a_port, a_to_b.clone())?;
     mb.fabric.connect_port(b, b_port, b_to_a.clone())?;
+    ma.name_port(a, a_port, &a_to_b, &b_to_a);
     Ok((a_to_b, b_to_a))
 }
 

@@ -55,7 +55,7 @@ impl TlbConfig {
 }
 
 /// What a TLB has done.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TlbStats {
     pub hits: u64,
     pub misses: u64,
