@@ -42,7 +42,7 @@ use nextio_lib::lauberhorn::{
 use nextio_os::{Host, OsCosts};
 use serde_json::json;
 
-use super::common::{cfg_err, client_host, lauberhorn_host};
+use super::common::{CLIENT_IP, CLIENT_MAC, cfg_err, client_host, lauberhorn_host};
 use crate::experiment::{
     Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, Series, SeriesKind,
     SimTally, Tolerance,
@@ -341,13 +341,13 @@ fn port_for_queue(
     let lut = IndirectionTable::round_robin(2048, queues)?;
     (5000..u16::MAX).find(|&port| {
         let flow = FlowKey {
-            src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            src_ip: CLIENT_IP,
             dst_ip: dst.0,
             src_port: port,
             dst_port: dst.1,
         };
         let macs = Macs {
-            src: [0x02, 0, 0, 0, 0, 1],
+            src: CLIENT_MAC,
             dst: mac,
         };
         build_udp(macs, flow, &[0; 64], 128)
