@@ -2,6 +2,9 @@
 //! client host joined to a server's NIC, and the calls that exercise
 //! every error reply.
 
+// Each test crate uses a part of what is here.
+#![allow(dead_code)]
+
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;

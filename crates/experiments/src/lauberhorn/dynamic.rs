@@ -42,6 +42,7 @@ use nextio_lib::dpdk::{Pmd, PmdConfig};
 use nextio_lib::lauberhorn::{
     Outcome as RpcOutcome, Procedure, RpcServer, RuntimeCosts, compute_handler,
 };
+use nextio_os::lauberhorn::{Background, Callback, CallbackSignal};
 use nextio_os::{Host, OsCosts};
 use serde_json::json;
 
@@ -110,6 +111,14 @@ const PARAMS: &[ParamSpec] = &[
         "how long one process stays hot",
     )
     .real(10.0, 10_000.0),
+    ParamSpec::new(
+        "idle_us",
+        ParamKind::F64,
+        "0",
+        "µs",
+        "silence after each burst (0: bursts follow each other)",
+    )
+    .real(0.0, 10_000.0),
     ParamSpec::new("requests", ParamKind::U64, "6000", "", "calls per system")
         .quick("800")
         .int(10, 100_000),
@@ -159,17 +168,21 @@ const CHECKS: &[CheckSpec] = &[
 ];
 
 #[derive(Clone, Copy)]
-struct Load {
-    processes: usize,
-    handler_us: f64,
-    hot_load: f64,
-    cold_share: f64,
-    burst_us: f64,
-    requests: u64,
+pub(super) struct Load {
+    pub processes: usize,
+    pub handler_us: f64,
+    pub hot_load: f64,
+    pub cold_share: f64,
+    pub burst_us: f64,
+    /// Silence after each burst (0: bursts follow each other).
+    pub idle_us: f64,
+    pub requests: u64,
 }
 
 /// The arrival schedule: (time from the start, process), Poisson with the
-/// hot process changing every burst.
+/// hot process changing every burst; with `idle_us`, arrivals that would
+/// fall in the silence after a burst move to the next burst's start (the
+/// process is memoryless, so the rest of the schedule is unchanged).
 fn schedule(load: Load, seed: u64) -> Vec<(Duration, usize)> {
     let mut rng = SimRng::new(seed).fork("lauberhorn-dynamic-arrivals");
     let hot_rate = load.hot_load / load.handler_us; // per µs
@@ -179,7 +192,11 @@ fn schedule(load: Load, seed: u64) -> Vec<(Duration, usize)> {
     let mut out = Vec::with_capacity(load.requests as usize);
     for _ in 0..load.requests {
         t += rng.exp(1.0 / total);
-        let hot = (t / load.burst_us) as usize % load.processes;
+        let period = load.burst_us + load.idle_us;
+        if load.idle_us > 0.0 && t % period >= load.burst_us {
+            t = (t / period).floor() * period + period;
+        }
+        let hot = (t / period) as usize % load.processes;
         // Which process: the hot one with its share of the rate.
         let u = rng.below(1 << 20) as f64 / (1u64 << 20) as f64 * total;
         let p = if u < hot_rate {
@@ -211,12 +228,12 @@ fn procedure(i: usize, handler_cycles: u64) -> Procedure {
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Run {
-    p50_us: f64,
-    p99_us: f64,
-    efficiency: f64,
-    held_cores: f64,
-    tally: SimTally,
+pub(super) struct Run {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub efficiency: f64,
+    pub held_cores: f64,
+    pub tally: SimTally,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -327,10 +344,30 @@ fn lauberhorn(
     sched: Vec<(Duration, usize)>,
     horizon: Duration,
 ) -> Result<Run, RunError> {
+    lauberhorn_with(run, load, cores, sched, horizon, None).map(|(r, _)| r)
+}
+
+/// Retired cores' other work and how the NIC calls them back.
+pub(super) type Retirement = (CallbackSignal, Rc<dyn Background>);
+
+/// Lauberhorn on `cores` RPC cores; with `retirement`, idle user loops are
+/// released so idle cores retire, and a retired core runs that work (in a
+/// process of its own) until called back by that signal. Also returns the
+/// call-backs.
+pub(super) fn lauberhorn_with(
+    run: &RunContext,
+    load: Load,
+    cores: usize,
+    sched: Vec<(Duration, usize)>,
+    horizon: Duration,
+    retirement: Option<Retirement>,
+) -> Result<(Run, Vec<Callback>), RunError> {
     let sim = run.new_sim();
     let cfg = LauberhornConfig {
         cores,
         slots: load.processes,
+        // Cores lent to other work come back only if idle loops let go.
+        release_idle_loops: retirement.is_some(),
         ..LauberhornConfig::default()
     };
     let (host, os) = lauberhorn_host(&sim, MachineSpec::enzian(cores), cfg.clone())?;
@@ -343,6 +380,15 @@ fn lauberhorn(
                 .map_err(cfg_err)?,
         );
     }
+    let label = match &retirement {
+        None => "lauberhorn-dynamic".to_string(),
+        Some((signal, work)) => {
+            let p = host.create_process().map_err(cfg_err)?;
+            os.set_background(&p, work.clone()).map_err(cfg_err)?;
+            os.set_callback_signal(*signal);
+            format!("lauberhorn-{signal:?}").to_lowercase()
+        }
+    };
     os.start();
     let (client, wires) =
         client_host(run, &sim, &host, os.nic().id, cfg.ip, cfg.rpc_port, cfg.mac)?;
@@ -350,9 +396,10 @@ fn lauberhorn(
     let (rtts, window, held) = drive(&sim, client, sched, ports, cores_of(&host, cores), horizon)?;
     let work = load.requests as f64 * load.handler_us;
     let r = summarise(rtts, work, held, window, SimTally::of(&sim, load.requests));
-    wires.write(run, "lauberhorn-dynamic")?;
+    let callbacks = os.callbacks();
+    wires.write(run, &label)?;
     sim.shutdown();
-    Ok(r)
+    Ok((r, callbacks))
 }
 
 /// A source port whose flow RSS steers to `queue` of `queues`.
@@ -488,6 +535,35 @@ fn linux(
     Ok(r)
 }
 
+/// The workload the run's parameters describe (those of [`PARAMS`], by
+/// name): the load, the RPC cores, the arrival schedule and a horizon far
+/// beyond the schedule plus every request served one by one.
+pub(super) fn workload(
+    ctx: &RunContext,
+) -> Result<(Load, usize, Vec<(Duration, usize)>, Duration), RunError> {
+    let load = Load {
+        processes: ctx.params.u64("processes") as usize,
+        handler_us: ctx.params.f64("handler_us"),
+        hot_load: ctx.params.f64("hot_load"),
+        cold_share: ctx.params.f64("cold_share"),
+        burst_us: ctx.params.f64("burst_us"),
+        idle_us: ctx.params.f64("idle_us"),
+        requests: ctx.params.u64("requests"),
+    };
+    let cores = ctx.params.u64("rpc_cores") as usize;
+    if cores >= load.processes {
+        return Err(RunError::Config(
+            "rpc_cores must be fewer than processes (more endpoints than cores)".into(),
+        ));
+    }
+    let sched = schedule(load, ctx.seed);
+    let span = sched.last().map_or(Duration::ZERO, |x| x.0);
+    let horizon = Duration::from_us(
+        10_000 + 2 * (span.as_us_f64() as u64) + load.requests * (10 + 2 * load.handler_us as u64),
+    );
+    Ok((load, cores, sched, horizon))
+}
+
 impl Experiment for LauberhornDynamic {
     fn host(&self) -> &'static str {
         "enzian"
@@ -511,28 +587,7 @@ impl Experiment for LauberhornDynamic {
         CHECKS
     }
     fn run(&self, ctx: &RunContext) -> Result<Outcome, RunError> {
-        let load = Load {
-            processes: ctx.params.u64("processes") as usize,
-            handler_us: ctx.params.f64("handler_us"),
-            hot_load: ctx.params.f64("hot_load"),
-            cold_share: ctx.params.f64("cold_share"),
-            burst_us: ctx.params.f64("burst_us"),
-            requests: ctx.params.u64("requests"),
-        };
-        let cores = ctx.params.u64("rpc_cores") as usize;
-        if cores >= load.processes {
-            return Err(RunError::Config(
-                "rpc_cores must be fewer than processes (more endpoints than cores)".into(),
-            ));
-        }
-        let sched = schedule(load, ctx.seed);
-        let span = sched.last().map_or(Duration::ZERO, |x| x.0);
-        // Far beyond the schedule plus every request served one by one.
-        let horizon = Duration::from_us(
-            10_000
-                + 2 * (span.as_us_f64() as u64)
-                + load.requests * (10 + 2 * load.handler_us as u64),
-        );
+        let (load, cores, sched, horizon) = workload(ctx)?;
         let res = ctx.sweep(&[0usize, 1, 2], |_, &i| match i {
             0 => lauberhorn(ctx, load, cores, sched.clone(), horizon),
             1 => bypass(ctx, load, sched.clone(), horizon),
