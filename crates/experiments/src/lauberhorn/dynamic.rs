@@ -62,67 +62,78 @@ const PROG0: u32 = 0x2000_0100;
 /// into cycles.
 const GHZ: f64 = 2.0;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "processes",
-        ParamKind::U64,
-        "4",
-        "",
-        "server processes (endpoints)",
-    )
-    .int(2, 8),
-    ParamSpec::new(
-        "rpc_cores",
-        ParamKind::U64,
-        "2",
-        "",
-        "Lauberhorn's RPC cores (bypass uses one per process)",
-    )
-    .int(1, 8),
-    ParamSpec::new(
-        "handler_us",
-        ParamKind::F64,
-        "2",
-        "µs",
-        "each handler's compute time",
-    )
-    .real(0.1, 20.0),
-    ParamSpec::new(
-        "hot_load",
-        ParamKind::F64,
+/// The workload's parameters (read by [`workload`]), with the defaults
+/// an experiment gives the hot load (and its help), the cold share and
+/// the silence after a burst.
+pub(super) const fn workload_params(
+    hot_load: (&'static str, &'static str),
+    cold_share: &'static str,
+    idle_us: &'static str,
+) -> [ParamSpec; 8] {
+    [
+        ParamSpec::new(
+            "processes",
+            ParamKind::U64,
+            "4",
+            "",
+            "server processes (endpoints)",
+        )
+        .int(2, 8),
+        ParamSpec::new(
+            "rpc_cores",
+            ParamKind::U64,
+            "2",
+            "",
+            "Lauberhorn's RPC cores (bypass uses one per process)",
+        )
+        .int(1, 8),
+        ParamSpec::new(
+            "handler_us",
+            ParamKind::F64,
+            "2",
+            "µs",
+            "each handler's compute time",
+        )
+        .real(0.1, 20.0),
+        ParamSpec::new("hot_load", ParamKind::F64, hot_load.0, "", hot_load.1).real(0.2, 1.0),
+        ParamSpec::new(
+            "cold_share",
+            ParamKind::F64,
+            cold_share,
+            "",
+            "each cold process's rate as a share of the hot rate",
+        )
+        .real(0.0, 1.0),
+        ParamSpec::new(
+            "burst_us",
+            ParamKind::F64,
+            "200",
+            "µs",
+            "how long one process stays hot",
+        )
+        .real(10.0, 10_000.0),
+        ParamSpec::new(
+            "idle_us",
+            ParamKind::F64,
+            idle_us,
+            "µs",
+            "silence after each burst (0: bursts follow each other)",
+        )
+        .real(0.0, 10_000.0),
+        ParamSpec::new("requests", ParamKind::U64, "6000", "", "calls per system")
+            .quick("800")
+            .int(10, 100_000),
+    ]
+}
+
+const PARAMS: &[ParamSpec] = &workload_params(
+    (
         "0.5",
-        "",
         "the hot process's offered handler work, in cores (0.5 keeps one bypass core, which also runs the software stack, below saturation)",
-    )
-    .real(0.2, 1.0),
-    ParamSpec::new(
-        "cold_share",
-        ParamKind::F64,
-        "0.05",
-        "",
-        "each cold process's rate as a share of the hot rate",
-    )
-    .real(0.0, 1.0),
-    ParamSpec::new(
-        "burst_us",
-        ParamKind::F64,
-        "200",
-        "µs",
-        "how long one process stays hot",
-    )
-    .real(10.0, 10_000.0),
-    ParamSpec::new(
-        "idle_us",
-        ParamKind::F64,
-        "0",
-        "µs",
-        "silence after each burst (0: bursts follow each other)",
-    )
-    .real(0.0, 10_000.0),
-    ParamSpec::new("requests", ParamKind::U64, "6000", "", "calls per system")
-        .quick("800")
-        .int(10, 100_000),
-];
+    ),
+    "0.05",
+    "0",
+);
 
 const CHECKS: &[CheckSpec] = &[
     // [0]–[2]: against static bypass; [3]–[5]: against Linux.

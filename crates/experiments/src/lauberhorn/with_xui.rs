@@ -36,7 +36,7 @@ use nextio_hw::interrupt::pipeline::programs;
 use nextio_os::lauberhorn::{Background, Callback, CallbackSignal, ComputeBackground};
 use serde_json::json;
 
-use super::dynamic::{Run, lauberhorn_with, workload};
+use super::dynamic::{Run, lauberhorn_with, workload, workload_params};
 use crate::experiment::{
     Axis, CheckSpec, Experiment, Origin, Outcome, RunContext, RunError, Series,
 };
@@ -44,66 +44,21 @@ use crate::params::{ParamKind, ParamSpec};
 
 pub struct LauberhornWithXui;
 
+const WORKLOAD: [ParamSpec; 8] = workload_params(
+    ("0.8", "the hot process's offered handler work, in cores"),
+    "0",
+    "300",
+);
+
 const PARAMS: &[ParamSpec] = &[
-    ParamSpec::new(
-        "processes",
-        ParamKind::U64,
-        "4",
-        "",
-        "server processes (endpoints)",
-    )
-    .int(2, 8),
-    ParamSpec::new(
-        "rpc_cores",
-        ParamKind::U64,
-        "2",
-        "",
-        "Lauberhorn's RPC cores",
-    )
-    .int(1, 8),
-    ParamSpec::new(
-        "handler_us",
-        ParamKind::F64,
-        "2",
-        "µs",
-        "each handler's compute time",
-    )
-    .real(0.1, 20.0),
-    ParamSpec::new(
-        "hot_load",
-        ParamKind::F64,
-        "0.8",
-        "",
-        "the hot process's offered handler work, in cores",
-    )
-    .real(0.2, 1.0),
-    ParamSpec::new(
-        "cold_share",
-        ParamKind::F64,
-        "0",
-        "",
-        "each cold process's rate as a share of the hot rate (0: cores can retire between bursts)",
-    )
-    .real(0.0, 1.0),
-    ParamSpec::new(
-        "burst_us",
-        ParamKind::F64,
-        "200",
-        "µs",
-        "how long one process stays hot",
-    )
-    .real(10.0, 10_000.0),
-    ParamSpec::new(
-        "idle_us",
-        ParamKind::F64,
-        "300",
-        "µs",
-        "silence after each burst, in which idle cores retire to background work",
-    )
-    .real(0.0, 10_000.0),
-    ParamSpec::new("requests", ParamKind::U64, "6000", "", "calls per signal")
-        .quick("800")
-        .int(10, 100_000),
+    WORKLOAD[0],
+    WORKLOAD[1],
+    WORKLOAD[2],
+    WORKLOAD[3],
+    WORKLOAD[4],
+    WORKLOAD[5],
+    WORKLOAD[6],
+    WORKLOAD[7],
     ParamSpec::new(
         "chunk_us",
         ParamKind::F64,
