@@ -190,6 +190,9 @@ pub(super) struct Load {
     pub requests: u64,
 }
 
+/// Arrivals: (time from the start, process).
+pub(super) type Schedule = Vec<(Duration, usize)>;
+
 /// The arrival schedule: (time from the start, process), Poisson with the
 /// hot process changing every burst; with `idle_us`, arrivals that would
 /// fall in the silence after a burst move to the next burst's start (the
@@ -549,9 +552,7 @@ fn linux(
 /// The workload the run's parameters describe (those of [`PARAMS`], by
 /// name): the load, the RPC cores, the arrival schedule and a horizon far
 /// beyond the schedule plus every request served one by one.
-pub(super) fn workload(
-    ctx: &RunContext,
-) -> Result<(Load, usize, Vec<(Duration, usize)>, Duration), RunError> {
+pub(super) fn workload(ctx: &RunContext) -> Result<(Load, usize, Schedule, Duration), RunError> {
     let load = Load {
         processes: ctx.params.u64("processes") as usize,
         handler_us: ctx.params.f64("handler_us"),
