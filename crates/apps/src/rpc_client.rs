@@ -112,6 +112,12 @@ impl RpcClient {
         self.flow.src_port = port;
     }
 
+    /// Send the next calls to the server's UDP port `port` (services
+    /// bound to ports of their own, as Linux sockets are).
+    pub fn set_dst_port(&mut self, port: u16) {
+        self.flow.dst_port = port;
+    }
+
     /// Also answer calls for `backend` that arrive while receiving.
     pub fn set_backend(&mut self, backend: Backend) {
         self.backend = Some(backend);

@@ -6,8 +6,9 @@
 //!
 //! Where datagrams come from is a small trait ([`DatagramIo`]): a
 //! DPDK-style poll-mode driver with a statically assigned core
-//! ([`DpdkIo`], kernel bypass) here; the kernel's UDP sockets plug in the
-//! same way for the Linux baseline.
+//! ([`DpdkIo`], kernel bypass), or the kernel's UDP sockets with the
+//! server thread blocked in `recvfrom` ([`SocketIo`], the Linux
+//! baseline).
 //!
 //! Invariant: every datagram received is answered once (a reply, or an
 //! RFC 5531 error reply) or counted under a `drop.*` reason.
@@ -18,6 +19,7 @@ use std::pin::Pin;
 
 use nextio_engine::{Category, Counters};
 use nextio_hw::cpu::CoreCtx;
+use nextio_hw::mem::VirtAddr;
 use nextio_hw::oncrpc::{self, AcceptStat, XdrValue};
 use nextio_hw::packet::{
     FCS_BYTES, FlowKey, MAX_FRAME_BYTES, MIN_FRAME_BYTES, Macs, UDP_HEADERS_BYTES, build_udp,
@@ -26,6 +28,8 @@ use nextio_hw::packet::{
 use nextio_lib::dpdk::{Mbuf, Pmd};
 use nextio_lib::lauberhorn::{Outcome, Procedure};
 use nextio_os::lauberhorn::{Step, StepMeter};
+use nextio_os::net::{Fd, NetStack};
+use nextio_os::{Dispatcher, Process, Thread, Tid};
 
 /// A future returned by a [`DatagramIo`].
 pub type IoFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -335,6 +339,179 @@ impl DatagramIo for DpdkIo {
                 }
             }
             true
+        })
+    }
+}
+
+/// Bytes of the user buffer a [`SocketIo`] receives into (one Ethernet
+/// frame's payload fits); the reply is built in the half after it.
+const SOCKET_BUF_BYTES: usize = 2048;
+
+/// The Linux baseline: one thread of a process, a UDP socket bound to the
+/// service's port, `recvfrom` blocking until the kernel's receive path
+/// has queued a datagram, `sendto` for the reply.
+///
+/// Steps (1)–(4) and (8)–(9) are read from the kernel's own stamps of
+/// each datagram ([`nextio_os::net::RxStamps`]) and the core's ledger:
+/// (4) the hard IRQ and softirq entry, (1) the driver's poll and GRO plus
+/// `recvmsg`'s copy to user and the return (the process reading the
+/// packet's contents), (2) IP, (3) UDP's socket lookup and enqueue, (9)
+/// the context switch into the reader, (8) everything from the enqueue to
+/// that switch (wake-up, NAPI completion, the re-arm, the scheduler's
+/// pick).
+///
+/// After a failed system call other than a datagram's own (the socket or
+/// thread gone) the I/O stops: `recv` never returns again, counted as
+/// `io_failed`, so a server cannot spin on an error.
+pub struct SocketIo {
+    stack: NetStack,
+    disp: Dispatcher,
+    thread: Thread,
+    fd: Fd,
+    /// The process's receive buffer; the reply is built after it.
+    buf: VirtAddr,
+    local: (std::net::Ipv4Addr, u16),
+    bytes: Vec<u8>,
+    counters: Counters,
+}
+
+impl SocketIo {
+    /// A socket of `process` bound to `port` on `stack`'s address, read by
+    /// `thread` (adopted by `disp`, the dispatcher the stack uses).
+    pub fn new(
+        stack: NetStack,
+        disp: Dispatcher,
+        process: &Process,
+        thread: Thread,
+        port: u16,
+    ) -> Result<SocketIo, nextio_os::net::NetError> {
+        let fd = stack.socket(process.pid());
+        let port = stack.bind(process.pid(), fd, port)?;
+        let buf = process.mmap(2 * SOCKET_BUF_BYTES as u64, false)?;
+        let local = (stack.config().ip, port);
+        Ok(SocketIo {
+            stack,
+            disp,
+            thread,
+            fd,
+            buf,
+            local,
+            bytes: Vec::new(),
+            counters: Counters::new(),
+        })
+    }
+
+    /// The reading thread's id.
+    pub fn tid(&self) -> Tid {
+        self.thread.tid
+    }
+
+    fn switched(&self) -> nextio_engine::Duration {
+        let ctx = &self.thread.ctx;
+        ctx.core()
+            .ledger_at(ctx.local_now())
+            .get(Category::ContextSwitch)
+    }
+}
+
+impl DatagramIo for SocketIo {
+    fn ctx(&self) -> &CoreCtx {
+        &self.thread.ctx
+    }
+    fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+    fn start<'a>(&'a mut self) -> IoFuture<'a, bool> {
+        Box::pin(async move { self.disp.wait_turn(self.thread.tid).await.is_ok() })
+    }
+    fn recv<'a>(&'a mut self, meter: Option<&'a StepMeter>) -> IoFuture<'a, Option<Datagram>> {
+        Box::pin(async move {
+            let ctx = self.thread.ctx.clone();
+            let switched0 = self.switched();
+            let got = self
+                .stack
+                .recvfrom(
+                    &ctx,
+                    self.thread.tid,
+                    self.fd,
+                    self.buf,
+                    SOCKET_BUF_BYTES,
+                    false,
+                )
+                .await;
+            let d = match got {
+                Ok(d) => d,
+                // The kernel counted the datagram it could not copy.
+                Err(nextio_os::net::NetError::Access(_)) => return None,
+                Err(_) => {
+                    self.counters.inc("io_failed");
+                    std::future::pending::<()>().await;
+                    return None;
+                }
+            };
+            let switch = self.switched().saturating_sub(switched0);
+            let t0 = ctx.local_now();
+            self.bytes.resize(d.len, 0);
+            let read = ctx.load(self.buf, &mut self.bytes, Category::Application);
+            if let Some(m) = meter {
+                let s = d.stamps;
+                m.charge(Step::Notify, s.irq_entry, s.poll_start);
+                m.charge(Step::ReadPacket, s.poll_start, s.header_start);
+                m.charge(Step::ProtocolProcessing, s.header_start, s.demux_start);
+                m.charge(Step::Demultiplex, s.demux_start, s.queued);
+                let switch_start = (nextio_engine::Time::ZERO
+                    + (d.resumed - nextio_engine::Time::ZERO).saturating_sub(switch))
+                .max(s.queued);
+                m.charge(Step::Schedule, s.queued, switch_start);
+                m.charge(Step::ContextSwitch, switch_start, d.resumed);
+                m.charge(Step::ReadPacket, d.resumed, d.returned);
+                m.charge(Step::ReadPacket, t0, ctx.local_now());
+            }
+            if read.is_err() {
+                self.counters.inc("drop.rx_error");
+                return None;
+            }
+            let mac = self.stack.config().mac;
+            let from = Peer {
+                flow: FlowKey {
+                    src_ip: self.local.0,
+                    dst_ip: d.src.0,
+                    src_port: self.local.1,
+                    dst_port: d.src.1,
+                },
+                macs: Macs {
+                    src: mac,
+                    dst: self.stack.neighbour(d.src.0).unwrap_or([0; 6]),
+                },
+            };
+            self.counters.inc("datagrams");
+            Some(Datagram {
+                from,
+                payload: std::mem::take(&mut self.bytes),
+            })
+        })
+    }
+    fn send<'a>(&'a mut self, to: Peer, payload: &'a [u8]) -> IoFuture<'a, bool> {
+        Box::pin(async move {
+            if payload.len() > SOCKET_BUF_BYTES {
+                return false;
+            }
+            let ctx = self.thread.ctx.clone();
+            let out = self.buf.offset(SOCKET_BUF_BYTES as u64);
+            if ctx.store(out, payload, Category::Application).is_err() {
+                return false;
+            }
+            self.stack
+                .sendto(
+                    &ctx,
+                    self.thread.tid,
+                    self.fd,
+                    out,
+                    payload.len(),
+                    Some((to.flow.dst_ip, to.flow.dst_port)),
+                )
+                .await
+                .is_ok()
         })
     }
 }

@@ -9,16 +9,15 @@ use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
+mod rpc_common;
+
 use nextio_apps::rpc_client::RpcClient;
 use nextio_engine::{Duration, Sim, Time};
 use nextio_hw::device::Device as _;
-use nextio_hw::ethernet::LinkConfig;
-use nextio_hw::machine::{MachineSpec, join};
+use nextio_hw::machine::MachineSpec;
 use nextio_hw::nic::lauberhorn::LauberhornConfig;
-use nextio_hw::nic::packetized::{PacketizedConfig, PacketizedNic, regs};
+use nextio_hw::nic::packetized::PacketizedNic;
 use nextio_hw::oncrpc::{AcceptStat, Reader, XdrType, XdrValue};
-use nextio_hw::packet::{FlowKey, Macs};
-use nextio_lib::dpdk::{Pmd, PmdConfig};
 use nextio_lib::lauberhorn::{Outcome, Procedure, RpcServer, RuntimeCosts, compute_handler};
 use nextio_os::lauberhorn::{LauberhornOs, LauberhornOsCosts};
 use nextio_os::{Host, OsCosts};
@@ -26,19 +25,7 @@ use nextio_os::{Host, OsCosts};
 const PROG: u32 = 0x2000_0001;
 
 fn add_procedure() -> Procedure {
-    Procedure {
-        prog: PROG,
-        vers: 1,
-        proc_: 1,
-        args: vec![XdrType::U64, XdrType::U64],
-        results: vec![XdrType::U64],
-        handler: compute_handler(50, |a| match (a[0].as_u64(), a[1].as_u64()) {
-            (Some(x), Some(y)) => Outcome::Reply(vec![XdrValue::U64(x.wrapping_add(y))]),
-            _ => Outcome::Error(AcceptStat::GarbageArgs),
-        }),
-        continuation: None,
-        nested_results: vec![],
-    }
+    rpc_common::add_procedure(PROG)
 }
 
 struct Rig {
@@ -70,50 +57,19 @@ fn rig_with(machine_cores: usize, cores: usize, procs: Vec<Procedure>) -> Rig {
     let p = server.create_process().unwrap();
     let app = RpcServer::register(&os, &p, procs, RuntimeCosts::default()).unwrap();
     os.start();
-    let client = Host::new(&sim, MachineSpec::ice_lake_sp(1), OsCosts::default()).unwrap();
-    let nic = client
-        .attach_nic(PacketizedNic::new(PacketizedConfig::default()).unwrap())
-        .unwrap();
-    join(
-        client.machine(),
-        nic.id,
-        0,
+    let (client, nic) = rpc_common::client(
+        &sim,
         server.machine(),
         os.nic().id,
-        0,
-        LinkConfig::default(),
-    )
-    .unwrap();
-    let process = client.create_process().unwrap();
-    let thread = process.thread(0).unwrap();
-    let bar = process.map_bar(nic.id, 0, 0, regs::BAR0_BYTES).unwrap();
-    let pmd = Pmd::new(
-        thread.ctx,
-        &process,
-        &nic,
-        bar,
-        0,
-        PmdConfig::default(),
-        Rc::new(RefCell::new(nextio_engine::Counters::new())),
-    )
-    .unwrap();
-    let flow = FlowKey {
-        src_ip: Ipv4Addr::new(10, 0, 0, 1),
-        dst_ip: cfg.ip,
-        src_port: 5000,
-        dst_port: cfg.rpc_port,
-    };
-    let macs = Macs {
-        src: [0x02, 0, 0, 0, 0, 1],
-        dst: cfg.mac,
-    };
+        (cfg.ip, cfg.rpc_port, cfg.mac),
+    );
     Rig {
         sim,
         server,
         os,
         app,
         pid: p.pid(),
-        client: RpcClient::new(pmd, macs, flow, 1),
+        client,
         nic,
     }
 }
@@ -321,30 +277,9 @@ fn tryagain_bounds_every_blocked_load() {
 #[test]
 fn every_request_is_answered_or_dropped_under_a_reason() {
     let Rig {
-        sim,
-        os,
-        mut client,
-        ..
+        sim, os, client, ..
     } = rig(1);
-    let stats = Rc::new(RefCell::new(Vec::new()));
-    let st = stats.clone();
-    sim.spawn(async move {
-        client.pmd().start().await.unwrap();
-        // Good calls, an unknown program, an unknown procedure, a wrong
-        // version, and arguments that do not decode.
-        let calls: Vec<(u32, u32, u32, Vec<XdrValue>)> = vec![
-            (PROG, 1, 1, vec![XdrValue::U64(1), XdrValue::U64(2)]),
-            (77, 1, 1, vec![]),
-            (PROG, 1, 9, vec![]),
-            (PROG, 2, 1, vec![]),
-            (PROG, 1, 1, vec![XdrValue::U32(5)]),
-            (PROG, 1, 1, vec![XdrValue::U64(3), XdrValue::U64(4)]),
-        ];
-        for (p, v, q, a) in calls {
-            let r = client.call(p, v, q, &a).await.unwrap();
-            st.borrow_mut().push(r.stat);
-        }
-    });
+    let stats = rpc_common::make_mixed_calls(&sim, client, PROG);
     sim.run_until(Time::ZERO + Duration::from_ms(10));
     assert_eq!(
         *stats.borrow(),

@@ -74,6 +74,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &lauberhorn::large::LauberhornLarge,
         &lauberhorn::nested::LauberhornNested,
         &lauberhorn::dynamic::LauberhornDynamic,
+        &lauberhorn::with_xui::LauberhornWithXui,
         &accio::linux_breakdown::AccioLinuxBreakdown,
         &accio::latency::AccioLatency,
         &accio::cpu::AccioCpu,

@@ -103,6 +103,7 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "lauberhorn-large" => &["sizes=256,4096", "iterations=5"],
         "lauberhorn-nested" => &["requests=20", "warmup=5"],
         "lauberhorn-dynamic" => &["requests=50"],
+        "lauberhorn-with-xui" => &["requests=50"],
         "accio-linux-breakdown" => &["sizes=64", "datagrams=5", "kernel=testbed"],
         "accio-latency" => &["sizes=64", "messages=5"],
         "accio-cpu" => &["slowdowns=1,40", "messages=5"],

@@ -12,6 +12,7 @@ use nextio_hw::memory::Privilege;
 use nextio_hw::nic::lauberhorn::LauberhornConfig;
 use nextio_lib::lauberhorn::{RpcServer, RuntimeCosts};
 use nextio_os::lauberhorn::{LauberhornOs, LauberhornOsCosts};
+use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
 use nextio_os::{Host, OsCosts};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,16 @@ pub fn lauberhorn_host(
     let host = Host::new(sim, spec, OsCosts::default()).map_err(cfg_err)?;
     let os = LauberhornOs::attach(&host, cfg, LauberhornOsCosts::default()).map_err(cfg_err)?;
     Ok((host, os))
+}
+
+/// An Enzian of `cores` cores running Linux's UDP stack (a production
+/// kernel's costs) on the DMA NIC, at the Lauberhorn server's address, the
+/// client host its neighbour; the NIC interrupts core 0.
+pub fn linux_server(sim: &Sim, cores: usize) -> Result<LinuxHost, RunError> {
+    let cfg = LauberhornConfig::default();
+    let mut net = NetConfig::new(cfg.ip, cfg.mac, LinuxNetCosts::production());
+    net.neighbours.push((CLIENT_IP, CLIENT_MAC));
+    LinuxHost::build(sim, MachineSpec::enzian(cores), OsCosts::default(), net).map_err(cfg_err)
 }
 
 /// A process registered with the NIC (serving nothing) and a context on
@@ -153,6 +164,11 @@ impl ClientWires {
     }
 }
 
+/// The client host's address and MAC (a server's kernel needs them as a
+/// neighbour entry to reply).
+pub const CLIENT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
 /// An ONC RPC client host (Ice Lake-SP, the E810-like NIC, a DPDK thread)
 /// joined by a wire to `server_dev`'s port 0 on `server`; the wire is
 /// captured if `run` asks for pcap files.
@@ -197,13 +213,13 @@ pub fn client_host(
     )
     .map_err(cfg_err)?;
     let flow = nextio_hw::packet::FlowKey {
-        src_ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+        src_ip: CLIENT_IP,
         dst_ip: server_ip,
         src_port: 5000,
         dst_port: server_port,
     };
     let macs = nextio_hw::packet::Macs {
-        src: [0x02, 0, 0, 0, 0, 1],
+        src: CLIENT_MAC,
         dst: server_mac,
     };
     for wire in [&to_server, &to_client] {

@@ -11,3 +11,4 @@ pub mod large;
 pub mod nested;
 pub mod rpc_cycles;
 pub mod rtt;
+pub mod with_xui;

@@ -5,11 +5,14 @@
 //! process's own loop, which polls the process's channel with no kernel
 //! involvement until the NIC says YIELDNOW. TRYAGAIN is where the kernel
 //! thread calls the scheduler; RETIRE hands the core to other work until
-//! the NIC's interrupt wants it back.
+//! the NIC's interrupt wants it back (the call-back's delivery priced by
+//! the pipeline model: a flush for the kernel's interrupt, tracked for
+//! xUI's).
 
 use std::rc::Rc;
 
 use nextio_engine::Category;
+use nextio_hw::interrupt::pipeline::{CoreParams, Route, Strategy, UcodeCosts, delivery_cost};
 use nextio_hw::memory::Privilege;
 use nextio_hw::nic::lauberhorn::layout::RxKind;
 use nextio_hw::nic::lauberhorn::regs;
@@ -17,7 +20,7 @@ use nextio_hw::oncrpc::AcceptStat;
 
 use super::channel::ChannelIo;
 use super::steps::Step;
-use super::{Inner, LoopExit};
+use super::{Callback, CallbackSignal, Inner, LoopExit};
 
 pub(super) async fn core_loop(os: Rc<Inner>, core: usize) {
     let machine = os.host.machine();
@@ -45,6 +48,7 @@ pub(super) async fn core_loop(os: Rc<Inner>, core: usize) {
         };
         if os.cores[core].irq.replace(false) {
             // A preemption or a stray wake: the interrupt entry and exit.
+            os.cores[core].line.take();
             ctx.cycles(Category::Interrupt, os_costs.irq_cycles);
         }
         match d.kind {
@@ -165,6 +169,7 @@ async fn retired(os: &Rc<Inner>, ctx: &nextio_hw::cpu::CoreCtx, core: usize) {
         let st = &os.cores[core];
         ctx.block_until(&st.irq_notify, || st.irq.get()).await;
         st.irq.set(false);
+        st.line.take();
         ctx.cycles(Category::Interrupt, os_costs.irq_cycles);
         return;
     };
@@ -181,17 +186,43 @@ async fn retired(os: &Rc<Inner>, ctx: &nextio_hw::cpu::CoreCtx, core: usize) {
         return;
     }
     ctx.cycles(Category::ContextSwitch, os_costs.context_switch_cycles);
-    while !os.cores[core].irq.get() {
-        work.chunk(ctx, core).await;
+    let st = &os.cores[core];
+    while !st.irq.get() {
+        work.chunk(ctx, core, &st.line).await;
     }
-    os.cores[core].irq.set(false);
-    // The NIC's interrupt: entry, then the switch back to the dispatch
-    // thread.
-    ctx.cycles(Category::Interrupt, os_costs.irq_cycles);
+    st.irq.set(false);
+    ctx.sync().await;
+    let arrived = st.line.take().unwrap_or_else(|| ctx.local_now());
+    // The NIC's message reaches the running background thread: delivery
+    // to the first handler instruction, priced by the pipeline model for
+    // what the work keeps in flight.
+    let (strategy, give_back) = match os.signal.get() {
+        // The kernel's handler: entry and exit around it.
+        CallbackSignal::Ipi => (Strategy::Flush, os_costs.irq_cycles),
+        // The user handler asks for the core to be given back.
+        CallbackSignal::XuiTracked => (Strategy::Tracked, os_costs.syscall_cycles),
+    };
+    let d = delivery_cost(
+        &CoreParams::default(),
+        &UcodeCosts::default(),
+        &work.mix(),
+        strategy,
+        Route::Direct,
+    );
+    ctx.cycles(Category::Interrupt, d.latency_cycles);
+    let handler = ctx.local_now();
+    ctx.cycles(Category::Interrupt, give_back);
+    // The switch back to the dispatch thread.
     ctx.cycles(Category::ContextSwitch, os_costs.context_switch_cycles);
     let _ = os
         .host
         .kernel()
         .borrow_mut()
         .block_current(core, now_cycles);
+    os.callbacks.borrow_mut().push(Callback {
+        core,
+        arrived,
+        handler,
+        back: ctx.local_now(),
+    });
 }

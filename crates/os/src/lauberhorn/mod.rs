@@ -11,8 +11,11 @@
 //!   handler, and leave the core in that process's user loop (a
 //!   [`RpcProcess`] supplies both) until the NIC says YIELDNOW; TRYAGAIN
 //!   is the kernel's chance to call the scheduler; RETIRE gives the core
-//!   to other work until the NIC's interrupt calls it back;
-//! * [`steps`] — the §2 steps and a meter of core time per step.
+//!   to other work until the NIC's interrupt calls it back — a device
+//!   interrupt the kernel takes, or (beyond the paper) an xUI tracked
+//!   interrupt forwarded to the background thread ([`CallbackSignal`]);
+//! * [`steps`] — the §2 steps and a meter of core time per step;
+//! * `background` — compute a retired core can be lent to.
 //!
 //! The kernel keeps the NIC informed: which core joins or leaves the RPC
 //! pool and which process runs on it (register writes), and it preempts a
@@ -24,6 +27,7 @@
 //! parked (blocked) — never on a run queue, so the dispatch loop alone
 //! decides what a core runs.
 
+mod background;
 pub mod channel;
 mod dispatch;
 pub mod steps;
@@ -34,10 +38,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use nextio_engine::{Counters, Notify};
+use nextio_engine::{Counters, Notify, Time};
 use nextio_hw::coherent::{CoherentFabric, HomeWindow};
 use nextio_hw::cpu::CoreCtx;
 use nextio_hw::fabric::{DeviceHandle, MsiMessage};
+use nextio_hw::interrupt::line::IrqLine;
+use nextio_hw::interrupt::pipeline::InstrMix;
 use nextio_hw::mem::{PhysAddr, VirtAddr};
 use nextio_hw::nic::lauberhorn::layout::{CHANNEL_BYTES, Half, LineRole, WindowLayout};
 use nextio_hw::nic::lauberhorn::{Destination, Endpoint, LauberhornConfig, LauberhornNic, regs};
@@ -45,6 +51,7 @@ use nextio_hw::oncrpc::Signature;
 
 use crate::host::{Host, Process};
 use crate::kernel::{OsError, Pid, Tid};
+pub use background::ComputeBackground;
 pub use channel::{ChannelError, ChannelIo, Delivery};
 pub use steps::{Step, StepMeter};
 
@@ -79,9 +86,41 @@ pub trait RpcProcess {
 }
 
 /// Work a retired core does until the NIC wants it back: one chunk per
-/// call, so the core can notice its interrupt between chunks.
+/// call; a chunk stops early when `irq` (the core's interrupt line, raised
+/// by the NIC's message) is raised, so the interrupt is taken when it
+/// arrives.
 pub trait Background {
-    fn chunk<'a>(&'a self, ctx: &'a CoreCtx, core: usize) -> LocalFuture<'a, ()>;
+    fn chunk<'a>(&'a self, ctx: &'a CoreCtx, core: usize, irq: &'a IrqLine) -> LocalFuture<'a, ()>;
+    /// How the work keeps the pipeline busy (what an interrupt's delivery
+    /// costs it).
+    fn mix(&self) -> InstrMix;
+}
+
+/// How the NIC's call-back message reaches a retired core that runs other
+/// work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallbackSignal {
+    /// Lauberhorn's: a device interrupt the kernel takes — the pipeline
+    /// is flushed (xUI's flush delivery), the kernel's interrupt entry and
+    /// exit run, and the scheduler switches to the dispatch thread.
+    Ipi,
+    /// xUI's tracked interrupt: the kernel forwards the NIC's vector to
+    /// the background thread while it runs (xUI §4.5, the APIC's fast
+    /// path), delivered without a flush (§4.2); its user handler makes
+    /// a system call to give the core back, and the scheduler switches to
+    /// the dispatch thread.
+    XuiTracked,
+}
+
+/// One call-back of a retired core: when the NIC's message arrived at the
+/// core, when the first handler instruction ran, and when the core was
+/// back in the RPC pool (its dispatch thread running again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Callback {
+    pub core: usize,
+    pub arrived: Time,
+    pub handler: Time,
+    pub back: Time,
 }
 
 /// Costs of the kernel's Lauberhorn paths, in core cycles: the root
@@ -159,6 +198,8 @@ struct CoreState {
     /// An interrupt from the NIC arrived and is not yet handled.
     irq: Cell<bool>,
     irq_notify: Rc<Notify>,
+    /// The same interrupt as a line into the core, for work it stops.
+    line: IrqLine,
 }
 
 pub(crate) struct Inner {
@@ -178,6 +219,8 @@ pub(crate) struct Inner {
     slots: RefCell<Vec<Option<SlotInfo>>>,
     cores: Vec<CoreState>,
     background: RefCell<Option<BackgroundWork>>,
+    signal: Cell<CallbackSignal>,
+    callbacks: RefCell<Vec<Callback>>,
     meter: RefCell<Option<StepMeter>>,
     stop: Cell<bool>,
     counters: RefCell<Counters>,
@@ -281,9 +324,12 @@ impl LauberhornOs {
                 .map(|_| CoreState {
                     irq: Cell::new(false),
                     irq_notify: Rc::new(Notify::new(&sim)),
+                    line: IrqLine::new(&sim),
                 })
                 .collect(),
             background: RefCell::new(None),
+            signal: Cell::new(CallbackSignal::Ipi),
+            callbacks: RefCell::new(Vec::new()),
             meter: RefCell::new(None),
             stop: Cell::new(false),
             counters: RefCell::new(Counters::new()),
@@ -296,6 +342,7 @@ impl LauberhornOs {
             {
                 c.irq.set(true);
                 c.irq_notify.notify();
+                c.line.raise(os.host.sim().now());
             }
         });
         Ok(LauberhornOs(inner))
@@ -478,6 +525,17 @@ impl LauberhornOs {
         }
         *self.0.background.borrow_mut() = Some((work, threads));
         Ok(())
+    }
+
+    /// How the NIC's call-back reaches a retired core running background
+    /// work (Lauberhorn's interrupt unless set).
+    pub fn set_callback_signal(&self, signal: CallbackSignal) {
+        self.0.signal.set(signal);
+    }
+
+    /// Every call-back of a retired core from background work so far.
+    pub fn callbacks(&self) -> Vec<Callback> {
+        self.0.callbacks.borrow().clone()
     }
 
     /// Start the dispatch thread on every RPC core.

@@ -82,8 +82,14 @@ impl SkbPool {
 /// receive path at (the kernel's own instrumentation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxStamps {
+    /// The NAPI interrupt handler begins (hard IRQ entry).
+    pub irq_entry: Time,
+    /// The driver's poll begins (hard IRQ and softirq entry done).
+    pub poll_start: Time,
     /// `ip_rcv` begins: header processing starts.
     pub header_start: Time,
+    /// `udp_rcv` begins: IP is done, the socket lookup starts.
+    pub demux_start: Time,
     /// The datagram is on the socket's queue: header processing is done.
     pub queued: Time,
 }

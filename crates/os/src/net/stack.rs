@@ -87,6 +87,9 @@ pub struct Datagram {
     pub len: usize,
     pub src: (Ipv4Addr, u16),
     pub stamps: RxStamps,
+    /// When the reader ran again after blocking (its switch-in paid), or
+    /// when it found the datagram queued if it did not block.
+    pub resumed: Time,
     /// When the system call returned to user mode.
     pub returned: Time,
 }
@@ -353,6 +356,7 @@ impl NetStack {
                 Err(_) => self.0.disp.block(tid).await?,
             }
         };
+        let resumed = ctx.local_now();
         ctx.cycles(Category::NetworkStack, c.recvmsg_cycles);
         let n = (skb.payload_len as usize).min(cap);
         let kctx = self.0.disp.kernel_ctx(ctx);
@@ -381,6 +385,7 @@ impl NetStack {
             len: n,
             src: skb.src,
             stamps: skb.stamps,
+            resumed,
             returned: ctx.local_now(),
         })
     }
@@ -580,8 +585,10 @@ impl NetStack {
     async fn napi(&self, kctx: &CoreCtx) -> Result<(), NetError> {
         let c = self.0.cfg.costs;
         let budget = self.0.cfg.ice.napi_budget;
+        let irq_entry = kctx.local_now();
         kctx.cycles(Category::Interrupt, c.hardirq_cycles);
         kctx.cycles(Category::Interrupt, c.softirq_cycles);
+        let entry = (irq_entry, kctx.local_now());
         let mut wake = Vec::new();
         loop {
             kctx.sync().await;
@@ -591,7 +598,7 @@ impl NetStack {
                 let State { driver, pool, .. } = &mut *st;
                 let rx_db = driver.clean_rx(kctx, pool, budget, c.driver_rx_cycles, &mut frames)?;
                 for f in &frames {
-                    self.receive(&mut st, kctx, *f, &mut wake);
+                    self.receive(&mut st, kctx, *f, entry, &mut wake);
                 }
                 let State { driver, pool, .. } = &mut *st;
                 driver.clean_tx(kctx, pool, c.tx_clean_cycles)?;
@@ -617,8 +624,16 @@ impl NetStack {
     }
 
     /// IP and UDP receive of one frame: onto its socket's queue or a
-    /// `drop.rx_*` counter.
-    fn receive(&self, st: &mut State, kctx: &CoreCtx, f: RxFrame, wake: &mut Vec<Tid>) {
+    /// `drop.rx_*` counter. `entry` is when the interrupt's handler and
+    /// its poll began, for the datagram's stamps.
+    fn receive(
+        &self,
+        st: &mut State,
+        kctx: &CoreCtx,
+        f: RxFrame,
+        entry: (Time, Time),
+        wake: &mut Vec<Tid>,
+    ) {
         let c = self.0.cfg.costs;
         kctx.cycles(Category::NetworkStack, c.netif_rx_cycles);
         let header_start = kctx.local_now();
@@ -645,6 +660,7 @@ impl NetStack {
             st.counters.inc("drop.rx_not_local");
             return;
         }
+        let demux_start = kctx.local_now();
         kctx.cycles(Category::NetworkStack, c.udp_rcv_cycles);
         let src = (view.flow.src_ip, view.flow.src_port);
         let Some(id) = st.socks.demux((view.flow.dst_ip, view.flow.dst_port), src) else {
@@ -659,7 +675,10 @@ impl NetStack {
             payload_len: view.payload_len as u16,
             src,
             stamps: RxStamps {
+                irq_entry: entry.0,
+                poll_start: entry.1,
                 header_start,
+                demux_start,
                 queued: kctx.local_now(),
             },
         };

@@ -96,6 +96,12 @@ pub struct LauberhornConfig {
     /// process has requests waiting and no core (§6).
     #[serde(skip, default = "default_yield_idle_loops")]
     pub yield_idle_loops: bool,
+    /// Also release a user loop that waited `retire_idle_ps` with nothing
+    /// for it (YIELDNOW), so its core goes back to its kernel channel and
+    /// can retire when load drops (§6: the NIC gives cores back based on
+    /// the load it sees). Off unless an experiment asks for it.
+    #[serde(skip, default)]
+    pub release_idle_loops: bool,
     /// Endpoints the table holds.
     pub endpoints: usize,
 }

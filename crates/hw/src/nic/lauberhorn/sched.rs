@@ -13,8 +13,10 @@
 //!
 //! and the request waits in `s`'s queue (bounded; `drop.queue_full`).
 //! A kernel channel idle for [`LauberhornConfig::retire_idle_ps`] is told
-//! RETIRE while more than `min_rpc_cores` cores serve RPCs; every held
-//! load gets TRYAGAIN after [`LauberhornConfig::tryagain_ps`].
+//! RETIRE while more than `min_rpc_cores` cores serve RPCs (and, if
+//! [`LauberhornConfig::release_idle_loops`], a user loop idle that long is
+//! told YIELDNOW first); every held load gets TRYAGAIN after
+//! [`LauberhornConfig::tryagain_ps`].
 
 use nextio_engine::Duration;
 
@@ -119,6 +121,13 @@ impl LauberhornNic {
                     return;
                 }
                 self.arm_tryagain(cx, ch);
+                if self.cfg.release_idle_loops {
+                    let epoch = self.channels[ch].rx.epoch;
+                    cx.set_timer(
+                        Duration::from_ps(self.cfg.retire_idle_ps),
+                        timer_token(T_RETIRE, ch, epoch),
+                    );
+                }
             }
             None => {
                 let oldest = (0..self.cfg.slots)
@@ -143,14 +152,25 @@ impl LauberhornNic {
         }
     }
 
-    /// The RETIRE timer of kernel channel `ch` fired.
+    /// The RETIRE timer of channel `ch` fired: a kernel channel is sent
+    /// RETIRE, a user loop (when released) YIELDNOW.
     pub(super) fn retire_timer(&mut self, cx: &mut DeviceCtx<'_>, ch: usize, epoch: u32) {
         let layout = self.layout.expect("attached");
         let (core, slot) = layout.owner(ch);
         let Some(c) = self.channels.get(ch) else {
             return;
         };
-        if slot.is_some() || c.rx.epoch != epoch || !self.held(ch) {
+        if c.rx.epoch != epoch || !self.held(ch) {
+            return;
+        }
+        if let Some(s) = slot {
+            if self.cfg.release_idle_loops
+                && self.queues[s].is_empty()
+                && self.channels[ch].direct.is_empty()
+            {
+                self.counters.inc("released_loops");
+                self.deliver(cx, ch, RxKind::YieldNow, None);
+            }
             return;
         }
         if self.rpc_cores() > self.cfg.min_rpc_cores {
