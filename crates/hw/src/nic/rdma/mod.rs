@@ -41,11 +41,12 @@
 //!   and refused or faulting DMA are counted, never panics.
 //!
 //! Simplifications, documented where they act: UD only (no reliable
-//! connection, no RDMA READ/WRITE); every send is signalled; one WQE is
-//! served at a time on transmit and one frame at a time on receive (the
-//! NIC's parallel processing units are not modelled); WQEs are always
+//! connection, no RDMA READ/WRITE); every send is signalled; each engine
+//! serves up to `processing_units` requests at once, one per QP (the
+//! NIC's processing units, their count an assumption); WQEs are always
 //! fetched by DMA (mlx5's BlueFlame, which writes a small WQE through the
-//! doorbell itself, is not modelled); the producer and consumer indices
+//! doorbell itself, is not modelled, nor is inline data); receive WQEs
+//! are read when a message arrives, not prefetched; the producer and consumer indices
 //! stay on chip for every QP while the rest of the context is cached.
 
 pub mod context;
@@ -97,6 +98,9 @@ pub struct RdmaNicConfig {
     pub max_memory_regions: usize,
     /// Received frames that may wait for the receive engine; more are dropped.
     pub rx_queue_frames: usize,
+    /// Work requests each engine (transmit, receive) serves at once, at
+    /// most one per QP.
+    pub processing_units: usize,
     /// Time from a send's message read to its first bit on the port.
     pub tx_pipeline_ps: u64,
     /// Time from a frame's last bit in to the receive engine.
@@ -139,6 +143,8 @@ struct QpState {
     cq_head: u64,
     /// In the transmit engine's queue.
     queued: bool,
+    /// A send WQE of this QP is being served (one at a time per QP).
+    tx_busy: bool,
 }
 
 /// Which engine waits for a context.
@@ -161,8 +167,9 @@ enum Tag {
     RxData,
     /// A posted CQE write.
     Cqe,
-    /// Timers.
-    TxPipeline,
+    /// Timers: job `seq`'s frame through the transmit pipeline; the
+    /// oldest frame through the receive pipeline.
+    TxPipeline(u64),
     RxPipeline,
 }
 
@@ -179,7 +186,7 @@ impl Tag {
             Tag::RxWqe(s) => (4, s),
             Tag::RxData => (5, 0),
             Tag::Cqe => (6, 0),
-            Tag::TxPipeline => (7, 0),
+            Tag::TxPipeline(s) => (7, s),
             Tag::RxPipeline => (8, 0),
         };
         (kind << Self::KIND_SHIFT) | (index & Self::INDEX_MASK)
@@ -195,7 +202,7 @@ impl Tag {
             4 => Tag::RxWqe(s),
             5 => Tag::RxData,
             6 => Tag::Cqe,
-            7 => Tag::TxPipeline,
+            7 => Tag::TxPipeline(s),
             8 => Tag::RxPipeline,
             _ => return None,
         })
@@ -223,9 +230,14 @@ impl RdmaNic {
                 cfg.max_qps
             )));
         }
-        if cfg.qp_cache_entries == 0 || cfg.rx_queue_frames == 0 || cfg.max_memory_regions == 0 {
+        if cfg.qp_cache_entries == 0
+            || cfg.rx_queue_frames == 0
+            || cfg.max_memory_regions == 0
+            || cfg.processing_units == 0
+        {
             return Err(RdmaNicError::Config(
-                "the context cache, receive queue and region table need room for one".into(),
+                "the context cache, receive queue, region table and engines need room for one"
+                    .into(),
             ));
         }
         Ok(RdmaNic {
@@ -485,7 +497,7 @@ impl Device for RdmaNic {
 
     fn timer(&mut self, cx: &mut DeviceCtx<'_>, token: u64) {
         match Tag::decode(token) {
-            Some(Tag::TxPipeline) => self.tx_send(cx),
+            Some(Tag::TxPipeline(s)) => self.tx_pipeline_done(cx, s),
             Some(Tag::RxPipeline) => self.rx_pipeline_done(cx),
             _ => self.counters.inc("unexpected_timers"),
         }
@@ -510,7 +522,7 @@ mod tests {
             Tag::RxWqe(9),
             Tag::RxData,
             Tag::Cqe,
-            Tag::TxPipeline,
+            Tag::TxPipeline(8),
             Tag::RxPipeline,
         ] {
             assert_eq!(Tag::decode(t.encode()), Some(t));

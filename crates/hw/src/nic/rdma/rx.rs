@@ -1,5 +1,7 @@
 //! The RDMA NIC's receive engine: a RoCEv2 UD SEND for one of this NIC's
-//! QPs waits out the receive pipeline, then the engine serves it — the
+//! QPs waits out the receive pipeline, then the engine serves it (up to
+//! `processing_units` frames at once, at most one per QP, so a QP's
+//! receives complete in arrival order) — the
 //! QP's context (cached or fetched), the queue key, the next receive WQE
 //! (read by DMA: Kalia et al., ATC'16 §3.1, a RECV costs the NIC a
 //! descriptor read), the region check, then the GRH and message written
@@ -9,7 +11,7 @@
 //! `rx_delivered`, `rx_error_completions` (a receive WQE consumed with a
 //! length or protection error) or a `drop.rx_*` counter.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use nextio_engine::Duration;
 
@@ -28,7 +30,9 @@ pub(super) struct RxEngine {
     pipeline: VecDeque<RxFrame>,
     /// Frames out of the pipeline waiting for the engine.
     queue: VecDeque<RxFrame>,
-    job: Option<RxJob>,
+    jobs: BTreeMap<u64, RxJob>,
+    /// QPs with a job in flight.
+    busy: BTreeSet<u32>,
     seq: u64,
 }
 
@@ -38,7 +42,6 @@ struct RxFrame {
 }
 
 struct RxJob {
-    seq: u64,
     frame: RxFrame,
     ctx: Option<QpContext>,
 }
@@ -74,8 +77,18 @@ impl RdmaNic {
     }
 
     fn rx_kick(&mut self, cx: &mut DeviceCtx<'_>) {
-        while self.rx.job.is_none() {
-            let Some(frame) = self.rx.queue.pop_front() else {
+        while self.rx.jobs.len() < self.cfg.processing_units {
+            // The oldest frame whose QP has no job in flight.
+            let busy = &self.rx.busy;
+            let Some(at) = self
+                .rx
+                .queue
+                .iter()
+                .position(|f| !busy.contains(&f.packet.header.dest_qpn))
+            else {
+                return;
+            };
+            let Some(frame) = self.rx.queue.remove(at) else {
                 return;
             };
             let qpn = frame.packet.header.dest_qpn;
@@ -85,11 +98,8 @@ impl RdmaNic {
             }
             self.rx.seq += 1;
             let seq = self.rx.seq;
-            self.rx.job = Some(RxJob {
-                seq,
-                frame,
-                ctx: None,
-            });
+            self.rx.busy.insert(qpn);
+            self.rx.jobs.insert(seq, RxJob { frame, ctx: None });
             match self.context(cx, qpn, Engine::Rx, seq) {
                 Ok(Some(c)) => self.rx_context(cx, seq, Some(c)),
                 Ok(None) => {}
@@ -99,19 +109,24 @@ impl RdmaNic {
     }
 
     fn rx_job(&mut self, seq: u64) -> Option<&mut RxJob> {
-        match &mut self.rx.job {
-            Some(j) if j.seq == seq => Some(j),
-            _ => {
-                self.counters.inc("unexpected_dma_events");
-                None
-            }
+        let job = self.rx.jobs.get_mut(&seq);
+        if job.is_none() {
+            self.counters.inc("unexpected_dma_events");
         }
+        job
     }
 
-    fn rx_drop(&mut self, cx: &mut DeviceCtx<'_>, reason: &'static str) {
-        self.counters.inc(reason);
-        self.rx.job = None;
+    /// End job `seq` and take the next frame.
+    fn rx_finish(&mut self, cx: &mut DeviceCtx<'_>, seq: u64) {
+        if let Some(job) = self.rx.jobs.remove(&seq) {
+            self.rx.busy.remove(&job.frame.packet.header.dest_qpn);
+        }
         self.rx_kick(cx);
+    }
+
+    fn rx_drop(&mut self, cx: &mut DeviceCtx<'_>, seq: u64, reason: &'static str) {
+        self.counters.inc(reason);
+        self.rx_finish(cx, seq);
     }
 
     /// The job's QP context is known (`None`: it could not be read).
@@ -122,19 +137,19 @@ impl RdmaNic {
         let qpn = job.frame.packet.header.dest_qpn;
         let qkey = job.frame.packet.header.qkey;
         let Some(ctx) = ctx else {
-            return self.rx_drop(cx, "drop.rx_context");
+            return self.rx_drop(cx, seq, "drop.rx_context");
         };
         job.ctx = Some(ctx);
         self.cache.insert(qpn, ctx);
         if qkey != ctx.qkey {
-            return self.rx_drop(cx, "drop.rx_bad_qkey");
+            return self.rx_drop(cx, seq, "drop.rx_bad_qkey");
         }
         let Some(st) = self.qps.get_mut(&qpn) else {
-            return self.rx_drop(cx, "drop.rx_no_qp");
+            return self.rx_drop(cx, seq, "drop.rx_no_qp");
         };
         if st.rq_next >= st.rq_producer {
             // UD: no receive posted, the datagram is silently lost.
-            return self.rx_drop(cx, "drop.rx_no_recv_wqe");
+            return self.rx_drop(cx, seq, "drop.rx_no_recv_wqe");
         }
         let index = st.rq_next;
         st.rq_next += 1;
@@ -143,23 +158,20 @@ impl RdmaNic {
             .dma_read(addr, RECV_WQE_BYTES, "wqe", Tag::RxWqe(seq).encode())
             .is_err()
         {
-            self.rx_drop(cx, "drop.rx_wqe_dma_error");
+            self.rx_drop(cx, seq, "drop.rx_wqe_dma_error");
         }
     }
 
     /// The job's receive WQE arrived (`None`: the read faulted).
     pub(super) fn rx_wqe_read(&mut self, cx: &mut DeviceCtx<'_>, seq: u64, data: Option<&[u8]>) {
-        if self.rx_job(seq).is_none() {
-            return;
-        }
-        let Some(job) = self.rx.job.take() else {
-            return;
+        // The job ends here whatever happens.
+        let Some(job) = self.rx.jobs.remove(&seq) else {
+            return self.counters.inc("unexpected_dma_events");
         };
-        let Some(ctx) = job.ctx else {
-            return self.rx_drop(cx, "drop.rx_context");
-        };
-        let Some(wqe) = data.and_then(RecvWqe::decode) else {
-            return self.rx_drop(cx, "drop.rx_wqe_fault");
+        self.rx.busy.remove(&job.frame.packet.header.dest_qpn);
+        let (Some(ctx), Some(wqe)) = (job.ctx, data.and_then(RecvWqe::decode)) else {
+            self.counters.inc("drop.rx_wqe_fault");
+            return self.rx_kick(cx);
         };
         let p = &job.frame.packet;
         let qpn = p.header.dest_qpn;
