@@ -19,6 +19,7 @@ use crate::nic::accio::AccioNicPreset;
 use crate::nic::enso::EnsoNicConfig;
 use crate::nic::lauberhorn::LauberhornConfig;
 use crate::nic::packetized::PacketizedConfig;
+use crate::nic::rdma::RdmaNicConfig;
 
 /// Every section read by a hardware model.
 pub const SECTIONS: &[Section] = &[
@@ -41,4 +42,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<AccioNicPreset>("nic.accio.prototype"),
     Section::of::<AccioNicPreset>("nic.accio.server"),
     Section::of::<IctConfig>("accio.ict"),
+    Section::of::<RdmaNicConfig>("nic.rdma"),
 ];

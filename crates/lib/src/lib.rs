@@ -11,6 +11,8 @@
 //! * [`cmdq`] — the driver of a QAT-like command-queue accelerator;
 //! * [`nagare`] — Nagare's control library: policy graphs set up once by
 //!   MMIO configuration of the switch, CPU push and copy, the error log;
+//! * [`rdma`] — a verbs library (UD queue pairs: `post_send`, `post_recv`,
+//!   `poll_cq`) for the RDMA NIC, no system call on the fast path;
 //! * [`shm_fifo`] — a packet FIFO in shared memory between processes (DPDK's
 //!   multi-process sharing of one NIC);
 //! * [`runtime`] — an Aspen/Caladan-like user-level thread runtime: user
@@ -33,6 +35,7 @@ pub mod enso;
 pub mod lauberhorn;
 pub mod nagare;
 pub mod primitives;
+pub mod rdma;
 pub mod runtime;
 pub mod shm_fifo;
 pub mod udma;

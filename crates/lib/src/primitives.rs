@@ -10,6 +10,7 @@ use crate::nagare::NagareLibCosts;
 
 use crate::dpdk::{DriverCosts, PmdConfig};
 use crate::enso::EnsoLibConfig;
+use crate::rdma::VerbsCosts;
 use crate::runtime::RuntimeDefaults;
 use crate::udma::UdmaLibCosts;
 
@@ -24,4 +25,5 @@ pub const SECTIONS: &[Section] = &[
     Section::of::<LibCosts>("accio_lib"),
     Section::of::<CmdqCosts>("cmdq_lib"),
     Section::of::<NagareLibCosts>("nagare_lib"),
+    Section::of::<VerbsCosts>("rdma_lib"),
 ];

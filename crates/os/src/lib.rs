@@ -38,6 +38,7 @@ pub mod kmem;
 pub mod lauberhorn;
 pub mod net;
 pub mod primitives;
+pub mod rdma;
 pub mod sched;
 pub mod udma;
 

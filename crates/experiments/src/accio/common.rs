@@ -19,6 +19,7 @@ use std::rc::Rc;
 use nextio_engine::{Duration, Sim, Time};
 use nextio_hw::ethernet::{FrameSink, LinkConfig, PER_FRAME_OVERHEAD_BYTES, Wire};
 use nextio_hw::machine::MachineSpec;
+use nextio_hw::nic::rdma::{ROCE_UDP_PORT, transport};
 use nextio_hw::packet::{Frame, parse_udp};
 use nextio_os::OsCosts;
 use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
@@ -101,10 +102,17 @@ impl Stamps {
     }
 }
 
-/// The sequence number of a datagram: its first 8 payload bytes.
+/// The sequence number of a datagram: its first 8 payload bytes (of a
+/// RoCEv2 frame's, the first 8 bytes of the message after its transport
+/// headers).
 pub fn sequence_of(frame: &[u8]) -> Option<u64> {
     let v = parse_udp(frame).ok()?;
-    let p = frame.get(v.payload_offset..v.payload_offset + 8)?;
+    let at = if v.flow.dst_port == ROCE_UDP_PORT {
+        transport::message_offset(frame)?
+    } else {
+        v.payload_offset
+    };
+    let p = frame.get(at..at + 8)?;
     Some(u64::from_be_bytes(p.try_into().ok()?))
 }
 

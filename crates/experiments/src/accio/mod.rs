@@ -18,4 +18,5 @@ pub mod linux_breakdown;
 pub mod multi;
 pub mod multiplex;
 pub mod pingpong;
+pub mod rdma;
 pub mod throughput;

@@ -16,7 +16,8 @@ use nextio_engine::{Counters, Duration, Time};
 use nextio_hw::ethernet::LinkConfig;
 
 use super::common::{
-    CLIENT_IP, CLIENT_MAC, ECHO_PORT, SERVER_IP, SERVER_MAC, cfg, join_stamped, linux_server,
+    CLIENT_IP, CLIENT_MAC, ECHO_PORT, SERVER_IP, SERVER_MAC, SharedStamps, cfg, join_stamped,
+    linux_server,
 };
 use super::pingpong::{Platform, accio_host, echo_server, lib_costs, message};
 use crate::experiment::{RunContext, RunError, SimTally};
@@ -51,18 +52,68 @@ pub struct MultiResult {
     pub to_rings: u64,
     pub to_fallback: u64,
     pub dropped: u64,
+    /// The client kernel's Accio counters (table refills, evictions), or
+    /// for RDMA the client NIC's.
     #[serde(with = "crate::shard::counters")]
     pub os: Counters,
     pub tally: SimTally,
 }
 
+/// What the client threads record: every message's send and receive
+/// stamps by sequence number, the first send and the last receive, the
+/// first failure.
 #[derive(Default)]
-struct Log {
-    sent: Vec<(u64, Time)>,
-    got: Vec<(u64, Time)>,
-    first: Option<Time>,
-    last: Option<Time>,
-    failed: Option<String>,
+pub struct Log {
+    pub sent: Vec<(u64, Time)>,
+    pub got: Vec<(u64, Time)>,
+    pub first: Option<Time>,
+    pub last: Option<Time>,
+    pub failed: Option<String>,
+}
+
+impl Log {
+    /// Note message `seq` sent now.
+    pub fn sent(&mut self, seq: u64, now: Time) {
+        self.first = Some(self.first.map_or(now, |f| f.min(now)));
+        self.sent.push((seq, now));
+    }
+
+    /// Note the echo of `seq` received now.
+    pub fn got(&mut self, seq: u64, now: Time) {
+        self.got.push((seq, now));
+        self.last = Some(self.last.map_or(now, |x| x.max(now)));
+    }
+
+    /// Every echo's processing time (software round trip minus the NIC
+    /// round trip from the wires' stamps), µs, and the message rate.
+    pub fn measure(
+        &self,
+        label: &str,
+        ab: &SharedStamps,
+        ba: &SharedStamps,
+    ) -> Result<(Vec<f64>, f64), RunError> {
+        if let Some(f) = &self.failed {
+            return Err(RunError::Config(format!("{label}: {f}")));
+        }
+        let (abl, bal) = (ab.borrow(), ba.borrow());
+        let sent_at: std::collections::BTreeMap<u64, Time> = self.sent.iter().copied().collect();
+        let mut processing_us = Vec::with_capacity(self.got.len());
+        for (seq, t1) in &self.got {
+            let (Some(t0), Some(h0), Some(h1)) =
+                (sent_at.get(seq), abl.tx.get(seq), bal.rx.get(seq))
+            else {
+                return Err(RunError::Config(format!(
+                    "{label}: echo {seq:#x} without its send or NIC stamps"
+                )));
+            };
+            processing_us.push((*t1 - *t0).as_us_f64() - (*h1 - *h0).as_us_f64());
+        }
+        let rate_per_s = match (self.first, self.last) {
+            (Some(a), Some(b)) if b > a => self.got.len() as f64 / (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        Ok((processing_us, rate_per_s))
+    }
 }
 
 /// Run `m`.
@@ -135,11 +186,7 @@ pub fn run(ctx: &RunContext, m: Multi, label: &str) -> Result<MultiResult, RunEr
                     return fail("poke".into());
                 }
                 let now = lib.ctx().local_now();
-                {
-                    let mut l = log.borrow_mut();
-                    l.first = Some(l.first.map_or(now, |f| f.min(now)));
-                    l.sent.push((seq, now));
-                }
+                log.borrow_mut().sent(seq, now);
                 if let Err(e) = lib.send(fd, tx, m.size).await {
                     return fail(e.to_string());
                 }
@@ -149,9 +196,7 @@ pub fn run(ctx: &RunContext, m: Multi, label: &str) -> Result<MultiResult, RunEr
                 let mut b = [0u8; 8];
                 let _ = lib.ctx().peek(rx, &mut b);
                 let now = lib.ctx().local_now();
-                let mut l = log.borrow_mut();
-                l.got.push((u64::from_be_bytes(b), now));
-                l.last = Some(l.last.map_or(now, |x| x.max(now)));
+                log.borrow_mut().got(u64::from_be_bytes(b), now);
             }
             // Leave the core to the others (and release the rows).
             if let Err(e) = lib.exit().await {
@@ -168,25 +213,7 @@ pub fn run(ctx: &RunContext, m: Multi, label: &str) -> Result<MultiResult, RunEr
     let total = m.messages * m.threads as u64;
     sim.run_until(start + per.times(total.min(200_000) + 5));
     let l = log.borrow();
-    if let Some(f) = &l.failed {
-        return Err(RunError::Config(format!("{label}: {f}")));
-    }
-    let (abl, bal) = (ab.borrow(), ba.borrow());
-    let sent_at: std::collections::BTreeMap<u64, Time> = l.sent.iter().copied().collect();
-    let mut processing_us = Vec::with_capacity(l.got.len());
-    for (seq, t1) in &l.got {
-        let (Some(t0), Some(h0), Some(h1)) = (sent_at.get(seq), abl.tx.get(seq), bal.rx.get(seq))
-        else {
-            return Err(RunError::Config(format!(
-                "{label}: echo {seq:#x} without its send or NIC stamps"
-            )));
-        };
-        processing_us.push((*t1 - *t0).as_us_f64() - (*h1 - *h0).as_us_f64());
-    }
-    let rate_per_s = match (l.first, l.last) {
-        (Some(a), Some(b)) if b > a => l.got.len() as f64 / (b - a).as_secs_f64(),
-        _ => 0.0,
-    };
+    let (processing_us, rate_per_s) = l.measure(label, &ab, &ba)?;
     let nic = a.nic.borrow().all_counters();
     let stack = a.stack.counters();
     let r = MultiResult {
@@ -200,7 +227,7 @@ pub fn run(ctx: &RunContext, m: Multi, label: &str) -> Result<MultiResult, RunEr
         os: a.os.counters(),
         tally: SimTally::of(&sim, 2 * total),
     };
-    drop((abl, bal, l));
+    drop(l);
     ctx.write_artefacts(label, &sim)?;
     sim.shutdown();
     if r.echoed != total {

@@ -21,17 +21,21 @@ use nextio_hw::cpu::CoreCtx;
 use nextio_hw::ethernet::LinkConfig;
 use nextio_hw::machine::MachineSpec;
 use nextio_hw::nic::packetized::{PacketizedConfig, PacketizedNic, regs};
+use nextio_hw::nic::rdma::{GRH_BYTES, UdAddress};
 use nextio_hw::packet::{FlowKey, Macs, build_udp_datagram, parse_udp};
 use nextio_lib::accio::{Accio, LibCosts};
 use nextio_lib::dpdk::{Pmd, PmdConfig};
+use nextio_lib::rdma::{QueuePair, VerbsCosts};
 use nextio_os::accio::{AccioConfig, AccioHost};
 use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
+use nextio_os::rdma::QpSizes;
 use nextio_os::{Host, OsCosts};
 
 use super::common::{
     CLIENT_IP, CLIENT_MAC, ECHO_PORT, SERVER_IP, SERVER_MAC, SharedStamps, cfg, join_stamped,
     linux_server,
 };
+use super::rdma;
 use crate::experiment::{RunContext, RunError, SimTally};
 
 /// Where the client runs.
@@ -49,6 +53,8 @@ pub enum System {
     Linux,
     Dpdk,
     Accio,
+    /// Verbs UD SEND/RECV on the RDMA NIC, against a verbs echo server.
+    Rdma,
 }
 
 impl System {
@@ -57,6 +63,7 @@ impl System {
             System::Linux => "linux",
             System::Dpdk => "dpdk",
             System::Accio => "accio",
+            System::Rdma => "rdma",
         }
     }
 }
@@ -218,14 +225,21 @@ fn seq_of(b: &[u8]) -> u64 {
 /// Run one ping-pong.
 pub fn run(ctx: &RunContext, p: PingPong, label: &str) -> Result<PingResult, RunError> {
     let sim = ctx.new_sim();
-    let server = linux_server(&sim, SERVER_IP, SERVER_MAC, (CLIENT_IP, CLIENT_MAC), 2, 0)?;
-    echo_server(&server, &[ECHO_PORT], p.server_delay)?;
     let log: SharedLog = Rc::new(RefCell::new(Log::default()));
     let start = Time::ZERO + Duration::from_us(20);
-    let (to_server, to_client, _client) = match p.system {
-        System::Linux => linux_client(&sim, &server, p, start, &log)?,
-        System::Dpdk => dpdk_client(&sim, &server, p, start, &log)?,
-        System::Accio => accio_client(&sim, &server, p, start, &log)?,
+    // The RDMA client talks to a verbs echo server on the test server's
+    // ConnectX (§8.1); every other client to the Linux echo server.
+    let (to_server, to_client, _client) = if p.system == System::Rdma {
+        rdma_client(&sim, p, start, &log)?
+    } else {
+        let server = linux_server(&sim, SERVER_IP, SERVER_MAC, (CLIENT_IP, CLIENT_MAC), 2, 0)?;
+        echo_server(&server, &[ECHO_PORT], p.server_delay)?;
+        let (ab, ba, client) = match p.system {
+            System::Linux => linux_client(&sim, &server, p, start, &log)?,
+            System::Dpdk => dpdk_client(&sim, &server, p, start, &log)?,
+            _ => accio_client(&sim, &server, p, start, &log)?,
+        };
+        (ab, ba, Box::new((client, server)) as Box<dyn std::any::Any>)
     };
     // Generous: every message's round trip bounded by a millisecond plus
     // the server's delay, on the slowest platform.
@@ -559,4 +573,57 @@ fn accio_client(
         }
     });
     Ok((ab, ba, Box::new(a)))
+}
+
+fn rdma_client(sim: &Sim, p: PingPong, start: Time, log: &SharedLog) -> Result<Clients, RunError> {
+    if p.platform != Platform::Server {
+        return Err(RunError::Config(
+            "RDMA runs on the test servers only (the prototype has no ConnectX)".into(),
+        ));
+    }
+    let (client, cdrv) = rdma::rdma_host(sim, CLIENT_MAC, CLIENT_IP, 2)?;
+    let (server, sdrv) = rdma::rdma_host(sim, SERVER_MAC, SERVER_IP, 2)?;
+    let echo = rdma::echo_server(&server, &sdrv, 1, p.server_delay, CLIENT_MAC)?;
+    let (ab, ba) = join_stamped(
+        client.machine(),
+        cdrv.nic().id,
+        server.machine(),
+        sdrv.nic().id,
+        LinkConfig::default(),
+    )?;
+    let process = client.create_process().map_err(cfg)?;
+    let thread = process.thread(CLIENT_CORE).map_err(cfg)?;
+    let (qp, mr) = rdma::open(&cdrv, &process, QpSizes::new(4, 4), 2 * rdma::SLOT_BYTES)?;
+    let dest = UdAddress {
+        mac: SERVER_MAC,
+        ip: SERVER_IP,
+        qpn: echo[0],
+        qkey: rdma::QKEY,
+    };
+    let (tx, rx) = (mr.va, mr.va.offset(rdma::SLOT_BYTES));
+    let log = log.clone();
+    let ctx = thread.ctx.clone();
+    sim.spawn(async move {
+        let fail = |e: String| log.borrow_mut().failed = Some(e);
+        let mut q = match QueuePair::new(ctx.clone(), qp, VerbsCosts::default()) {
+            Ok(q) => q,
+            Err(e) => return fail(e.to_string()),
+        };
+        ctx.spin_until_time(start).await;
+        for i in 0..p.messages {
+            if ctx.poke(tx, &message(i, p.size)).is_err() {
+                return fail("poke".into());
+            }
+            note_window(&log, &ctx, i == 0);
+            log.borrow_mut().sent.push((i, ctx.local_now()));
+            if let Err(e) = rdma::ping(&mut q, &mr, tx, rx, p.size as u32, dest).await {
+                return fail(e);
+            }
+            let mut seq = [0u8; 8];
+            let _ = ctx.peek(rx.offset(GRH_BYTES), &mut seq);
+            log.borrow_mut().got.push((seq_of(&seq), ctx.local_now()));
+            note_window(&log, &ctx, false);
+        }
+    });
+    Ok((ab, ba, Box::new((client, cdrv, server, sdrv))))
 }

@@ -851,6 +851,7 @@ impl Experiment for EnsoApps {
                 Axis::new("enso_gbps", "Ensō, one core (Gb/s)"),
                 Axis::new("packetized_gbps", "E810/DPDK, one core (Gb/s)"),
                 Axis::new("median_rtt_ns", "MICA median round-trip time (ns)"),
+                Axis::new("offered_mops", "offered MICA load (Mops)"),
             ],
             checks,
             notes,

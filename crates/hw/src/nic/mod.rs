@@ -6,7 +6,9 @@
 //!   buffers (the interface Ensō compares against);
 //! * [`accio`] — Accio's NIC: the packetized NIC for the kernel path and a
 //!   UDP offload engine serving accelerated connections through the I/O
-//!   Connection Table.
+//!   Connection Table;
+//! * [`rdma`] — an RDMA NIC (ConnectX-5-shaped): verbs queue pairs over
+//!   RoCEv2 unreliable datagrams, a cache of queue-pair contexts.
 //!
 //! A NIC reaches host memory only by DMA through its
 //! [`crate::device::DeviceCtx`] (every transfer attributed to a purpose
@@ -19,3 +21,4 @@ pub mod accio;
 pub mod enso;
 pub mod lauberhorn;
 pub mod packetized;
+pub mod rdma;
