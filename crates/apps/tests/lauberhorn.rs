@@ -85,36 +85,11 @@ fn every_call_is_decoded_computed_and_answered() {
         server: _server,
         os,
         app,
-        mut client,
+        client,
         nic,
         ..
     } = rig(2);
-    let got = Rc::new(RefCell::new(Vec::new()));
-    let g = got.clone();
-    sim.spawn(async move {
-        client.pmd().start().await.unwrap();
-        let mut x = 0x1234_5678_9abc_def0u64;
-        for _ in 0..100 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let (a, b) = (x >> 11, x.rotate_left(17) >> 3);
-            let r = client
-                .call(PROG, 1, 1, &[XdrValue::U64(a), XdrValue::U64(b)])
-                .await
-                .unwrap();
-            g.borrow_mut().push((a, b, r));
-        }
-    });
-    sim.run_until(Time::ZERO + Duration::from_ms(20));
-    let got = got.borrow();
-    assert_eq!(got.len(), 100);
-    for (a, b, r) in got.iter() {
-        assert_eq!(r.stat, AcceptStat::Success);
-        assert_eq!(
-            u64_result(&r.results),
-            a.wrapping_add(*b),
-            "the handler saw the client's arguments"
-        );
-    }
+    rpc_common::calls_return_their_sums(&sim, client, PROG, 0x1234_5678_9abc_def0u64, 100);
     let c = os.nic().borrow().counters().clone();
     assert_eq!(c.get("rx_frames"), 100);
     assert_eq!(c.get("requests"), 100);

@@ -16,7 +16,7 @@ use nextio_apps::rpc_client::RpcClient;
 use nextio_apps::rpc_server::{SocketIo, SoftRpcCosts, SoftRpcServer};
 use nextio_engine::{Counters, Duration, Sim, Time};
 use nextio_hw::machine::MachineSpec;
-use nextio_hw::oncrpc::{AcceptStat, Reader, XdrValue};
+use nextio_hw::oncrpc::AcceptStat;
 use nextio_os::OsCosts;
 use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
 
@@ -55,33 +55,8 @@ fn rig(sim: &Sim, n: u64) -> (LinuxHost, RpcClient, Rc<RefCell<Option<Counters>>
 #[test]
 fn the_linux_server_answers_every_call_with_the_right_result() {
     let sim = Sim::new();
-    let (linux, mut client, done) = rig(&sim, 100);
-    let got = Rc::new(RefCell::new(Vec::new()));
-    let g = got.clone();
-    sim.spawn(async move {
-        client.pmd().start().await.unwrap();
-        let mut x = 0x0fed_cba9_8765_4321u64;
-        for _ in 0..100 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let (a, b) = (x >> 7, x.rotate_left(29));
-            let r = client
-                .call(PROG, 1, 1, &[XdrValue::U64(a), XdrValue::U64(b)])
-                .await
-                .unwrap();
-            g.borrow_mut().push((a, b, r));
-        }
-    });
-    sim.run_until(Time::ZERO + Duration::from_ms(20));
-    let got = got.borrow();
-    assert_eq!(got.len(), 100);
-    for (a, b, r) in got.iter() {
-        assert_eq!(r.stat, AcceptStat::Success);
-        assert_eq!(
-            Reader::new(&r.results).u64().unwrap(),
-            a.wrapping_add(*b),
-            "the handler computed on the client's arguments"
-        );
-    }
+    let (linux, client, done) = rig(&sim, 100);
+    rpc_common::calls_return_their_sums(&sim, client, PROG, 0x0fed_cba9_8765_4321u64, 100);
     let c = done.borrow().clone().expect("the server served 100 calls");
     assert_eq!(c.get("datagrams"), 100);
     assert_eq!(c.get("served"), 100);
