@@ -85,32 +85,45 @@ pub struct StampLog {
 /// A stamp log shared between a tap and the experiment reading it.
 pub type SharedStamps = Rc<RefCell<StampLog>>;
 
+/// What a stamped wire carries, so the tap knows where a message's
+/// sequence number is. Declared by the experiment, never guessed from a
+/// port: an application's UDP port may be RoCEv2's 4791 too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Plain UDP datagrams: the sequence number opens the payload.
+    Udp,
+    /// RoCEv2 frames (UDP 4791): it opens the message after the
+    /// transport headers.
+    RoceV2,
+}
+
 /// A tap in front of a wire's receiver: timestamps, then delivers.
 pub struct Stamps {
     inner: Rc<dyn FrameSink>,
     link: LinkConfig,
+    framing: Framing,
     pub log: Rc<RefCell<StampLog>>,
 }
 
 impl Stamps {
-    pub fn new(inner: Rc<dyn FrameSink>, link: LinkConfig) -> Stamps {
+    pub fn new(inner: Rc<dyn FrameSink>, link: LinkConfig, framing: Framing) -> Stamps {
         Stamps {
             inner,
             link,
+            framing,
             log: Rc::new(RefCell::new(StampLog::default())),
         }
     }
 }
 
-/// The sequence number of a datagram: its first 8 payload bytes (of a
-/// RoCEv2 frame's, the first 8 bytes of the message after its transport
-/// headers).
-pub fn sequence_of(frame: &[u8]) -> Option<u64> {
+/// The sequence number of a message: the first 8 bytes of a datagram's
+/// payload, or of a RoCEv2 frame's message after its transport headers.
+pub fn sequence_of(frame: &[u8], framing: Framing) -> Option<u64> {
     let v = parse_udp(frame).ok()?;
-    let at = if v.flow.dst_port == ROCE_UDP_PORT {
-        transport::message_offset(frame)?
-    } else {
-        v.payload_offset
+    let at = match framing {
+        Framing::RoceV2 if v.flow.dst_port == ROCE_UDP_PORT => transport::message_offset(frame)?,
+        Framing::RoceV2 => return None,
+        Framing::Udp => v.payload_offset,
     };
     let p = frame.get(at..at + 8)?;
     Some(u64::from_be_bytes(p.try_into().ok()?))
@@ -118,7 +131,7 @@ pub fn sequence_of(frame: &[u8]) -> Option<u64> {
 
 impl FrameSink for Stamps {
     fn deliver(&self, at: Time, frame: Frame) {
-        if let Some(seq) = sequence_of(&frame.bytes) {
+        if let Some(seq) = sequence_of(&frame.bytes, self.framing) {
             let ser = self
                 .link
                 .rate
@@ -132,8 +145,9 @@ impl FrameSink for Stamps {
     }
 }
 
-/// Join two hosts' NIC port 0 with timestamping taps at both ends.
-/// Returns the logs of the wires `a → b` and `b → a`.
+/// Join two hosts' NIC port 0 with timestamping taps at both ends, the
+/// wire carrying UDP datagrams. Returns the logs of the wires `a → b` and
+/// `b → a`.
 pub fn join_stamped(
     a: &nextio_hw::machine::Machine,
     a_dev: nextio_hw::device::DeviceId,
@@ -141,13 +155,27 @@ pub fn join_stamped(
     b_dev: nextio_hw::device::DeviceId,
     link: LinkConfig,
 ) -> Result<(SharedStamps, SharedStamps), RunError> {
+    join_stamped_as(a, a_dev, b, b_dev, link, Framing::Udp)
+}
+
+/// [`join_stamped`] for a wire carrying `framing`.
+pub fn join_stamped_as(
+    a: &nextio_hw::machine::Machine,
+    a_dev: nextio_hw::device::DeviceId,
+    b: &nextio_hw::machine::Machine,
+    b_dev: nextio_hw::device::DeviceId,
+    link: LinkConfig,
+    framing: Framing,
+) -> Result<(SharedStamps, SharedStamps), RunError> {
     let to_b = Rc::new(Stamps::new(
         b.fabric().port_sink(b_dev, 0).map_err(cfg)?,
         link,
+        framing,
     ));
     let to_a = Rc::new(Stamps::new(
         a.fabric().port_sink(a_dev, 0).map_err(cfg)?,
         link,
+        framing,
     ));
     let (log_ab, log_ba) = (to_b.log.clone(), to_a.log.clone());
     let a_to_b = Rc::new(Wire::new(a.sim(), link, to_b));
@@ -169,4 +197,27 @@ pub fn mean(xs: &[f64]) -> f64 {
 /// `d` in microseconds.
 pub fn us(d: Duration) -> f64 {
     d.as_us_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nextio_hw::packet::{FlowKey, Macs, build_udp};
+    use std::net::Ipv4Addr;
+
+    /// A plain datagram to an application that happens to listen on
+    /// RoCEv2's port keeps its sequence number where UDP puts it (4096
+    /// sockets on ports from 1024 reach 4791).
+    #[test]
+    fn a_udp_datagram_on_port_4791_is_not_read_as_rocev2() {
+        let flow = FlowKey {
+            src_ip: Ipv4Addr::new(10, 0, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 0, 0, 2),
+            src_port: 5000,
+            dst_port: ROCE_UDP_PORT,
+        };
+        let f = build_udp(Macs::default(), flow, &0xeb7u64.to_be_bytes(), 64).unwrap();
+        assert_eq!(sequence_of(&f, Framing::Udp), Some(0xeb7));
+        assert_eq!(sequence_of(&f, Framing::RoceV2), None, "not a RoCEv2 frame");
+    }
 }

@@ -25,7 +25,7 @@ use nextio_lib::rdma::{QueuePair, VerbsCosts, VerbsError, sge};
 use nextio_os::rdma::{Mr, QpResources, QpSizes, RdmaDriver};
 use nextio_os::{Host, OsCosts, Process};
 
-use super::common::{CLIENT_IP, CLIENT_MAC, SERVER_IP, SERVER_MAC, cfg, join_stamped};
+use super::common::{CLIENT_IP, CLIENT_MAC, Framing, SERVER_IP, SERVER_MAC, cfg, join_stamped_as};
 use super::multi::{Log, MultiResult};
 use super::pingpong::message;
 use crate::experiment::{RunContext, RunError, SimTally};
@@ -234,12 +234,13 @@ pub fn multi(
     let (client, cdrv) = rdma_host(&sim, CLIENT_MAC, CLIENT_IP, threads.max(2))?;
     let (server, sdrv) = rdma_host(&sim, SERVER_MAC, SERVER_IP, (threads + 1).min(72))?;
     let echo = echo_server(&server, &sdrv, threads, Duration::ZERO, CLIENT_MAC)?;
-    let (ab, ba) = join_stamped(
+    let (ab, ba) = join_stamped_as(
         client.machine(),
         cdrv.nic().id,
         server.machine(),
         sdrv.nic().id,
         LinkConfig::default(),
+        Framing::RoceV2,
     )?;
     let log = Rc::new(RefCell::new(Log::default()));
     let start = Time::ZERO + Duration::from_us(50);
