@@ -584,13 +584,7 @@ fn rdma_client(sim: &Sim, p: PingPong, start: Time, log: &SharedLog) -> Result<C
     let (client, cdrv) = rdma::rdma_host(sim, CLIENT_MAC, CLIENT_IP, 2)?;
     let (server, sdrv) = rdma::rdma_host(sim, SERVER_MAC, SERVER_IP, 2)?;
     let echo = rdma::echo_server(&server, &sdrv, 1, p.server_delay, CLIENT_MAC)?;
-    let (ab, ba) = join_stamped(
-        client.machine(),
-        cdrv.nic().id,
-        server.machine(),
-        sdrv.nic().id,
-        LinkConfig::default(),
-    )?;
+    let (ab, ba) = rdma::join(&client, &cdrv, &server, &sdrv)?;
     let process = client.create_process().map_err(cfg)?;
     let thread = process.thread(CLIENT_CORE).map_err(cfg)?;
     let (qp, mr) = rdma::open(&cdrv, &process, QpSizes::new(4, 4), 2 * rdma::SLOT_BYTES)?;

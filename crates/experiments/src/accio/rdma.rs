@@ -25,7 +25,9 @@ use nextio_lib::rdma::{QueuePair, VerbsCosts, VerbsError, sge};
 use nextio_os::rdma::{Mr, QpResources, QpSizes, RdmaDriver};
 use nextio_os::{Host, OsCosts, Process};
 
-use super::common::{CLIENT_IP, CLIENT_MAC, Framing, SERVER_IP, SERVER_MAC, cfg, join_stamped_as};
+use super::common::{
+    CLIENT_IP, CLIENT_MAC, Framing, SERVER_IP, SERVER_MAC, SharedStamps, cfg, join_stamped_as,
+};
 use super::multi::{Log, MultiResult};
 use super::pingpong::message;
 use crate::experiment::{RunContext, RunError, SimTally};
@@ -39,6 +41,24 @@ const ECHO_SLOTS: u32 = 16;
 /// Where the sender's IPv4 address sits in a received GRH (its IPv4
 /// header's source field, the header in the GRH's last 20 bytes).
 const GRH_SRC_IP: u64 = 20 + 12;
+
+/// Join the client's and the server's RDMA NICs with a stamped wire
+/// carrying RoCEv2; the logs of the wires client → server and back.
+pub fn join(
+    client: &Host,
+    cdrv: &RdmaDriver,
+    server: &Host,
+    sdrv: &RdmaDriver,
+) -> Result<(SharedStamps, SharedStamps), RunError> {
+    join_stamped_as(
+        client.machine(),
+        cdrv.nic().id,
+        server.machine(),
+        sdrv.nic().id,
+        LinkConfig::default(),
+        Framing::RoceV2,
+    )
+}
 
 /// A test server with an RDMA NIC at `mac`, `ip`, and `cores` cores.
 pub fn rdma_host(
@@ -234,14 +254,7 @@ pub fn multi(
     let (client, cdrv) = rdma_host(&sim, CLIENT_MAC, CLIENT_IP, threads.max(2))?;
     let (server, sdrv) = rdma_host(&sim, SERVER_MAC, SERVER_IP, (threads + 1).min(72))?;
     let echo = echo_server(&server, &sdrv, threads, Duration::ZERO, CLIENT_MAC)?;
-    let (ab, ba) = join_stamped_as(
-        client.machine(),
-        cdrv.nic().id,
-        server.machine(),
-        sdrv.nic().id,
-        LinkConfig::default(),
-        Framing::RoceV2,
-    )?;
+    let (ab, ba) = join(&client, &cdrv, &server, &sdrv)?;
     let log = Rc::new(RefCell::new(Log::default()));
     let start = Time::ZERO + Duration::from_us(50);
     for (k, &qpn) in echo.iter().enumerate() {
