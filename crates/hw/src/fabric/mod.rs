@@ -57,11 +57,11 @@ use crate::mem::{MapError, PhysAddr, TlbStats};
 use crate::memory::SharedMemory;
 use crate::packet::Frame;
 use crate::pcie::credits::CreditClass;
-use crate::pcie::{DirectionCounters, PcieConfig, PcieError, PcieLink, Purpose};
+use crate::pcie::{Direction, DirectionCounters, PcieConfig, PcieError, PcieLink, Purpose};
 
 use iommu::Iommu;
 use root_complex::RootComplex;
-use topology::{NodeKind, Path, ROOT, Topology};
+use topology::{Hop, NodeKind, Path, ROOT, Topology};
 
 /// Configuration of a host's interconnect (beyond its links): a preset's
 /// `[machine.fabric]`, where each value's source is.
@@ -260,6 +260,11 @@ pub(crate) struct State {
     iommu: Iommu,
     counters: Counters,
     dram_bytes: u64,
+    /// When traced: each link's tracks by topology link index, upstream
+    /// then downstream, and the simulation they are recorded in. A TLP is
+    /// a span on its lane's track while it is on the line.
+    link_tracks: Vec<[Option<TrackId>; 2]>,
+    sim: Sim,
 }
 
 impl State {
@@ -295,6 +300,7 @@ impl State {
             let (done, arrival) = self.topo.links[hop.link].transmit(
                 hop.dir, now, ready, header, payload, class, purpose, consume,
             );
+            self.trace_tlp(hop, done, header + payload, purpose);
             if i == 0 {
                 left_first = done;
             }
@@ -309,6 +315,44 @@ impl State {
             ready = arrived;
         }
         (left_first, arrived)
+    }
+
+    /// The TLP of `bytes` that left `hop`'s lane at `done` as a span over
+    /// its serialisation, if that lane is traced.
+    fn trace_tlp(&self, hop: &Hop, done: Time, bytes: u64, purpose: Purpose) {
+        let lane = match hop.dir {
+            Direction::Upstream => 0,
+            Direction::Downstream => 1,
+        };
+        let Some(track) = self.link_tracks.get(hop.link).and_then(|t| t[lane]) else {
+            return;
+        };
+        let on_line = self.topo.links[hop.link].lane(hop.dir).tlp_time(bytes);
+        let start = Time(done.0.saturating_sub(on_line.0));
+        self.sim.trace_span_arg(
+            track,
+            purpose,
+            "pcie.tlp",
+            start,
+            done - start,
+            ("bytes", bytes),
+        );
+    }
+
+    /// Give link `link` (the uplink of `name`) its two tracks, if traced.
+    fn trace_link(&mut self, host: Option<HostId>, link: usize, name: &str) {
+        if host.is_none() {
+            return;
+        }
+        if self.link_tracks.len() <= link {
+            self.link_tracks.resize(link + 1, [None, None]);
+        }
+        self.link_tracks[link] = [
+            self.sim
+                .trace_track(host, || format!("pcie link {name} up")),
+            self.sim
+                .trace_track(host, || format!("pcie link {name} down")),
+        ];
     }
 }
 
@@ -359,6 +403,8 @@ impl Fabric {
                 iommu: Iommu::new(cfg.iommu).map_err(FabricError::Config)?,
                 counters: Counters::new(),
                 dram_bytes,
+                link_tracks: Vec::new(),
+                sim: sim.clone(),
             }),
             devices: RefCell::new(Vec::new()),
             interrupt_sink: RefCell::new(None),
@@ -400,10 +446,13 @@ impl Fabric {
         let parent = self.parent_node(at)?;
         let link = PcieLink::new(link)?;
         let mut st = self.0.state.borrow_mut();
-        st.topo
+        let node = st
+            .topo
             .add_node(parent, NodeKind::Switch(cfg), link)
-            .map(SwitchId)
-            .ok_or(FabricError::TooDeep)
+            .ok_or(FabricError::TooDeep)?;
+        let link = st.topo.links.len() - 1;
+        st.trace_link(self.0.trace_host.get(), link, &format!("switch {}", node.0));
+        Ok(SwitchId(node))
     }
 
     /// Add a programmable switch (Nagare, thesis §4.3) at `at`: a switch
@@ -497,10 +546,15 @@ impl Fabric {
         let mut st = self.0.state.borrow_mut();
         let node = match function {
             Some(n) => n,
-            None => st
-                .topo
-                .add_node(parent, NodeKind::Endpoint, pcie)
-                .ok_or(FabricError::TooDeep)?,
+            None => {
+                let node = st
+                    .topo
+                    .add_node(parent, NodeKind::Endpoint, pcie)
+                    .ok_or(FabricError::TooDeep)?;
+                let link = st.topo.links.len() - 1;
+                st.trace_link(self.0.trace_host.get(), link, name);
+                node
+            }
         };
         st.topo.endpoint.push(node);
         let mut bars = Vec::with_capacity(bar_specs.len());

@@ -208,6 +208,11 @@ impl Lane {
         self.place(now, ready, bytes)
     }
 
+    /// How long a TLP of `bytes` occupies the line.
+    pub fn tlp_time(&self, bytes: u64) -> Duration {
+        self.serializer.one_off(bytes)
+    }
+
     /// The opposite lane delivered a TLP of `class` at `arrived`: under the
     /// spec schedule this lane owes its receiver an Ack and, for a posted
     /// or non-posted request, an UpdateFC — unless one still to go out
