@@ -123,6 +123,8 @@ struct Inner {
     stats_sources: RefCell<Vec<StatsSource>>,
     /// Hosts built so far: each is named by its index in traces and stats.
     hosts: Cell<u32>,
+    /// How many components of each kind (other than hosts) were named.
+    component_indices: RefCell<std::collections::BTreeMap<&'static str, u32>>,
 }
 
 type StatsSource = Box<dyn Fn(&mut StatsReport)>;
@@ -155,6 +157,7 @@ impl Sim {
             stats_on: Cell::new(false),
             stats_sources: RefCell::new(Vec::new()),
             hosts: Cell::new(0),
+            component_indices: RefCell::new(std::collections::BTreeMap::new()),
         }))
     }
 
@@ -410,6 +413,15 @@ impl Sim {
         let n = self.0.hosts.get();
         self.0.hosts.set(n + 1);
         n
+    }
+
+    /// The index of a component of `kind` being built (0, 1, … per kind,
+    /// in build order): how stats name, say, the second traffic generator.
+    pub fn new_component_index(&self, kind: &'static str) -> u32 {
+        let mut all = self.0.component_indices.borrow_mut();
+        let n = all.entry(kind).or_insert(0);
+        *n += 1;
+        *n - 1
     }
 
     /// Keep the components built from now on, to collect every counter of

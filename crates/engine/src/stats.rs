@@ -103,11 +103,64 @@ impl LatencyHist {
     pub fn merge(&mut self, other: &LatencyHist) {
         let _ = self.hist.add(&other.hist);
     }
+    /// The distribution in power-of-two buckets: `(from_ps, samples)` for
+    /// each `[from_ps, 2 × from_ps)` from the smallest sample's bucket to
+    /// the largest's (empty buckets between included, so the list reads as
+    /// a histogram). The samples add up to [`LatencyHist::count`].
+    pub fn log2_buckets(&self) -> Vec<(u64, u64)> {
+        if self.hist.is_empty() {
+            return Vec::new();
+        }
+        let (lo, hi) = (self.hist.min().max(1), self.hist.max());
+        let mut out = Vec::new();
+        let mut k = lo.ilog2();
+        loop {
+            let from = 1u64 << k;
+            let to = from.checked_mul(2).map_or(u64::MAX, |b| b - 1);
+            out.push((from, self.hist.count_between(from, to)));
+            if to >= hi || k == 63 {
+                return out;
+            }
+            k += 1;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log2_buckets_hold_every_sample_once() {
+        let mut h = LatencyHist::new();
+        assert!(h.log2_buckets().is_empty());
+        // Values on and either side of power-of-two edges, over a wide range.
+        let values = [
+            1u64,
+            2,
+            3,
+            4,
+            1023,
+            1024,
+            1025,
+            65_535,
+            65_536,
+            9_999_999,
+            1 << 40,
+        ];
+        for v in values {
+            h.record(Duration(v));
+        }
+        let b = h.log2_buckets();
+        assert_eq!(b.iter().map(|(_, n)| n).sum::<u64>(), h.count());
+        assert_eq!(b.first().map(|(f, _)| *f), Some(1));
+        assert_eq!(b.last().map(|(f, _)| *f), Some(1 << 40));
+        assert!(b.windows(2).all(|w| w[1].0 == 2 * w[0].0));
+        let at = |from: u64| b.iter().find(|(f, _)| *f == from).map(|(_, n)| *n);
+        assert_eq!(at(1024), Some(2), "1024 and 1025");
+        assert_eq!(at(512), Some(1), "1023");
+        assert_eq!(at(1 << 20), Some(0), "an empty bucket between is listed");
+    }
 
     #[test]
     fn counters_sum_by_prefix() {

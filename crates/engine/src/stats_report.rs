@@ -81,8 +81,9 @@ impl StatsReport {
         self.count(format!("{prefix}.total_ps"), l.total().0);
     }
 
-    /// Add a latency histogram's summary: count, mean, p50, p99, p99.9 and
-    /// max, in picoseconds.
+    /// Add a latency histogram: its summary (count, mean, p50, p99, p99.9
+    /// and max, in picoseconds), then its samples in power-of-two buckets
+    /// (`PREFIX.bucket_from_N_ps`: samples in `[N, 2N)` ps).
     pub fn histogram(&mut self, prefix: &str, h: &LatencyHist) {
         self.count(format!("{prefix}.count"), h.count());
         if h.count() == 0 {
@@ -93,6 +94,9 @@ impl StatsReport {
             self.count(format!("{prefix}.{name}_ps"), h.quantile(q).0);
         }
         self.count(format!("{prefix}.max_ps"), h.max().0);
+        for (from, n) in h.log2_buckets() {
+            self.count(format!("{prefix}.bucket_from_{from}_ps"), n);
+        }
     }
 
     /// Add every number of a serialisable statistics struct, its fields'
@@ -195,5 +199,29 @@ mod tests {
         assert_eq!(r.get("core0.driver_ps"), Some(StatValue::Count(40)));
         assert_eq!(r.get("core0.total_ps"), Some(StatValue::Count(40)));
         assert!(r.to_text().lines().count() == r.len());
+    }
+
+    #[test]
+    fn a_histogram_is_summarised_and_bucketed() {
+        let mut h = LatencyHist::new();
+        for ps in [100, 150, 3000] {
+            h.record(Duration(ps));
+        }
+        let mut r = StatsReport::new();
+        r.histogram("rtt", &h);
+        assert_eq!(r.get("rtt.count"), Some(StatValue::Count(3)));
+        assert_eq!(r.get("rtt.bucket_from_64_ps"), Some(StatValue::Count(1)));
+        assert_eq!(r.get("rtt.bucket_from_128_ps"), Some(StatValue::Count(1)));
+        assert_eq!(r.get("rtt.bucket_from_2048_ps"), Some(StatValue::Count(1)));
+        let bucketed: u64 = r
+            .entries()
+            .iter()
+            .filter(|(n, _)| n.starts_with("rtt.bucket_from_"))
+            .map(|(_, v)| match v {
+                StatValue::Count(n) => *n,
+                StatValue::Real(_) => 0,
+            })
+            .sum();
+        assert_eq!(bucketed, 3);
     }
 }

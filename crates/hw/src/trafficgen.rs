@@ -25,7 +25,7 @@ use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use nextio_engine::{Duration, LatencyHist, Mailbox, Sim, SimRng, Time};
+use nextio_engine::{Duration, LatencyHist, Mailbox, Sim, SimRng, StatsReport, Time};
 use thiserror::Error;
 
 use crate::ethernet::{PER_FRAME_OVERHEAD_BYTES, Wire};
@@ -329,6 +329,26 @@ pub struct TrafficStats {
 }
 
 impl TrafficStats {
+    /// Add what the generator saw to a stats report under `prefix`: its
+    /// frame counts and the round-trip histogram.
+    pub fn report(&self, prefix: &str, r: &mut StatsReport) {
+        for (name, n) in [
+            ("warmup_sent", self.warmup_sent),
+            ("warmup_received", self.warmup_received),
+            ("sent", self.sent),
+            ("sent_bytes", self.sent_bytes),
+            ("received", self.received),
+            ("received_line_bytes", self.received_line_bytes),
+            ("lost", self.lost()),
+            ("corrupt", self.corrupt),
+            ("not_echoed", self.not_echoed),
+            ("reordered", self.reordered),
+        ] {
+            r.count(format!("{prefix}.{name}"), n);
+        }
+        r.histogram(&format!("{prefix}.rtt"), &self.rtt);
+    }
+
     pub fn lost(&self) -> u64 {
         self.sent.saturating_sub(self.received)
     }
@@ -410,6 +430,9 @@ impl TrafficGen {
         let total = config.total_frames()?;
         let templates = templates(&config.source)?;
         let stats = Rc::new(RefCell::new(TrafficStats::default()));
+        let seen = stats.clone();
+        let name = format!("trafficgen{}", sim.new_component_index("trafficgen"));
+        sim.on_stats(move |r| seen.borrow().report(&name, r));
         let mut rng = SimRng::new(config.seed).fork("trafficgen");
         let sizes = match &config.source {
             Source::Synthetic { sizes, .. } => Some(*sizes),
