@@ -628,7 +628,7 @@ fn trace_is_trace_event_json_with_tracks_per_component_and_results_unchanged() {
     let all = traces(&trace_dir);
     let trace = &all[0];
     let (names, events) = tracks_and_events(trace);
-    for want in ["core 0", "pcie", "wire"] {
+    for want in ["core 0", "pcie", "pcie link", "wire"] {
         assert!(
             names.iter().any(|n| n.contains(want)),
             "no `{want}` track among {names:?}"
@@ -636,7 +636,7 @@ fn trace_is_trace_event_json_with_tracks_per_component_and_results_unchanged() {
     }
     let categories: std::collections::BTreeSet<&str> =
         events.iter().map(|e| e["cat"].as_str().unwrap()).collect();
-    for want in ["cpu", "wire", "pcie.dma-write", "pcie.dma-read"] {
+    for want in ["cpu", "wire", "pcie.dma-write", "pcie.dma-read", "pcie.tlp"] {
         assert!(
             categories.contains(want),
             "no {want} events: {categories:?}"
@@ -1104,6 +1104,21 @@ fn stats_files_hold_every_counter_and_conserve_frames() {
             .unwrap();
         assert_eq!(get(rx[0]), get(&format!("host0.{nic}.rx_frames")), "{f}");
         host_rx_frames += get(rx[0]);
+        // The generator's round trips: one per measured frame it received,
+        // each in exactly one bucket of its histogram.
+        assert!(get("trafficgen0.received") > 0.0, "{f}: no generator");
+        assert_eq!(
+            get("trafficgen0.rtt.count"),
+            get("trafficgen0.received"),
+            "{f}"
+        );
+        let bucketed: f64 = s
+            .iter()
+            .filter(|(n, _)| n.starts_with("trafficgen0.rtt.bucket_from_"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(bucketed, get("trafficgen0.rtt.count"), "{f}");
+        assert!(get("trafficgen0.rtt.p50_ps") <= get("trafficgen0.rtt.p99_ps"));
         // A ledger's categories sum to its total.
         for k in s.keys().filter(|k| k.ends_with(".ledger.total_ps")) {
             let p = k.trim_end_matches("total_ps");

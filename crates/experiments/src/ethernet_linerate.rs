@@ -267,6 +267,13 @@ fn run_point(
     let sim = ctx.new_sim();
     let rx = Rc::new(Mailbox::new(&sim));
     let wire = Rc::new(Wire::new(&sim, config, rx.clone()));
+    // No host here: the wire is its own component in the trace and stats.
+    let host = sim.trace_host(|| "link under test".into());
+    if let Some(track) = sim.trace_track(host, || "wire".into()) {
+        wire.trace_on(track);
+    }
+    let counted = wire.clone();
+    sim.on_stats(move |r| r.counters("wire", &counted.counters()));
     if let Some(capture) = ctx.new_capture() {
         wire.set_capture(capture);
     }

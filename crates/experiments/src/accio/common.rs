@@ -180,8 +180,13 @@ pub fn join_stamped_as(
     let (log_ab, log_ba) = (to_b.log.clone(), to_a.log.clone());
     let a_to_b = Rc::new(Wire::new(a.sim(), link, to_b));
     let b_to_a = Rc::new(Wire::new(b.sim(), link, to_a));
-    a.fabric().connect_port(a_dev, 0, a_to_b).map_err(cfg)?;
-    b.fabric().connect_port(b_dev, 0, b_to_a).map_err(cfg)?;
+    a.fabric()
+        .connect_port(a_dev, 0, a_to_b.clone())
+        .map_err(cfg)?;
+    b.fabric()
+        .connect_port(b_dev, 0, b_to_a.clone())
+        .map_err(cfg)?;
+    a.name_port(a_dev, 0, &a_to_b, &b_to_a);
     Ok((log_ab, log_ba))
 }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use nextio_engine::{Duration, Time};
-use nextio_hw::ethernet::{LinkConfig, Wire};
+use nextio_hw::ethernet::LinkConfig;
 use nextio_lib::accio::Accio;
 use nextio_os::accio::Mode;
 use serde_json::json;
@@ -172,36 +172,16 @@ fn simulate(ctx: &RunContext) -> Result<Outcome, RunError> {
     let a = accio_host(&sim, Platform::Server, 64)?;
     // The two directions of the cable, kept so they can be pulled.
     let link = LinkConfig::default();
-    let to_server = Rc::new(Wire::new(
-        &sim,
+    let (to_server, to_client) = nextio_hw::machine::join(
+        a.host.machine(),
+        a.nic.id,
+        0,
+        server.host.machine(),
+        server.nic.id,
+        0,
         link,
-        server
-            .host
-            .machine()
-            .fabric()
-            .port_sink(server.nic.id, 0)
-            .map_err(cfg)?,
-    ));
-    let to_client = Rc::new(Wire::new(
-        &sim,
-        link,
-        a.host
-            .machine()
-            .fabric()
-            .port_sink(a.nic.id, 0)
-            .map_err(cfg)?,
-    ));
-    a.host
-        .machine()
-        .fabric()
-        .connect_port(a.nic.id, 0, to_server.clone())
-        .map_err(cfg)?;
-    server
-        .host
-        .machine()
-        .fabric()
-        .connect_port(server.nic.id, 0, to_client.clone())
-        .map_err(cfg)?;
+    )
+    .map_err(cfg)?;
     let log = Rc::new(RefCell::new(Log::default()));
     let start = Time::ZERO + Duration::from_us(50);
     let down_at = start + gap.times((n as f64 * ctx.params.f64("down_at")) as u64);

@@ -308,8 +308,10 @@ impl Machine {
     }
 
     /// Name the wires of `dev`'s port `port` in the trace and the stats:
-    /// `tx` leaves the host, `rx` comes in.
-    fn name_port(&self, dev: DeviceId, port: usize, tx: &Rc<Wire>, rx: &Rc<Wire>) {
+    /// `tx` leaves the host, `rx` comes in. Whoever builds a port's wires
+    /// by hand (to put a tap between, say) calls this so they are traced
+    /// and counted like any other.
+    pub fn name_port(&self, dev: DeviceId, port: usize, tx: &Rc<Wire>, rx: &Rc<Wire>) {
         let name = self.fabric.device_name(dev).unwrap_or("device");
         for (wire, dir) in [(tx, "tx"), (rx, "rx")] {
             if let Some(t) = self
