@@ -669,6 +669,21 @@ fn trace_is_trace_event_json_with_tracks_per_component_and_results_unchanged() {
         }
     }
     assert_eq!(trace["otherData"]["dropped_events"], 0);
+    // Queues are counter tracks: each wire's transmit queue depth, never
+    // above what the queue holds.
+    let queue: Vec<&serde_json::Value> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "C")
+        .collect();
+    assert!(
+        queue
+            .iter()
+            .any(|e| e["name"].as_str().unwrap().ends_with("queue")),
+        "no queue counter"
+    );
+    assert!(queue.iter().all(|e| e["args"]["queue"].as_u64().is_some()));
 
     // Filters keep a trace small: only wire tracks, only the first 50 µs.
     let small = &traced_with(

@@ -525,6 +525,13 @@ impl Sim {
         }
     }
 
+    /// Record that `track`'s counter `name` holds `value` from `at` on.
+    pub fn trace_counter(&self, track: TrackId, name: &'static str, at: Time, value: u64) {
+        if let Some(t) = self.0.trace.borrow_mut().as_mut() {
+            t.counter(track, name, at, value);
+        }
+    }
+
     /// Record an instant at `at` on `track`, with an optional argument.
     pub fn trace_instant(
         &self,

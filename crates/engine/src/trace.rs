@@ -56,7 +56,8 @@ impl Default for TraceConfig {
     }
 }
 
-/// One recorded event: a span when `dur_ps` is set, else an instant.
+/// One recorded event: a span when `dur_ps` is set, else an instant —
+/// or, when `counter`, a counter's new value (`arg`) from `start_ps` on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Event {
     track: u32,
@@ -65,6 +66,7 @@ struct Event {
     start_ps: u64,
     dur_ps: Option<u64>,
     arg: Option<(&'static str, u64)>,
+    counter: bool,
 }
 
 /// The trace of one simulation.
@@ -164,6 +166,7 @@ impl TraceSink {
             start_ps: start.ps(),
             dur_ps: Some(dur.0),
             arg,
+            counter: false,
         });
         if self.events.len() > before
             && let Some(slot) = self.last_span.get_mut(t)
@@ -191,6 +194,25 @@ impl TraceSink {
             start_ps: at.ps(),
             dur_ps: None,
             arg,
+            counter: false,
+        });
+    }
+
+    /// Record that `track`'s counter `name` (a queue's depth, say) holds
+    /// `value` from `at` on. It is drawn as its own counter track named
+    /// after `track`; values may be recorded out of time order.
+    pub fn counter(&mut self, track: TrackId, name: &'static str, at: Time, value: u64) {
+        if !self.in_window(at, at) {
+            return;
+        }
+        self.push(Event {
+            track: track.0,
+            name,
+            category: "counter",
+            start_ps: at.ps(),
+            dur_ps: None,
+            arg: Some((name, value)),
+            counter: true,
         });
     }
 
@@ -295,6 +317,18 @@ impl TraceSink {
             let e = &self.events[i];
             let pid = self.tracks[e.track as usize].0 + 1;
             sep(&mut out);
+            if e.counter {
+                let series = format!("{} {}", self.tracks[e.track as usize].1, e.name);
+                let _ = write!(
+                    out,
+                    "{{\"ph\":\"C\",\"name\":{},\"cat\":\"counter\",\"pid\":{pid},\"ts\":{},\"args\":{{{}:{}}}}}",
+                    quote(&series),
+                    micros(e.start_ps),
+                    quote(e.name),
+                    e.arg.map_or(0, |(_, v)| v)
+                );
+                continue;
+            }
             let _ = write!(
                 out,
                 "{{\"ph\":\"{}\",\"name\":{},\"cat\":{},\"pid\":{pid},\"tid\":{},\"ts\":{}",
@@ -370,6 +404,26 @@ mod tests {
         s.span(t, "driver", "cpu", Time(30), Duration(5), None);
         assert_eq!(s.len(), 3);
         assert_eq!(s.events[0].dur_ps, Some(15));
+    }
+
+    #[test]
+    fn counters_are_written_as_named_counter_events_in_time_order() {
+        let (mut s, h) = sink(TraceConfig::default());
+        let w = s.track(h, "wire nic port 0 tx".into()).unwrap();
+        s.counter(w, "queue", Time(2_000_000), 0);
+        s.counter(w, "queue", Time(1_000_000), 3);
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        let c: Vec<&serde_json::Value> = v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["ph"] == "C")
+            .collect();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0]["name"], "wire nic port 0 tx queue");
+        assert_eq!(c[0]["ts"].as_f64(), Some(1.0));
+        assert_eq!(c[0]["args"]["queue"], 3);
+        assert_eq!(c[1]["args"]["queue"], 0);
     }
 
     #[test]

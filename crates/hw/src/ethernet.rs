@@ -64,6 +64,9 @@ pub struct EthTx {
     /// Start times of accepted frames, oldest first; those not yet started
     /// are the queue.
     starts: VecDeque<Time>,
+    /// When traced: each frame that left the queue, as `(its start, the
+    /// depth after it)`, until the wire draws them.
+    left_queue: Option<Vec<(Time, usize)>>,
 }
 
 impl EthTx {
@@ -73,7 +76,22 @@ impl EthTx {
             config,
             busy_until: Time::ZERO,
             starts: VecDeque::new(),
+            left_queue: None,
         }
+    }
+
+    /// Keep, from now on, when each queued frame starts and the depth it
+    /// leaves ([`EthTx::take_left_queue`]).
+    pub fn log_queue(&mut self) {
+        self.left_queue.get_or_insert_with(Vec::new);
+    }
+
+    /// The queue departures logged since the last call.
+    pub fn take_left_queue(&mut self) -> Vec<(Time, usize)> {
+        self.left_queue
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn config(&self) -> &LinkConfig {
@@ -82,8 +100,11 @@ impl EthTx {
 
     /// Frames accepted but not yet on the line at `now`.
     pub fn queued(&mut self, now: Time) -> usize {
-        while self.starts.front().is_some_and(|s| *s <= now) {
+        while let Some(&s) = self.starts.front().filter(|s| **s <= now) {
             self.starts.pop_front();
+            if let Some(log) = &mut self.left_queue {
+                log.push((s, self.starts.len()));
+            }
         }
         self.starts.len()
     }
@@ -165,9 +186,24 @@ impl Wire {
         }
     }
 
-    /// Record the wire's frames on `track` of the simulation's trace.
+    /// Record the wire's frames on `track` of the simulation's trace, and
+    /// its transmit queue's depth as the track's `queue` counter.
     pub fn trace_on(&self, track: TrackId) {
         let _ = self.track.set(track);
+        self.tx.borrow_mut().log_queue();
+    }
+
+    /// Draw the queue's depth: each departure the transmitter logged (at
+    /// its start), then the depth now. Departures after the wire's last
+    /// offer are not drawn: the wire learns of them only when next used.
+    fn trace_queue(&self, now: Time) {
+        let Some(t) = self.track.get() else { return };
+        let mut tx = self.tx.borrow_mut();
+        let depth = tx.queued(now);
+        for (at, left) in tx.take_left_queue() {
+            self.sim.trace_counter(*t, "queue", at, left as u64);
+        }
+        self.sim.trace_counter(*t, "queue", now, depth as u64);
     }
 
     fn trace_drop(&self, why: &'static str) {
@@ -249,6 +285,8 @@ impl Wire {
                         ("bytes", frame_bytes),
                     );
                 }
+                drop(c);
+                self.trace_queue(now);
                 self.rx.deliver(arrival, frame);
                 Ok(arrival)
             }
@@ -292,6 +330,24 @@ mod tests {
         assert_eq!(s0, Time::ZERO);
         assert_eq!(s1, Time(6720));
         assert_eq!(a0, Time(6720 + 5000));
+    }
+
+    #[test]
+    fn a_logged_queue_records_each_departure_with_the_depth_it_leaves() {
+        let mut tx = EthTx::new(LinkConfig {
+            queue_frames: 10,
+            ..LinkConfig::default()
+        });
+        tx.log_queue();
+        // One on the line at once, two queued behind it.
+        let starts: Vec<Time> = (0..3)
+            .map(|_| tx.transmit(Time::ZERO, 64).unwrap().0)
+            .collect();
+        assert_eq!(tx.queued(Time::ZERO), 2);
+        assert!(tx.take_left_queue().is_empty());
+        assert_eq!(tx.queued(starts[2]), 0);
+        assert_eq!(tx.take_left_queue(), vec![(starts[1], 1), (starts[2], 0)]);
+        assert!(tx.take_left_queue().is_empty(), "taken once");
     }
 
     #[test]
