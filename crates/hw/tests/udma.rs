@@ -55,7 +55,7 @@ impl Rig {
             .attach(
                 Udma::new(cfg, SimRng::new(1)).unwrap(),
                 Attach::RootPort,
-                DeviceLink::integrated(),
+                DeviceLink::on_die(),
             )
             .unwrap();
         let portal = fabric.bar(dev.id, 0).unwrap().base;
