@@ -597,7 +597,11 @@ fn copy_with_buffers(read_buffers: u32) -> (u64, Counters, u64) {
     assert_eq!(r.read(0, DST, len), data, "the copy's bytes");
     let crc = r.record(0, REC + 32);
     assert_eq!(crc.status(), status::SUCCESS);
-    assert_eq!(crc.crc(), ops::crc32c(0, &data), "the CRC over every piece, in order");
+    assert_eq!(
+        crc.crc(),
+        ops::crc32c(0, &data),
+        "the CRC over every piece, in order"
+    );
     assert_eq!(
         r.dev.borrow().free_read_buffers(),
         read_buffers as u64,
@@ -625,7 +629,10 @@ fn the_datapath_conserves_bytes_and_buffers_and_more_buffers_are_never_slower() 
         first.get_or_insert(end_ps);
     }
     // The buffers are what bounds a copy: 24 times as many finish sooner.
-    assert!(first > Some(last), "buffers did not bind: {first:?} vs {last}");
+    assert!(
+        first > Some(last),
+        "buffers did not bind: {first:?} vs {last}"
+    );
     // Too few buffers for a compare's two requests: a configuration error.
     let mut cfg = UdmaConfig::default();
     cfg.datapath.read_buffers = 8;

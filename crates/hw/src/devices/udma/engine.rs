@@ -549,8 +549,13 @@ impl Udma {
                 let (i, pa, len) = (job.next, p.pa, p.len);
                 job.next += 1;
                 for (which, addr) in pa.iter().enumerate().take(job.reads) {
-                    match cx.dma_read_in(Space::Translated, *addr, len, purpose, tag(slot, i, which))
-                    {
+                    match cx.dma_read_in(
+                        Space::Translated,
+                        *addr,
+                        len,
+                        purpose,
+                        tag(slot, i, which),
+                    ) {
                         Ok(()) => {
                             job.outstanding += 1;
                             self.free_buffers -= dp.buffers_for(len);
@@ -599,8 +604,7 @@ impl Udma {
         match op {
             opcode::MEMMOVE => {
                 let dst = p.pa[1];
-                self.counters
-                    .add("datapath.write_bytes", data.len() as u64);
+                self.counters.add("datapath.write_bytes", data.len() as u64);
                 if cx
                     .dma_write_in(
                         Space::Translated,

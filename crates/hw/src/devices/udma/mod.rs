@@ -101,7 +101,9 @@ pub enum UdmaError {
     CapTableFull,
     #[error("ATC: {0}")]
     Atc(String),
-    #[error("the datapath needs buffers of 64..=4096 B, requests of 64..=4096 B, and read buffers for two requests (a compare reads two operands at once)")]
+    #[error(
+        "the datapath needs buffers of 64..=4096 B, requests of 64..=4096 B, and read buffers for two requests (a compare reads two operands at once)"
+    )]
     Datapath,
 }
 
