@@ -55,7 +55,7 @@ impl Rig {
             .attach(
                 Udma::new(cfg, SimRng::new(1)).unwrap(),
                 Attach::RootPort,
-                DeviceLink::integrated(),
+                DeviceLink::on_die(),
             )
             .unwrap();
         let portal = fabric.bar(dev.id, 0).unwrap().base;
@@ -575,4 +575,66 @@ fn the_same_run_gives_the_same_bytes_counters_and_time() {
     assert_eq!(a.1, pattern(65536, 1));
     assert_eq!(a, run());
     assert!(a.2.ps() > Duration::from_ns(500).ps());
+}
+
+/// One 256 KiB copy and a CRC of it (two engines at once) under `read_buffers`:
+/// when it ends, and the engine's counters.
+fn copy_with_buffers(read_buffers: u32) -> (u64, Counters, u64) {
+    let mut cfg = UdmaConfig::default();
+    cfg.datapath.read_buffers = read_buffers;
+    let r = Rig::with(cfg, 1, &[WqConfig::dedicated(Some(1))]);
+    let pages = 64;
+    r.map(0, SRC, pages);
+    r.map(0, DST, pages);
+    r.map(0, REC, 1);
+    let len = (pages * PAGE_BYTES) as usize;
+    let data = pattern(len, 3);
+    r.write(0, SRC, &data);
+    r.movdir64b(0, &desc(opcode::MEMMOVE, 0, SRC, DST, len as u32, REC));
+    r.movdir64b(0, &desc(opcode::CRCGEN, 0, SRC, 0, len as u32, REC + 32));
+    r.sim.run();
+    assert_eq!(r.record(0, REC).status(), status::SUCCESS);
+    assert_eq!(r.read(0, DST, len), data, "the copy's bytes");
+    let crc = r.record(0, REC + 32);
+    assert_eq!(crc.status(), status::SUCCESS);
+    assert_eq!(
+        crc.crc(),
+        ops::crc32c(0, &data),
+        "the CRC over every piece, in order"
+    );
+    assert_eq!(
+        r.dev.borrow().free_read_buffers(),
+        read_buffers as u64,
+        "every read buffer taken was given back"
+    );
+    let c = r.counters();
+    conserved(&c);
+    (r.sim.now().ps(), c, len as u64)
+}
+
+#[test]
+fn the_datapath_conserves_bytes_and_buffers_and_more_buffers_are_never_slower() {
+    let mut last = u64::MAX;
+    let mut first = None;
+    for buffers in [16, 32, 96, 384] {
+        let (end_ps, c, len) = copy_with_buffers(buffers);
+        // The copy reads and writes its bytes once; the CRC reads them once.
+        assert_eq!(c.get("datapath.read_bytes"), 2 * len, "{c:?}");
+        assert_eq!(c.get("datapath.write_bytes"), len, "{c:?}");
+        assert!(
+            end_ps <= last,
+            "{buffers} read buffers finished at {end_ps} ps, after {last} ps with fewer"
+        );
+        last = end_ps;
+        first.get_or_insert(end_ps);
+    }
+    // The buffers are what bounds a copy: 24 times as many finish sooner.
+    assert!(
+        first > Some(last),
+        "buffers did not bind: {first:?} vs {last}"
+    );
+    // Too few buffers for a compare's two requests: a configuration error.
+    let mut cfg = UdmaConfig::default();
+    cfg.datapath.read_buffers = 8;
+    assert!(Udma::new(cfg, SimRng::new(1)).is_err());
 }

@@ -107,11 +107,12 @@ pub struct UdmaDriver {
 }
 
 impl UdmaDriver {
-    /// Attach an engine to `host` as a root-complex integrated endpoint
-    /// (DSA is on the CPU die) and take charge of it.
+    /// Attach an engine to `host` on the CPU die (DSA is on the mesh:
+    /// [`DeviceLink::on_die`], its requests still pass the root complex)
+    /// and take charge of it.
     pub fn attach(host: &Host, cfg: UdmaConfig, rng: SimRng) -> Result<UdmaDriver, HostError> {
         let engine = Udma::new(cfg, rng).map_err(|e| OsError::Invalid(e.to_string()))?;
-        let dev = host.attach(engine, Attach::RootPort, DeviceLink::integrated())?;
+        let dev = host.attach(engine, Attach::RootPort, DeviceLink::on_die())?;
         Ok(UdmaDriver {
             host: host.clone(),
             dev,

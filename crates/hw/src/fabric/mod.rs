@@ -126,6 +126,22 @@ impl DeviceLink {
         })
     }
 
+    /// An accelerator on the CPU die's mesh, such as Sapphire Rapids' DSA:
+    /// not behind a PCIe link, so its attachment must not be what limits
+    /// it — its own datapath does (for the DMA engine: its read buffers).
+    /// The fabric times every device hop as a link, so this one is the
+    /// widest link it models (Gen5 x32, ~126 GB/s per direction, no
+    /// flight), a stand-in chosen not to bind (assumption: a mesh stop
+    /// moves at least that; the engine draws at most a few tens of GB/s).
+    /// Requests still pass the root complex: IOMMU, DDIO and DRAM are
+    /// charged as for any device.
+    pub fn on_die() -> DeviceLink {
+        DeviceLink::pcie(PcieConfig {
+            flight_ps: 0,
+            ..PcieConfig::gen_lanes(5, 32)
+        })
+    }
+
     pub fn pcie(pcie: PcieConfig) -> DeviceLink {
         DeviceLink {
             pcie,

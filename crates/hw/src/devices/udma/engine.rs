@@ -16,14 +16,26 @@
 //!    from it on (partial completion, resumable by software).
 //! 4. **Move.** Reads and writes go out through the fabric with the
 //!    translated (physical) addresses: for a copy, each piece is written
-//!    as soon as its read data arrives.
+//!    as soon as its read data arrives. Reads go through the engine's own
+//!    datapath: an operation is cut into read requests of at most
+//!    `read_request_bytes` (and never across a page), each request waits
+//!    until its own translation is back (translation overlaps the data
+//!    of earlier pieces; every ATC miss is sent at the start) and until
+//!    the device has read buffers free for its data; the buffers are held
+//!    from the request until the data is consumed (written out, compared,
+//!    folded into the CRC). So the device's read bandwidth is its buffer
+//!    bytes over a read's round trip, shared by its engines; fills, which
+//!    read nothing, write every piece at once.
 //! 5. **Complete.** The completion record is written after the data (the
 //!    device's posted writes land in order) and, if asked, an MSI-X
 //!    message follows it.
 //!
-//! Invariant: every descriptor an engine takes ends in exactly one of
+//! Invariants: every descriptor an engine takes ends in exactly one of
 //! `completed`, `faulted.<reason>` or `rejected.<reason>`, once, after
-//! every read it issued has returned.
+//! every read it issued has returned; every read buffer taken is given
+//! back exactly once (when the device is idle all are free); the bytes a
+//! copy reads (`datapath.read_bytes`) equal the bytes it writes
+//! (`datapath.write_bytes`).
 
 use nextio_engine::{Duration, Time};
 
@@ -41,6 +53,8 @@ use super::{Udma, wq::Queued};
 
 /// Timer kinds (the low byte of a token; the job's slot above it).
 const DATA_PHASE: u64 = 1;
+/// Issue the reads whose translations are back.
+pub(super) const PUMP: u64 = 2;
 /// The DMA tag of completion-record writes.
 const RECORD_TAG: u64 = u64::MAX;
 
@@ -59,6 +73,8 @@ struct Piece {
     len: u64,
     pa: [u64; 2],
     data: [Option<Vec<u8>>; 2],
+    /// When every operand's translation of this piece is back.
+    ready: Time,
 }
 
 /// How a descriptor ended.
@@ -95,6 +111,10 @@ pub(super) struct Job {
     /// address that faulted).
     cut: Option<(u64, u64)>,
     outstanding: usize,
+    /// The next piece whose reads are not issued yet (all pieces: done).
+    next: usize,
+    /// Reads per piece (compare reads both operands); 0: no reads.
+    reads: usize,
     hw_error: bool,
     /// Compare: offset of the first difference found so far.
     difference: Option<u64>,
@@ -105,6 +125,13 @@ pub(super) struct Job {
     /// Whether it still holds an engine.
     on_engine: bool,
     end: End,
+}
+
+impl Job {
+    /// Every read issued and returned.
+    fn drained(&self) -> bool {
+        self.outstanding == 0 && self.next >= self.pieces.len()
+    }
 }
 
 /// A sub-descriptor of a fetched batch, waiting for an engine.
@@ -215,6 +242,8 @@ impl Udma {
             record_pa: None,
             cut: None,
             outstanding: 0,
+            next: 0,
+            reads: 0,
             hw_error: false,
             difference: None,
             crc: 0,
@@ -259,8 +288,17 @@ impl Udma {
             opcode::NOOP => 0,
             _ => d.xfer_size() as u64,
         };
-        let at = self.translate_pieces(cx, slot, len);
-        ready = ready.max(at);
+        let reads = match d.opcode() {
+            opcode::COMPARE => 2,
+            opcode::MEMMOVE | opcode::CRCGEN | opcode::BATCH => 1,
+            _ => 0,
+        };
+        let at = self.translate_pieces(cx, slot, len, reads > 0);
+        if reads == 0 {
+            // A fill writes every piece at once: all its translations
+            // must be back. Reading operations wait piece by piece.
+            ready = ready.max(at);
+        }
         if d.opcode() == opcode::NOOP
             && let Some(dist) = self.cfg.noop_latency
         {
@@ -355,7 +393,13 @@ impl Udma {
     /// Cut the job's operation of `len` bytes into pieces and translate
     /// them in order, stopping at the first fault. Returns when the last
     /// translation is known.
-    fn translate_pieces(&mut self, cx: &mut DeviceCtx<'_>, slot: usize, len: u64) -> Time {
+    fn translate_pieces(
+        &mut self,
+        cx: &mut DeviceCtx<'_>,
+        slot: usize,
+        len: u64,
+        by_request: bool,
+    ) -> Time {
         let Some(job) = self.jobs[slot].as_mut() else {
             return cx.now();
         };
@@ -364,17 +408,37 @@ impl Udma {
         let mut off = 0u64;
         let mut pieces = Vec::new();
         let mut cut = None;
+        let request = self.cfg.datapath.read_request_bytes as u64;
+        // The last translation of each operand: (its page, the page's
+        // physical base, when it was known); a piece in the same page
+        // reuses it, as the engine does within a page.
+        let mut last: [Option<(u64, u64, Time)>; 2] = [None, None];
         'pieces: while off < len {
             let mut n = len - off;
+            if by_request {
+                n = n.min(request);
+            }
             for o in &operands {
                 let a = o.addr + off;
                 n = n.min(PAGE_BYTES - a % PAGE_BYTES);
             }
             let mut pa = [0u64; 2];
+            let mut piece_ready = cx.now();
             for (i, o) in operands.iter().enumerate() {
-                match self.atc.translate(cx, o.space, o.addr + off, o.write) {
+                let va = o.addr + off;
+                let page = va - va % PAGE_BYTES;
+                if let Some((p, base, at)) = last[i]
+                    && p == page
+                {
+                    pa[i] = base + (va - page);
+                    piece_ready = piece_ready.max(at);
+                    continue;
+                }
+                match self.atc.translate(cx, o.space, va, o.write) {
                     Ok((p, at)) => {
                         pa[i] = p;
+                        last[i] = Some((page, p - (va - page), at));
+                        piece_ready = piece_ready.max(at);
                         ready = ready.max(at);
                     }
                     Err(_) => {
@@ -388,6 +452,7 @@ impl Udma {
                 len: n,
                 pa,
                 data: [None, None],
+                ready: piece_ready,
             });
             off += n;
         }
@@ -429,31 +494,96 @@ impl Udma {
                 }
             }
             opcode::MEMMOVE | opcode::CRCGEN | opcode::BATCH | opcode::COMPARE => {
-                let reads = if op == opcode::COMPARE { 2 } else { 1 };
-                for (i, p) in job.pieces.iter().enumerate() {
-                    for which in 0..reads {
-                        let purpose = if op == opcode::BATCH {
-                            "descriptor"
-                        } else {
-                            "udma-data"
-                        };
-                        match cx.dma_read_in(
-                            Space::Translated,
-                            p.pa[which],
-                            p.len,
-                            purpose,
-                            tag(slot, i, which),
-                        ) {
-                            Ok(()) => job.outstanding += 1,
-                            Err(_) => job.hw_error = true,
-                        }
-                    }
+                job.reads = if op == opcode::COMPARE { 2 } else { 1 };
+                let pieces = job.pieces.len();
+                if pieces > 0 {
+                    self.pump(cx);
+                    return;
                 }
             }
             _ => {}
         }
-        if job.outstanding == 0 {
+        if let Some(job) = self.jobs[slot].as_mut() {
+            job.next = job.pieces.len();
+            let bytes: u64 = if op == opcode::MEMFILL {
+                job.pieces.iter().map(|p| p.len).sum()
+            } else {
+                0
+            };
+            self.counters.add("datapath.write_bytes", bytes);
+        }
+        if self.jobs[slot].as_ref().is_some_and(Job::drained) {
             self.finish(cx, slot);
+        }
+    }
+
+    /// Issue the reads of every job whose piece's translation is back, a
+    /// piece per job in turn, while the device has read buffers for them;
+    /// set a timer for the earliest piece still waiting for a translation.
+    pub(super) fn pump(&mut self, cx: &mut DeviceCtx<'_>) {
+        let dp = self.cfg.datapath;
+        let now = cx.now();
+        let mut waiting: Option<Time> = None;
+        'rounds: loop {
+            let mut issued = false;
+            for slot in 0..self.jobs.len() {
+                let Some(job) = self.jobs[slot].as_mut() else {
+                    continue;
+                };
+                if job.reads == 0 || job.next >= job.pieces.len() {
+                    continue;
+                }
+                let p = &job.pieces[job.next];
+                if p.ready > now {
+                    waiting = Some(waiting.map_or(p.ready, |w| w.min(p.ready)));
+                    continue;
+                }
+                let need = job.reads as u64 * dp.buffers_for(p.len);
+                if self.free_buffers < need {
+                    break 'rounds;
+                }
+                let purpose = match Descriptor::new(&job.desc[..]).map(|d| d.opcode()) {
+                    Some(opcode::BATCH) => "descriptor",
+                    _ => "udma-data",
+                };
+                let (i, pa, len) = (job.next, p.pa, p.len);
+                job.next += 1;
+                for (which, addr) in pa.iter().enumerate().take(job.reads) {
+                    match cx.dma_read_in(
+                        Space::Translated,
+                        *addr,
+                        len,
+                        purpose,
+                        tag(slot, i, which),
+                    ) {
+                        Ok(()) => {
+                            job.outstanding += 1;
+                            self.free_buffers -= dp.buffers_for(len);
+                            self.counters.add("datapath.read_bytes", len);
+                        }
+                        Err(_) => job.hw_error = true,
+                    }
+                }
+                issued = true;
+            }
+            if !issued {
+                break;
+            }
+        }
+        // A job whose last reads could not be issued may be done now.
+        for slot in 0..self.jobs.len() {
+            if self.jobs[slot]
+                .as_ref()
+                .is_some_and(|j| j.reads > 0 && j.on_engine && j.drained())
+            {
+                self.finish(cx, slot);
+            }
+        }
+        if let Some(at) = waiting
+            && self.pump_at.is_none_or(|t| at < t)
+        {
+            self.pump_at = Some(at);
+            cx.set_timer(at - now, PUMP);
         }
     }
 
@@ -465,6 +595,8 @@ impl Udma {
             return;
         };
         job.outstanding = job.outstanding.saturating_sub(1);
+        // The data is consumed in this handler: its buffers are free.
+        self.free_buffers += self.cfg.datapath.buffers_for(data.len() as u64);
         let op = Descriptor::new(&job.desc[..]).map_or(0, |d| d.opcode());
         let Some(p) = job.pieces.get_mut(piece) else {
             return;
@@ -472,6 +604,7 @@ impl Udma {
         match op {
             opcode::MEMMOVE => {
                 let dst = p.pa[1];
+                self.counters.add("datapath.write_bytes", data.len() as u64);
                 if cx
                     .dma_write_in(
                         Space::Translated,
@@ -509,9 +642,10 @@ impl Udma {
             opcode::BATCH => p.data[0] = Some(data.to_vec()),
             _ => {}
         }
-        if job.outstanding == 0 {
+        if job.drained() {
             self.finish(cx, slot);
         }
+        self.pump(cx);
     }
 
     /// A transfer of a job moved nothing (nothing answered its translated
@@ -523,7 +657,7 @@ impl Udma {
             self.counters.inc("record_unwritable");
             return;
         }
-        let (slot, _, which) = untag(t);
+        let (slot, piece, which) = untag(t);
         let write = self
             .jobs
             .get(slot)
@@ -539,9 +673,12 @@ impl Udma {
         };
         job.hw_error = true;
         job.outstanding = job.outstanding.saturating_sub(1);
-        if job.outstanding == 0 {
+        let len = job.pieces.get(piece).map_or(0, |p| p.len);
+        self.free_buffers += self.cfg.datapath.buffers_for(len);
+        if job.drained() {
             self.finish(cx, slot);
         }
+        self.pump(cx);
     }
 
     /// The descriptor is done: record, interrupt, bookkeeping.

@@ -101,6 +101,10 @@ pub enum UdmaError {
     CapTableFull,
     #[error("ATC: {0}")]
     Atc(String),
+    #[error(
+        "the datapath needs buffers of 64..=4096 B, requests of 64..=4096 B, and read buffers for two requests (a compare reads two operands at once)"
+    )]
+    Datapath,
 }
 
 /// Most work queues (DSA 1.0 has 8).
@@ -122,6 +126,29 @@ pub struct UdmaCosts {
     pub noop_floor: Duration,
     /// The address translation cache's geometry.
     pub atc: TlbConfig,
+    /// The engine's own datapath: its read buffers and read requests.
+    pub datapath: Datapath,
+}
+
+/// The engine's datapath (see `engine`): the read buffers every read's
+/// data is held in from the request until it is consumed (written out,
+/// compared, folded into a CRC), shared by all engines of the device, and
+/// the size of one read request. The bytes a device can have in flight
+/// are `read_buffers × read_buffer_bytes`; divided by a read's round trip
+/// that is its copy bandwidth — nothing else in the engine caps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Datapath {
+    pub read_buffers: u32,
+    pub read_buffer_bytes: u32,
+    pub read_request_bytes: u32,
+}
+
+impl Datapath {
+    /// Buffers one read of `bytes` holds.
+    pub fn buffers_for(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(self.read_buffer_bytes as u64)
+    }
 }
 
 impl Default for UdmaCosts {
@@ -144,6 +171,8 @@ pub struct UdmaConfig {
     /// No-op descriptors take this latency instead (the xUI paper's
     /// accelerator); `None`: a no-op only writes its record.
     pub noop_latency: Option<LatencyDist>,
+    /// The engine's read buffers and read request size.
+    pub datapath: Datapath,
 }
 
 impl Default for UdmaConfig {
@@ -153,6 +182,7 @@ impl Default for UdmaConfig {
             engines: MAX_ENGINES,
             dispatch_ps: UdmaCosts::default().dispatch.0,
             noop_latency: None,
+            datapath: UdmaCosts::default().datapath,
         }
     }
 }
@@ -169,6 +199,11 @@ pub struct Udma {
     batch_queue: VecDeque<engine::BatchItem>,
     /// Engines working.
     busy: usize,
+    /// Read buffers not holding a read's data.
+    free_buffers: u64,
+    /// Whether a timer to issue reads is already set (for the earliest
+    /// piece whose translation is not back yet), and for when.
+    pump_at: Option<nextio_engine::Time>,
     /// The next queue round-robin arbitration looks at.
     rr: usize,
     rng: SimRng,
@@ -180,7 +215,15 @@ impl Udma {
         if !(1..=MAX_WQS).contains(&cfg.wqs) || !(1..=MAX_ENGINES).contains(&cfg.engines) {
             return Err(UdmaError::Shape);
         }
+        let dp = cfg.datapath;
+        if !(64..=4096).contains(&dp.read_buffer_bytes)
+            || !(64..=4096).contains(&dp.read_request_bytes)
+            || (dp.read_buffers as u64) < 2 * dp.buffers_for(dp.read_request_bytes as u64)
+        {
+            return Err(UdmaError::Datapath);
+        }
         Ok(Udma {
+            free_buffers: dp.read_buffers as u64,
             wqs: (0..cfg.wqs)
                 .map(|_| WorkQueue::new(WqConfig::dedicated(None)))
                 .collect(),
@@ -191,6 +234,7 @@ impl Udma {
             jobs: Vec::new(),
             batch_queue: VecDeque::new(),
             busy: 0,
+            pump_at: None,
             rr: 0,
             rng,
             counters: Counters::new(),
@@ -265,6 +309,11 @@ impl Udma {
     /// Descriptors started and not finished (batches included).
     pub fn in_flight(&self) -> usize {
         self.jobs.iter().flatten().count()
+    }
+
+    /// Read buffers free now (all of them when the engine is idle).
+    pub fn free_read_buffers(&self) -> u64 {
+        self.free_buffers
     }
 
     /// Descriptors waiting in queues or fetched batches.
@@ -392,7 +441,12 @@ impl Device for Udma {
     }
 
     fn timer(&mut self, cx: &mut DeviceCtx<'_>, token: u64) {
-        self.data_phase(cx, (token >> 8) as usize);
+        if token & 0xff == engine::PUMP {
+            self.pump_at = None;
+            self.pump(cx);
+        } else {
+            self.data_phase(cx, (token >> 8) as usize);
+        }
     }
 
     fn counters(&self) -> &Counters {
