@@ -82,6 +82,7 @@ pub fn all() -> Vec<&'static dyn Experiment> {
         &accio::ict_pressure::AccioIctPressure,
         &accio::throughput::AccioThroughput,
         &accio::fallback::AccioFallback,
+        &accio::with_enso::AccioWithEnso,
         &accio::dpdk_multiprocess::DpdkMultiprocess,
     ]
 }

@@ -1,8 +1,9 @@
 //! The Accio experiments on small parameters: conservation across a link
 //! flap and across table multiplexing (every datagram delivered or
 //! counted), the fast path back after the flap, refills only when sockets
-//! outnumber rows, DPDK's shared NIC delivering every echo, and runs that
-//! repeat exactly for a seed.
+//! outnumber rows, DPDK's shared NIC delivering every echo, Accio in front
+//! of streaming rings (batched notifications, idle sockets that cost
+//! nothing where Ensō's spin), and runs that repeat exactly for a seed.
 
 use nextio_experiments::{ExperimentResult, Params, RunContext, execute, find};
 
@@ -74,4 +75,21 @@ fn accio_runs_repeat_for_a_seed() {
         assert_eq!(values(&a), values(&b), "{name}");
         assert_eq!(a.series, b.series, "{name}");
     }
+}
+
+#[test]
+fn accio_with_enso_batches_blocks_idle_sockets_and_repeats() {
+    // The run fails if a datagram arrives twice or out of order.
+    let sets = &["sizes=64,1024", "duration_us=60"][..];
+    let a = run("accio-with-enso", sets, 3);
+    let b = run("accio-with-enso", sets, 3);
+    let values = |r: &ExperimentResult| r.checks.iter().map(|c| c.model).collect::<Vec<_>>();
+    assert_eq!(values(&a), values(&b));
+    assert_eq!(a.series, b.series);
+    assert_eq!(a.checks.len(), 18);
+    assert!(model(&a, "combined-mpps") > 0.0);
+    assert!(model(&a, "combined-notifications-per-dgram") < 1.0);
+    assert!(model(&a, "accio-notifications-per-dgram") >= 1.0);
+    assert_eq!(model(&a, "combined-idle-core-busy"), 0.0);
+    assert!(model(&a, "enso-idle-core-busy") > 0.9);
 }

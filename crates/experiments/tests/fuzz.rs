@@ -111,6 +111,7 @@ fn small(experiment: &str) -> &'static [&'static str] {
         "accio-ict-pressure" => &["sockets=16,80", "rounds=1"],
         "accio-fallback" => &["datagrams=50", "down_us=20"],
         "accio-throughput" => &["duration_us=50", "platforms=server"],
+        "accio-with-enso" => &["duration_us=40", "sizes=1024", "idle_sockets=1"],
         "dpdk-multiprocess" => &["processes=1,2", "messages=3"],
         other => panic!("no small settings for {other}: add them"),
     }

@@ -49,6 +49,10 @@ pub type SockAddr = (Ipv4Addr, u16);
 pub struct LibCosts {
     pub send_cycles: u64,
     pub recv_cycles: u64,
+    /// Each record past the first that [`Accio::recv_batch`] walks (its
+    /// header parsed, its length checked, the head advanced), beside the
+    /// one `recv_cycles` the call pays.
+    pub batch_record_cycles: u64,
 }
 
 impl Default for LibCosts {
@@ -64,6 +68,7 @@ impl LibCosts {
         LibCosts {
             send_cycles: s(self.send_cycles),
             recv_cycles: s(self.recv_cycles),
+            batch_record_cycles: s(self.batch_record_cycles),
         }
     }
 }
@@ -115,6 +120,14 @@ struct Accel {
     rx_tail_seen: u64,
     tx_tail: u64,
     tx_head_seen: u64,
+}
+
+/// What waiting for the RX ring came to.
+enum RxReady {
+    /// Records are between `rx_head` and `rx_tail_seen`.
+    Ring,
+    /// A datagram came by the kernel path instead.
+    Fallback(usize, SockAddr),
 }
 
 /// What a row access ran into.
@@ -264,26 +277,15 @@ impl Accio {
         self.socks.insert(fd, Some(a));
     }
 
-    /// `recv(fd, buf, cap)`: bytes copied.
-    pub async fn recv(&mut self, fd: Fd, buf: VirtAddr, cap: usize) -> Result<usize, LibError> {
-        Ok(self.recvfrom(fd, buf, cap).await?.0)
-    }
-
-    /// `recvfrom(fd, buf, cap)`: bytes copied and the sender.
-    pub async fn recvfrom(
+    /// Wait until the RX ring of `a` holds records (reading `RX_TAIL`
+    /// only when everything seen is consumed, blocking in one call when
+    /// it is empty) or a datagram arrives by the kernel path.
+    async fn rx_ready(
         &mut self,
-        fd: Fd,
+        a: &mut Accel,
         buf: VirtAddr,
         cap: usize,
-    ) -> Result<(usize, SockAddr), LibError> {
-        let Some(mut a) = self.accel(fd)? else {
-            let d = self
-                .os
-                .stack()
-                .recvfrom(&self.ctx, self.tid, fd, buf, cap, false)
-                .await?;
-            return Ok((d.len, d.src));
-        };
+    ) -> Result<RxReady, LibError> {
         let conn = a.info.conn;
         loop {
             if a.path == Path::Fallback {
@@ -294,8 +296,7 @@ impl Accio {
                 {
                     FallbackRecv::Data(d) => {
                         self.refresh_ctx();
-                        self.save(fd, a);
-                        return Ok((d.len, d.src));
+                        return Ok(RxReady::Fallback(d.len, d.src));
                     }
                     FallbackRecv::Accelerated => {
                         self.refresh_ctx();
@@ -305,7 +306,7 @@ impl Accio {
                 }
             }
             if a.rx_tail_seen == a.rx_head {
-                match self.row(&a, row::RX_TAIL, None).await {
+                match self.row(a, row::RX_TAIL, None).await {
                     Ok(t) => a.rx_tail_seen = t,
                     Err(RowFault::Fallback) => {
                         a.path = Path::Fallback;
@@ -328,41 +329,48 @@ impl Accio {
                                 .fallback_recv(&self.ctx, self.tid, conn, buf, cap, true)
                                 .await?
                             {
-                                self.save(fd, a);
-                                return Ok((d.len, d.src));
+                                return Ok(RxReady::Fallback(d.len, d.src));
                             }
                         }
                     }
                     continue;
                 }
             }
+            return Ok(RxReady::Ring);
+        }
+    }
+
+    /// `recv(fd, buf, cap)`: bytes copied.
+    pub async fn recv(&mut self, fd: Fd, buf: VirtAddr, cap: usize) -> Result<usize, LibError> {
+        Ok(self.recvfrom(fd, buf, cap).await?.0)
+    }
+
+    /// `recvfrom(fd, buf, cap)`: bytes copied and the sender.
+    pub async fn recvfrom(
+        &mut self,
+        fd: Fd,
+        buf: VirtAddr,
+        cap: usize,
+    ) -> Result<(usize, SockAddr), LibError> {
+        let Some(mut a) = self.accel(fd)? else {
+            let d = self
+                .os
+                .stack()
+                .recvfrom(&self.ctx, self.tid, fd, buf, cap, false)
+                .await?;
+            return Ok((d.len, d.src));
+        };
+        loop {
+            if let RxReady::Fallback(n, src) = self.rx_ready(&mut a, buf, cap).await? {
+                self.save(fd, a);
+                return Ok((n, src));
+            }
             // A record is at the head.
             self.ctx
                 .cycles(Category::NetworkStack, self.costs.recv_cycles);
-            let rx = a.info.rx;
-            let at = rx.va.offset(a.rx_head % rx.bytes);
-            let mut h = [0u8; ring::HEADER_BYTES as usize];
-            self.ctx.load(at, &mut h, Category::NetworkStack)?;
-            let hdr = ring::RecordHeader::new(&h[..]).ok_or(LibError::Corrupt)?;
-            if hdr.is_pad() {
-                a.rx_head += rx.bytes - a.rx_head % rx.bytes;
+            let Some((n, src)) = self.read_record(&mut a, buf, cap)? else {
                 continue;
-            }
-            let len = hdr.len() as u64;
-            let rec = ring::record_bytes(len);
-            if len > ring::MAX_PAYLOAD_BYTES || a.rx_head + rec > a.rx_tail_seen {
-                return Err(LibError::Corrupt);
-            }
-            let src = (hdr.ip(), hdr.port());
-            let n = (len as usize).min(cap);
-            let mut data = vec![0u8; n];
-            self.ctx.load(
-                at.offset(ring::HEADER_BYTES),
-                &mut data,
-                Category::NetworkStack,
-            )?;
-            self.ctx.store(buf, &data, Category::Application)?;
-            a.rx_head += rec;
+            };
             let head = a.rx_head;
             match self.row(&a, row::RX_HEAD, Some(head)).await {
                 Ok(_) | Err(RowFault::Fallback) => {}
@@ -371,6 +379,91 @@ impl Accio {
             self.save(fd, a);
             return Ok((n, src));
         }
+    }
+
+    /// Consume the record at `a`'s head (which `rx_tail_seen` covers): its
+    /// payload, at most `cap` bytes, copied to `buf`; `None` for a pad.
+    /// Moves the library's head, not the row's.
+    fn read_record(
+        &mut self,
+        a: &mut Accel,
+        buf: VirtAddr,
+        cap: usize,
+    ) -> Result<Option<(usize, SockAddr)>, LibError> {
+        let rx = a.info.rx;
+        let at = rx.va.offset(a.rx_head % rx.bytes);
+        let mut h = [0u8; ring::HEADER_BYTES as usize];
+        self.ctx.load(at, &mut h, Category::NetworkStack)?;
+        let hdr = ring::RecordHeader::new(&h[..]).ok_or(LibError::Corrupt)?;
+        if hdr.is_pad() {
+            a.rx_head += rx.bytes - a.rx_head % rx.bytes;
+            return Ok(None);
+        }
+        let len = hdr.len() as u64;
+        let rec = ring::record_bytes(len);
+        if len > ring::MAX_PAYLOAD_BYTES || a.rx_head + rec > a.rx_tail_seen {
+            return Err(LibError::Corrupt);
+        }
+        let src = (hdr.ip(), hdr.port());
+        let n = (len as usize).min(cap);
+        let mut data = vec![0u8; n];
+        self.ctx.load(
+            at.offset(ring::HEADER_BYTES),
+            &mut data,
+            Category::NetworkStack,
+        )?;
+        self.ctx.store(buf, &data, Category::Application)?;
+        a.rx_head += rec;
+        Ok(Some((n, src)))
+    }
+
+    /// Receive a batch, Ensō-style (the `accio-with-enso` design, beyond
+    /// the paper): every record up to the `RX_TAIL` last read, at most
+    /// `max`, the i-th payload (at most `slot` bytes) copied to
+    /// `buf + i × slot`, then one `RX_HEAD` store for the whole batch —
+    /// one pointer update consumes it. Waits as `recv` does (one blocking
+    /// call when the ring is empty). A datagram that came by the kernel
+    /// path is returned alone. Works on any accelerated socket; it pays
+    /// off on a streaming ring, whose NIC posts `RX_TAIL` once per batch.
+    pub async fn recv_batch(
+        &mut self,
+        fd: Fd,
+        buf: VirtAddr,
+        slot: usize,
+        max: usize,
+    ) -> Result<Vec<(usize, SockAddr)>, LibError> {
+        let Some(mut a) = self.accel(fd)? else {
+            return Ok(vec![self.recvfrom(fd, buf, slot).await?]);
+        };
+        let mut got = Vec::new();
+        if max == 0 {
+            return Ok(got);
+        }
+        while got.is_empty() {
+            if let RxReady::Fallback(n, src) = self.rx_ready(&mut a, buf, slot).await? {
+                self.save(fd, a);
+                return Ok(vec![(n, src)]);
+            }
+            while got.len() < max && a.rx_head != a.rx_tail_seen {
+                let cost = if got.is_empty() {
+                    self.costs.recv_cycles
+                } else {
+                    self.costs.batch_record_cycles
+                };
+                self.ctx.cycles(Category::NetworkStack, cost);
+                let dst = buf.offset((got.len() * slot) as u64);
+                if let Some(d) = self.read_record(&mut a, dst, slot)? {
+                    got.push(d);
+                }
+            }
+        }
+        let head = a.rx_head;
+        match self.row(&a, row::RX_HEAD, Some(head)).await {
+            Ok(_) | Err(RowFault::Fallback) => {}
+            Err(RowFault::Err(e)) => return Err(e),
+        }
+        self.save(fd, a);
+        Ok(got)
     }
 
     /// `send(fd, buf, len)` on a connected socket.

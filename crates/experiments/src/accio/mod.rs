@@ -20,3 +20,4 @@ pub mod multiplex;
 pub mod pingpong;
 pub mod rdma;
 pub mod throughput;
+pub mod with_enso;

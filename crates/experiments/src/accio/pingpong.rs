@@ -174,21 +174,34 @@ pub fn echo_server(s: &LinuxHost, ports: &[u16], delay: Duration) -> Result<(), 
 
 /// The Accio client host on `platform` with `slots` table rows per core.
 pub fn accio_host(sim: &Sim, platform: Platform, slots: usize) -> Result<AccioHost, RunError> {
+    accio_host_with(sim, platform, slots, 4, |_| {})
+}
+
+/// [`accio_host`] with `cores` cores and the Accio configuration changed
+/// by `tweak` (ring size, attachment, streaming rings).
+pub fn accio_host_with(
+    sim: &Sim,
+    platform: Platform,
+    slots: usize,
+    cores: usize,
+    tweak: impl FnOnce(&mut AccioConfig),
+) -> Result<AccioHost, RunError> {
     let (spec, os, costs, mut acfg) = match platform {
         Platform::Server => (
-            MachineSpec::accio_server(4),
+            MachineSpec::accio_server(cores),
             OsCosts::default(),
             LinuxNetCosts::production(),
-            AccioConfig::server(4, CLIENT_MAC),
+            AccioConfig::server(cores, CLIENT_MAC),
         ),
         Platform::Prototype => (
-            MachineSpec::accio_prototype(4),
+            MachineSpec::accio_prototype(cores),
             scaled_os(OsCosts::default(), rocket()),
             LinuxNetCosts::production().scaled(rocket()),
-            AccioConfig::prototype(4, CLIENT_MAC),
+            AccioConfig::prototype(cores, CLIENT_MAC),
         ),
     };
     acfg.table.slots = slots;
+    tweak(&mut acfg);
     let mut net = NetConfig::new(CLIENT_IP, CLIENT_MAC, costs);
     net.neighbours.push((SERVER_IP, SERVER_MAC));
     net.irq_core = CLIENT_CORE;

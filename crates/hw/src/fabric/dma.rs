@@ -109,6 +109,9 @@ pub struct AtsTranslation {
 pub struct Posted {
     /// When the last TLP left the device's port.
     pub sent_at: Time,
+    /// When the write's bytes take effect at their destination (memory or
+    /// a peer's BAR); the issue time if none does (a fault).
+    pub landed_at: Time,
 }
 
 /// Where the requests of one device DMA go.
@@ -269,7 +272,10 @@ impl FabricInner {
                     purpose,
                 );
                 self.peer_write(dev, window, addr, data.to_vec(), arrived);
-                return Ok(Posted { sent_at: sent });
+                return Ok(Posted {
+                    sent_at: sent,
+                    landed_at: arrived,
+                });
             }
             Route::Host { up } => up,
         };
@@ -380,7 +386,11 @@ impl FabricInner {
             let bytes = data.to_vec();
             self.schedule(landing, move |f| f.land_writes(&bytes, &writes));
         }
-        Ok(Posted { sent_at: sent })
+        let landed_at = peer.map_or(landing, |(_, _, at)| at.max(landing));
+        Ok(Posted {
+            sent_at: sent,
+            landed_at,
+        })
     }
 
     /// A posted write of `dev` that would take effect at `at` takes effect

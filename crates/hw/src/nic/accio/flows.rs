@@ -76,6 +76,10 @@ pub struct Conn {
     pub tx_busy: bool,
     /// Records written whose `RX_TAIL` is not yet posted (batching).
     pub unposted: u32,
+    /// Streaming rings: the batch's records not yet written, back to back
+    /// from bus address `gather_at` (one DMA transfer when the batch ends).
+    pub gather: Vec<u8>,
+    pub gather_at: u64,
 }
 
 impl Conn {
@@ -94,6 +98,8 @@ impl Conn {
             fresh: false,
             tx_busy: false,
             unposted: 0,
+            gather: Vec::new(),
+            gather_at: 0,
         }
     }
 }

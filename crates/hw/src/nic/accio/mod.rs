@@ -70,6 +70,7 @@ const TIMER_BUS: u64 = 2;
 const TIMER_ENGINE_READY: u64 = 3;
 const TIMER_TAIL_FLUSH: u64 = 4;
 const TIMER_TX_PIPE: u64 = 5;
+const TIMER_TAIL_POST: u64 = 6;
 
 fn token(kind: u64, arg: u64) -> u64 {
     OFFLOAD | kind << TIMER_SHIFT | (arg & ((1 << TIMER_SHIFT) - 1))
@@ -114,6 +115,15 @@ pub struct AccioNicConfig {
     pub rx_tail_batch: u32,
     /// How long a partial batch waits before its `RX_TAIL` goes anyway.
     pub rx_tail_delay: Duration,
+    /// Ensō-style streaming rings (the `accio-with-enso` design, beyond
+    /// the paper): the records of a batch are written back to back in one
+    /// DMA transfer, and the batch ends — one `RX_TAIL` post — when the
+    /// engine holds no further frame of the connection, or at
+    /// `rx_tail_batch` records. Off: each record is its own transfer and a
+    /// batch ends only at `rx_tail_batch` records or `rx_tail_delay`, as
+    /// before. Not a primitive but the design a host is built with, so it
+    /// is not in the presets.
+    pub rx_stream: bool,
     /// Time from carrier back to the engine ready (reset, re-training of
     /// its state).
     pub engine_ready_delay: Duration,
@@ -168,6 +178,7 @@ impl AccioNicConfig {
             tx_burst_bytes: p.tx_burst_bytes,
             rx_tail_batch: p.rx_tail_batch,
             rx_tail_delay: Duration::from_ps(p.rx_tail_delay_ps),
+            rx_stream: false,
             engine_ready_delay: Duration::from_ps(p.engine_ready_delay_ps),
         }
     }
@@ -229,6 +240,10 @@ pub struct AccioNic {
     /// Frames the port had no room for.
     tx_backlog: VecDeque<(Frame, u32, Option<u64>)>,
     tx_waiting: bool,
+    /// Streaming rings: when the engine's latest ring-data write takes
+    /// effect, and the `RX_TAIL` posts waiting for their batch to land.
+    data_landed: Time,
+    tail_posts: VecDeque<(Time, u32, u64)>,
     counters: Counters,
 }
 
@@ -260,6 +275,8 @@ impl AccioNic {
             tx_pipe: VecDeque::new(),
             tx_backlog: VecDeque::new(),
             tx_waiting: false,
+            data_landed: Time::ZERO,
+            tail_posts: VecDeque::new(),
             counters: Counters::new(),
         })
     }
@@ -310,6 +327,8 @@ impl AccioNic {
         if !self.flows.conns.contains_key(&conn) {
             return Err(AccioNicError::NoFlow(conn));
         }
+        // Records already written (or gathered) reach the ring first.
+        self.rx_flush_tail(cx, conn);
         for f in self.flows.remove(conn) {
             self.kernel_path(cx, f);
         }
@@ -422,7 +441,11 @@ impl AccioNic {
                 data,
                 purpose,
                 tag,
-            } => cx.dma_write(addr, &data, purpose, tag).map(|_| ()),
+            } => cx.dma_write(addr, &data, purpose, tag).map(|p| {
+                if purpose == "packet-data" {
+                    self.data_landed = self.data_landed.max(p.landed_at);
+                }
+            }),
             Transfer::Read {
                 addr,
                 len,
@@ -443,6 +466,9 @@ impl AccioNic {
             return;
         };
         let addr = base + ict::nic_field(c.core, conn, field);
+        if field == ict::row::RX_TAIL {
+            self.counters.inc("rx_tail_posts");
+        }
         self.submit(
             cx,
             Transfer::Write {
@@ -485,6 +511,13 @@ impl AccioNic {
         let Some((op, core, conn)) = regs::decode_flow_cmd(v) else {
             return self.counters.inc("bad_register_writes");
         };
+        if !self.flows.conns.contains_key(&conn) {
+            return self.counters.inc("bad_flow_cmds");
+        }
+        // Whatever the command, the records of a batch in progress reach
+        // the ring and their `RX_TAIL` the row first (a no-op unless
+        // notifications are batched).
+        self.rx_flush_tail(cx, conn);
         let Some(c) = self.flows.conns.get_mut(&conn) else {
             return self.counters.inc("bad_flow_cmds");
         };
@@ -686,6 +719,7 @@ impl Device for AccioNic {
                 }
             }
             TIMER_TAIL_FLUSH => self.rx_flush_tail(cx, arg as u32),
+            TIMER_TAIL_POST => self.rx_tail_posts_due(cx),
             TIMER_TX_PIPE => self.tx_pipe_due(cx),
             _ => self.counters.inc("stale_timers"),
         }

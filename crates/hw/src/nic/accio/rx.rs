@@ -1,5 +1,14 @@
 //! The engine's receive path: classify, pipeline, write the payload into
 //! the connection's ring, post `RX_TAIL`.
+//!
+//! With streaming rings ([`super::AccioNicConfig::rx_stream`]) the records
+//! of a batch are gathered and written back to back in one transfer; the
+//! batch ends when the engine holds no further frame of the connection
+//! (nothing in its pipeline, nothing waiting), at `rx_tail_batch` records,
+//! before a pad, or when the engine cannot go on (row loading, ring full).
+//! The record layout is the same ([`crate::accio::ring`]): the ring was
+//! already one contiguous byte stream, so only the write and notification
+//! granularity change.
 
 use crate::accio::{regs as ict, ring};
 use crate::device::{Device as _, DeviceCtx};
@@ -7,7 +16,7 @@ use crate::packet::{Frame, parse_udp};
 
 use super::bus::Transfer;
 use super::flows::{Mode, RingCtx};
-use super::{AccioNic, OFFLOAD, TIMER_RX_PIPE, TIMER_TAIL_FLUSH, token};
+use super::{AccioNic, OFFLOAD, TIMER_RX_PIPE, TIMER_TAIL_FLUSH, TIMER_TAIL_POST, token};
 
 /// The row fields the engine reads, as beat indices into its burst.
 fn beat(data: &[u8], field: u64) -> u64 {
@@ -71,8 +80,47 @@ impl AccioNic {
     }
 
     /// Deliver `conn`'s waiting frames while its row is known and its
-    /// ring has room; ask for the row when it is not.
+    /// ring has room; ask for the row when it is not. With streaming
+    /// rings, end the batch unless another frame of the connection is
+    /// already in the pipeline (it will come back here).
     pub(super) fn rx_drain(&mut self, cx: &mut DeviceCtx<'_>, conn: u32) {
+        self.rx_drain_records(cx, conn);
+        if !self.cfg.rx_stream {
+            return;
+        }
+        let Some(c) = self.flows.conns.get(&conn) else {
+            return;
+        };
+        let more = c.pending.is_empty()
+            && c.unposted < self.cfg.rx_tail_batch
+            && self.rx_pipe.iter().any(|(_, k, _)| *k == conn);
+        if !more {
+            self.rx_flush_tail(cx, conn);
+        }
+    }
+
+    /// Write `conn`'s gathered records (streaming rings) in one transfer.
+    fn rx_write_gathered(&mut self, cx: &mut DeviceCtx<'_>, conn: u32) {
+        let Some(c) = self.flows.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.gather.is_empty() {
+            return;
+        }
+        let (addr, data) = (c.gather_at, std::mem::take(&mut c.gather));
+        self.counters.inc("rx_stream_writes");
+        self.submit(
+            cx,
+            Transfer::Write {
+                addr,
+                data,
+                purpose: "packet-data",
+                tag: OFFLOAD,
+            },
+        );
+    }
+
+    fn rx_drain_records(&mut self, cx: &mut DeviceCtx<'_>, conn: u32) {
         loop {
             let Some(c) = self.flows.conns.get_mut(&conn) else {
                 return;
@@ -143,26 +191,51 @@ impl AccioNic {
             c.unposted += 1;
             let flush = c.unposted >= self.cfg.rx_tail_batch;
             let first = c.unposted == 1;
-            if pad > 0 {
+            if self.cfg.rx_stream {
+                // Back to back behind the batch's earlier records; a pad
+                // ends the contiguous run, and the ring goes on at its start.
+                let at = ctx.rx_ring + tail % ctx.rx_size;
+                if c.gather.is_empty() {
+                    c.gather_at = at;
+                }
+                if pad > 0 {
+                    c.gather.extend_from_slice(&ring::pad_header());
+                    self.rx_write_gathered(cx, conn);
+                }
+                let Some(c) = self.flows.conns.get_mut(&conn) else {
+                    return;
+                };
+                if c.gather.is_empty() {
+                    c.gather_at = ctx.rx_ring + (tail + pad) % ctx.rx_size;
+                }
+                c.gather.extend_from_slice(&rec_bytes);
+                if (tail + pad + rec).is_multiple_of(ctx.rx_size) {
+                    // It ends at the ring's end: the next record starts a
+                    // new contiguous run at the beginning.
+                    self.rx_write_gathered(cx, conn);
+                }
+            } else {
+                if pad > 0 {
+                    self.submit(
+                        cx,
+                        Transfer::Write {
+                            addr: ctx.rx_ring + tail % ctx.rx_size,
+                            data: ring::pad_header().to_vec(),
+                            purpose: "packet-data",
+                            tag: OFFLOAD,
+                        },
+                    );
+                }
                 self.submit(
                     cx,
                     Transfer::Write {
-                        addr: ctx.rx_ring + tail % ctx.rx_size,
-                        data: ring::pad_header().to_vec(),
+                        addr: ctx.rx_ring + (tail + pad) % ctx.rx_size,
+                        data: rec_bytes,
                         purpose: "packet-data",
                         tag: OFFLOAD,
                     },
                 );
             }
-            self.submit(
-                cx,
-                Transfer::Write {
-                    addr: ctx.rx_ring + (tail + pad) % ctx.rx_size,
-                    data: rec_bytes,
-                    purpose: "packet-data",
-                    tag: OFFLOAD,
-                },
-            );
             self.counters.inc("offload_rx_delivered");
             if flush {
                 self.rx_flush_tail(cx, conn);
@@ -172,8 +245,10 @@ impl AccioNic {
         }
     }
 
-    /// Post `conn`'s `RX_TAIL` if records wait for it.
+    /// Post `conn`'s `RX_TAIL` if records wait for it (after writing the
+    /// records a streaming ring gathered).
     pub(super) fn rx_flush_tail(&mut self, cx: &mut DeviceCtx<'_>, conn: u32) {
+        self.rx_write_gathered(cx, conn);
         let Some(c) = self.flows.conns.get_mut(&conn) else {
             return;
         };
@@ -182,7 +257,39 @@ impl AccioNic {
         }
         c.unposted = 0;
         let tail = c.rx_tail.unwrap_or(0);
-        self.post_pointer(cx, conn, ict::row::RX_TAIL, tail);
+        if !self.cfg.rx_stream {
+            return self.post_pointer(cx, conn, ict::row::RX_TAIL, tail);
+        }
+        // A streaming batch is one large write to memory and the post a
+        // small one to the table: the fabric orders a device's posted
+        // writes to memory, not those to memory against those to a peer,
+        // so the post waits for its batch to land (PCIe's ordering rule,
+        // kept here; it costs the post its own flight after the data).
+        let at = self
+            .data_landed
+            .max(self.tail_posts.back().map_or(cx.now(), |(t, _, _)| *t));
+        if at <= cx.now() && self.tail_posts.is_empty() {
+            return self.post_pointer(cx, conn, ict::row::RX_TAIL, tail);
+        }
+        self.tail_posts.push_back((at, conn, tail));
+        cx.set_timer(at - cx.now(), token(TIMER_TAIL_POST, 0));
+    }
+
+    /// Post the `RX_TAIL`s whose batches have landed, in order (a
+    /// connection removed meanwhile has no row to post to).
+    pub(super) fn rx_tail_posts_due(&mut self, cx: &mut DeviceCtx<'_>) {
+        while self
+            .tail_posts
+            .front()
+            .is_some_and(|(t, _, _)| *t <= cx.now())
+        {
+            let Some((_, conn, tail)) = self.tail_posts.pop_front() else {
+                break;
+            };
+            if self.flows.conns.contains_key(&conn) {
+                self.post_pointer(cx, conn, ict::row::RX_TAIL, tail);
+            }
+        }
     }
 
     /// The burst read of `conn`'s row came back (`None`: it faulted).
