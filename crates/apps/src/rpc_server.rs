@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
-use nextio_engine::{Category, Counters};
+use std::rc::Rc;
+
+use nextio_engine::{Category, Counters, Notify};
 use nextio_hw::cpu::CoreCtx;
 use nextio_hw::mem::VirtAddr;
 use nextio_hw::oncrpc::{self, AcceptStat, XdrValue};
@@ -25,7 +27,7 @@ use nextio_hw::packet::{
     FCS_BYTES, FlowKey, MAX_FRAME_BYTES, MIN_FRAME_BYTES, Macs, UDP_HEADERS_BYTES, build_udp,
     parse_udp,
 };
-use nextio_lib::dpdk::{Mbuf, Pmd};
+use nextio_lib::dpdk::{Mbuf, Pmd, PmdError};
 use nextio_lib::lauberhorn::{Outcome, Procedure};
 use nextio_os::lauberhorn::{Step, StepMeter};
 use nextio_os::net::{Fd, NetStack};
@@ -223,7 +225,9 @@ impl<Io: DatagramIo> SoftRpcServer<Io> {
     }
 }
 
-/// Kernel bypass: a DPDK-style driver on a statically assigned core.
+/// Kernel bypass: a DPDK-style driver on a statically assigned core —
+/// the core to itself, or time-sliced with other threads by the kernel
+/// ([`DpdkIo::time_sliced`]).
 pub struct DpdkIo {
     pmd: Pmd,
     mac: [u8; 6],
@@ -231,6 +235,17 @@ pub struct DpdkIo {
     rx: Vec<Mbuf>,
     buf: Vec<u8>,
     counters: Counters,
+    slicing: Option<Slicing>,
+}
+
+/// A bypass thread that shares its core under the kernel's time slicing:
+/// it polls only while it is the core's running thread, and its poll
+/// loop is a preemption point.
+struct Slicing {
+    disp: Dispatcher,
+    tid: Tid,
+    /// Fired by the RX ring's write-backs and by the end of the slice.
+    wake: Rc<Notify>,
 }
 
 impl DpdkIo {
@@ -243,10 +258,28 @@ impl DpdkIo {
             rx: Vec::new(),
             buf: Vec::new(),
             counters: Counters::new(),
+            slicing: None,
         }
     }
     pub fn pmd(&self) -> &Pmd {
         &self.pmd
+    }
+
+    /// Poll from thread `tid`, which `disp` time-slices with the other
+    /// threads of its core (`disp` must have adopted it, on the core the
+    /// driver's context is on): the thread waits for its turn before its
+    /// first poll, and gives its core up when its slice ends; requests
+    /// for it meanwhile wait in its RX ring.
+    pub fn time_sliced(mut self, disp: &Dispatcher, tid: Tid) -> Result<DpdkIo, PmdError> {
+        let wake = Rc::new(Notify::new(self.pmd.ctx().sim()));
+        self.pmd.watch_rx(wake.clone())?;
+        disp.watch_resched(tid, wake.clone())?;
+        self.slicing = Some(Slicing {
+            disp: disp.clone(),
+            tid,
+            wake,
+        });
+        Ok(self)
     }
 }
 
@@ -258,13 +291,32 @@ impl DatagramIo for DpdkIo {
         self.counters.clone()
     }
     fn start<'a>(&'a mut self) -> IoFuture<'a, bool> {
-        Box::pin(async move { self.pmd.start().await.is_ok() })
+        Box::pin(async move {
+            // The queue is posted at launch, as `rte_eth_dev_start` does
+            // before the polling threads run; a time-sliced thread then
+            // waits for its turn on the core.
+            if self.pmd.start().await.is_err() {
+                return false;
+            }
+            match &self.slicing {
+                Some(s) => s.disp.wait_turn(s.tid).await.is_ok(),
+                None => true,
+            }
+        })
     }
     fn recv<'a>(&'a mut self, meter: Option<&'a StepMeter>) -> IoFuture<'a, Option<Datagram>> {
         Box::pin(async move {
             if self.rx.is_empty() {
                 // (4) is replaced by busy polling: waiting is no step.
                 loop {
+                    if let Some(s) = &self.slicing
+                        && s.disp.preempt_point(s.tid).await.is_err()
+                    {
+                        // The thread is gone: stop, as a socket server does.
+                        self.counters.inc("io_failed");
+                        std::future::pending::<()>().await;
+                        return None;
+                    }
                     let t0 = self.pmd.ctx().local_now();
                     match self.pmd.rx_burst(&mut self.rx, 1).await {
                         Ok(n) if n > 0 => {
@@ -273,7 +325,18 @@ impl DatagramIo for DpdkIo {
                             }
                             break;
                         }
-                        Ok(_) => self.pmd.wait_rx().await,
+                        Ok(_) => match &self.slicing {
+                            // Spin until a request or the slice's end.
+                            Some(s) => {
+                                let (pmd, disp, tid) = (&self.pmd, &s.disp, s.tid);
+                                pmd.ctx()
+                                    .spin_until(&s.wake, || {
+                                        pmd.rx_ready() || disp.need_resched(tid)
+                                    })
+                                    .await
+                            }
+                            None => self.pmd.wait_rx().await,
+                        },
                         Err(_) => {
                             self.counters.inc("drop.rx_error");
                             return None;

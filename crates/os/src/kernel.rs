@@ -732,6 +732,12 @@ impl Kernel {
         Ok(())
     }
 
+    /// Threads ready on `core`'s run queue, waiting for it (the running
+    /// one not counted): what a scheduler tick asks before it preempts.
+    pub fn ready_count(&self, core: usize) -> usize {
+        self.cpus.get(core).map_or(0, |c| c.runq.len())
+    }
+
     /// The thread's home core (where it runs and is queued).
     pub fn home_core(&self, tid: Tid) -> Result<usize, OsError> {
         Ok(self.thread(tid)?.home_core)

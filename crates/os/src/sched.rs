@@ -19,6 +19,19 @@
 //! run queue (§6 "OS Changes"), and tells the table what runs after each
 //! switch.
 //!
+//! Time slicing ([`Dispatcher::set_time_slice`], off unless asked for):
+//! each time a thread starts running, a timer is armed for one slice; when
+//! it expires and another thread is ready on the core, the running
+//! thread's need-resched flag is set (and a notify it asked for fires, so
+//! a busy-polling thread notices), and at its next preemption point
+//! ([`Dispatcher::preempt_point`]) it pays the timer interrupt and the
+//! core goes to the head of the run queue, the preempted thread to its
+//! back — a round robin of one slice each, as a fair scheduler gives
+//! always-runnable threads. A slice that expires with nobody waiting is
+//! re-armed (the tick finds nothing to switch to). Preemption takes effect
+//! at the thread's preemption point, not mid-instruction: a thread that
+//! never reaches one keeps its core.
+//!
 //! Invariants: at most one participating thread's code runs per core at a
 //! time (the one the kernel has current); a thread resumes only after the
 //! code that made it runnable has finished what it charged before the
@@ -31,7 +44,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use nextio_engine::{Category, Counters, Notify};
+use nextio_engine::{Category, Counters, Duration, Notify};
 use nextio_hw::cpu::CoreCtx;
 use nextio_hw::memory::Privilege;
 
@@ -64,6 +77,25 @@ struct Slot {
     /// block returns at once, as a wake-up between a thread's last check
     /// and its sleep does in Linux (the task state is back to running).
     pending: Cell<bool>,
+    /// A slice timer is pending for the thread's current run.
+    slice_armed: Cell<bool>,
+    /// Bumped each time the thread leaves its core, so a timer armed for
+    /// an earlier run finds itself stale.
+    slice_gen: Cell<u64>,
+    /// Its slice ended with another thread ready: give the core up at the
+    /// next preemption point.
+    need_resched: Cell<bool>,
+    /// Fired when `need_resched` is set (a busy-polling thread's wait).
+    resched_watch: RefCell<Option<Rc<Notify>>>,
+}
+
+impl Slot {
+    /// The thread leaves its core: its slice ends with it.
+    fn leave(&self) {
+        self.slice_gen.set(self.slice_gen.get() + 1);
+        self.slice_armed.set(false);
+        self.need_resched.set(false);
+    }
 }
 
 struct Inner {
@@ -71,6 +103,8 @@ struct Inner {
     threads: RefCell<BTreeMap<Tid, Rc<Slot>>>,
     hooks: RefCell<Vec<Rc<dyn SchedHook>>>,
     counters: RefCell<Counters>,
+    /// The time slice, if the host's scheduler time-slices.
+    slice: Cell<Option<Duration>>,
 }
 
 /// The dispatcher of one host. Cheap to clone; clones share it.
@@ -84,6 +118,7 @@ impl Dispatcher {
             threads: RefCell::new(BTreeMap::new()),
             hooks: RefCell::new(Vec::new()),
             counters: RefCell::new(Counters::new()),
+            slice: Cell::new(None),
         }));
         let (weak, prefix) = (
             Rc::downgrade(&d.0),
@@ -116,6 +151,10 @@ impl Dispatcher {
                 notify: Notify::new(&sim),
                 owed: Cell::new(false),
                 pending: Cell::new(false),
+                slice_armed: Cell::new(false),
+                slice_gen: Cell::new(0),
+                need_resched: Cell::new(false),
+                resched_watch: RefCell::new(None),
             }),
         );
     }
@@ -165,10 +204,122 @@ impl Dispatcher {
                 _ => slot.notify.notified().await,
             }
         }
+        self.arm_slice(&slot, tid);
         if slot.owed.replace(false) {
             self.switch_in(&slot, tid).await;
         }
         Ok(())
+    }
+
+    /// Time-slice every core's threads: a thread that has run for `slice`
+    /// while another waits on its core is preempted at its next
+    /// preemption point. Threads already running get their first slice
+    /// when they next start to run.
+    pub fn set_time_slice(&self, slice: Duration) -> Result<(), OsError> {
+        if slice == Duration::ZERO {
+            return Err(OsError::Invalid("time slice must be positive".into()));
+        }
+        self.0.slice.set(Some(slice));
+        Ok(())
+    }
+
+    /// Also fire `notify` when `tid`'s slice ends with another thread
+    /// waiting (one wait for a thread that busy-polls on a notify of its
+    /// own and must notice the tick).
+    pub fn watch_resched(&self, tid: Tid, notify: Rc<Notify>) -> Result<(), OsError> {
+        *self.slot(tid)?.resched_watch.borrow_mut() = Some(notify);
+        Ok(())
+    }
+
+    /// Whether `tid`'s slice has ended with another thread waiting (the
+    /// check a poll loop makes; uncharged).
+    pub fn need_resched(&self, tid: Tid) -> bool {
+        self.slot(tid).is_ok_and(|s| s.need_resched.get())
+    }
+
+    /// Start `tid`'s slice timer for its current run, if slicing is on and
+    /// none is pending.
+    fn arm_slice(&self, slot: &Rc<Slot>, tid: Tid) {
+        let Some(slice) = self.0.slice.get() else {
+            return;
+        };
+        if slot.slice_armed.replace(true) {
+            return;
+        }
+        let (weak, s, generation) = (Rc::downgrade(&self.0), slot.clone(), slot.slice_gen.get());
+        self.0.host.sim().after(slice, move || {
+            if let Some(inner) = weak.upgrade() {
+                Dispatcher(inner).slice_expired(&s, tid, generation);
+            }
+        });
+    }
+
+    /// `tid`'s slice timer fired: ask it to give the core up if another
+    /// thread waits, else give it another slice.
+    fn slice_expired(&self, slot: &Rc<Slot>, tid: Tid, generation: u64) {
+        if slot.slice_gen.get() != generation {
+            return;
+        }
+        slot.slice_armed.set(false);
+        let (running, waiting) = {
+            let k = self.0.host.kernel().borrow();
+            match k.home_core(tid) {
+                Ok(core) => (k.current(core) == Some(tid), k.ready_count(core)),
+                Err(_) => (false, 0),
+            }
+        };
+        if !running {
+            return;
+        }
+        if waiting == 0 {
+            self.arm_slice(slot, tid);
+            return;
+        }
+        slot.need_resched.set(true);
+        self.0.counters.borrow_mut().inc("slice_expiries");
+        if let Some(n) = slot.resched_watch.borrow().as_ref() {
+            n.notify();
+        }
+    }
+
+    /// A preemption point of the running thread `tid` (where the timer
+    /// interrupt's return path would switch): if its slice has ended with
+    /// another thread ready, it pays the timer interrupt, the core goes to
+    /// the next thread (`tid` to the back of the run queue), and this
+    /// returns `true` once `tid` runs again; otherwise `false` at once.
+    pub async fn preempt_point(&self, tid: Tid) -> Result<bool, OsError> {
+        let slot = self.slot(tid)?;
+        if !slot.need_resched.replace(false) {
+            return Ok(false);
+        }
+        let ctx = slot.ctx.borrow().clone();
+        let costs = self.0.host.kernel().borrow().costs;
+        ctx.cycles(Category::Interrupt, costs.irq_cycles + costs.hrtimer_cycles);
+        ctx.sync().await;
+        let core = ctx.core().id();
+        let kctx = self.kernel_ctx(&ctx);
+        self.consult_hooks(&kctx, core).await?;
+        let next = {
+            let mut k = self.0.host.kernel().borrow_mut();
+            if k.current(core) != Some(tid) {
+                return Err(OsError::NotRunning(tid));
+            }
+            if k.ready_count(core) == 0 {
+                None
+            } else {
+                k.schedule(core, Self::now_cycles(&ctx))?.0
+            }
+        };
+        let Some(next) = next.filter(|n| *n != tid) else {
+            // The waiter went elsewhere meanwhile: run on for a slice.
+            self.arm_slice(&slot, tid);
+            return Ok(false);
+        };
+        slot.leave();
+        self.0.counters.borrow_mut().inc("preemptions");
+        self.hand_over(Some(next));
+        self.wait_turn(tid).await?;
+        Ok(true)
     }
 
     /// The kernel's context-switch path for `tid`, charged on its core.
@@ -246,6 +397,7 @@ impl Dispatcher {
             }
             k.block_current(core, Self::now_cycles(&ctx))?
         };
+        slot.leave();
         self.0.counters.borrow_mut().inc("blocks");
         self.hand_over(next);
         self.wait_turn(tid).await
