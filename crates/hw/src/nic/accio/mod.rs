@@ -37,7 +37,9 @@
 //! one `drop.*` counter; `offload_rx_frames == offload_rx_delivered +
 //! offload_to_kernel + Σ drop.offload_rx_* + held` at every instant; the
 //! engine writes only inside rings the table names, and the IOMMU holds
-//! it to what the OS mapped.
+//! it to what the OS mapped; a connection's quiesced event reaches the
+//! table after every `RX_TAIL` the engine posts for it before the
+//! fallback (streaming rings hold those posts; the event waits its turn).
 
 pub mod bus;
 pub mod flows;
@@ -220,6 +222,17 @@ struct Outgoing {
     post_head: Option<u64>,
 }
 
+/// A posted write the engine holds until the ring data written before it
+/// has landed (streaming rings), kept in one queue so they leave in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeldPost {
+    /// A batch's `RX_TAIL`.
+    RxTail(u64),
+    /// The quiesced notice of a fallback, which must not overtake the
+    /// connection's last `RX_TAIL` ([`AccioNic::quiesced`]).
+    Quiesced,
+}
+
 /// The NIC.
 pub struct AccioNic {
     cfg: AccioNicConfig,
@@ -241,9 +254,9 @@ pub struct AccioNic {
     tx_backlog: VecDeque<(Frame, u32, Option<u64>)>,
     tx_waiting: bool,
     /// Streaming rings: when the engine's latest ring-data write takes
-    /// effect, and the `RX_TAIL` posts waiting for their batch to land.
+    /// effect, and the posts waiting for their batch to land.
     data_landed: Time,
-    tail_posts: VecDeque<(Time, u32, u64)>,
+    tail_posts: VecDeque<(Time, u32, HeldPost)>,
     counters: Counters,
 }
 
@@ -468,6 +481,8 @@ impl AccioNic {
         let addr = base + ict::nic_field(c.core, conn, field);
         if field == ict::row::RX_TAIL {
             self.counters.inc("rx_tail_posts");
+        } else if field == ict::row::TX_HEAD {
+            self.counters.inc("tx_head_posts");
         }
         self.submit(
             cx,
@@ -561,7 +576,28 @@ impl AccioNic {
     }
 
     /// Tell the OS the engine is done with `conn` (after a fallback).
+    ///
+    /// With streaming rings the fallback's flush may have left the
+    /// connection's last `RX_TAIL` post waiting for its batch to land. The
+    /// OS takes "quiesced" to mean every record the engine wrote has been
+    /// announced: posted ahead of that `RX_TAIL`, the event would let the
+    /// OS revert (and the library read the fallback socket) with records
+    /// announced only later — delivered after younger datagrams of the
+    /// kernel path, out of order. Posting the tail early would break the
+    /// data-before-pointer rule instead, and dropping it would strand the
+    /// records (the kernel path never sees them). So the notice queues
+    /// behind the held posts and leaves after them, in order: every
+    /// record is announced exactly once, before the connection reverts.
     fn quiesced(&mut self, cx: &mut DeviceCtx<'_>, conn: u32) {
+        if let Some(&(at, _, _)) = self.tail_posts.back() {
+            self.counters.inc("quiesce_deferred");
+            self.tail_posts.push_back((at, conn, HeldPost::Quiesced));
+            return;
+        }
+        self.post_quiesced(cx, conn);
+    }
+
+    fn post_quiesced(&mut self, cx: &mut DeviceCtx<'_>, conn: u32) {
         let (core, head) = match self.flows.conns.get(&conn) {
             Some(c) => (c.core, c.tx_head),
             None => return,

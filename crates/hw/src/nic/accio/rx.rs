@@ -16,7 +16,7 @@ use crate::packet::{Frame, parse_udp};
 
 use super::bus::Transfer;
 use super::flows::{Mode, RingCtx};
-use super::{AccioNic, OFFLOAD, TIMER_RX_PIPE, TIMER_TAIL_FLUSH, TIMER_TAIL_POST, token};
+use super::{AccioNic, HeldPost, OFFLOAD, TIMER_RX_PIPE, TIMER_TAIL_FLUSH, TIMER_TAIL_POST, token};
 
 /// The row fields the engine reads, as beat indices into its burst.
 fn beat(data: &[u8], field: u64) -> u64 {
@@ -271,23 +271,29 @@ impl AccioNic {
         if at <= cx.now() && self.tail_posts.is_empty() {
             return self.post_pointer(cx, conn, ict::row::RX_TAIL, tail);
         }
-        self.tail_posts.push_back((at, conn, tail));
+        self.tail_posts
+            .push_back((at, conn, HeldPost::RxTail(tail)));
         cx.set_timer(at - cx.now(), token(TIMER_TAIL_POST, 0));
     }
 
-    /// Post the `RX_TAIL`s whose batches have landed, in order (a
-    /// connection removed meanwhile has no row to post to).
+    /// Post the `RX_TAIL`s whose batches have landed, and the quiesced
+    /// notices queued behind them, in order (a connection removed
+    /// meanwhile has no row to post to).
     pub(super) fn rx_tail_posts_due(&mut self, cx: &mut DeviceCtx<'_>) {
         while self
             .tail_posts
             .front()
             .is_some_and(|(t, _, _)| *t <= cx.now())
         {
-            let Some((_, conn, tail)) = self.tail_posts.pop_front() else {
+            let Some((_, conn, held)) = self.tail_posts.pop_front() else {
                 break;
             };
-            if self.flows.conns.contains_key(&conn) {
-                self.post_pointer(cx, conn, ict::row::RX_TAIL, tail);
+            if !self.flows.conns.contains_key(&conn) {
+                continue;
+            }
+            match held {
+                HeldPost::RxTail(tail) => self.post_pointer(cx, conn, ict::row::RX_TAIL, tail),
+                HeldPost::Quiesced => self.post_quiesced(cx, conn),
             }
         }
     }
