@@ -60,3 +60,80 @@ fn bad_parameters_are_errors() {
         assert!(refused, "{name} {bad}");
     }
 }
+
+/// `udma-p2p` on both paths: one frame per block read, each frame's UDP
+/// payload exactly its media block in order; the direct path's NIC reads
+/// the frames out of the block device's CMB and no payload crosses the
+/// switch's uplink, while the bounce path's payload crosses it twice.
+#[test]
+fn p2p_frames_carry_the_media_blocks_and_direct_keeps_payload_off_the_uplink() {
+    use nextio_experiments::udma_p2p::{BLOCK_BYTES, Way, deliver};
+    let exp = nextio_experiments::find("udma-p2p").expect("registered");
+    let params = Params::resolve("udma-p2p", exp.params(), true, &[]).expect("defaults");
+    let ctx = RunContext::new(params, 3, true);
+    let (kib, transfers) = (8u64, 3u64);
+    let blocks = kib * 1024 / BLOCK_BYTES;
+    let payload = kib * 1024 * transfers;
+    let mut dram = Vec::new();
+    for way in [Way::Bounce, Way::Direct] {
+        let d = deliver(&ctx, way, kib, transfers).unwrap_or_else(|e| panic!("{way:?}: {e}"));
+        assert_eq!(d.frames.len() as u64, blocks * transfers, "{way:?}: frames");
+        // Transfer i reads blocks (i % 2) * blocks.. of the media.
+        let mut sent = Vec::new();
+        for f in &d.frames {
+            let v = nextio_hw::packet::parse_udp(&f.bytes).expect("a valid UDP frame");
+            assert_eq!(v.payload_len as u64, BLOCK_BYTES);
+            sent.extend_from_slice(&f.bytes[v.payload_offset..v.payload_offset + v.payload_len]);
+        }
+        for i in 0..transfers {
+            let at = ((i % 2) * blocks * BLOCK_BYTES) as usize;
+            let got = &sent[(i * blocks * BLOCK_BYTES) as usize..][..(blocks * BLOCK_BYTES) as usize];
+            assert!(
+                got == &d.media[at..at + (blocks * BLOCK_BYTES) as usize],
+                "{way:?}: transfer {i} carries its blocks in order"
+            );
+        }
+        assert!(d.verify().is_ok(), "{way:?}");
+        match way {
+            Way::Direct => {
+                assert!(
+                    d.uplink_bytes < payload,
+                    "direct: {} uplink bytes for {payload} payload bytes",
+                    d.uplink_bytes
+                );
+                assert!(
+                    d.cmb_bytes_read >= payload,
+                    "direct: the NIC read the frames from the CMB"
+                );
+            }
+            Way::Bounce => {
+                assert!(
+                    d.uplink_bytes >= 2 * payload,
+                    "bounce: {} uplink bytes for {payload} payload bytes",
+                    d.uplink_bytes
+                );
+                assert_eq!(d.cmb_bytes_read, 0, "bounce: nothing read from the CMB");
+            }
+        }
+        dram.push(d.dram_bytes);
+    }
+    assert!(dram[1] <= dram[0], "direct adds no host DRAM traffic: {dram:?}");
+}
+
+/// The delivery check can fail: a frame whose payload differs from its
+/// block, or a missing frame, is reported.
+#[test]
+fn p2p_verification_catches_a_wrong_or_missing_frame() {
+    use nextio_experiments::udma_p2p::{Way, deliver};
+    let exp = nextio_experiments::find("udma-p2p").expect("registered");
+    let params = Params::resolve("udma-p2p", exp.params(), true, &[]).expect("defaults");
+    let ctx = RunContext::new(params, 3, true);
+    let mut d = deliver(&ctx, Way::Direct, 2, 2).expect("runs");
+    assert!(d.verify().is_ok());
+    let last = d.frames.len() - 1;
+    let end = d.frames[last].bytes.len() - 1;
+    d.frames[last].bytes[end] ^= 1;
+    assert!(d.verify().is_err(), "a corrupted frame is caught");
+    d.frames.pop();
+    assert!(d.verify().is_err(), "a missing frame is caught");
+}
