@@ -203,12 +203,7 @@ impl Delivery {
 
 /// Run `transfers` transfers of `kib` KiB `way`, and collect what the
 /// NIC's wire carried.
-pub fn deliver(
-    ctx: &RunContext,
-    way: Way,
-    kib: u64,
-    transfers: u64,
-) -> Result<Delivery, RunError> {
+pub fn deliver(ctx: &RunContext, way: Way, kib: u64, transfers: u64) -> Result<Delivery, RunError> {
     let err = |e: &dyn std::fmt::Display| RunError::Config(e.to_string());
     let sim = ctx.new_sim();
     let host =
@@ -347,7 +342,8 @@ pub fn deliver(
                 // One read per block, each to its slot after the header
                 // gap: into the kernel buffer, or into the CMB.
                 for k in 0..blocks {
-                    let mut c = Command::new([0u8; COMMAND_BYTES]).unwrap_or_else(|| unreachable!());
+                    let mut c =
+                        Command::new([0u8; COMMAND_BYTES]).unwrap_or_else(|| unreachable!());
                     let (addr, to_cmb) = match way {
                         Way::Bounce => (kbuf.0 + slot(k) + UDP_HEADERS_BYTES as u64, false),
                         Way::Direct => (slot(k) + UDP_HEADERS_BYTES as u64, true),
@@ -414,7 +410,11 @@ pub fn deliver(
                     }
                     let d = TxDataDesc::build(staging + slot(k), cmd, offsets, FRAME_BYTES);
                     t.cycles(
-                        if kernel { Category::Kernel } else { Category::Driver },
+                        if kernel {
+                            Category::Kernel
+                        } else {
+                            Category::Driver
+                        },
                         dpdk.tx_per_packet_cycles,
                     );
                     m.borrow_mut()

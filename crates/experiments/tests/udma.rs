@@ -87,7 +87,8 @@ fn p2p_frames_carry_the_media_blocks_and_direct_keeps_payload_off_the_uplink() {
         }
         for i in 0..transfers {
             let at = ((i % 2) * blocks * BLOCK_BYTES) as usize;
-            let got = &sent[(i * blocks * BLOCK_BYTES) as usize..][..(blocks * BLOCK_BYTES) as usize];
+            let got =
+                &sent[(i * blocks * BLOCK_BYTES) as usize..][..(blocks * BLOCK_BYTES) as usize];
             assert!(
                 got == &d.media[at..at + (blocks * BLOCK_BYTES) as usize],
                 "{way:?}: transfer {i} carries its blocks in order"
@@ -117,7 +118,10 @@ fn p2p_frames_carry_the_media_blocks_and_direct_keeps_payload_off_the_uplink() {
         }
         dram.push(d.dram_bytes);
     }
-    assert!(dram[1] <= dram[0], "direct adds no host DRAM traffic: {dram:?}");
+    assert!(
+        dram[1] <= dram[0],
+        "direct adds no host DRAM traffic: {dram:?}"
+    );
 }
 
 /// The delivery check can fail: a frame whose payload differs from its
