@@ -1,7 +1,8 @@
 //! The Accio experiments on small parameters: conservation across a link
 //! flap and across table multiplexing (every datagram delivered or
 //! counted), the fast path back after the flap, refills only when sockets
-//! outnumber rows, DPDK's shared NIC delivering every echo, Accio in front
+//! outnumber rows, DPDK's shared NIC delivering every echo (alone and in
+//! Fig. 8 beside Accio and RDMA), Accio in front
 //! of streaming rings (batched notifications, idle sockets that cost
 //! nothing where Ensō's spin), and runs that repeat exactly for a seed.
 
@@ -61,6 +62,23 @@ fn processes_sharing_dpdk_get_every_echo() {
     // The run fails if an echo is missing or unmatched.
     let r = run("dpdk-multiprocess", &["processes=1,3", "messages=10"], 1);
     assert!(model(&r, "shared-3") > 0.0);
+}
+
+#[test]
+fn fig8_runs_dpdk_sharing_beside_accio_and_rdma() {
+    // The run fails if an echo is missing or unmatched.
+    let r = run("accio-multiplex", &["processes=1,4", "messages=5"], 1);
+    for n in [1, 4] {
+        assert!(model(&r, &format!("dpdk-p50-T{n}")) > 0.0);
+        assert!(model(&r, &format!("dpdk-over-accio-T{n}")) > 0.0);
+        assert!(model(&r, &format!("dpdk-over-rdma-T{n}")) > 0.0);
+        let cdf = r
+            .series
+            .iter()
+            .find(|s| s.name == format!("dpdk T={n}"))
+            .expect("DPDK's CDF");
+        assert_eq!(cdf.points.len(), 5 * n);
+    }
 }
 
 #[test]

@@ -3,18 +3,24 @@
 //! Data comes back intact through the rings; the thread sleeps in the one
 //! blocking call and the table's interrupt wakes it; no system call is on
 //! the fast path; hostile processes are stopped by the core; runs repeat.
+//! A thread that migrates takes its row with it: the old core's table
+//! lets it go, wake-ups interrupt the new core, nothing is lost or
+//! doubled (also for datagrams that arrive while the row moves), and a
+//! hostile process left on the old core only misses and is refused.
 
 use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
 use nextio_engine::{Duration, Sim, Time};
+use nextio_hw::cpu::MmioAccessError;
 use nextio_hw::device::Device as _;
 use nextio_hw::ethernet::LinkConfig;
+use nextio_hw::fabric::{GuardFault, MmioError};
 use nextio_hw::machine::{MachineSpec, join};
 use nextio_lib::accio::{Accio, LibCosts, LibError};
 use nextio_os::OsCosts;
-use nextio_os::accio::{AccioConfig, AccioHost};
+use nextio_os::accio::{AccioConfig, AccioError, AccioHost};
 use nextio_os::net::{LinuxHost, LinuxNetCosts, NetConfig};
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -429,7 +435,7 @@ fn multiplexing_is_deterministic() {
 /// counted under a drop reason.
 #[test]
 fn a_flooded_connection_that_never_reads_holds_a_bounded_backlog() {
-    use nextio_hw::packet::{FlowKey, Frame, Macs, build_udp};
+    use nextio_hw::packet::build_udp;
     const FLOOD: u64 = 20_000;
     let sim = Sim::new();
     let (c, _s) = pair(&sim, 64);
@@ -445,33 +451,10 @@ fn a_flooded_connection_that_never_reads_holds_a_bounded_backlog() {
         lib.accelerate(fd).await.unwrap();
         // The owner never reads again.
     });
-    let sink = c.host.machine().fabric().port_sink(c.nic.id, 0).unwrap();
-    let flow = FlowKey {
-        src_ip: SERVER_IP,
-        dst_ip: CLIENT_IP,
-        src_port: PORT,
-        dst_port: 5000,
-    };
-    let macs = Macs {
-        src: SERVER_MAC,
-        dst: CLIENT_MAC,
-    };
     let start = Time::ZERO + Duration::from_us(200);
     for i in 0..FLOOD {
-        let bytes = build_udp(macs, flow, &message(i, 64), 128).unwrap();
-        let at = start + Duration::from_ns(10 * i);
-        let sink = sink.clone();
-        sim.at(at, move || {
-            sink.deliver(
-                at,
-                Frame {
-                    bytes,
-                    id: i,
-                    tx_timestamp_ps: at.ps(),
-                },
-            )
-        })
-        .unwrap();
+        let bytes = build_udp(server_macs(), from_server(5000), &message(i, 64), 128).unwrap();
+        deliver_at(&c, start + Duration::from_ns(10 * i), i, bytes);
     }
     let mut most_held = 0;
     for step in 1..=40 {
@@ -500,4 +483,333 @@ fn a_flooded_connection_that_never_reads_holds_a_bounded_backlog() {
     );
     drop(nic);
     sim.shutdown();
+}
+
+/// The echo host's MACs, as frames from it to the client carry them.
+fn server_macs() -> nextio_hw::packet::Macs {
+    nextio_hw::packet::Macs {
+        src: SERVER_MAC,
+        dst: CLIENT_MAC,
+    }
+}
+
+/// The flow from the echo host's `PORT` to the client's `dst_port`.
+fn from_server(dst_port: u16) -> nextio_hw::packet::FlowKey {
+    nextio_hw::packet::FlowKey {
+        src_ip: SERVER_IP,
+        dst_ip: CLIENT_IP,
+        src_port: PORT,
+        dst_port,
+    }
+}
+
+/// Put frame `bytes` on the client NIC's wire at `at`, as if sent then.
+fn deliver_at(c: &AccioHost, at: Time, id: u64, bytes: Vec<u8>) {
+    let sink = c.host.machine().fabric().port_sink(c.nic.id, 0).unwrap();
+    c.host
+        .sim()
+        .at(at, move || {
+            sink.deliver(
+                at,
+                nextio_hw::packet::Frame {
+                    bytes,
+                    id,
+                    tx_timestamp_ps: at.ps(),
+                },
+            )
+        })
+        .unwrap();
+}
+
+/// Datagrams the migrating reader gets before, during and after its move.
+const MIG_BEFORE: u64 = 6;
+const MIG_DURING: u64 = 6;
+const MIG_AFTER: u64 = 6;
+
+/// A hostile process's attempts on another's row: the core's answer to
+/// a load of `RX_TAIL`, a store of `RX_HEAD` and one of `TX_TAIL` (`None`
+/// if it let one through, `Err` for anything but a guard fault), and the
+/// kernel's to the miss trap.
+struct Attacks {
+    faults: [Option<Result<GuardFault, String>>; 3],
+    refill: Result<(), AccioError>,
+}
+
+/// What one migration run showed.
+struct Migration {
+    c: AccioHost,
+    sim: Sim,
+    conn: u32,
+    /// Each datagram the reader received, with the core it ran on then.
+    got: Vec<(usize, Vec<u8>)>,
+    /// Every I/O interrupt: when, and to which core.
+    io_irqs: Vec<(Time, usize)>,
+    /// What the hostile process's attempts came to, once it made them.
+    attacks: Option<Attacks>,
+    /// Core 0's busy time when the move starts and just before the
+    /// hostile thread is woken.
+    core0_busy: (Duration, Duration),
+    migrated_at: Time,
+    attack_at: Time,
+}
+
+/// A reader (process V, core 0) blocks on its accelerated socket; at
+/// `migrated_at` the load balancer on core 1 moves it there. Datagrams
+/// come before, (if `during`) while its row moves, and after. A hostile
+/// process H on core 0, asleep on its own accelerated socket, is woken
+/// by a datagram at `attack_at` and goes for V's row from the old core.
+fn migration(during: bool) -> Migration {
+    use nextio_hw::accio::regs::row as r;
+    use nextio_hw::packet::build_udp_datagram;
+    let sim = Sim::new();
+    let (c, _s) = pair(&sim, 64);
+    let victim = c.host.create_process().unwrap();
+    let vt = c.thread(victim.pid(), 0).unwrap();
+    let thief = c.host.create_process().unwrap();
+    let tt = c.thread(thief.pid(), 0).unwrap();
+    let vbuf = victim.mmap(4096, false).unwrap();
+    let tbuf = thief.mmap(4096, false).unwrap();
+    let io_irqs = Rc::new(RefCell::new(Vec::new()));
+    {
+        let (ir, s) = (io_irqs.clone(), sim.clone());
+        c.host.on_interrupt(move |ev| {
+            if ev.vector == nextio_os::accio::IO_VECTOR {
+                ir.borrow_mut().push((s.now(), ev.core));
+            }
+        });
+    }
+    let total = MIG_BEFORE + if during { MIG_DURING } else { 0 } + MIG_AFTER;
+    let conn_cell = Rc::new(std::cell::Cell::new(None));
+    let got = Rc::new(RefCell::new(Vec::new()));
+    {
+        let (os, cc, g) = (c.os.clone(), conn_cell.clone(), got.clone());
+        sim.spawn(async move {
+            os.dispatcher().wait_turn(vt.tid).await.unwrap();
+            let mut lib = Accio::new(
+                os,
+                victim.pid(),
+                vt.tid,
+                vt.ctx.clone(),
+                LibCosts::default(),
+            );
+            let fd = lib.socket();
+            lib.bind(fd, 5000).unwrap();
+            lib.connect(fd, (SERVER_IP, PORT)).unwrap();
+            cc.set(Some(lib.accelerate(fd).await.unwrap()));
+            for _ in 0..total {
+                let k = lib.recv(fd, vbuf, 4096).await.unwrap();
+                let mut back = vec![0u8; k];
+                lib.ctx().peek(vbuf, &mut back).unwrap();
+                g.borrow_mut().push((lib.ctx().core().id(), back));
+            }
+            // Then it sleeps on the empty ring for good.
+            let _ = lib.recv(fd, vbuf, 4096).await;
+        });
+    }
+    let attacks = Rc::new(RefCell::new(None));
+    {
+        let (os, cc, out) = (c.os.clone(), conn_cell.clone(), attacks.clone());
+        sim.spawn(async move {
+            os.dispatcher().wait_turn(tt.tid).await.unwrap();
+            let mut lib = Accio::new(
+                os.clone(),
+                thief.pid(),
+                tt.tid,
+                tt.ctx.clone(),
+                LibCosts::default(),
+            );
+            // Its own socket: the table's user window is mapped in it and
+            // it sleeps on its row until the test wakes it.
+            let fd = lib.socket();
+            lib.bind(fd, 5002).unwrap();
+            lib.connect(fd, (SERVER_IP, PORT)).unwrap();
+            lib.accelerate(fd).await.unwrap();
+            lib.recv(fd, tbuf, 4096).await.unwrap();
+            let ctx = lib.ctx().clone();
+            let conn = cc.get().unwrap();
+            let field = |f| os.row_field_va(thief.pid(), conn, f).unwrap();
+            // What the core said to an access: `None` if it went through.
+            let fault = |r: Result<(), MmioAccessError>| match r {
+                Ok(()) => None,
+                Err(MmioAccessError::Mmio(MmioError::Guarded { fault, .. })) => Some(Ok(fault)),
+                Err(other) => Some(Err(other.to_string())),
+            };
+            let read = ctx
+                .mmio_read(
+                    field(r::RX_TAIL),
+                    8,
+                    "x",
+                    nextio_engine::Category::Application,
+                )
+                .await
+                .map(|_| ());
+            let head = ctx
+                .mmio_write(field(r::RX_HEAD), &0u64.to_le_bytes(), "x")
+                .await
+                .map(|_| ());
+            let tail = ctx
+                .mmio_write(field(r::TX_TAIL), &64u64.to_le_bytes(), "x")
+                .await
+                .map(|_| ());
+            // The miss trap a real fault takes: the kernel must not bring
+            // another process's row into this core for it.
+            let refill = os.refill(&ctx, tt.tid, conn).await.map(|_| ());
+            *out.borrow_mut() = Some(Attacks {
+                faults: [fault(read), fault(head), fault(tail)],
+                refill,
+            });
+        });
+    }
+    // Before: V reads on core 0, waking there each time.
+    let mut id = 0;
+    let send = |at: Time, port: u16, id: &mut u64| {
+        let bytes =
+            build_udp_datagram(server_macs(), from_server(port), &message(*id, 64)).unwrap();
+        deliver_at(&c, at, *id, bytes);
+        *id += 1;
+    };
+    for i in 0..MIG_BEFORE {
+        send(Time::ZERO + Duration::from_us(100 + 5 * i), 5000, &mut id);
+    }
+    let migrated_at = Time::ZERO + Duration::from_us(200);
+    // During: frames every 250 ns from the move on, so some reach the
+    // NIC while the row is out of every table or just in the new one.
+    if during {
+        for i in 0..MIG_DURING {
+            send(migrated_at + Duration::from_ns(250 * i), 5000, &mut id);
+        }
+    }
+    // After: V sleeps on core 1 and is woken there.
+    for i in 0..MIG_AFTER {
+        send(migrated_at + Duration::from_us(50 + 5 * i), 5000, &mut id);
+    }
+    let attack_at = migrated_at + Duration::from_us(150);
+    send(attack_at, 5002, &mut id);
+    {
+        let (os, tid) = (c.os.clone(), vt.tid);
+        let kctx = c.disp.core_kernel_ctx(1).unwrap();
+        let k = c.host.kernel().clone();
+        sim.spawn(async move {
+            kctx.spin_until_time(migrated_at).await;
+            // Only a thread off its core moves; V sleeps on its ring now.
+            assert_eq!(
+                k.borrow().state(tid).unwrap(),
+                nextio_os::ThreadState::Blocked
+            );
+            os.migrate(&kctx, tid, 1).await.unwrap();
+        });
+    }
+    let busy0 = |c: &AccioHost, sim: &Sim| {
+        let l = c.host.machine().core(0).unwrap().ledger_at(sim.now());
+        Duration(l.total().0 - l.get(nextio_engine::Category::Idle).0)
+    };
+    sim.run_until(migrated_at);
+    let b0 = busy0(&c, &sim);
+    sim.run_until(Time(attack_at.ps() - 1));
+    let b1 = busy0(&c, &sim);
+    sim.run_until(attack_at + Duration::from_us(100));
+    let conn = conn_cell.get().unwrap();
+    let got = got.borrow().clone();
+    let io_irqs = io_irqs.borrow().clone();
+    let attacks = attacks.borrow_mut().take();
+    Migration {
+        c,
+        sim,
+        conn,
+        got,
+        io_irqs,
+        attacks,
+        core0_busy: (b0, b1),
+        migrated_at,
+        attack_at,
+    }
+}
+
+/// What every migration run must show: each datagram once, intact and
+/// in order; the row only on the new core; wake-ups there after the
+/// move; the hostile process on the old core refused at each step.
+fn check_migration(m: &Migration, during: bool) {
+    let before = MIG_BEFORE as usize;
+    let total = before + if during { MIG_DURING as usize } else { 0 } + MIG_AFTER as usize;
+    assert_eq!(m.got.len(), total, "every datagram arrived, once");
+    for (i, (_, back)) in m.got.iter().enumerate() {
+        assert_eq!(*back, message(i as u64, 64), "datagram {i}");
+    }
+    assert!(m.got[..before].iter().all(|(core, _)| *core == 0));
+    assert!(
+        m.got[total - MIG_AFTER as usize..]
+            .iter()
+            .all(|(core, _)| *core == 1),
+        "{:?}",
+        m.got.iter().map(|g| g.0).collect::<Vec<_>>()
+    );
+    let nic = m.c.nic.borrow().all_counters();
+    assert_eq!(nic.get("offload_rx_delivered"), total as u64 + 1, "{nic:?}");
+    assert_eq!(nic.sum_prefix("drop."), 0, "{nic:?}");
+    assert_eq!(nic.get("offload_to_kernel"), 0, "{nic:?}");
+    assert_eq!(m.c.stack.counters().get("rx_delivered"), 0);
+    // The row left core 0's table: only the new core holds it.
+    let st = m.c.table.borrow().snapshot();
+    assert_eq!(st.cores[0].find(m.conn), None, "core 0 released the row");
+    let slot = st.cores[1].find(m.conn).expect("core 1 holds the row");
+    assert_eq!(m.c.os.resident(m.conn), Some((1, slot)));
+    assert_eq!(m.c.os.counters().get("migrations"), 1);
+    // Wake-ups before the move interrupted core 0; once the row is in
+    // core 1's table (the move is over well within 20 µs), only core 1
+    // until the hostile thread's own datagram wakes it on core 0.
+    assert!(
+        m.io_irqs
+            .iter()
+            .any(|(t, core)| *t < m.migrated_at && *core == 0)
+    );
+    let after: Vec<_> = m
+        .io_irqs
+        .iter()
+        .filter(|(t, _)| *t >= m.migrated_at + Duration::from_us(20) && *t < m.attack_at)
+        .collect();
+    assert!(!after.is_empty(), "{:?}", m.io_irqs);
+    assert!(after.iter().all(|(_, core)| *core == 1), "{after:?}");
+    // The hostile process on the old core: its loads and stores of V's
+    // row miss there (the row is gone) and the miss trap refuses it.
+    let a = m.attacks.as_ref().expect("the hostile thread ran");
+    for (i, f) in a.faults.iter().enumerate() {
+        assert_eq!(*f, Some(Ok(GuardFault::Miss)), "access {i}");
+    }
+    assert_eq!(a.refill, Err(AccioError::NotOwner(m.conn)));
+    assert_eq!(m.c.os.counters().get("refill_denied"), 1);
+    // Nothing of V's row moved for it: still on core 1, V's head where V
+    // left it, nothing sent.
+    use nextio_hw::accio::{regs, table};
+    let rowv = st.cores[1].slots[slot];
+    assert_ne!(table::get(&rowv, regs::row::RX_HEAD), 0);
+    assert_eq!(table::get(&rowv, regs::row::TX_TAIL), 0);
+    assert!(table::get(&rowv, regs::row::STATE) & regs::state::RX_SUSPENDED != 0);
+    assert_eq!(nic.get("offload_tx_frames"), 0);
+}
+
+#[test]
+fn a_migrated_reader_takes_its_row_and_wake_ups_to_the_new_core() {
+    let m = migration(false);
+    check_migration(&m, false);
+    // Nothing ran on core 0 between the move and the hostile thread's
+    // wake-up: V's calls after the move are billed to core 1, where it
+    // runs.
+    assert_eq!(m.core0_busy.0, m.core0_busy.1);
+    m.sim.shutdown();
+}
+
+#[test]
+fn datagrams_arriving_while_the_row_moves_arrive_once() {
+    let m = migration(true);
+    check_migration(&m, true);
+    // The race was run: a frame reached the NIC while the row was in no
+    // core's table, and the kernel's refill put it where V now lives.
+    let nic = m.c.nic.borrow().all_counters();
+    assert!(nic.get("row_misses") > 0, "{nic:?}");
+    assert!(m.c.os.counters().get("nic_misses") > 0);
+    let again = migration(true);
+    assert_eq!(m.got, again.got, "runs repeat");
+    assert_eq!(m.sim.events(), again.sim.events());
+    m.sim.shutdown();
+    again.sim.shutdown();
 }

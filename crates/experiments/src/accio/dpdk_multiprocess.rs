@@ -113,7 +113,15 @@ struct Log {
     failed: Option<String>,
 }
 
-fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTally), RunError> {
+/// `n` processes sharing the NIC through the primary each ping-pong
+/// `messages` 64 B datagrams; every echo's client processing time, µs.
+/// `label` names the run's artefacts.
+pub(super) fn shared(
+    ctx: &RunContext,
+    n: usize,
+    messages: u64,
+    label: &str,
+) -> Result<(Vec<f64>, SimTally), RunError> {
     let sim = ctx.new_sim();
     let server = linux_server(
         &sim,
@@ -317,7 +325,7 @@ fn shared(ctx: &RunContext, n: usize, messages: u64) -> Result<(Vec<f64>, SimTal
     }
     drop((abl, bal, l));
     let tally = SimTally::of(&sim, 2 * messages * n as u64);
-    ctx.write_artefacts(&format!("dpdk-multiprocess-{n}"), &sim)?;
+    ctx.write_artefacts(label, &sim)?;
     sim.shutdown();
     Ok((out, tally))
 }
@@ -366,7 +374,9 @@ impl Experiment for DpdkMultiprocess {
         let dpdk = single(System::Dpdk, "dpdk-multiprocess-dpdk")?;
         ctx.record(kernel.tally);
         ctx.record(dpdk.tally);
-        let res = ctx.sweep(&procs, |_, &n| shared(ctx, n as usize, messages))?;
+        let res = ctx.sweep(&procs, |_, &n| {
+            shared(ctx, n as usize, messages, &format!("dpdk-multiprocess-{n}"))
+        })?;
         let (k, d) = (mean(&kernel.processing_us), mean(&dpdk.processing_us));
         let mut s = Series::new("dpdk shared", "processes", &["processing_us"]);
         let mut checks = vec![CHECKS[0].judge(k / d.max(1e-9))];

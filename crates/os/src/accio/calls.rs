@@ -298,8 +298,16 @@ impl AccioOs {
         self.entry(ctx);
         ctx.cycles(Category::Kernel, self.0.cfg.costs.wait_cycles);
         let r = self.wait_inner(ctx, tid, conn, dir, seen).await;
-        self.exit_call(ctx);
+        // The thread may have migrated while it slept: it leaves the call
+        // on the core it runs on now, not the one it entered on.
+        self.exit_call(&self.ctx_now(tid, ctx));
         r
+    }
+
+    /// The context `tid` runs in now (`entered` if the dispatcher no
+    /// longer knows it): after a block it may be another core's.
+    fn ctx_now(&self, tid: Tid, entered: &CoreCtx) -> CoreCtx {
+        self.0.disp.ctx(tid).unwrap_or_else(|_| entered.clone())
     }
 
     async fn wait_inner(
@@ -411,25 +419,26 @@ impl AccioOs {
     ) -> Result<FallbackRecv, AccioError> {
         let pid = self.pid_of(tid)?;
         let c = self.owned(pid, conn)?;
+        let mut ctx = ctx.clone();
         loop {
             if self.0.stack.queued(c.sock) > 0 {
                 let d = self
                     .0
                     .stack
-                    .recvfrom(ctx, tid, c.fd, buf, cap, true)
+                    .recvfrom(&ctx, tid, c.fd, buf, cap, true)
                     .await?;
                 return Ok(FallbackRecv::Data(d));
             }
             let mode = self.mode(conn);
             if mode == Some(Mode::Fast) {
-                self.entry(ctx);
-                self.exit_call(ctx);
+                self.entry(&ctx);
+                self.exit_call(&ctx);
                 return Ok(FallbackRecv::Accelerated);
             }
             if nonblocking {
                 return Err(AccioError::Net(crate::net::NetError::WouldBlock));
             }
-            self.entry(ctx);
+            self.entry(&ctx);
             self.0.stack.set_waiter(c.sock, tid);
             if let Some(cc) = self.0.state.borrow_mut().conns.get_mut(&conn) {
                 cc.waiting = Some(tid);
@@ -438,7 +447,9 @@ impl AccioOs {
             if let Some(cc) = self.0.state.borrow_mut().conns.get_mut(&conn) {
                 cc.waiting = None;
             }
-            self.exit_call(ctx);
+            // Woken perhaps on another core (a migration while blocked).
+            ctx = self.ctx_now(tid, &ctx);
+            self.exit_call(&ctx);
         }
     }
 
