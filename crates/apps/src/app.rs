@@ -109,6 +109,25 @@ pub trait PacketApp {
         mem: &mut dyn AppMemory,
         counters: &mut Counters,
     ) -> Verdict;
+    /// Whether the application consumes a batch of received bytes as one
+    /// stream ([`PacketApp::process_stream`]) where the interface delivers
+    /// them contiguously (Ensō's pipes), instead of frame by frame.
+    fn streams(&self) -> bool {
+        false
+    }
+    /// Consume `batch`, a batch of received bytes as they lie contiguously
+    /// in the receive buffer, holding the frames at `frames` (ranges into
+    /// `batch`, in arrival order), without rewriting it; one verdict per
+    /// frame, in order. Only called when [`PacketApp::streams`].
+    fn process_stream(
+        &mut self,
+        _batch: &[u8],
+        frames: &[std::ops::Range<usize>],
+        _mem: &mut dyn AppMemory,
+        _counters: &mut Counters,
+    ) -> Vec<Verdict> {
+        vec![Verdict::Skipped("skipped.no_stream"); frames.len()]
+    }
 }
 
 /// What [`AppInstance::process`] did with a frame.
@@ -213,6 +232,39 @@ impl AppInstance {
         Processed {
             changed: first.zip(last).map(|(a, b)| a..b + 1),
             output,
+        }
+    }
+}
+
+impl AppInstance {
+    /// Whether the application consumes batches as streams.
+    pub fn streams(&self) -> bool {
+        self.app.streams()
+    }
+    /// Run a streaming application on a batch's bytes (loaded by the
+    /// wrapper), counting one verdict per frame of `frames` (a missing
+    /// verdict counts `error.no_verdict`, so every frame is still counted
+    /// once).
+    pub fn process_stream(
+        &mut self,
+        ctx: &CoreCtx,
+        batch: &[u8],
+        frames: &[std::ops::Range<usize>],
+        counters: &mut Counters,
+    ) {
+        let mut mem = CoreMemory::timed(ctx, self.base, self.bytes, &self.faults);
+        let verdicts = self.app.process_stream(batch, frames, &mut mem, counters);
+        for i in 0..frames.len() {
+            match verdicts.get(i) {
+                Some(Verdict::Done) => counters.inc("processed"),
+                Some(Verdict::Skipped(why)) => counters.inc(why),
+                Some(Verdict::Forward(_)) => counters.inc("error.no_such_output"),
+                None => counters.inc("error.no_verdict"),
+            }
+        }
+        let faults = self.faults.replace(0);
+        if faults > 0 {
+            counters.add("error.table_access", faults);
         }
     }
 }

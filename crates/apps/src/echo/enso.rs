@@ -116,6 +116,26 @@ fn app_packet(
     Ok(())
 }
 
+/// Take one packet of a batch a streaming application consumes: its bytes
+/// are loaded, as the packet walk reaches them, to their place in `bytes`
+/// (the batch as it lies in the pipe, so the loads are one sequential pass
+/// and a batch that wraps past the ring's end reaches the application as
+/// the contiguous stream it is); `frames` records where it lies.
+fn stream_packet(
+    dev: &Device,
+    p: RxPipe,
+    pkt: &Packet,
+    off: u64,
+    bytes: &mut Vec<u8>,
+    frames: &mut Vec<std::ops::Range<usize>>,
+) -> Result<(), EnsoError> {
+    let (at, end) = (off as usize, (off + pkt.len) as usize);
+    bytes.resize(end, 0);
+    dev.read(p, pkt.start, &mut bytes[at..end], Category::Application)?;
+    frames.push(at..end);
+    Ok(())
+}
+
 /// One output of a demultiplexing application: a TX pipe the thread copies
 /// frames into, and the bytes copied since its last send.
 struct Output {
@@ -198,6 +218,7 @@ async fn echo_thread(
     mut outputs: Vec<Output>,
 ) -> Result<(), EnsoError> {
     let mut copy = Vec::new();
+    let mut frames = Vec::new();
     loop {
         dev.process_completions().await?;
         let Some(p) = dev.next_rx_pipe_to_recv().await? else {
@@ -211,8 +232,12 @@ async fn echo_thread(
         }
         let batch = dev.peek(p, super::costs().enso_batch_bytes.get())?;
         let mut off = 0;
+        frames.clear();
         while let Some(pkt) = dev.packet_at(&batch, off)? {
             match run.as_mut() {
+                Some(run) if run.streams() => {
+                    stream_packet(&dev, p, &pkt, off, &mut copy, &mut frames)?
+                }
                 Some(run) if !outputs.is_empty() => {
                     switch_packet(&mut dev, p, &pkt, run, &mut outputs, &mut copy, &app).await?
                 }
@@ -220,6 +245,10 @@ async fn echo_thread(
                 None => echo_packet(&dev, p, &pkt, &app)?,
             }
             off += pkt.padded_len;
+        }
+        if let Some(run) = run.as_mut().filter(|r| r.streams() && !frames.is_empty()) {
+            // The whole batch's text in one call: no per-packet framing.
+            run.process_stream(dev.ctx(), &copy, &frames, &mut app.borrow_mut());
         }
         dev.confirm_bytes(p, off)?;
         app.borrow_mut().inc("batches");
