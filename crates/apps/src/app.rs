@@ -17,7 +17,8 @@
 //! Invariants: an application never reaches memory outside its region (an
 //! access that would is refused and counted, never a panic); every frame it
 //! is handed is transmitted, rewritten or not, and counted under exactly
-//! one verdict; a rewritten frame keeps valid IPv4 and UDP checksums.
+//! one verdict (a streaming application's batch too: one verdict per
+//! frame); a rewritten frame keeps valid IPv4 and UDP checksums.
 
 use std::cell::Cell;
 

@@ -7,6 +7,9 @@
 //! in place, as Ensō's own echo does with an RX/TX pipe; the bytes are freed
 //! when the NIC completes the send. In [`NotificationMode::Prefetch`] it
 //! asks for the next pipe's notification before working on the current one.
+//! An application that streams ([`crate::app::PacketApp::streams`]) is not
+//! handed frames one by one: the walk loads each frame's bytes in order
+//! into one buffer and the application consumes the batch in one call.
 //!
 //! Invariants: a frame leaves byte-identical to how it arrived except the
 //! incremented byte and the UDP checksum (which stays valid); every packet
