@@ -330,6 +330,7 @@ fn experiment_run(seed: u64) -> Result<(), String> {
                             "nitrosketch",
                             "mica",
                             "log-monitor-literal",
+                            "log-monitor-stream",
                         ],
                     )
                     .to_string(),
