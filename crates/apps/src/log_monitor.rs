@@ -451,8 +451,7 @@ mod tests {
     fn text_frame(text: &[u8]) -> Vec<u8> {
         let mut payload = vec![0u8; STAMP_BYTES];
         payload.extend_from_slice(text);
-        nextio_hw::packet::build_udp_datagram(Macs::default(), synthetic_flow(1), &payload)
-            .unwrap()
+        nextio_hw::packet::build_udp_datagram(Macs::default(), synthetic_flow(1), &payload).unwrap()
     }
 
     /// Lay `frames` out as a pipe holds them (each padded to 64 bytes)
@@ -507,7 +506,10 @@ mod tests {
         assert_eq!(c.get("log.matched_lines"), want);
         assert_eq!(c.get("log.lines"), lines.len() as u64);
         assert_eq!(c.get("log.overlong_lines"), 0);
-        assert!(mem.stores > 0 && mem.loads > 0, "the carry went through memory");
+        assert!(
+            mem.stores > 0 && mem.loads > 0,
+            "the carry went through memory"
+        );
         // Packetized: the same monitor fed one mbuf at a time.
         let mut dpdk = stream_monitor();
         let (mut mem2, mut c2) = (VecMemory::new(MAX_LINE_BYTES), Counters::new());
@@ -519,7 +521,12 @@ mod tests {
         assert_eq!(c2.get("log.matched_lines"), want);
         assert_eq!(c2.get("log.lines"), lines.len() as u64);
         // Per frame, a scan's set-up each time; per batch, once.
-        assert!(mem2.cycles > mem.cycles, "{} vs {}", mem2.cycles, mem.cycles);
+        assert!(
+            mem2.cycles > mem.cycles,
+            "{} vs {}",
+            mem2.cycles,
+            mem.cycles
+        );
         // A framed monitor on the same frames breaks the cut lines apart.
         let mut framed = LogMonitor::new(LogMonitorConfig::default(), COSTS).unwrap();
         let mut c3 = Counters::new();

@@ -32,7 +32,10 @@ fn factory() -> AppFactory {
 /// text bytes after the generator's stamp, one flow so one pipe).
 fn traffic(lines: u64) -> (Vec<String>, Vec<Vec<u8>>) {
     let lines: Vec<String> = (0..lines).map(log_line).collect();
-    let text: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+    let text: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect();
     let (mut frames, mut at, mut k) = (Vec::new(), 0, 0u64);
     while at < text.len() {
         let n = (37 + (k * 397) % 1400) as usize;
@@ -93,7 +96,10 @@ fn check(enso: bool) {
         .iter()
         .filter(|l| patterns.iter().any(|p| l.contains(p.as_str())))
         .count() as u64;
-    let padded: u64 = frames.iter().map(|f| (f.len() as u64).next_multiple_of(64)).sum();
+    let padded: u64 = frames
+        .iter()
+        .map(|f| (f.len() as u64).next_multiple_of(64))
+        .sum();
     assert!(padded > 2 * PIPE_BYTES, "the RX pipe wraps: {padded} B");
     // The NIC appends frames to the pipe back to back (64-byte aligned),
     // so a frame lies across the ring's end at some lap.
